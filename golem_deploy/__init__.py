@@ -1,0 +1,3 @@
+"""golem-deploy: declarative service deployments on the Golem Network."""
+
+__version__ = "0.1.0"

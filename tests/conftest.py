@@ -1,0 +1,62 @@
+"""Session-wide test isolation.
+
+When run as root on Linux, the whole test session moves into a fresh network namespace with
+only loopback up, so no yagna daemon (or anything else) that a test starts can reach the
+outside world. Every child process (yagna, the CLI under test) inherits it.
+Set GOLEM_DEPLOY_TEST_NETNS=0 to opt out (for example to debug from another shell).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CLONE_NEWNET = 0x40000000
+
+
+def _enter_loopback_only_netns() -> bool:
+    if sys.platform != "linux" or os.geteuid() != 0:
+        return False
+    if os.environ.get("GOLEM_DEPLOY_TEST_NETNS", "1") == "0" or shutil.which("ip") is None:
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        return False
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    return True
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # once per process
+        isolated = _enter_loopback_only_netns()
+        config.stash[_NETNS_KEY] = isolated
+    # Never talk to a user's own yagna from the test suite.
+    for var in ("YAGNA_APPKEY", "YAGNA_API_URL", "YAGNA_SUBNET"):
+        os.environ.pop(var, None)
+
+
+_NETNS_KEY = pytest.StashKey[bool]()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    isolated = config.stash.get(_NETNS_KEY, False)
+    return "network: " + ("loopback-only namespace" if isolated else "host network (not root)")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _state_home() -> Iterator[Path]:
+    """Each session keeps golem-deploy's state in its own temporary folder."""
+    root = Path(tempfile.mkdtemp(prefix="gd-test-home-"))
+    os.environ["GOLEM_DEPLOY_HOME"] = str(root)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
