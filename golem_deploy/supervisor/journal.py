@@ -1,0 +1,305 @@
+"""The deployment journal: append-only JSON lines, fsync'd per record.
+
+Why: the supervisor can be SIGKILLed at any moment. Whatever it had acquired on the market
+(allocation, agreements, activities) and locally (the private local network) keeps costing
+money or CPU until someone releases it. So every acquisition and every release is appended
+here *before the engine proceeds* (the engine calls its event consumer synchronously), and
+`fold()` turns the journal back into "what is still held" -- the truth after a crash that
+`golem-deploy down` uses to clean up.
+
+One record per line: {"ts": <unix seconds>, "kind": <event name>, ...plain fields}. The kinds
+written by the engine are its event class names (AllocationCreated, AgreementTerminated, ...);
+the supervisor adds its own (DeploymentStarted, LocalnetStarted, LocalnetStopped,
+SupervisorStopped, DeploymentStopped). Secrets never reach the file: the writer redacts the
+app key and every manifest env value from every string it writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import json
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+REDACTED = "***"
+
+# Env values shorter than this are not redacted inside free text: replacing every "1" or
+# "info" in command output would destroy the logs while protecting nothing secret.
+MIN_SECRET_LENGTH = 4
+
+
+class Redactor:
+    """Replaces known secret strings with *** in everything written to disk."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        # Longest first, so a secret containing another secret is replaced whole.
+        self._secrets = sorted(
+            {s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True
+        )
+
+    def text(self, value: str) -> str:
+        for secret in self._secrets:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        return value
+
+    def argv(self, argv: Iterable[str]) -> list[str]:
+        """Redact an argv; `/usr/bin/env K=V` prefixes (how the compiler applies env) lose V."""
+        out: list[str] = []
+        items = list(argv)
+        in_env_prefix = bool(items) and items[0] in ("/usr/bin/env", "env")
+        for i, item in enumerate(items):
+            if in_env_prefix and i > 0:
+                if "=" in item and not item.startswith("-"):
+                    key = item.split("=", 1)[0]
+                    out.append(f"{key}={REDACTED}")
+                    continue
+                in_env_prefix = False
+            out.append(self.text(item))
+        return out
+
+
+def to_plain(value: Any, redactor: Redactor | None = None) -> Any:
+    """Turn event fields into JSON-ready data: Decimal -> str, enum -> value, times -> epoch."""
+    red = redactor or Redactor()
+    if isinstance(value, str):
+        return red.text(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return to_plain(value.value, red)
+    if isinstance(value, dt.datetime):
+        return value.timestamp()
+    if isinstance(value, Path):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_plain(getattr(value, f.name), red) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): to_plain(v, red) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = list(value)
+        if items and all(isinstance(i, str) for i in items):
+            return red.argv(items)
+        return [to_plain(v, red) for v in items]
+    return red.text(str(value))
+
+
+# Field names that carry credentials; dropped entirely, whatever the event.
+_SECRET_FIELDS = frozenset({"app_key", "appkey", "api_key", "token", "env", "password"})
+
+
+class Journal:
+    """Appends records to one file; each record is flushed and fsync'd before `append` returns.
+
+    Thread-safe (the daemon writes from the event loop and, rarely, from worker threads).
+    """
+
+    def __init__(self, path: Path, *, secrets: Iterable[str] = ()) -> None:
+        self.path = path
+        self._redactor = Redactor(secrets)
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._file = os.fdopen(fd, "a", encoding="utf-8")
+
+    def append(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """Write one record durably and return it (as written, secrets redacted)."""
+        record: dict[str, Any] = {"ts": time.time(), "kind": kind}
+        for name, value in fields.items():
+            if name.lower() in _SECRET_FIELDS:
+                continue
+            record[name] = to_plain(value, self._redactor)
+        line = json.dumps(record, separators=(",", ":"), sort_keys=False)
+        with self._lock:
+            self._file.write(line + "\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        return record
+
+    def append_event(self, event: Any) -> dict[str, Any]:
+        """Journal an engine event (a frozen dataclass): kind = class name, fields as data."""
+        fields: dict[str, Any] = {}
+        if dataclasses.is_dataclass(event) and not isinstance(event, type):
+            fields = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
+        return self.append(type(event).__name__, **fields)
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._file.closed:
+                self._file.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read(path: Path) -> Iterator[dict[str, Any]]:
+    """Yield the records of a journal; a torn last line (crash mid-write) is skipped."""
+    try:
+        handle = path.open(encoding="utf-8")
+    except FileNotFoundError:
+        return
+    with handle:
+        for line in handle:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # only the last line can be torn; fsync made the rest whole
+            if isinstance(record, dict) and isinstance(record.get("kind"), str):
+                yield record
+
+
+@dataclass
+class HeldAgreement:
+    agreement_id: str
+    provider_id: str | None = None
+    provider_name: str | None = None
+    service: str | None = None
+    index: int | None = None
+
+
+@dataclass
+class Held:
+    """What the journal says a deployment still holds (and what it last knew about it)."""
+
+    name: str | None = None
+    network_kind: str | None = None  # "local" | "yagna"
+    api_url: str | None = None
+    budget: str | None = None
+    supervisor_pid: int | None = None
+    allocations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    agreements: dict[str, HeldAgreement] = field(default_factory=dict)
+    activities: dict[str, str | None] = field(default_factory=dict)  # activity -> agreement
+    localnet_dir: str | None = None
+    localnet_pids: list[int] = field(default_factory=list)
+    instance_states: dict[tuple[str, int], str] = field(default_factory=dict)
+    # agreement -> highest amount accepted for it. Debit notes carry the cumulative amount
+    # due and the invoice the final total, so the highest accepted figure is what was spent.
+    accepted: dict[str, Decimal] = field(default_factory=dict)
+    stopped: bool = False  # a clean DeploymentStopped was the last word
+    last_ts: float | None = None
+
+    @property
+    def spent(self) -> Decimal:
+        return sum(self.accepted.values(), Decimal(0))
+
+    @property
+    def empty(self) -> bool:
+        """True when nothing costs money or runs any more."""
+        return not (self.allocations or self.agreements or self.activities or self.localnet_dir)
+
+    def summary(self) -> list[str]:
+        """Human lines: one per kind of thing still held."""
+        lines: list[str] = []
+        if self.allocations:
+            lines.append(f"{len(self.allocations)} allocation(s): {', '.join(self.allocations)}")
+        if self.agreements:
+            lines.append(
+                f"{len(self.agreements)} agreement(s): "
+                + ", ".join(_short(a) for a in self.agreements)
+            )
+        if self.activities:
+            lines.append(
+                f"{len(self.activities)} activity(ies): "
+                + ", ".join(_short(a) for a in self.activities)
+            )
+        if self.localnet_dir:
+            lines.append(f"local network in {self.localnet_dir}")
+        return lines
+
+
+def _short(ident: str) -> str:
+    return ident if len(ident) <= 12 else ident[:12] + "…"
+
+
+def _get(record: Mapping[str, Any], *names: str) -> Any:
+    for name in names:
+        value = record.get(name)
+        if value is not None:
+            return value
+    return None
+
+
+def fold(records: Iterable[Mapping[str, Any]]) -> Held:
+    """Replay records into what is still held. Pure: no I/O, order matters, unknown kinds skip."""
+    held = Held()
+    for rec in records:
+        kind = rec.get("kind")
+        held.last_ts = rec.get("ts", held.last_ts)
+        if kind == "DeploymentStarted":
+            held.name = rec.get("name", held.name)
+            held.network_kind = rec.get("network_kind", held.network_kind)
+            held.api_url = rec.get("api_url", held.api_url)
+            held.budget = rec.get("budget", held.budget)
+            held.supervisor_pid = rec.get("pid", held.supervisor_pid)
+            held.stopped = False
+        elif kind == "NetworkReady":
+            held.network_kind = rec.get("network_kind", held.network_kind)
+            held.api_url = rec.get("api_url", held.api_url)
+        elif kind == "LocalnetStarting" or kind == "LocalnetStarted":
+            held.localnet_dir = rec.get("state_dir", held.localnet_dir)
+            held.localnet_pids = list(rec.get("pids") or held.localnet_pids)
+            if rec.get("api_url"):
+                held.api_url = rec["api_url"]
+        elif kind == "LocalnetStopped":
+            held.localnet_dir = None
+            held.localnet_pids = []
+        elif kind == "AllocationCreated":
+            alloc = _get(rec, "allocation_id", "id")
+            if alloc:
+                held.allocations[alloc] = {"amount": rec.get("amount")}
+        elif kind == "AllocationReleased":
+            held.allocations.pop(_get(rec, "allocation_id", "id"), None)
+        elif kind == "AgreementCreated":
+            agr = _get(rec, "agreement_id", "id")
+            if agr:
+                held.agreements[agr] = HeldAgreement(
+                    agreement_id=agr,
+                    provider_id=rec.get("provider_id"),
+                    provider_name=rec.get("provider_name"),
+                    service=rec.get("service"),
+                    index=rec.get("index"),
+                )
+        elif kind == "AgreementTerminated":
+            held.agreements.pop(_get(rec, "agreement_id", "id"), None)
+        elif kind == "ActivityCreated":
+            act = _get(rec, "activity_id", "id")
+            if act:
+                held.activities[act] = rec.get("agreement_id")
+        elif kind == "ActivityDestroyed":
+            held.activities.pop(_get(rec, "activity_id", "id"), None)
+        elif kind == "InstanceStateChanged":
+            service, index, new = rec.get("service"), rec.get("index"), rec.get("new")
+            if isinstance(service, str) and isinstance(index, int) and isinstance(new, str):
+                held.instance_states[(service, index)] = new
+        elif kind in ("DebitNoteAccepted", "InvoiceAccepted"):
+            amount = _get(rec, "amount", "total_amount_accepted", "accepted")
+            agr = _get(rec, "agreement_id") or _get(rec, "activity_id", "id") or "?"
+            try:
+                value = Decimal(str(amount))
+            except (ArithmeticError, ValueError):
+                continue
+            held.accepted[agr] = max(value, held.accepted.get(agr, Decimal(0)))
+        elif kind == "DeploymentStopped":
+            held.stopped = True
+    return held
+
+
+def load(path: Path) -> Held:
+    """Fold the journal file at `path` (an absent file holds nothing)."""
+    return fold(read(path))

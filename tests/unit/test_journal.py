@@ -1,0 +1,154 @@
+"""The journal is the truth after a crash: what it folds to is what `down` releases."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import os
+import stat
+from decimal import Decimal
+from pathlib import Path
+
+from golem_deploy.supervisor import journal as jr
+
+
+@dataclasses.dataclass(frozen=True)
+class AgreementCreated:  # shaped like the engine's events: the class name is the kind
+    agreement_id: str
+    provider_id: str
+    provider_name: str
+    service: str
+    index: int
+
+
+class State(enum.Enum):
+    running = "running"
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceStateChanged:
+    service: str
+    index: int
+    old: State
+    new: State
+    reason: str | None
+
+
+def test_records_are_durable_lines_in_a_private_file(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    with jr.Journal(path) as journal:
+        journal.append("AllocationCreated", allocation_id="a-1", amount=Decimal("1.5"))
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    (line,) = path.read_text().splitlines()
+    record = json.loads(line)
+    assert record["kind"] == "AllocationCreated"
+    assert record["allocation_id"] == "a-1"
+    assert record["amount"] == "1.5"  # money stays a decimal string, never a float
+
+
+def test_fold_tracks_acquired_minus_released(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    with jr.Journal(path) as journal:
+        journal.append("DeploymentStarted", name="web", network_kind="local", pid=42)
+        journal.append("LocalnetStarted", state_dir="/x/localnet", api_url="http://127.0.0.1:1")
+        journal.append("AllocationCreated", allocation_id="al", amount="1")
+        journal.append_event(AgreementCreated("ag1", "0xp1", "local-provider-1", "web", 0))
+        journal.append_event(AgreementCreated("ag2", "0xp2", "local-provider-2", "web", 1))
+        journal.append("ActivityCreated", activity_id="ac1", agreement_id="ag1")
+        journal.append("ActivityCreated", activity_id="ac2", agreement_id="ag2")
+        journal.append("ActivityDestroyed", activity_id="ac1")
+        journal.append("AgreementTerminated", agreement_id="ag1", reason="done")
+    held = jr.load(path)
+    assert held.name == "web"
+    assert held.supervisor_pid == 42
+    assert held.network_kind == "local"
+    assert held.api_url == "http://127.0.0.1:1"
+    assert set(held.allocations) == {"al"}
+    assert set(held.agreements) == {"ag2"}
+    assert held.agreements["ag2"].provider_name == "local-provider-2"
+    assert held.activities == {"ac2": "ag2"}
+    assert held.localnet_dir == "/x/localnet"
+    assert not held.empty
+
+
+def test_fold_after_clean_down_holds_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    with jr.Journal(path) as journal:
+        journal.append("LocalnetStarted", state_dir="/x/localnet")
+        journal.append("AllocationCreated", allocation_id="al")
+        journal.append("AgreementCreated", agreement_id="ag")
+        journal.append("ActivityCreated", activity_id="ac", agreement_id="ag")
+        journal.append("AgreementTerminated", agreement_id="ag")
+        journal.append("ActivityDestroyed", activity_id="ac")
+        journal.append("AllocationReleased", allocation_id="al")
+        journal.append("LocalnetStopped", state_dir="/x/localnet")
+        journal.append("DeploymentStopped")
+    held = jr.load(path)
+    assert held.empty
+    assert held.stopped
+    assert held.summary() == []
+
+
+def test_torn_last_line_after_a_crash_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    with jr.Journal(path) as journal:
+        journal.append("AgreementCreated", agreement_id="ag")
+    with path.open("a") as handle:
+        handle.write('{"ts": 1, "kind": "AgreementTermin')  # SIGKILL mid-write
+    held = jr.load(path)
+    assert set(held.agreements) == {"ag"}
+
+
+def test_missing_journal_holds_nothing(tmp_path: Path) -> None:
+    assert jr.load(tmp_path / "nope.jsonl").empty
+
+
+def test_instance_states_follow_state_changes(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    with jr.Journal(path) as journal:
+        journal.append_event(InstanceStateChanged("db", 0, State.running, State.running, None))
+        journal.append("InstanceStateChanged", service="db", index=0, old="running", new="stopping")
+    assert jr.load(path).instance_states == {("db", 0): "stopping"}
+
+
+def test_spent_is_the_highest_accepted_amount_per_agreement() -> None:
+    records = [
+        {"kind": "DebitNoteAccepted", "agreement_id": "a", "amount": "0.1"},
+        {"kind": "DebitNoteAccepted", "agreement_id": "a", "amount": "0.3"},  # cumulative
+        {"kind": "InvoiceAccepted", "agreement_id": "a", "amount": "0.35"},
+        {"kind": "DebitNoteAccepted", "agreement_id": "b", "amount": "0.2"},
+    ]
+    assert jr.fold(records).spent == Decimal("0.55")
+
+
+def test_secrets_never_reach_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    app_key = "f00dcafe1234appkey"
+    secret_env = "hunter2-secret"
+    with jr.Journal(path, secrets=[app_key, secret_env]) as journal:
+        journal.append("NetworkReady", api_url="http://127.0.0.1:7465", app_key=app_key)
+        journal.append(
+            "CommandFinished",
+            argv=["/usr/bin/env", "TOKEN=" + secret_env, "LEVEL=1", "/bin/echo", "hi"],
+            stdout=f"the key is {app_key}",
+        )
+        journal.append("Note", nested={"list": [f"x{secret_env}y"]})
+    text = path.read_text()
+    assert app_key not in text
+    assert secret_env not in text
+    # short env values are hidden inside `env K=V` prefixes too
+    assert "LEVEL=1" not in text
+    assert "LEVEL=***" in text
+    assert "/bin/echo" in text  # the command itself stays readable
+
+
+def test_unknown_kinds_and_odd_records_do_not_break_fold() -> None:
+    held = jr.fold(
+        [
+            {"kind": "SomethingNew", "x": 1},
+            {"kind": "AgreementCreated"},  # no id: nothing to release
+            {"kind": "InstanceStateChanged", "service": "a"},
+        ]
+    )
+    assert held.empty
