@@ -1,0 +1,231 @@
+"""The engine's one typed event stream.
+
+Every effect the engine has on the world (allocation, agreement, activity, payment) and every
+state change of an instance is reported as one of these frozen dataclasses, passed to the
+`event_consumer` given to `Golem`. The consumer is called synchronously and in order, BEFORE
+the engine goes further, so a supervisor can journal an id before anything else depends on it
+(decision 5: journal before effect). An exception raised by the consumer propagates into the
+engine and stops the deployment: a journal that cannot be written must not be ignored.
+
+Amounts are Decimal GLM. `service` is the service's name, `index` the instance's position in
+its cluster (stable across replacements on other providers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from golem_deploy.engine.lifecycle import ServiceState
+
+__all__ = [
+    "ActivityCreateFailed",
+    "ActivityCreated",
+    "ActivityDestroyed",
+    "AgreementCreated",
+    "AgreementRejected",
+    "AgreementTerminated",
+    "AllocationCreated",
+    "AllocationReleased",
+    "CommandFinished",
+    "CommandOutput",
+    "CommandStarted",
+    "DebitNoteAccepted",
+    "DemandSubscribed",
+    "DemandUnsubscribed",
+    "EngineEvent",
+    "HealthCheckResult",
+    "InstanceRestartScheduled",
+    "InstanceStateChanged",
+    "InvoiceAccepted",
+    "PaymentRejected",
+    "ProposalRejected",
+    "ProviderAvoided",
+]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineEvent:
+    """Base of every event; `at` is when the engine produced it (UTC)."""
+
+    at: datetime = field(default_factory=_now, compare=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AllocationCreated(EngineEvent):
+    allocation_id: str
+    amount: Decimal
+    platform: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AllocationReleased(EngineEvent):
+    allocation_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemandSubscribed(EngineEvent):
+    service: str
+    subscription_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemandUnsubscribed(EngineEvent):
+    service: str
+    subscription_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProposalRejected(EngineEvent):
+    """We refused an offer (price over a cap, no common payment platform, avoided...)."""
+
+    service: str
+    provider_id: str
+    provider_name: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgreementCreated(EngineEvent):
+    """An agreement was created (and is being confirmed) for an instance."""
+
+    service: str
+    index: int
+    agreement_id: str
+    provider_id: str
+    provider_name: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgreementRejected(EngineEvent):
+    """The provider did not approve our agreement (or approval timed out)."""
+
+    service: str
+    index: int
+    agreement_id: str
+    provider_id: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgreementTerminated(EngineEvent):
+    agreement_id: str
+    provider_id: str
+    by: str  # "requestor" | "provider"
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActivityCreated(EngineEvent):
+    service: str
+    index: int
+    activity_id: str
+    agreement_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActivityCreateFailed(EngineEvent):
+    service: str
+    index: int
+    agreement_id: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActivityDestroyed(EngineEvent):
+    service: str
+    index: int
+    activity_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceStateChanged(EngineEvent):
+    service: str
+    index: int
+    old: ServiceState
+    new: ServiceState
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceRestartScheduled(EngineEvent):
+    service: str
+    index: int
+    attempt: int
+    delay: float
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProviderAvoided(EngineEvent):
+    """The provider failed us; no further agreements with it in this deployment."""
+
+    provider_id: str
+    provider_name: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandStarted(EngineEvent):
+    service: str
+    index: int
+    command: str  # a readable one-liner, e.g. "run /bin/echo hi"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandOutput(EngineEvent):
+    """A chunk of live output of a command (as it arrives, not line-split)."""
+
+    service: str
+    index: int
+    stream: str  # "stdout" | "stderr"
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandFinished(EngineEvent):
+    service: str
+    index: int
+    command: str
+    return_code: int
+    message: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class HealthCheckResult(EngineEvent):
+    service: str
+    index: int
+    ok: bool
+    consecutive_failures: int
+    message: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class DebitNoteAccepted(EngineEvent):
+    debit_note_id: str
+    agreement_id: str
+    activity_id: str
+    amount: Decimal  # the newly accepted part (total due minus what was accepted before)
+    total_due: Decimal
+
+
+@dataclass(frozen=True, kw_only=True)
+class InvoiceAccepted(EngineEvent):
+    invoice_id: str
+    agreement_id: str
+    amount: Decimal  # the invoice's full amount
+    new_spend: Decimal  # the part not already covered by accepted debit notes
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentRejected(EngineEvent):
+    kind: str  # "invoice" | "debit_note"
+    document_id: str
+    agreement_id: str
+    amount: Decimal
+    reason: str
