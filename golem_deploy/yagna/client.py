@@ -1,0 +1,463 @@
+"""An aiohttp client for the requestor side of yagna's REST API.
+
+Exactly what real yagna speaks (see shared/docs/yagna-rest.md): bare JSON-string bodies
+where yagna wants them (activity create), JSON-string answers for ids, 200/201/204 as yagna
+actually returns them, long polls with a server-side `timeout` plus a client deadline a little
+longer, and SSE (`Accept: text/event-stream`) for live exec output.
+
+Failure policy: 408/504 and connection errors are intermittent and retried with a bounded
+exponential backoff; any other error status raises YagnaError(status, message, "METHOD
+/path"). Answers that are not JSON, miss required fields, or exceed MAX_BODY bytes raise
+YagnaError too — never a hang, never a KeyError. The app key only ever goes into the
+Authorization header; it is not part of any repr, log line or error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import anyio
+
+from golem_deploy.yagna.errors import YagnaError
+from golem_deploy.yagna.models import (
+    ActivityState,
+    Agreement,
+    AgreementEvent,
+    Allocation,
+    DebitNote,
+    Decoration,
+    ExeResult,
+    Identity,
+    Invoice,
+    MarketEvent,
+    PaymentEvent,
+    RuntimeEvent,
+)
+
+__all__ = ["MAX_BODY", "YagnaClient", "YagnaConfig"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_URL = "http://127.0.0.1:7465"
+MAX_BODY = 16 * 1024 * 1024  # no legitimate requestor answer comes near this
+MAX_SSE_LINE = 4 * 1024 * 1024
+MARKET = "/market-api/v1"
+ACTIVITY = "/activity-api/v1"
+PAYMENT = "/payment-api/v1"
+
+
+@dataclass(frozen=True)
+class YagnaConfig:
+    """Where yagna is and how to authenticate. The key is excluded from repr."""
+
+    api_url: str = DEFAULT_API_URL
+    app_key: str = field(default="", repr=False)
+
+    @classmethod
+    def from_env(cls, api_url: str | None = None, app_key: str | None = None) -> YagnaConfig:
+        """Explicit values win; else YAGNA_API_URL / YAGNA_APPKEY, as yapapi reads them."""
+        url = api_url or os.environ.get("YAGNA_API_URL") or DEFAULT_API_URL
+        key = app_key or os.environ.get("YAGNA_APPKEY") or ""
+        if not key:
+            raise YagnaError(
+                0,
+                "no app key",
+                "configuration",
+                hint="set YAGNA_APPKEY (see `yagna app-key list`) or pass app_key=",
+            )
+        return cls(api_url=url.rstrip("/"), app_key=key)
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class YagnaClient:
+    """One aiohttp session to one yagna. Use as `async with YagnaClient(config) as c:`."""
+
+    def __init__(
+        self,
+        config: YagnaConfig,
+        *,
+        retries: int = 5,
+        backoff: float = 0.5,
+        max_backoff: float = 4.0,
+    ) -> None:
+        self.config = config
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"YagnaClient({self.config.api_url!r})"
+
+    async def __aenter__(self) -> YagnaClient:
+        self._session = aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {self.config.app_key}"},
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("YagnaClient used outside `async with`")
+        return self._session
+
+    # --------------------------------------------------------------------- transport
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        send_body: bool = False,
+        params: dict[str, Any] | None = None,
+        timeout: float = 30.0,
+        retry: bool = True,
+        ok: tuple[int, ...] = (200, 201, 204),
+    ) -> tuple[int, Any]:
+        """Send one request; return (status, decoded JSON or None).
+
+        `send_body` sends `body` as JSON even when it is None (yagna wants a literal `null`
+        for some bodies). 408/504/connection errors are retried when `retry` is set; when it
+        is not, a 408 is returned as (408, None) so long polls can treat it as "nothing yet".
+        """
+        what = f"{method} {path}"
+        url = self.config.api_url + path
+        q = {k: str(v) for k, v in (params or {}).items() if v is not None}
+        data = json.dumps(body).encode() if (body is not None or send_body) else None
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with anyio.fail_after(timeout):
+                    async with self.session.request(
+                        method, url, params=q, data=data, headers=headers
+                    ) as resp:
+                        raw = await _read_limited(resp, what)
+                        status = resp.status
+            except TimeoutError:
+                status, raw = 0, b""
+                err = f"no answer within {timeout:g} s"
+            except aiohttp.ClientError as e:
+                status, raw = 0, b""
+                err = f"connection failed ({type(e).__name__}: {e})"
+            else:
+                err = ""
+            if status in ok:
+                return status, _decode(raw, what) if raw.strip() else None
+            intermittent = status in (0, 408, 504)
+            if not retry and status == 408:
+                return status, None
+            if intermittent and retry and attempt < self.retries:
+                delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+                log.debug("yagna %s: %s, retry %d in %.1fs", what, err or status, attempt, delay)
+                await anyio.sleep(delay)
+                continue
+            if status == 0:
+                raise YagnaError(
+                    0,
+                    err,
+                    what,
+                    hint=f"is yagna running at {self.config.api_url}? (`yagna service run`)",
+                )
+            raise YagnaError(status, _error_message(raw), what, hint=_hint(status))
+
+    async def _get(self, path: str, **kw: Any) -> Any:
+        return (await self.request("GET", path, **kw))[1]
+
+    async def _post(self, path: str, body: Any = None, **kw: Any) -> Any:
+        return (await self.request("POST", path, body=body, **kw))[1]
+
+    # ---------------------------------------------------------------------- identity
+
+    async def me(self) -> Identity:
+        return Identity.parse(await self._get("/me"), "GET /me")
+
+    # ------------------------------------------------------------------------ market
+
+    async def subscribe_demand(self, properties: dict[str, Any], constraints: str) -> str:
+        path = f"{MARKET}/demands"
+        body = {"properties": properties, "constraints": constraints}
+        return _string(await self._post(path, body), f"POST {path}")
+
+    async def unsubscribe_demand(self, subscription_id: str) -> None:
+        await self.request("DELETE", f"{MARKET}/demands/{subscription_id}", ok=(200, 204, 410))
+
+    async def demand_events(
+        self, subscription_id: str, *, timeout: float = 5.0, max_events: int = 20
+    ) -> list[MarketEvent]:
+        """Long poll (consuming) for proposals; [] when none arrived within `timeout`."""
+        path = f"{MARKET}/demands/{subscription_id}/events"
+        data = await self._get(
+            path, params={"timeout": timeout, "maxEvents": max_events}, timeout=timeout + 10
+        )
+        return [MarketEvent.parse(e, f"GET {path}") for e in _list(data, f"GET {path}")]
+
+    async def counter_proposal(
+        self, subscription_id: str, proposal_id: str, properties: dict[str, Any], constraints: str
+    ) -> str:
+        path = f"{MARKET}/demands/{subscription_id}/proposals/{proposal_id}"
+        body = {"properties": properties, "constraints": constraints}
+        return _string(await self._post(path, body, timeout=70), f"POST {path}")
+
+    async def reject_proposal(self, subscription_id: str, proposal_id: str, reason: str) -> None:
+        path = f"{MARKET}/demands/{subscription_id}/proposals/{proposal_id}/reject"
+        await self._post(path, {"message": reason}, timeout=10)
+
+    async def create_agreement(self, proposal_id: str, valid_to: datetime) -> str:
+        path = f"{MARKET}/agreements"
+        body = {"proposalId": proposal_id, "validTo": valid_to.astimezone(UTC).isoformat()}
+        return _string(await self._post(path, body), f"POST {path}")
+
+    async def get_agreement(self, agreement_id: str) -> Agreement:
+        path = f"{MARKET}/agreements/{agreement_id}"
+        return Agreement.parse(await self._get(path), f"GET {path}")
+
+    async def confirm_agreement(self, agreement_id: str) -> None:
+        await self._post(f"{MARKET}/agreements/{agreement_id}/confirm")
+
+    async def wait_for_approval(self, agreement_id: str, timeout: float = 15.0) -> bool:
+        """True once Approved; False if not yet decided within `timeout` (408).
+
+        A rejection/cancellation raises YagnaError with status 410 and yagna's reason."""
+        status, _ = await self.request(
+            "POST",
+            f"{MARKET}/agreements/{agreement_id}/wait",
+            params={"timeout": timeout},
+            timeout=timeout + 10,
+            retry=False,
+        )
+        return status != 408
+
+    async def terminate_agreement(self, agreement_id: str, reason: str, code: str) -> None:
+        """Terminate; an agreement already terminated (410) counts as done."""
+        await self.request(
+            "POST",
+            f"{MARKET}/agreements/{agreement_id}/terminate",
+            body={"message": reason, "golem.requestor.code": code},
+            ok=(200, 204, 410),
+        )
+
+    async def agreement_events(
+        self, after: str | None, *, timeout: float = 5.0, max_events: int = 50
+    ) -> list[AgreementEvent]:
+        path = f"{MARKET}/agreementEvents"
+        data = await self._get(
+            path,
+            params={"timeout": timeout, "afterTimestamp": after, "maxEvents": max_events},
+            timeout=timeout + 10,
+        )
+        return [AgreementEvent.parse(e, f"GET {path}") for e in _list(data, f"GET {path}")]
+
+    # ---------------------------------------------------------------------- activity
+
+    async def create_activity(self, agreement_id: str, timeout: float = 30.0) -> str:
+        path = f"{ACTIVITY}/activity"
+        data = await self._post(
+            path, agreement_id, params={"timeout": timeout}, timeout=timeout + 10
+        )
+        return _string(data, f"POST {path}")
+
+    async def exec(self, activity_id: str, commands: list[dict[str, Any]]) -> str:
+        path = f"{ACTIVITY}/activity/{activity_id}/exec"
+        return _string(await self._post(path, {"text": json.dumps(commands)}), f"POST {path}")
+
+    async def exec_results(
+        self, activity_id: str, batch_id: str, *, timeout: float = 5.0
+    ) -> list[ExeResult]:
+        """Results of the finished prefix of the batch (long-polls up to `timeout`)."""
+        path = f"{ACTIVITY}/activity/{activity_id}/exec/{batch_id}"
+        data = await self._get(path, params={"timeout": timeout}, timeout=timeout + 10)
+        return [ExeResult.parse(e, f"GET {path}") for e in _list(data, f"GET {path}")]
+
+    async def stream_exec(self, activity_id: str, batch_id: str) -> AsyncIterator[RuntimeEvent]:
+        """Live runtime events of a batch over SSE (yields until the server closes or the
+        caller stops iterating; the caller decides when the batch is done)."""
+        path = f"{ACTIVITY}/activity/{activity_id}/exec/{batch_id}"
+        what = f"GET {path} (stream)"
+        async with self.session.get(
+            self.config.api_url + path, headers={"Accept": "text/event-stream"}
+        ) as resp:
+            if resp.status != 200:
+                raw = await _read_limited(resp, what)
+                raise YagnaError(resp.status, _error_message(raw), what)
+            event, data_lines = "", list[str]()
+            while True:
+                line_b = await resp.content.readline()
+                if not line_b:
+                    return
+                if len(line_b) > MAX_SSE_LINE:
+                    raise YagnaError(0, "stream line too long", what)
+                line = line_b.decode("utf-8", errors="replace").rstrip("\r\n")
+                if line == "":
+                    if data_lines and event in ("runtime", ""):
+                        payload = _decode("\n".join(data_lines).encode(), what)
+                        yield RuntimeEvent.parse(payload, what)
+                    event, data_lines = "", []
+                elif line.startswith(":"):
+                    continue  # comment / keep-alive ping
+                elif line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    data_lines.append(line[5:].lstrip())
+
+    async def activity_state(self, activity_id: str, timeout: float = 5.0) -> ActivityState:
+        path = f"{ACTIVITY}/activity/{activity_id}/state"
+        data = await self._get(path, params={"timeout": timeout}, timeout=timeout + 5, retry=False)
+        return ActivityState.parse(data, f"GET {path}")
+
+    async def destroy_activity(self, activity_id: str, timeout: float = 10.0) -> None:
+        await self.request(
+            "DELETE",
+            f"{ACTIVITY}/activity/{activity_id}",
+            params={"timeout": timeout},
+            timeout=timeout + 5,
+            ok=(200, 204, 404, 410),
+        )
+
+    # ----------------------------------------------------------------------- payment
+
+    async def create_allocation(
+        self, *, address: str, platform: str, total: Decimal, timeout: datetime
+    ) -> Allocation:
+        path = f"{PAYMENT}/allocations"
+        body = {
+            "address": address,
+            "paymentPlatform": platform,
+            "totalAmount": str(total),
+            "timestamp": _now_iso(),
+            "timeout": timeout.astimezone(UTC).isoformat(),
+            "makeDeposit": False,
+        }
+        return Allocation.parse(await self._post(path, body), f"POST {path}")
+
+    async def get_allocation(self, allocation_id: str) -> Allocation:
+        path = f"{PAYMENT}/allocations/{allocation_id}"
+        return Allocation.parse(await self._get(path), f"GET {path}")
+
+    async def release_allocation(self, allocation_id: str) -> None:
+        await self.request(
+            "DELETE", f"{PAYMENT}/allocations/{allocation_id}", ok=(200, 204, 404, 410)
+        )
+
+    async def demand_decorations(self, allocation_ids: list[str]) -> Decoration:
+        path = f"{PAYMENT}/demandDecorations"
+        data = await self._get(path, params={"allocationIds": ",".join(allocation_ids)})
+        return Decoration.parse(data, f"GET {path}")
+
+    async def invoice_events(self, after: str | None, timeout: float = 5.0) -> list[PaymentEvent]:
+        return await self._payment_events("invoiceEvents", after, timeout)
+
+    async def debit_note_events(
+        self, after: str | None, timeout: float = 5.0
+    ) -> list[PaymentEvent]:
+        return await self._payment_events("debitNoteEvents", after, timeout)
+
+    async def _payment_events(
+        self, what: str, after: str | None, timeout: float
+    ) -> list[PaymentEvent]:
+        path = f"{PAYMENT}/{what}"
+        data = await self._get(
+            path, params={"timeout": timeout, "afterTimestamp": after}, timeout=timeout + 10
+        )
+        return [PaymentEvent.parse(e, f"GET {path}") for e in _list(data, f"GET {path}")]
+
+    async def get_invoice(self, invoice_id: str) -> Invoice:
+        path = f"{PAYMENT}/invoices/{invoice_id}"
+        return Invoice.parse(await self._get(path), f"GET {path}")
+
+    async def get_debit_note(self, debit_note_id: str) -> DebitNote:
+        path = f"{PAYMENT}/debitNotes/{debit_note_id}"
+        return DebitNote.parse(await self._get(path), f"GET {path}")
+
+    async def accept_invoice(self, invoice_id: str, amount: Decimal, allocation_id: str) -> None:
+        body = {"totalAmountAccepted": str(amount), "allocationId": allocation_id}
+        await self._post(f"{PAYMENT}/invoices/{invoice_id}/accept", body, timeout=40)
+
+    async def reject_invoice(self, invoice_id: str, reason: str, message: str) -> None:
+        body = {"rejectionReason": reason, "totalAmountAccepted": "0", "message": message}
+        await self._post(f"{PAYMENT}/invoices/{invoice_id}/reject", body, timeout=40)
+
+    async def accept_debit_note(
+        self, debit_note_id: str, amount: Decimal, allocation_id: str
+    ) -> None:
+        body = {"totalAmountAccepted": str(amount), "allocationId": allocation_id}
+        await self._post(f"{PAYMENT}/debitNotes/{debit_note_id}/accept", body, timeout=40)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+async def _read_limited(resp: aiohttp.ClientResponse, what: str) -> bytes:
+    """The body, refusing anything over MAX_BODY (a misbehaving server must not eat RAM)."""
+    if resp.content_length is not None and resp.content_length > MAX_BODY:
+        raise YagnaError(resp.status, f"answer too large ({resp.content_length} bytes)", what)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise YagnaError(resp.status, f"answer larger than {MAX_BODY} bytes", what)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _decode(raw: bytes, what: str) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        snippet = raw[:120].decode("utf-8", errors="replace")
+        raise YagnaError(0, f"answer is not JSON: {snippet!r}", what) from None
+
+
+def _error_message(raw: bytes) -> str:
+    """yagna's ErrorMessage `{"message": ...}`, or its plain-text body (401), trimmed."""
+    text = raw.decode("utf-8", errors="replace").strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text[:500] or "(empty body)"
+    if isinstance(data, dict) and data.get("message"):
+        return str(data["message"])[:500]
+    return text[:500] or "(empty body)"
+
+
+def _hint(status: int) -> str | None:
+    if status == 401:
+        return "the app key was refused; check YAGNA_APPKEY (`yagna app-key list`)"
+    return None
+
+
+def _string(data: Any, what: str) -> str:
+    if not isinstance(data, str) or not data:
+        raise YagnaError(0, f"expected a JSON string id, got {type(data).__name__}", what)
+    return data
+
+
+def _list(data: Any, what: str) -> list[Any]:
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise YagnaError(0, f"expected a JSON array, got {type(data).__name__}", what)
+    return data
