@@ -1,0 +1,439 @@
+"""Where an activity's commands run: a private /golem per activity.
+
+A Golem VM gives every activity its own /golem/work, /golem/input, /golem/output and
+/golem/resource; service scripts hard-code those paths. To run such scripts unchanged on
+the local network, each activity gets a *sandbox*:
+
+* **Isolated mode** (Linux, root or unprivileged user namespaces, `unshare` + `nsenter`):
+  one long-lived init process per activity owns a mount namespace and a pid namespace
+  (see :mod:`exeunit_init`). Inside it the activity's private directories appear at exactly
+  /golem/*, and the manifest's ``local.mounts`` appear read-only at their container paths.
+  Each command runs in that namespace via ``nsenter``; background processes a command
+  leaves behind keep running (the init adopts them) until the activity ends; ending the
+  init ends every process of the activity -- the kernel guarantees it.
+* **Fallback mode** (anything else): commands run in the private work directory with
+  ``GOLEM_WORK``/``GOLEM_INPUT``/``GOLEM_OUTPUT``/``GOLEM_RESOURCE`` pointing at the
+  private directories. Absolute /golem/... paths and mounts at their container paths cannot
+  be emulated there; :attr:`Sandbox.limitations` says so, and the ExeUnit reports it.
+
+Commands are exec'd directly (argv as given, never through a shell unless argv[0] is one),
+so arguments with ``;``, ``$(...)``, quotes or newlines arrive unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from subprocess import DEVNULL, PIPE
+
+import anyio
+import anyio.abc
+
+from golem_deploy.errors import GolemDeployError
+
+log = logging.getLogger(__name__)
+
+VOLUMES = ("work", "input", "output", "resource")
+"""The directories every activity gets under /golem."""
+
+DRAIN_GRACE = 0.2
+"""How long to keep reading a finished command's output pipes for what it wrote last.
+
+Output that arrives later comes from a background process that inherited the pipes; it is
+read and discarded until the activity ends (so that process never dies of SIGPIPE)."""
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+OutputCallback = Callable[[bytes], Awaitable[None]]
+
+
+class SandboxError(GolemDeployError):
+    """The sandbox could not be created, or a path would leave it."""
+
+
+class CommandTimeout(SandboxError):
+    """A command ran longer than its timeout and was killed."""
+
+
+def namespaces_available() -> bool:
+    """Whether isolated mode can be tried here (the real test is starting the init)."""
+    return (
+        sys.platform == "linux"
+        and shutil.which("unshare") is not None
+        and shutil.which("nsenter") is not None
+        and shutil.which("mount") is not None
+    )
+
+
+class Sandbox:
+    """The private file system and process space of one activity.
+
+    Lifecycle: ``await task_group.start(sandbox.serve)`` creates it (directories, the init
+    process); :meth:`run` runs commands; :meth:`close` (or :meth:`kill_now` in an emergency)
+    ends every process; ``serve`` returns afterwards.
+    """
+
+    def __init__(
+        self,
+        work_dir: Path,
+        mounts: Mapping[str, Path] | None = None,
+        *,
+        isolate: bool | None = None,
+    ) -> None:
+        self.work_dir = work_dir
+        self.root = work_dir / "golem"
+        self.mounts = {_container_path(k): Path(v).resolve() for k, v in (mounts or {}).items()}
+        self._want_isolation = namespaces_available() if isolate is None else isolate
+        self.isolated = False
+        self.limitations: str | None = None
+        self._init: anyio.abc.Process | None = None
+        self._init_pid: int | None = None  # pid 1 of the namespace, as the host sees it
+        self._ns_inode: str | None = None
+        self._groups: set[int] = set()  # process groups of commands (fallback cleanup)
+        self._cpu_seen: dict[int, float] = {}
+        self._cpu_retired = 0.0
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._closed = anyio.Event()
+
+    # ---- lifecycle ----
+
+    async def serve(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Create the sandbox, then keep it (and output drainers) alive until closed."""
+        for sub in VOLUMES:
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        for container_path, host_path in self.mounts.items():
+            if not host_path.exists():
+                raise SandboxError(
+                    f"local mount {container_path}: {host_path} does not exist",
+                    hint="fix the path under `local.mounts` in the manifest",
+                )
+        try:
+            if self._want_isolation:
+                try:
+                    await self._start_init()
+                except SandboxError as exc:
+                    log.warning("no namespace sandbox (%s); running without isolation", exc)
+                    self.limitations = f"namespace sandbox unavailable: {exc}"
+            if not self.isolated:
+                self.limitations = (self.limitations or "no mount/pid namespaces here") + (
+                    "; commands run in the activity's work dir with GOLEM_WORK, GOLEM_INPUT, "
+                    "GOLEM_OUTPUT, GOLEM_RESOURCE set: absolute /golem/... paths and "
+                    "local.mounts at their container paths are not available, and background "
+                    "processes that leave their process group are not tracked"
+                )
+                log.warning("sandbox %s: %s", self.work_dir, self.limitations)
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                task_status.started()
+                await self._closed.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            self.kill_now()
+            with anyio.CancelScope(shield=True):
+                await self._reap_init()
+
+    async def close(self) -> None:
+        """End every process of the activity (idempotent)."""
+        self.kill_now()
+        self._closed.set()
+        with anyio.CancelScope(shield=True):
+            await self._reap_init()
+
+    def kill_now(self) -> None:
+        """SIGKILL every process of the activity, synchronously (for a vanishing provider)."""
+        self._closed.set()
+        if self._init is not None and self._init.returncode is None:
+            # The init's death makes the kernel kill its whole pid namespace, and unshare
+            # (--kill-child) follows its child.
+            if self._init_pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self._init_pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                self._init.kill()
+        for group in list(self._groups):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, signal.SIGKILL)
+
+    async def _reap_init(self) -> None:
+        if self._init is not None:
+            with anyio.move_on_after(5):
+                await self._init.wait()
+            if self._init.stdin is not None:
+                with contextlib.suppress(Exception):
+                    await self._init.stdin.aclose()
+            for stream in (self._init.stdout, self._init.stderr):
+                if stream is not None:
+                    with contextlib.suppress(Exception):
+                        await stream.aclose()
+
+    async def _start_init(self) -> None:
+        unshare = ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc"]
+        if os.geteuid() != 0:
+            unshare.insert(1, "--map-root-user")
+        spec = {
+            "root": str(self.root),
+            "mounts": [[c, str(h)] for c, h in self.mounts.items()],
+        }
+        init_script = Path(__file__).with_name("exeunit_init.py")
+        process = await anyio.open_process(
+            [*unshare, "--", sys.executable, "-I", "-S", str(init_script), json.dumps(spec)],
+            stdin=PIPE,
+            stdout=PIPE,
+            stderr=PIPE,
+        )
+        self._init = process
+        assert process.stdout is not None and process.stderr is not None
+        line = b""
+        with anyio.move_on_after(10):
+            while not line.endswith(b"\n"):
+                try:
+                    line += await process.stdout.receive(1)
+                except anyio.EndOfStream:
+                    break
+        if line.strip() != b"ready":
+            err = b""
+            with anyio.move_on_after(1), contextlib.suppress(anyio.EndOfStream):
+                err = await process.stderr.receive()
+            self.kill_now()
+            await self._reap_init()
+            self._init = None
+            self._closed = anyio.Event()
+            text = (line + err).decode(errors="replace").strip() or "init did not start"
+            raise SandboxError(text.removeprefix("error: "))
+        self._init_pid = _only_child(process.pid)
+        self._ns_inode = os.readlink(f"/proc/{self._init_pid}/ns/pid")
+        self.isolated = True
+
+    # ---- commands ----
+
+    def command_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """A clean environment (nothing of the provider agent's leaks in) plus ``extra``."""
+        env = {"PATH": DEFAULT_PATH, "HOME": "/root", "LANG": "C.UTF-8"}
+        if not self.isolated:
+            for sub in VOLUMES:
+                env[f"GOLEM_{sub.upper()}"] = str(self.root / sub)
+        env.update(extra or {})
+        return env
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
+    ) -> int:
+        """Run ``argv`` in the sandbox; return its exit code (negative: killed by a signal).
+
+        Raises CommandTimeout when ``timeout`` passes (the command and its process group
+        are killed). Cancellation kills them too. Processes the command leaves in the
+        background keep running until the sandbox closes.
+        """
+        if self._closed.is_set() or self._tg is None:
+            raise SandboxError("the sandbox is closed")
+        if not argv:
+            raise SandboxError("empty command")
+        if self.isolated:
+            assert self._init_pid is not None
+            prefix = ["nsenter", "-t", str(self._init_pid), "-m", "-p", "--wdns=/golem/work"]
+            if os.geteuid() != 0:
+                prefix[3:3] = ["-U", "--preserve-credentials"]
+            command = [*prefix, "--", *argv]
+            cwd = None
+        else:
+            command = list(argv)
+            cwd = self.root / "work"
+        try:
+            process = await anyio.open_process(
+                command,
+                stdin=DEVNULL,
+                stdout=PIPE,
+                stderr=PIPE,
+                cwd=cwd,
+                env=self.command_env(env),
+                start_new_session=True,  # its own process group: killable as a whole
+            )
+        except OSError as exc:
+            raise SandboxError(f"cannot execute {argv[0]}: {exc.strerror or exc}") from exc
+        self._groups.add(process.pid)
+        finished = False
+        try:
+            assert process.stdout is not None and process.stderr is not None
+            done = [anyio.Event(), anyio.Event()]
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_pump, process.stdout, on_stdout, done[0])
+                tg.start_soon(_pump, process.stderr, on_stderr, done[1])
+                with anyio.move_on_after(timeout):
+                    code = await process.wait()
+                    finished = True
+                if finished:
+                    with anyio.move_on_after(DRAIN_GRACE):
+                        for event in done:
+                            await event.wait()
+                tg.cancel_scope.cancel()
+            if not finished:
+                raise CommandTimeout(f"command timed out after {timeout:g} s and was killed")
+            # Pipes still open belong to background processes: keep them drained.
+            for stream, event in ((process.stdout, done[0]), (process.stderr, done[1])):
+                if not event.is_set() and self._tg is not None:
+                    self._tg.start_soon(_pump, stream, None, anyio.Event(), True)
+                else:
+                    await stream.aclose()
+            return code
+        finally:
+            if not finished:
+                for stream in (process.stdout, process.stderr):
+                    if stream is not None:
+                        await stream.aclose()
+                # Timeout or cancellation: the command and its whole group go.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                    await process.wait()
+            if self.isolated:  # the namespace tracks its processes; groups are for fallback
+                self._groups.discard(process.pid)
+
+    # ---- paths ----
+
+    def host_path(self, container_path: str, *, write: bool) -> Path:
+        """The host file behind a path inside the sandbox; refuses paths that leave it.
+
+        Writable: the four /golem volumes. Readable additionally: the read-only mounts.
+        """
+        path = _container_path(container_path)
+        candidates: list[tuple[str, Path]] = [(f"/golem/{sub}", self.root / sub) for sub in VOLUMES]
+        if not write:
+            candidates += list(self.mounts.items())
+        best: tuple[str, Path] | None = None
+        for prefix, host in candidates:
+            if (path == prefix or path.startswith(prefix + "/")) and (
+                best is None or len(prefix) > len(best[0])
+            ):
+                best = (prefix, host)
+        if best is None:
+            where = "a /golem/{work,input,output,resource} path"
+            if not write and self.mounts:
+                where += " or a local mount (" + ", ".join(sorted(self.mounts)) + ")"
+            raise SandboxError(f"{container_path} is outside the sandbox; use {where}")
+        prefix, host_root = best
+        relative = path[len(prefix) :].lstrip("/")
+        resolved = (host_root / relative).resolve()
+        root = host_root.resolve()
+        if resolved != root and root not in resolved.parents:
+            raise SandboxError(f"{container_path} leaves the sandbox (via a symlink)")
+        return resolved
+
+    # ---- usage ----
+
+    def cpu_seconds(self) -> float:
+        """CPU time used by the activity's processes so far (sampled from /proc).
+
+        Processes seen alive are counted with their latest times; after they end their last
+        sample stays counted. Orphans the init reaped are counted via its children's times.
+        """
+        try:
+            tick = os.sysconf("SC_CLK_TCK")
+        except (ValueError, OSError):
+            return 0.0
+        live: dict[int, float] = {}
+        base = 0.0
+        try:
+            pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+        except OSError:
+            return 0.0
+        for pid in pids:
+            stat = _read_stat(pid)
+            if stat is None:
+                continue
+            if self.isolated:
+                try:
+                    if os.readlink(f"/proc/{pid}/ns/pid") != self._ns_inode:
+                        continue
+                except OSError:
+                    continue
+            elif stat[2] not in self._groups:  # pgid
+                continue
+            utime, stime, cutime, cstime = stat[11], stat[12], stat[13], stat[14]
+            live[pid] = (utime + stime) / tick
+            if pid == self._init_pid:
+                base = (cutime + cstime) / tick
+        for pid, seconds in self._cpu_seen.items():
+            if pid not in live:
+                self._cpu_retired += seconds
+        self._cpu_seen = live
+        return self._cpu_retired + base + sum(live.values())
+
+
+async def _pump(
+    stream: anyio.abc.ByteReceiveStream,
+    callback: OutputCallback | None,
+    done: anyio.Event,
+    close: bool = False,
+) -> None:
+    try:
+        async for chunk in stream:
+            if callback is not None:
+                await callback(chunk)
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+        pass
+    finally:
+        done.set()
+        if close:
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()
+
+
+def _container_path(path: str) -> str:
+    """Normalise an absolute container path (no '..' tricks, no trailing slash)."""
+    pure = PurePosixPath(path)
+    if not pure.is_absolute():
+        raise SandboxError(f"container path {path!r} must be absolute")
+    parts: list[str] = []
+    for part in pure.parts[1:]:
+        if part == "..":
+            if not parts:
+                raise SandboxError(f"container path {path!r} leaves the file system root")
+            parts.pop()
+        elif part != ".":
+            parts.append(part)
+    return "/" + "/".join(parts)
+
+
+def _only_child(pid: int) -> int:
+    """The pid of ``pid``'s single child (unshare's forked child: the namespace's init)."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _read_stat(int(entry))
+            if stat is not None and stat[1] == pid:
+                return int(entry)
+    raise SandboxError("the sandbox init process disappeared")
+
+
+def _read_stat(pid: int) -> list[int] | None:
+    """/proc/<pid>/stat fields after the command name: [state, ppid, pgrp, ...] as ints.
+
+    Index 0 is the state letter (as 0); index i is proc(5)'s field i + 3.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    rest = raw[raw.rfind(b")") + 2 :].split()
+    values = [0]
+    for item in rest[1:]:
+        try:
+            values.append(int(item))
+        except ValueError:
+            values.append(0)
+    return values
