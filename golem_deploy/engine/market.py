@@ -1,0 +1,450 @@
+"""The market side of the engine: demand building, offer scoring, negotiation, agreements.
+
+Demand: built as yapapi builds it (yagna-rest.md §3): expiration (ms), multi-activity,
+subnet property + constraint, the payment platform properties/constraints exactly as the
+payment service's demand decorations give them, the linear pricing constraint, and the
+payload's task package + resource constraints.
+
+Scoring: an offer's expected cost for `expected_seconds` of work under its linear pricing,
+checked against the manifest's price caps (start price, CPU per hour, environment per hour).
+An offer over a cap, or with an unknown pricing model or no common payment platform, is
+rejected with a reason the user can read. Among acceptable offers the cheapest wins; a
+provider that failed us is avoided for the rest of the deployment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import anyio
+
+from golem_deploy.engine import events as ev
+from golem_deploy.engine.payload import VmPayload
+from golem_deploy.yagna.client import YagnaClient
+from golem_deploy.yagna.errors import YagnaError
+from golem_deploy.yagna.models import Agreement, Decoration, Proposal
+
+__all__ = [
+    "CPU_SEC",
+    "DURATION_SEC",
+    "Demand",
+    "LinearPricing",
+    "MarketSession",
+    "OfferScore",
+    "PriceCaps",
+    "SignedAgreement",
+    "build_demand",
+    "counter_properties",
+    "offer_platforms",
+    "score_offer",
+]
+
+log = logging.getLogger(__name__)
+
+CPU_SEC = "golem.usage.cpu_sec"
+DURATION_SEC = "golem.usage.duration_sec"
+PLATFORM_PREFIX = "golem.com.payment.platform."
+ACCEPT_TIMEOUT = "golem.com.payment.debit-notes.accept-timeout?"
+DEBIT_NOTE_INTERVAL = "golem.com.scheme.payu.debit-note.interval-sec?"
+PAYMENT_TIMEOUT = "golem.com.scheme.payu.payment-timeout-sec?"
+MAP_MIN_EXPIRATION = 18000  # s; below this yapapi does not negotiate mid-agreement payments
+
+
+@dataclass(frozen=True)
+class Demand:
+    properties: dict[str, Any]
+    constraints: str
+
+
+def build_demand(
+    payload: VmPayload,
+    *,
+    subnet: str,
+    expiration: datetime,
+    decoration: Decoration,
+) -> Demand:
+    """The demand a yapapi requestor would publish for this payload (key order included)."""
+    props: dict[str, Any] = {
+        "golem.srv.comp.expiration": int(expiration.timestamp() * 1000),
+        "golem.srv.caps.multi-activity": True,
+        "golem.node.debug.subnet": subnet,
+    }
+    props.update(decoration.properties)
+    props.update(payload.properties())
+    constraints = [
+        f"(golem.node.debug.subnet={subnet})",
+        *decoration.constraints,
+        "(golem.com.pricing.model=linear)",
+        payload.constraints(),
+    ]
+    return Demand(props, "(&" + "\n\t".join(constraints) + ")")
+
+
+@dataclass(frozen=True)
+class LinearPricing:
+    """Per-unit prices by usage counter, plus the fixed start price (all GLM)."""
+
+    prices: dict[str, Decimal]
+    start: Decimal
+
+    @classmethod
+    def from_properties(cls, props: dict[str, Any]) -> LinearPricing:
+        """Parse an offer's linear pricing; ValueError with a reason if it is not usable."""
+        if props.get("golem.com.pricing.model") != "linear":
+            raise ValueError(f"pricing model {props.get('golem.com.pricing.model')!r} not linear")
+        if props.get("golem.com.scheme") not in (None, "payu"):
+            raise ValueError(f"payment scheme {props.get('golem.com.scheme')!r} is not payu")
+        coeffs = props.get("golem.com.pricing.model.linear.coeffs")
+        vector = props.get("golem.com.usage.vector")
+        if not isinstance(coeffs, list) or not isinstance(vector, list):
+            raise ValueError("offer has no linear coefficients / usage vector")
+        if len(coeffs) != len(vector) + 1 or not all(isinstance(v, str) for v in vector):
+            raise ValueError("linear coefficients do not match the usage vector")
+        try:
+            values = [Decimal(str(c)) for c in coeffs]
+        except InvalidOperation:
+            raise ValueError("linear coefficients are not numbers") from None
+        pairs = zip(coeffs, values, strict=True)
+        if any(isinstance(c, bool) or not v.is_finite() or v < 0 for c, v in pairs):
+            raise ValueError("linear coefficients must be finite and non-negative")
+        return cls(prices=dict(zip(vector, values[:-1], strict=True)), start=values[-1])
+
+    def cost(self, usage: dict[str, Decimal | float | int]) -> Decimal:
+        total = self.start
+        for counter, price in self.prices.items():
+            total += price * Decimal(str(usage.get(counter, 0)))
+        return total
+
+    def expected_cost(self, seconds: float) -> Decimal:
+        """Cost of `seconds` of wall time with one fully used CPU (the usual upper estimate)."""
+        s = Decimal(str(seconds))
+        return self.cost({CPU_SEC: s, DURATION_SEC: s})
+
+
+@dataclass(frozen=True)
+class PriceCaps:
+    """The manifest's `market.max_price` (GLM; None = no cap)."""
+
+    start: Decimal | None = None
+    cpu_per_hour: Decimal | None = None
+    env_per_hour: Decimal | None = None
+
+    @classmethod
+    def from_manifest(cls, max_price: Any) -> PriceCaps:
+        return cls(
+            start=getattr(max_price, "start", None),
+            cpu_per_hour=getattr(max_price, "cpu_per_hour", None),
+            env_per_hour=getattr(max_price, "env_per_hour", None),
+        )
+
+
+@dataclass(frozen=True)
+class OfferScore:
+    accepted: bool
+    expected_cost: Decimal
+    reason: str = ""
+
+
+def offer_platforms(props: dict[str, Any]) -> set[str]:
+    """Payment platforms an offer supports (the segment after golem.com.payment.platform.)."""
+    found = set()
+    for key in props:
+        if key.startswith(PLATFORM_PREFIX):
+            rest = key[len(PLATFORM_PREFIX) :]
+            found.add(rest.split(".", 1)[0])
+    return found
+
+
+def score_offer(
+    props: dict[str, Any], caps: PriceCaps, *, platform: str, expected_seconds: float
+) -> OfferScore:
+    """Accept or reject an offer; accepted offers carry their expected cost (lower wins)."""
+    try:
+        pricing = LinearPricing.from_properties(props)
+    except ValueError as e:
+        return OfferScore(False, Decimal(0), str(e))
+    platforms = offer_platforms(props)
+    if platforms and platform not in platforms:
+        return OfferScore(False, Decimal(0), f"no common payment platform (we use {platform})")
+    hour = Decimal(3600)
+    cpu = pricing.prices.get(CPU_SEC, Decimal(0)) * hour
+    env = pricing.prices.get(DURATION_SEC, Decimal(0)) * hour
+    checks = [
+        ("start price", pricing.start, caps.start),
+        ("CPU price per hour", cpu, caps.cpu_per_hour),
+        ("env price per hour", env, caps.env_per_hour),
+    ]
+    for label, value, cap in checks:
+        if cap is not None and value > cap:
+            return OfferScore(
+                False, pricing.expected_cost(expected_seconds), f"{label} {value} > cap {cap}"
+            )
+    return OfferScore(True, pricing.expected_cost(expected_seconds))
+
+
+def counter_properties(
+    demand: Demand, offer: dict[str, Any], *, platform: str, expiration: datetime, now: datetime
+) -> dict[str, Any]:
+    """Our counter-proposal's properties: the demand plus what yapapi negotiates."""
+    props = dict(demand.properties)
+    props["golem.com.payment.chosen-platform"] = platform
+    timeout = offer.get(ACCEPT_TIMEOUT)
+    if isinstance(timeout, int | float) and not isinstance(timeout, bool):
+        props[ACCEPT_TIMEOUT] = max(int(timeout), 30)
+    lifetime = (expiration - now).total_seconds()
+    if DEBIT_NOTE_INTERVAL in offer and lifetime >= MAP_MIN_EXPIRATION:
+        interval = offer[DEBIT_NOTE_INTERVAL]
+        props[DEBIT_NOTE_INTERVAL] = max(int(interval), 60) if isinstance(interval, int) else 120
+        props[PAYMENT_TIMEOUT] = max(int(offer.get(PAYMENT_TIMEOUT, MAP_MIN_EXPIRATION)), 18000)
+    return props
+
+
+@dataclass(frozen=True)
+class SignedAgreement:
+    agreement: Agreement
+    proposal_id: str
+
+    @property
+    def agreement_id(self) -> str:
+        return self.agreement.agreement_id
+
+    @property
+    def provider_id(self) -> str:
+        return self.agreement.provider_id
+
+    @property
+    def provider_name(self) -> str:
+        return self.agreement.provider_name
+
+
+@dataclass
+class _Draft:
+    proposal: Proposal
+    cost: Decimal
+
+    @property
+    def provider_id(self) -> str:
+        return self.proposal.issuer_id
+
+
+@dataclass
+class MarketSession:
+    """One demand subscription for one service and the pool of negotiated offers.
+
+    `collect()` runs as a task: it re-subscribes when the subscription vanishes, counters
+    acceptable Initial proposals and pools Draft ones (the latest per provider).
+    `sign(...)` turns the cheapest pooled draft of a provider we do not avoid into an
+    approved agreement. Each draft is used once; when the pool runs dry while instances
+    wait, the demand is re-published to get fresh proposals from every matching provider.
+    """
+
+    client: YagnaClient
+    service: str
+    demand: Demand
+    caps: PriceCaps
+    platform: str
+    expiration: datetime
+    emit: Callable[[ev.EngineEvent], None]
+    avoided: Callable[[str], bool]
+    busy_providers: Callable[[], Iterable[str]] = lambda: ()
+    expected_seconds: float = 3600.0
+    approval_timeout: float = 15.0
+    resubscribe_after: float = 4.0
+    _pool: dict[str, _Draft] = field(default_factory=dict)
+    _pool_changed: anyio.Event = field(default_factory=anyio.Event)
+    _subscription: str | None = None
+    _want_resubscribe: bool = False
+    _waiting: int = 0
+    _names: dict[str, str] = field(default_factory=dict)
+
+    async def collect(self) -> None:
+        """Negotiate forever (cancel to stop); unsubscribes on the way out."""
+        try:
+            while True:
+                await self._subscribe()
+                await self._poll_until_gone()
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await self._unsubscribe()
+
+    async def _subscribe(self) -> None:
+        self._subscription = await self.client.subscribe_demand(
+            self.demand.properties, self.demand.constraints
+        )
+        self._want_resubscribe = False
+        self.emit(ev.DemandSubscribed(service=self.service, subscription_id=self._subscription))
+
+    async def _unsubscribe(self) -> None:
+        sub, self._subscription = self._subscription, None
+        if sub is None:
+            return
+        try:
+            await self.client.unsubscribe_demand(sub)
+        except YagnaError as e:
+            log.debug("unsubscribe %s: %s", sub, e)
+        self.emit(ev.DemandUnsubscribed(service=self.service, subscription_id=sub))
+
+    async def _poll_until_gone(self) -> None:
+        sub = self._subscription
+        assert sub is not None
+        idle_since = anyio.current_time()
+        while True:
+            if self._want_resubscribe or (
+                self._waiting
+                and not self._usable_drafts()
+                and anyio.current_time() - idle_since > self.resubscribe_after
+            ):
+                await self._unsubscribe()
+                return
+            try:
+                events = await self.client.demand_events(sub, timeout=2.0, max_events=50)
+            except YagnaError as e:
+                if e.status in (404, 410):  # subscription expired: publish again
+                    self._subscription = None
+                    return
+                raise
+            for event in events:
+                if event.proposal is not None:
+                    await self._on_proposal(sub, event.proposal)
+                    idle_since = anyio.current_time()
+
+    async def _on_proposal(self, sub: str, proposal: Proposal) -> None:
+        props = proposal.properties
+        provider = proposal.issuer_id
+        name = props.get("golem.node.id.name")
+        self._names[provider] = name if isinstance(name, str) else provider
+        score = score_offer(
+            props, self.caps, platform=self.platform, expected_seconds=self.expected_seconds
+        )
+        reason = score.reason
+        if score.accepted and self.avoided(provider):
+            reason = "provider failed us earlier in this deployment"
+        if reason:
+            self.emit(
+                ev.ProposalRejected(
+                    service=self.service,
+                    provider_id=provider,
+                    provider_name=self._names[provider],
+                    reason=reason,
+                )
+            )
+            try:
+                await self.client.reject_proposal(sub, proposal.proposal_id, reason)
+            except YagnaError as e:
+                log.debug("reject proposal: %s", e)
+            return
+        if proposal.state == "Initial":
+            props_out = counter_properties(
+                self.demand,
+                props,
+                platform=self.platform,
+                expiration=self.expiration,
+                now=datetime.now(self.expiration.tzinfo),
+            )
+            try:
+                await self.client.counter_proposal(
+                    sub, proposal.proposal_id, props_out, self.demand.constraints
+                )
+            except YagnaError as e:
+                log.info("counter-proposal to %s failed: %s", self._names[provider], e)
+        elif proposal.state == "Draft":
+            self._pool[provider] = _Draft(proposal, score.expected_cost)
+            self._pool_changed.set()
+            self._pool_changed = anyio.Event()
+
+    def _usable_drafts(self) -> list[_Draft]:
+        return [d for d in self._pool.values() if not self.avoided(d.provider_id)]
+
+    def _pick(self) -> _Draft | None:
+        usable = self._usable_drafts()
+        if not usable:
+            return None
+        busy = set(self.busy_providers())
+        # spread instances over providers first, then the cheapest, random tie-break
+        best = min(usable, key=lambda d: (d.provider_id in busy, d.cost, random.random()))
+        del self._pool[best.provider_id]
+        return best
+
+    async def sign(self, index: int) -> SignedAgreement:
+        """Wait for a usable draft and turn it into an approved agreement."""
+        self._waiting += 1
+        try:
+            while True:
+                draft = self._pick()
+                if draft is None:
+                    changed = self._pool_changed
+                    self._want_resubscribe = self._want_resubscribe or not self._pool
+                    with anyio.move_on_after(self.resubscribe_after + 1):
+                        await changed.wait()
+                    continue
+                signed = await self._try_agreement(draft, index)
+                if signed is not None:
+                    return signed
+        finally:
+            self._waiting -= 1
+
+    async def _try_agreement(self, draft: _Draft, index: int) -> SignedAgreement | None:
+        provider = draft.provider_id
+        valid_to = self.expiration + timedelta(minutes=5)
+        try:
+            agreement_id = await self.client.create_agreement(draft.proposal.proposal_id, valid_to)
+        except YagnaError as e:
+            log.info("create agreement with %s failed: %s", self._names.get(provider), e)
+            return None
+        agreement = await self.client.get_agreement(agreement_id)
+        self.emit(
+            ev.AgreementCreated(
+                service=self.service,
+                index=index,
+                agreement_id=agreement_id,
+                provider_id=provider,
+                provider_name=agreement.provider_name,
+            )
+        )
+        try:
+            await self.client.confirm_agreement(agreement_id)
+            deadline = anyio.current_time() + self.approval_timeout
+            approved = False
+            while not approved and anyio.current_time() < deadline:
+                remaining = max(1.0, math.ceil(deadline - anyio.current_time()))
+                approved = await self.client.wait_for_approval(agreement_id, timeout=remaining)
+            if not approved:
+                raise YagnaError(408, "not approved in time", "agreement approval")
+        except YagnaError as e:
+            reason = f"agreement not approved: {e.detail}"
+            self.emit(
+                ev.AgreementRejected(
+                    service=self.service,
+                    index=index,
+                    agreement_id=agreement_id,
+                    provider_id=provider,
+                    reason=reason,
+                )
+            )
+            with anyio.move_on_after(10):
+                # a rejected/cancelled agreement cannot be terminated; that is fine
+                with contextlib.suppress(YagnaError):
+                    await self.client.terminate_agreement(agreement_id, reason, "Cancelled")
+            raise _AgreementFailed(provider, agreement.provider_name, reason) from e
+        return SignedAgreement(agreement, draft.proposal.proposal_id)
+
+
+class _AgreementFailed(Exception):
+    """The provider did not approve: the caller avoids it and asks for another."""
+
+    def __init__(self, provider_id: str, provider_name: str, reason: str) -> None:
+        super().__init__(reason)
+        self.provider_id = provider_id
+        self.provider_name = provider_name
+        self.reason = reason
+
+
+AgreementFailed = _AgreementFailed
