@@ -40,10 +40,16 @@ class Redactor:
     """Replaces known secret strings with *** in everything written to disk."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        # Longest first, so a secret containing another secret is replaced whole.
-        self._secrets = sorted(
-            {s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True
-        )
+        self._secrets: list[str] = []
+        for secret in secrets:
+            self.add(secret)
+
+    def add(self, secret: str) -> None:
+        """Also hide `secret` from now on (e.g. a local network's app key once known)."""
+        if secret and len(secret) >= MIN_SECRET_LENGTH and secret not in self._secrets:
+            self._secrets.append(secret)
+            # Longest first, so a secret containing another secret is replaced whole.
+            self._secrets.sort(key=len, reverse=True)
 
     def text(self, value: str) -> str:
         for secret in self._secrets:
@@ -104,9 +110,11 @@ class Journal:
     Thread-safe (the daemon writes from the event loop and, rarely, from worker threads).
     """
 
-    def __init__(self, path: Path, *, secrets: Iterable[str] = ()) -> None:
+    def __init__(
+        self, path: Path, *, secrets: Iterable[str] = (), redactor: Redactor | None = None
+    ) -> None:
         self.path = path
-        self._redactor = Redactor(secrets)
+        self._redactor = redactor if redactor is not None else Redactor(secrets)
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -187,16 +195,13 @@ class Held:
     activities: dict[str, str | None] = field(default_factory=dict)  # activity -> agreement
     localnet_dir: str | None = None
     localnet_pids: list[int] = field(default_factory=list)
+    services: list[tuple[str, int]] = field(default_factory=list)  # (name, instances)
     instance_states: dict[tuple[str, int], str] = field(default_factory=dict)
-    # agreement -> highest amount accepted for it. Debit notes carry the cumulative amount
-    # due and the invoice the final total, so the highest accepted figure is what was spent.
-    accepted: dict[str, Decimal] = field(default_factory=dict)
+    # last known agreement/provider/activity per instance, for a snapshot after a crash
+    instance_info: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    spent: Decimal = Decimal(0)
     stopped: bool = False  # a clean DeploymentStopped was the last word
     last_ts: float | None = None
-
-    @property
-    def spent(self) -> Decimal:
-        return sum(self.accepted.values(), Decimal(0))
 
     @property
     def empty(self) -> bool:
@@ -235,6 +240,13 @@ def _get(record: Mapping[str, Any], *names: str) -> Any:
     return None
 
 
+def _instance_key(record: Mapping[str, Any]) -> tuple[str, int] | None:
+    service, index = record.get("service"), record.get("index")
+    if isinstance(service, str) and isinstance(index, int):
+        return (service, index)
+    return None
+
+
 def fold(records: Iterable[Mapping[str, Any]]) -> Held:
     """Replay records into what is still held. Pure: no I/O, order matters, unknown kinds skip."""
     held = Held()
@@ -247,6 +259,11 @@ def fold(records: Iterable[Mapping[str, Any]]) -> Held:
             held.api_url = rec.get("api_url", held.api_url)
             held.budget = rec.get("budget", held.budget)
             held.supervisor_pid = rec.get("pid", held.supervisor_pid)
+            held.services = [
+                (str(s.get("name")), int(s.get("instances", 0)))
+                for s in rec.get("services") or []
+                if isinstance(s, dict)
+            ]
             held.stopped = False
         elif kind == "NetworkReady":
             held.network_kind = rec.get("network_kind", held.network_kind)
@@ -275,12 +292,24 @@ def fold(records: Iterable[Mapping[str, Any]]) -> Held:
                     service=rec.get("service"),
                     index=rec.get("index"),
                 )
+                key = _instance_key(rec)
+                if key:
+                    info = held.instance_info.setdefault(key, {})
+                    info.update(
+                        agreement_id=agr,
+                        provider_id=rec.get("provider_id"),
+                        provider_name=rec.get("provider_name"),
+                        activity_id=None,
+                    )
         elif kind == "AgreementTerminated":
             held.agreements.pop(_get(rec, "agreement_id", "id"), None)
         elif kind == "ActivityCreated":
             act = _get(rec, "activity_id", "id")
             if act:
                 held.activities[act] = rec.get("agreement_id")
+                key = _instance_key(rec)
+                if key:
+                    held.instance_info.setdefault(key, {})["activity_id"] = act
         elif kind == "ActivityDestroyed":
             held.activities.pop(_get(rec, "activity_id", "id"), None)
         elif kind == "InstanceStateChanged":
@@ -288,13 +317,14 @@ def fold(records: Iterable[Mapping[str, Any]]) -> Held:
             if isinstance(service, str) and isinstance(index, int) and isinstance(new, str):
                 held.instance_states[(service, index)] = new
         elif kind in ("DebitNoteAccepted", "InvoiceAccepted"):
-            amount = _get(rec, "amount", "total_amount_accepted", "accepted")
-            agr = _get(rec, "agreement_id") or _get(rec, "activity_id", "id") or "?"
+            # The engine reports the newly spent part: a debit note's `amount` is its total
+            # due minus what was accepted before; an invoice's `new_spend` is what debit
+            # notes had not already covered. So the sum is what was spent.
+            new = rec.get("new_spend") if kind == "InvoiceAccepted" else rec.get("amount")
             try:
-                value = Decimal(str(amount))
+                held.spent += Decimal(str(new))
             except (ArithmeticError, ValueError):
                 continue
-            held.accepted[agr] = max(value, held.accepted.get(agr, Decimal(0)))
         elif kind == "DeploymentStopped":
             held.stopped = True
     return held

@@ -112,12 +112,12 @@ def test_instance_states_follow_state_changes(tmp_path: Path) -> None:
     assert jr.load(path).instance_states == {("db", 0): "stopping"}
 
 
-def test_spent_is_the_highest_accepted_amount_per_agreement() -> None:
+def test_spent_adds_what_each_acceptance_newly_spent() -> None:
     records = [
-        {"kind": "DebitNoteAccepted", "agreement_id": "a", "amount": "0.1"},
-        {"kind": "DebitNoteAccepted", "agreement_id": "a", "amount": "0.3"},  # cumulative
-        {"kind": "InvoiceAccepted", "agreement_id": "a", "amount": "0.35"},
-        {"kind": "DebitNoteAccepted", "agreement_id": "b", "amount": "0.2"},
+        {"kind": "DebitNoteAccepted", "agreement_id": "a", "amount": "0.1", "total_due": "0.1"},
+        {"kind": "DebitNoteAccepted", "agreement_id": "a", "amount": "0.2", "total_due": "0.3"},
+        {"kind": "InvoiceAccepted", "agreement_id": "a", "amount": "0.35", "new_spend": "0.05"},
+        {"kind": "DebitNoteAccepted", "agreement_id": "b", "amount": "0.2", "total_due": "0.2"},
     ]
     assert jr.fold(records).spent == Decimal("0.55")
 
