@@ -1,0 +1,146 @@
+"""Fault injection for the local network's providers (reliability tests, demos).
+
+A faults file is YAML keyed by provider name::
+
+    local-provider-2:
+      reject_agreements: true        # counter proposals, then reject every agreement
+      fail_activity_create: true     # every CreateActivity ends as Terminated "creation failed"
+      die_after: 10s                 # 10 s after its first approved agreement the provider
+                                     # vanishes: ExeUnits stop answering and heartbeating,
+                                     # its offer is withdrawn, no more notes or invoices
+      fail_commands_matching: "^/bin/false|crash"  # run steps whose argv (joined by spaces)
+                                     # matches exit with code 1
+      slow_start: 5s                 # deploy/start take this long
+      never_invoice: true            # debit notes yes, the final invoice never
+
+Durations are a number of seconds or a number with a unit: ms, s, m, h (e.g. 500ms, 1.5s).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from golem_deploy.localnet.node import LocalnetError
+
+_PROVIDER_NAME = re.compile(r"^local-provider-[1-9][0-9]*$")
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+class FaultsError(LocalnetError):
+    """The faults file is not valid."""
+
+
+@dataclass(frozen=True)
+class ProviderFaults:
+    """What one provider does wrong on purpose. The default is a well-behaved provider."""
+
+    reject_agreements: bool = False
+    fail_activity_create: bool = False
+    die_after: float | None = None
+    fail_commands_matching: re.Pattern[str] | None = None
+    slow_start: float = 0.0
+    never_invoice: bool = False
+
+
+NO_FAULTS = ProviderFaults()
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from `10`, `2.5`, `"500ms"`, `"10s"`, `"1m"`, `"1h"`; ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 10s or 500ms")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"{value!r} is not a duration (use e.g. 10s, 500ms, 1.5m)")
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+def _where(source: str, node: Any, key: object | None = None) -> str:
+    """`file:line:column` of a mapping key when ruamel kept positions, else just the file."""
+    lc = getattr(node, "lc", None)
+    if lc is not None:
+        try:
+            line, column = lc.key(key) if key is not None else (lc.line, lc.col)
+            return f"{source}:{line + 1}:{column + 1}"
+        except (KeyError, TypeError, AttributeError):
+            pass
+    return source
+
+
+def parse_faults(data: object, source: str = "faults") -> dict[str, ProviderFaults]:
+    """Validate a parsed faults document; report every problem at once."""
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise FaultsError(
+            f"{source}: the faults file must map provider names to their faults",
+            hint="e.g.\nlocal-provider-2:\n  die_after: 10s",
+        )
+    problems: list[str] = []
+    result: dict[str, ProviderFaults] = {}
+    for name, spec in data.items():
+        where = _where(source, data, name)
+        if not isinstance(name, str) or not _PROVIDER_NAME.match(name):
+            problems.append(f"{where}: {name!r} is not a provider name (local-provider-1..N)")
+            continue
+        if spec is None:
+            result[name] = NO_FAULTS
+            continue
+        if not isinstance(spec, Mapping):
+            problems.append(f"{where}: the faults of {name} must be a mapping")
+            continue
+        values: dict[str, Any] = {}
+        for key, value in spec.items():
+            at = _where(source, spec, key)
+            try:
+                if key in ("reject_agreements", "fail_activity_create", "never_invoice"):
+                    if not isinstance(value, bool):
+                        raise ValueError("expected true or false")
+                    values[key] = value
+                elif key in ("die_after", "slow_start"):
+                    values[key] = parse_duration(value)
+                elif key == "fail_commands_matching":
+                    if not isinstance(value, str):
+                        raise ValueError("expected a regular expression string")
+                    values[key] = re.compile(value)
+                else:
+                    raise ValueError(
+                        "unknown fault (known: reject_agreements, fail_activity_create, "
+                        "die_after, fail_commands_matching, slow_start, never_invoice)"
+                    )
+            except (ValueError, re.error) as error:
+                problems.append(f"{at}: {name}.{key}: {error}")
+        result[name] = ProviderFaults(**values)
+    if problems:
+        raise FaultsError(
+            "invalid faults file:\n  " + "\n  ".join(problems),
+            hint="see docs/localnet.md for the faults file format",
+        )
+    return result
+
+
+def load_faults(path: Path) -> dict[str, ProviderFaults]:
+    """Read and validate a faults YAML file."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise FaultsError(f"cannot read the faults file {path}: {error.strerror}") from error
+    try:
+        data = YAML(typ="rt").load(text)
+    except YAMLError as error:
+        raise FaultsError(f"{path}: not valid YAML: {error}") from error
+    return parse_faults(data, str(path))

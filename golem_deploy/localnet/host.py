@@ -1,0 +1,206 @@
+"""The local network's host process: both yagna daemons plus every provider agent.
+
+    python -m golem_deploy.localnet.host --state-dir=D --providers N [--faults F]
+        [--exit-with-pid P]
+
+It starts the daemons, runs one provider agent per identity (their ExeUnits run inside this
+process), then writes `ready.json` (atomically) with what a requestor needs. It runs until
+SIGTERM/SIGINT, until the process `--exit-with-pid` names is gone, or until a daemon dies;
+then it ends every activity, withdraws the offers, stops the daemons (provider node first)
+and removes its pid and ready files. `golem_deploy.localnet.start()` launches it detached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import aiohttp
+import anyio
+
+from golem_deploy.localnet.faults import NO_FAULTS, ProviderFaults, load_faults
+from golem_deploy.localnet.node import (
+    LocalnetError,
+    LocalNodes,
+    NodesInfo,
+    journal,
+    remove_pid_file,
+    write_pid_file,
+)
+from golem_deploy.localnet.provider import PLATFORM, SUBNET, ProviderAgent, ProviderConfig
+
+log = logging.getLogger("golem_deploy.localnet.host")
+
+READY_FILE = "ready.json"
+HOST = "host"
+
+
+def host_marker(state_dir: Path) -> str:
+    """The host's `--state-dir=...` argument: unique to the host of this state dir."""
+    return f"--state-dir={state_dir}"
+
+
+def write_ready(state_dir: Path, data: dict[str, Any]) -> None:
+    """Write the ready file atomically, so a reader never sees half of it."""
+    path = state_dir / READY_FILE
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(data, out, indent=2)
+    os.replace(tmp, path)
+
+
+def _ready_data(state_dir: Path, nodes: NodesInfo) -> dict[str, Any]:
+    return {
+        "api_url": nodes.requestor_api_url,
+        "app_key": nodes.requestor_app_key,
+        "subnet": SUBNET,
+        "payment_driver": PLATFORM.split("-")[0],
+        "payment_network": PLATFORM.split("-")[1],
+        "providers": [[p.name, p.node_id] for p in nodes.providers],
+        "state_dir": str(state_dir),
+        "host_pid": os.getpid(),
+        "requestor_id": nodes.requestor_id,
+        "provider_api_url": nodes.provider_api_url,
+        "provider_gsb_url": nodes.provider_gsb_url,
+    }
+
+
+async def serve(
+    state_dir: Path,
+    local_nodes: LocalNodes,
+    nodes: NodesInfo,
+    faults: dict[str, ProviderFaults],
+    exit_with_pid: int | None,
+) -> None:
+    """Run the provider agents until asked to stop, then shut them down gracefully."""
+    stop = anyio.Event()
+    work_root = state_dir / "work"
+    shutil.rmtree(work_root, ignore_errors=True)  # activities of an earlier run are over
+    work_root.mkdir(parents=True)
+
+    async def on_signals() -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("signal %s: stopping", signal.Signals(signum).name)
+                stop.set()
+                return
+
+    async def watch() -> None:
+        """Stop when our parent asked us to live only as long as it does, or a daemon died."""
+        while True:
+            await anyio.sleep(0.5)
+            if exit_with_pid is not None and not _pid_alive(exit_with_pid):
+                log.info("process %s is gone: stopping", exit_with_pid)
+                stop.set()
+                return
+            for node in (local_nodes.requestor, local_nodes.provider):
+                if (
+                    node is not None
+                    and node.process is not None
+                    and node.process.poll() is not None
+                ):
+                    log.error(
+                        "yagna %s node exited (code %s)", node.config.name, node.process.returncode
+                    )
+                    stop.set()
+                    return
+
+    async with aiohttp.ClientSession() as session, anyio.create_task_group() as tg:
+        tg.start_soon(on_signals)
+        tg.start_soon(watch)
+        agents = []
+        for index, identity in enumerate(nodes.providers, start=1):
+            config = ProviderConfig(
+                index=index,
+                identity=identity,
+                api_url=nodes.provider_api_url,
+                gsb_url=nodes.provider_gsb_url,
+                work_root=work_root / identity.name,
+                faults=faults.get(identity.name, NO_FAULTS),
+            )
+            agent = ProviderAgent(config, session)
+            await tg.start(agent.run)
+            agents.append(agent)
+        write_ready(state_dir, _ready_data(state_dir, nodes))
+        journal(state_dir, "ready", providers=len(agents), api=nodes.requestor_api_url)
+        log.info("local network ready: %s", nodes.requestor_api_url)
+        await stop.wait()
+        with contextlib.suppress(FileNotFoundError):
+            (state_dir / READY_FILE).unlink()
+        async with anyio.create_task_group() as closing:
+            for agent in agents:
+                closing.start_soon(agent.shutdown)
+        tg.cancel_scope.cancel()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _raise_exit(signum: int, _frame: FrameType | None) -> None:
+    """Before the event loop runs, SIGTERM unwinds like Ctrl-C, so `finally` cleans up."""
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m golem_deploy.localnet.host")
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--providers", type=int, default=3)
+    parser.add_argument("--faults", type=Path, default=None)
+    parser.add_argument("--exit-with-pid", type=int, default=None)
+    parser.add_argument("--timeout", type=float, default=30.0)
+    args = parser.parse_args(argv)
+    state_dir: Path = args.state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+    signal.signal(signal.SIGTERM, _raise_exit)
+
+    with contextlib.suppress(FileNotFoundError):
+        (state_dir / READY_FILE).unlink()
+    write_pid_file(state_dir, HOST, os.getpid(), host_marker(state_dir))
+    journal(state_dir, "host-started", pid=os.getpid(), providers=args.providers)
+    local_nodes: LocalNodes | None = None
+    code = 0
+    try:
+        faults = load_faults(args.faults) if args.faults else {}
+        local_nodes = LocalNodes(state_dir, args.providers)
+        nodes = local_nodes.start(timeout=args.timeout)
+        anyio.run(serve, state_dir, local_nodes, nodes, faults, args.exit_with_pid)
+    except LocalnetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        code = 1
+    except (KeyboardInterrupt, SystemExit):
+        code = 0
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            (state_dir / READY_FILE).unlink()
+        if local_nodes is not None:
+            local_nodes.stop()
+        remove_pid_file(state_dir, HOST)
+        journal(state_dir, "host-stopped", pid=os.getpid(), code=code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
