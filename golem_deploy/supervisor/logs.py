@@ -13,7 +13,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -166,13 +166,17 @@ def follow(
     selector: str | None,
     *,
     poll: float = 0.25,
-    stop: threading.Event | None = None,
+    alive: Callable[[], bool] | None = None,
 ) -> Iterator[LogLine]:
-    """Yield new lines as they are appended (also from instances that appear later)."""
+    """Yield new lines as they are appended (also from instances that appear later).
+
+    Ends once `alive()` says the writer is gone and everything it wrote was yielded.
+    """
     offsets: dict[Path, int] = {}
     for _, _, path in log_files(folder, selector):
         offsets[path] = path.stat().st_size
-    while stop is None or not stop.is_set():
+    writer_gone = False
+    while True:
         batch: list[LogLine] = []
         for service, index, path in log_files(folder, selector):
             start = offsets.get(path, 0)
@@ -193,5 +197,10 @@ def follow(
                     batch.append(parsed)
         batch.sort(key=lambda line: line.ts)
         yield from batch
-        if not batch:
-            time.sleep(poll)
+        if batch:
+            continue
+        if writer_gone:
+            return
+        time.sleep(poll)
+        # Check after the sleep, then read once more: lines written just before the end count.
+        writer_gone = alive is not None and not alive()

@@ -12,7 +12,7 @@ need attention (anything not `running`) are kept and the rest summarised in one 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -261,7 +261,7 @@ def plain_lines(snapshot: Mapping[str, Any], *, now: float | None = None) -> lis
     return lines
 
 
-def deployments_table(rows: list[Mapping[str, Any]]) -> Table:
+def deployments_table(rows: Sequence[Mapping[str, Any]]) -> Table:
     """`ls`: one row per known deployment."""
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for column in ("NAME", "STATE", "SUPERVISOR", "NETWORK", "INSTANCES", "SPENT"):

@@ -1,0 +1,120 @@
+"""Release what a dead supervisor left behind, using only its journal.
+
+Why: after a SIGKILL nobody remembers the agreements, activities and allocation except the
+journal (decision 5). `golem-deploy down` folds it and calls `release()`: agreements are
+terminated and activities destroyed through yagna's REST API, the allocation is released,
+the private local network is stopped (its processes are recorded in its state folder), and
+each release is journaled so that running `down` twice is harmless.
+
+The app key is never in the journal: a private local network's key is read from its state
+folder; for the user's own yagna it comes from YAGNA_APPKEY, as for `up`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+
+from golem_deploy.errors import GolemDeployError
+from golem_deploy.supervisor.journal import Held, Journal
+
+Progress = Callable[[str], None]
+
+TERMINATE_REASON = "deployment went down after its supervisor was lost"
+
+
+class RecoveryError(GolemDeployError):
+    pass
+
+
+async def _release_market(
+    held: Held, api_url: str, app_key: str, journal: Journal, progress: Progress
+) -> list[str]:
+    """Terminate agreements, destroy activities, release allocations; returns problems."""
+    from golem_deploy.yagna.client import YagnaClient, YagnaConfig
+    from golem_deploy.yagna.errors import YagnaError
+
+    problems: list[str] = []
+    async with YagnaClient(YagnaConfig(api_url=api_url, app_key=app_key), retries=2) as client:
+        # yapapi's order: terminate the agreement, then destroy its activity.
+        for agreement_id in list(held.agreements):
+            try:
+                with anyio.fail_after(30):
+                    await client.terminate_agreement(agreement_id, TERMINATE_REASON, "Cancelled")
+            except (YagnaError, TimeoutError) as error:
+                if isinstance(error, YagnaError) and error.status == 404:
+                    pass  # yagna does not know it (never confirmed): nothing to release
+                else:
+                    problems.append(f"agreement {agreement_id}: {error}")
+                    continue
+            journal.append(
+                "AgreementTerminated", agreement_id=agreement_id, by="requestor", reason="recovery"
+            )
+            progress(f"agreement {agreement_id[:12]}… terminated")
+        for activity_id in list(held.activities):
+            try:
+                with anyio.fail_after(30):
+                    await client.destroy_activity(activity_id)
+            except (YagnaError, TimeoutError) as error:
+                problems.append(f"activity {activity_id}: {error}")
+                continue
+            journal.append("ActivityDestroyed", activity_id=activity_id, reason="recovery")
+            progress(f"activity {activity_id[:12]}… destroyed")
+        for allocation_id in list(held.allocations):
+            try:
+                with anyio.fail_after(30):
+                    await client.release_allocation(allocation_id)
+            except (YagnaError, TimeoutError) as error:
+                problems.append(f"allocation {allocation_id}: {error}")
+                continue
+            journal.append("AllocationReleased", allocation_id=allocation_id, reason="recovery")
+            progress(f"allocation {allocation_id} released")
+    return problems
+
+
+def _forget_market(held: Held, journal: Journal, why: str, progress: Progress) -> None:
+    """The private network these lived on is gone with its yagna: nothing can still bill."""
+    for agreement_id in held.agreements:
+        journal.append("AgreementTerminated", agreement_id=agreement_id, by="recovery", reason=why)
+    for activity_id in held.activities:
+        journal.append("ActivityDestroyed", activity_id=activity_id, reason=why)
+    for allocation_id in held.allocations:
+        journal.append("AllocationReleased", allocation_id=allocation_id, reason=why)
+    if held.agreements or held.activities or held.allocations:
+        progress(f"market state dropped: {why}")
+
+
+def release(held: Held, journal: Journal, *, progress: Progress = print) -> list[str]:
+    """Release everything `held` lists; returns what could not be released (empty: all)."""
+    problems: list[str] = []
+    market_held = bool(held.agreements or held.activities or held.allocations)
+    if held.network_kind == "local" or held.localnet_dir:
+        from golem_deploy import localnet
+
+        state_dir = Path(held.localnet_dir) if held.localnet_dir else None
+        info = localnet.status(state_dir) if state_dir is not None else None
+        if market_held:
+            if info is not None:
+                problems += anyio.run(
+                    _release_market, held, info.api_url, info.app_key, journal, progress
+                )
+            else:
+                _forget_market(held, journal, "its local network is no longer running", progress)
+        if state_dir is not None:
+            localnet.stop(state_dir)
+            journal.append("LocalnetStopped", state_dir=state_dir, reason="recovery")
+            progress(f"local network in {state_dir} stopped")
+    elif market_held:
+        app_key = os.environ.get("YAGNA_APPKEY")
+        api_url = held.api_url or os.environ.get("YAGNA_API_URL") or "http://127.0.0.1:7465"
+        if not app_key:
+            raise RecoveryError(
+                "the deployment ran on your yagna and still holds agreements; "
+                "an app key is needed to release them",
+                hint="set YAGNA_APPKEY (the same key `up` used) and run `golem-deploy down` again",
+            )
+        problems += anyio.run(_release_market, held, api_url, app_key, journal, progress)
+    return problems
