@@ -1,16 +1,56 @@
-"""Golem: the engine's entry point (interface; body lands next)."""
+"""Golem: the engine's entry point, an async context manager shaped like yapapi's.
+
+    async with Golem(budget=Decimal("1.0"), event_consumer=print) as golem:
+        cluster = await golem.run_service(MyService, num_instances=2)
+        ...
+        cluster.stop()
+        await cluster.wait_finished()
+
+Entering: GET /me, one allocation for the whole budget, its demand decorations, then the
+background loops (debit notes, invoices, agreement events). Leaving: stop every cluster
+(shutdown handlers run), wait for them (bounded), wait (bounded) for the invoices of every
+terminated agreement and accept them within the budget, release the allocation.
+Configuration not given explicitly comes from the environment, as yapapi reads it:
+YAGNA_API_URL, YAGNA_APPKEY, YAGNA_SUBNET, YAGNA_PAYMENT_DRIVER, YAGNA_PAYMENT_NETWORK.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from decimal import Decimal
+import logging
+import os
+from collections.abc import Callable, Iterable
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
 
-from golem_deploy.engine.events import EngineEvent
+import anyio
+from anyio.abc import TaskGroup
 
-__all__ = ["Golem"]
+from golem_deploy.engine import events as ev
+from golem_deploy.engine import lifecycle as lc
+from golem_deploy.engine.cluster import Cluster, HealthcheckConfig, instance_params_list
+from golem_deploy.engine.market import Demand, PriceCaps, build_demand
+from golem_deploy.engine.payload import VmPayload
+from golem_deploy.engine.payments import PaymentManager, payment_platform
+from golem_deploy.engine.service import Service, Storage
+from golem_deploy.errors import GolemDeployError
+from golem_deploy.yagna.client import YagnaClient, YagnaConfig
+from golem_deploy.yagna.errors import YagnaError
+
+__all__ = ["DEFAULT_EXPIRATION", "EngineError", "Golem"]
+
+log = logging.getLogger(__name__)
+DEFAULT_EXPIRATION = timedelta(minutes=180)  # yapapi's Cluster.DEFAULT_SERVICE_EXPIRATION
+
+
+class EngineError(GolemDeployError):
+    """Misuse of the engine API (bad arguments, used outside `async with`)."""
 
 
 class Golem:
+    """The requestor engine for one deployment (one allocation, one event stream)."""
+
     def __init__(
         self,
         budget: Decimal | float | str,
@@ -20,7 +60,287 @@ class Golem:
         *,
         api_url: str | None = None,
         app_key: str | None = None,
-        event_consumer: Callable[[EngineEvent], None] | None = None,
+        event_consumer: Callable[[ev.EngineEvent], None] | None = None,
+        max_price: PriceCaps | Any = None,
+        blacklist: Iterable[str] = (),
+        stop_timeout: float = 60.0,
+        invoice_timeout: float = 30.0,
+        storage: Storage | None = None,
     ) -> None:
-        self.budget = Decimal(str(budget))
-        self.spent = Decimal(0)
+        try:
+            self.budget = Decimal(str(budget))
+        except InvalidOperation:
+            raise EngineError(f"budget {budget!r} is not a number") from None
+        if not self.budget.is_finite() or self.budget <= 0:
+            raise EngineError(f"budget must be a positive amount, got {budget}")
+        self.subnet_tag = subnet_tag or os.environ.get("YAGNA_SUBNET") or "public"
+        self.payment_driver = payment_driver or os.environ.get("YAGNA_PAYMENT_DRIVER") or "erc20"
+        self.payment_network = (
+            payment_network or os.environ.get("YAGNA_PAYMENT_NETWORK") or "holesky"
+        )
+        self.platform = payment_platform(self.payment_driver, self.payment_network)
+        self._api_url = api_url
+        self._app_key = app_key
+        self._consumer = event_consumer
+        if max_price is None:
+            self.price_caps = PriceCaps()
+        elif isinstance(max_price, PriceCaps):
+            self.price_caps = max_price
+        else:
+            self.price_caps = PriceCaps.from_manifest(max_price)
+        self._blacklist = set(blacklist)
+        self.stop_timeout = stop_timeout
+        self.invoice_timeout = invoice_timeout
+        self.storage: Storage | None = storage
+        self._avoided: dict[str, str] = {}
+        self._clusters: list[Cluster] = []
+        self._stack: AsyncExitStack | None = None
+        self._tg: TaskGroup | None = None
+        self._client: YagnaClient | None = None
+        self._payments: PaymentManager | None = None
+        self.node_id: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Golem(budget={self.budget}, subnet={self.subnet_tag!r}, platform={self.platform})"
+
+    # -------------------------------------------------------------- public state
+
+    @property
+    def spent(self) -> Decimal:
+        """GLM accepted so far (debit notes + invoices); never above `budget`."""
+        return self._payments.spent if self._payments is not None else Decimal(0)
+
+    @property
+    def clusters(self) -> list[Cluster]:
+        return list(self._clusters)
+
+    @property
+    def avoided_providers(self) -> dict[str, str]:
+        """provider id -> why we no longer sign with it."""
+        return dict(self._avoided)
+
+    # ------------------------------------------------------------ engine internals
+
+    @property
+    def client(self) -> YagnaClient:
+        if self._client is None:
+            raise EngineError("Golem used outside `async with`")
+        return self._client
+
+    @property
+    def payments(self) -> PaymentManager:
+        if self._payments is None:
+            raise EngineError("Golem used outside `async with`")
+        return self._payments
+
+    def emit(self, event: ev.EngineEvent) -> None:
+        """Hand one event to the consumer, synchronously, before anything else happens."""
+        log.debug("event %s", event)
+        if self._consumer is not None:
+            self._consumer(event)
+
+    def is_avoided(self, provider_id: str) -> bool:
+        return provider_id in self._avoided or provider_id in self._blacklist
+
+    def avoid(self, provider_id: str, provider_name: str, reason: str) -> None:
+        if provider_id in self._avoided:
+            return
+        self._avoided[provider_id] = reason
+        self.emit(
+            ev.ProviderAvoided(provider_id=provider_id, provider_name=provider_name, reason=reason)
+        )
+
+    def build_demand(self, payload: VmPayload, expiration: datetime) -> Demand:
+        decoration = self.payments.decoration
+        assert decoration is not None
+        return build_demand(
+            payload, subnet=self.subnet_tag, expiration=expiration, decoration=decoration
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Golem:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        config = YagnaConfig.from_env(self._api_url, self._app_key)
+        async with AsyncExitStack() as stack:
+            self._client = await stack.enter_async_context(YagnaClient(config))
+            identity = await self._client.me()
+            self.node_id = identity.node_id
+            self._payments = PaymentManager(
+                self._client,
+                budget=self.budget,
+                platform=self.platform,
+                emit=self.emit,
+                on_over_budget=self._over_budget,
+            )
+            try:
+                await self._payments.open(identity.node_id)
+            except YagnaError as e:
+                raise YagnaError(
+                    e.status,
+                    f"cannot create an allocation of {self.budget} on {self.platform}: {e.detail}",
+                    e.request,
+                    hint="is the payment account initialised? "
+                    f"(`yagna payment init --sender --driver {self.payment_driver} "
+                    f"--network {self.payment_network}`)",
+                ) from e
+            stack.push_async_callback(self._payments.close)
+            self._tg = await stack.enter_async_context(anyio.create_task_group())
+            self._tg.start_soon(self._payments.run)
+            self._tg.start_soon(self._agreement_events)
+            self._stack = stack.pop_all()
+
+    async def stop(self) -> None:
+        """Stop every cluster, settle payments, release the allocation (idempotent)."""
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return
+        try:
+            with anyio.CancelScope(shield=True):
+                for cluster in self._clusters:
+                    cluster.stop()
+                with anyio.move_on_after(self.stop_timeout):
+                    for cluster in self._clusters:
+                        await cluster.wait_finished()
+                if self._tg is not None:
+                    # clusters that did not finish in time are cancelled; their runners'
+                    # `finally` still releases activities and agreements
+                    for cluster in self._clusters:
+                        if not cluster.finished:
+                            log.warning("cluster %s did not stop in time", cluster.service_name)
+                    await self._cancel_clusters()
+                unpaid = await self.payments.settle(self.invoice_timeout)
+                if unpaid:
+                    log.warning("no invoice arrived for agreements %s", ", ".join(unpaid))
+                if self._tg is not None:
+                    self._tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await stack.aclose()
+            self._tg = None
+            self._client = None
+
+    async def _cancel_clusters(self) -> None:
+        for cluster in self._clusters:
+            if not cluster.finished:
+                cluster.scope.cancel()
+        with anyio.move_on_after(20):
+            for cluster in self._clusters:
+                await cluster.done_running.wait()
+
+    async def run_service(
+        self,
+        service_class: type[Service],
+        num_instances: int | None = None,
+        instance_params: Iterable[dict[str, Any]] | None = None,
+        payload: VmPayload | None = None,
+        expiration: datetime | timedelta | None = None,
+        respawn_unstarted_instances: bool | None = None,
+        *,
+        restart: Any = None,
+        healthcheck: Any = None,
+    ) -> Cluster:
+        """Start `num_instances` instances of `service_class`; returns their Cluster.
+
+        `restart` (RestartPolicy-like: policy, max_restarts, backoff) and `healthcheck`
+        default to the class attributes of the same name (set by the compiler); `expiration`
+        is an absolute datetime or a timedelta from now (default 180 min)."""
+        if self._tg is None:
+            raise EngineError("run_service needs `async with Golem(...)` first")
+        if payload is None:
+            payload = await service_class.get_payload()
+        if payload is None:
+            raise EngineError(
+                f"{service_class.__name__}.get_payload() returned None and no payload was given"
+            )
+        now = datetime.now(UTC)
+        if expiration is None:
+            expires = now + DEFAULT_EXPIRATION
+        elif isinstance(expiration, timedelta):
+            expires = now + expiration
+        else:
+            expires = expiration if expiration.tzinfo else expiration.replace(tzinfo=UTC)
+        if expires <= now:
+            raise EngineError("expiration is in the past")
+        spec = getattr(service_class, "spec", None)
+        if respawn_unstarted_instances is None:
+            respawn_unstarted_instances = bool(getattr(spec, "respawn_unstarted_instances", True))
+        restart = restart if restart is not None else getattr(service_class, "restart", None)
+        hc_spec = healthcheck if healthcheck is not None else service_class.healthcheck
+        hc = HealthcheckConfig.from_spec(hc_spec)
+        config = lc.LifecycleConfig(
+            respawn_unstarted_instances=respawn_unstarted_instances,
+            restart_policy=getattr(restart, "policy", "never"),
+            max_restarts=int(getattr(restart, "max_restarts", 3)),
+            backoff=float(getattr(restart, "backoff", 5.0)),
+            healthcheck_retries=hc.retries,
+        )
+        params = _params(num_instances, instance_params)
+        cluster = Cluster(
+            self,
+            service_class,
+            payload=payload,
+            expiration=expires,
+            lifecycle_config=config,
+            healthcheck=hc,
+        )
+        self._clusters.append(cluster)
+        await self._tg.start(self._run_cluster, cluster, params)
+        return cluster
+
+    async def _run_cluster(
+        self,
+        cluster: Cluster,
+        params: list[dict[str, Any]],
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        try:
+            with cluster.scope:
+                await cluster.run(params, task_status=task_status)
+        finally:
+            cluster.done_running.set()
+
+    # ------------------------------------------------------------------ callbacks
+
+    def _over_budget(self, agreement_id: str, reason: str) -> None:
+        for cluster in self._clusters:
+            runner = cluster.runner_for_agreement(agreement_id)
+            if runner is not None:
+                runner.send(lc.StopRequested(reason))
+
+    async def _agreement_events(self) -> None:
+        """Learn about agreements the provider terminated (yapapi misses these)."""
+        cursor: str | None = datetime.now(UTC).isoformat()
+        while True:
+            try:
+                events = await self.client.agreement_events(cursor, timeout=3.0)
+            except YagnaError as e:
+                log.debug("agreement events: %s", e)
+                await anyio.sleep(2.0)
+                continue
+            for event in events:
+                cursor = event.event_date
+                if event.event_type != "AgreementTerminatedEvent":
+                    continue
+                if (event.terminator or "").lower() != "provider":
+                    continue
+                for cluster in self._clusters:
+                    runner = cluster.runner_for_agreement(event.agreement_id)
+                    if runner is not None:
+                        reason = f"provider terminated the agreement: {event.reason or '-'}"
+                        runner.send(lc.AgreementTerminatedByProvider(reason), runner.attempt)
+
+
+def _params(
+    num_instances: int | None, instance_params: Iterable[dict[str, Any]] | None
+) -> list[dict[str, Any]]:
+    if num_instances is not None and num_instances < 0:
+        raise EngineError("num_instances must be >= 0")
+    return instance_params_list(num_instances, instance_params)
