@@ -285,6 +285,7 @@ class Sandbox:
                 raise CommandTimeout(f"command timed out after {timeout:g} s and was killed")
             # Pipes still open belong to background processes: keep them drained.
             for stream, event in ((process.stdout, done[0]), (process.stderr, done[1])):
+                assert stream is not None
                 if not event.is_set() and self._tg is not None:
                     self._tg.start_soon(_pump, stream, None, anyio.Event(), True)
                 else:
@@ -292,14 +293,15 @@ class Sandbox:
             return code
         finally:
             if not finished:
-                for stream in (process.stdout, process.stderr):
-                    if stream is not None:
-                        await stream.aclose()
                 # Timeout or cancellation: the command and its whole group go.
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(process.pid, signal.SIGKILL)
-                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                    await process.wait()
+                with anyio.CancelScope(shield=True):
+                    for pipe in (process.stdout, process.stderr):
+                        if pipe is not None:
+                            await pipe.aclose()
+                    with anyio.move_on_after(5):
+                        await process.wait()
             if self.isolated:  # the namespace tracks its processes; groups are for fallback
                 self._groups.discard(process.pid)
 
