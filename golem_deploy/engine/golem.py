@@ -221,8 +221,9 @@ class Golem:
                 if self._tg is not None:
                     self._tg.cancel_scope.cancel()
         finally:
-            with anyio.CancelScope(shield=True):
-                await stack.aclose()
+            # not inside another cancel scope: the stack holds our task group, whose own
+            # scope must be the current one when it exits
+            await stack.aclose()
             self._tg = None
             self._client = None
 

@@ -1,0 +1,154 @@
+"""The engine against the real local network (real yagna daemons on loopback).
+
+Each test deploys a small Service through `Golem` and checks what a user relies on: instances
+reach running on distinct providers and their output arrives; stop runs shutdown; failures
+are handled as the lifecycle rules say; money stays within the budget; every agreement ends
+terminated with its invoice accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
+from typing import Any
+
+import anyio
+import pytest
+
+from golem_deploy.engine import Golem, Service, ServiceState, vm
+from golem_deploy.engine import events as ev
+from golem_deploy.engine.payload import VmPayload
+from golem_deploy.localnet import LocalNetInfo
+
+pytestmark = [pytest.mark.localnet, pytest.mark.anyio]
+
+IMAGE_HASH = "0" * 56
+IMAGE_URL = "http://127.0.0.1:1/local-image.gvmi"  # never fetched on the local network
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def _payload() -> VmPayload:
+    return await vm.repo(image_hash=IMAGE_HASH, image_url=IMAGE_URL)
+
+
+class Recorder:
+    """An event consumer that keeps every event, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[ev.EngineEvent] = []
+
+    def __call__(self, event: ev.EngineEvent) -> None:
+        self.events.append(event)
+
+    def of(self, kind: type[Any]) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    def output(self, index: int | None = None) -> str:
+        return "".join(
+            e.text
+            for e in self.of(ev.CommandOutput)
+            if e.stream == "stdout" and (index is None or e.index == index)
+        )
+
+
+async def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    with anyio.move_on_after(timeout):
+        while not cond():
+            await anyio.sleep(0.1)
+    assert cond(), f"timed out waiting for {what}"
+
+
+def golem_for(info: LocalNetInfo, rec: Recorder, budget: str = "5", **kw: Any) -> Golem:
+    return Golem(
+        budget=Decimal(budget),
+        subnet_tag=info.subnet,
+        payment_driver=info.payment_driver,
+        payment_network=info.payment_network,
+        api_url=info.api_url,
+        app_key=info.app_key,
+        event_consumer=rec,
+        **kw,
+    )
+
+
+def assert_settled(rec: Recorder, budget: Decimal, golem: Golem) -> None:
+    """Every agreement created was terminated and its invoice accepted, within budget."""
+    created = {e.agreement_id for e in rec.of(ev.AgreementCreated)}
+    rejected = {e.agreement_id for e in rec.of(ev.AgreementRejected)}
+    terminated = {e.agreement_id for e in rec.of(ev.AgreementTerminated)}
+    invoiced = {e.agreement_id for e in rec.of(ev.InvoiceAccepted)}
+    used = created - rejected
+    assert used <= terminated, f"not terminated: {used - terminated}"
+    assert used <= invoiced, f"no invoice accepted for: {used - invoiced}"
+    assert golem.spent <= budget
+    accepted = sum((e.new_spend for e in rec.of(ev.InvoiceAccepted)), Decimal(0)) + sum(
+        (e.amount for e in rec.of(ev.DebitNoteAccepted)), Decimal(0)
+    )
+    assert accepted == golem.spent
+    assert len(rec.of(ev.AllocationReleased)) == 1
+
+
+class HelloService(Service):
+    @staticmethod
+    async def get_payload() -> VmPayload:
+        return await _payload()
+
+    async def start(self) -> AsyncIterator[Any]:
+        async for script in super().start():
+            yield script
+        script = self._ctx.new_script()
+        script.run("/bin/sh", "-c", "echo started > /golem/work/started")
+        yield script
+
+    async def run(self) -> AsyncIterator[Any]:
+        while True:
+            script = self._ctx.new_script()
+            step = script.run("/bin/echo", f"hello from {self.index}")
+            yield script
+            result = await step
+            assert result.stdout is not None and "hello" in result.stdout
+            await anyio.sleep(1.0)
+
+    async def shutdown(self) -> AsyncIterator[Any]:
+        script = self._ctx.new_script()
+        script.run("/bin/echo", f"bye from {self.index}")
+        yield script
+
+
+async def test_two_instances_run_and_stop_with_shutdown(shared_localnet: LocalNetInfo) -> None:
+    rec = Recorder()
+    budget = Decimal("5")
+    async with golem_for(shared_localnet, rec, str(budget)) as golem:
+        cluster = await golem.run_service(HelloService, num_instances=2)
+        await wait_for(
+            lambda: all(i.state is ServiceState.running for i in cluster.instances),
+            60,
+            "both instances running",
+        )
+        providers = {i.provider_id for i in cluster.instances}
+        assert len(providers) == 2, "two instances should spread over two providers"
+        await wait_for(
+            lambda: "hello from 0" in rec.output(0) and "hello from 1" in rec.output(1),
+            30,
+            "run output of both instances",
+        )
+        assert all(i.last_output.startswith("hello from") for i in cluster.instances)
+        cluster.stop()
+        with anyio.fail_after(60):
+            await cluster.wait_finished()
+        assert all(i.state is ServiceState.terminated for i in cluster.instances)
+        assert "bye from 0" in rec.output(0) and "bye from 1" in rec.output(1)
+    # every instance went pending -> starting -> running -> stopping -> terminated
+    for index in (0, 1):
+        path = [e.new for e in rec.of(ev.InstanceStateChanged) if e.index == index]
+        assert path == [
+            ServiceState.starting,
+            ServiceState.running,
+            ServiceState.stopping,
+            ServiceState.terminated,
+        ]
+    assert_settled(rec, budget, golem)
