@@ -172,6 +172,10 @@ class Sandbox:
                     await self._init.stdin.aclose()
             for stream in (self._init.stdout, self._init.stderr):
                 if stream is not None:
+                    # Reading to EOF lets asyncio close the pipe before the loop ends.
+                    with anyio.move_on_after(2), contextlib.suppress(Exception):
+                        async for _ in stream:
+                            pass
                     with contextlib.suppress(Exception):
                         await stream.aclose()
 

@@ -1,0 +1,218 @@
+"""The per-activity sandbox with real processes (no yagna needed).
+
+What service scripts rely on: /golem/work at exactly that path, read-only local mounts,
+background processes that outlive the command that started them but not the activity,
+arguments that arrive byte for byte, and timeouts that kill.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import pytest
+
+from golem_deploy.localnet.sandbox import (
+    CommandTimeout,
+    Sandbox,
+    SandboxError,
+    namespaces_available,
+)
+
+isolated_only = pytest.mark.skipif(
+    not (namespaces_available() and sys.platform == "linux" and os.geteuid() == 0),
+    reason="needs Linux namespaces (run as root)",
+)
+
+
+@asynccontextmanager
+async def open_sandbox(
+    work_dir: Path, mounts: dict[str, Path] | None = None, *, isolate: bool | None = None
+) -> AsyncIterator[Sandbox]:
+    async with anyio.create_task_group() as tg:
+        sandbox = Sandbox(work_dir, mounts, isolate=isolate)
+        await tg.start(sandbox.serve)
+        try:
+            yield sandbox
+        finally:
+            await sandbox.close()
+
+
+async def output_of(sandbox: Sandbox, argv: list[str], **kwargs: object) -> tuple[int, str, str]:
+    out: list[bytes] = []
+    err: list[bytes] = []
+
+    def sink(into: list[bytes]) -> Callable[[bytes], Awaitable[None]]:
+        async def collect(chunk: bytes) -> None:
+            into.append(chunk)
+
+        return collect
+
+    code = await sandbox.run(argv, on_stdout=sink(out), on_stderr=sink(err), **kwargs)  # type: ignore[arg-type]
+    return code, b"".join(out).decode(), b"".join(err).decode()
+
+
+def processes_with(marker: str) -> list[int]:
+    """Pids whose command line contains `marker` (the test's own unique sleep argument)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if marker.encode() in f.read():
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+@isolated_only
+def test_private_golem_dirs_at_their_exact_paths_and_read_only_mounts(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "tool.sh").write_text("echo from-mount\n")
+
+    async def main() -> None:
+        async with open_sandbox(tmp_path / "a", {"/golem/run": shared}) as sandbox:
+            assert sandbox.isolated and sandbox.limitations is None
+            code, out, _ = await output_of(
+                sandbox, ["/bin/sh", "-c", "pwd; ls /golem; echo data > /golem/output/r.txt"]
+            )
+            assert code == 0
+            lines = out.split()
+            assert lines[0] == "/golem/work"
+            assert set(lines[1:]) == {"input", "output", "resource", "run", "work"}
+            # What the activity wrote is in its private dir on the host.
+            assert (tmp_path / "a" / "golem" / "output" / "r.txt").read_text() == "data\n"
+
+            code, out, _ = await output_of(sandbox, ["/bin/sh", "/golem/run/tool.sh"])
+            assert (code, out) == (0, "from-mount\n")
+            code, _, err = await output_of(sandbox, ["/bin/sh", "-c", "echo x > /golem/run/new"])
+            assert code != 0 and "Read-only" in err
+            assert not (shared / "new").exists()
+
+    anyio.run(main)
+
+
+@isolated_only
+def test_two_activities_do_not_see_each_other(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with (
+            open_sandbox(tmp_path / "a") as one,
+            open_sandbox(tmp_path / "b") as two,
+        ):
+            assert (await output_of(one, ["/bin/sh", "-c", "echo 1 > /golem/work/f"]))[0] == 0
+            code, out, _ = await output_of(two, ["/bin/sh", "-c", "ls /golem/work"])
+            assert (code, out) == (0, "")
+
+    anyio.run(main)
+
+
+@isolated_only
+def test_background_process_survives_between_commands_and_dies_with_the_activity(
+    tmp_path: Path,
+) -> None:
+    marker = "4242.4242"  # a unique sleep duration to find our process in /proc
+
+    async def main() -> None:
+        async with open_sandbox(tmp_path / "a") as sandbox:
+            start = f"/bin/sleep {marker} & echo $! > /golem/work/pid; echo started"
+            code, out, _ = await output_of(sandbox, ["/bin/sh", "-c", start])
+            assert (code, out) == (0, "started\n")
+            # A later command sees it (same pid namespace) through the file it left.
+            code, out, _ = await output_of(
+                sandbox, ["/bin/sh", "-c", "kill -0 $(cat /golem/work/pid) && echo alive"]
+            )
+            assert (code, out) == (0, "alive\n")
+            assert len(processes_with(marker)) == 1
+        # Closing the sandbox ends every process of the activity.
+        with anyio.fail_after(5):
+            while processes_with(marker):
+                await anyio.sleep(0.05)
+
+    anyio.run(main)
+
+
+def test_arguments_arrive_unchanged(tmp_path: Path) -> None:
+    args = ["a;b", "$(touch /tmp/pwned)", "'quoted\"", "line1\nline2", "  spaces  ", "*", ""]
+
+    async def main() -> None:
+        async with open_sandbox(tmp_path / "a") as sandbox:
+            code, out, _ = await output_of(
+                sandbox,
+                [sys.executable, "-c", "import sys, json; print(json.dumps(sys.argv[1:]))", *args],
+            )
+            assert code == 0
+            import json
+
+            assert json.loads(out) == args
+
+    anyio.run(main)
+
+
+def test_exit_codes_and_timeouts(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with open_sandbox(tmp_path / "a") as sandbox:
+            assert (await output_of(sandbox, ["/bin/sh", "-c", "exit 7"]))[0] == 7
+            with anyio.fail_after(5), pytest.raises(CommandTimeout):
+                await sandbox.run(["/bin/sleep", "30"], timeout=0.3)
+            if sandbox.isolated:
+                # nsenter starts, then reports the missing program like a shell does.
+                code, _, err = await output_of(sandbox, ["/nonexistent/binary"])
+                assert code == 127 and "No such file" in err
+            else:
+                with pytest.raises(SandboxError, match="cannot execute"):
+                    await sandbox.run(["/nonexistent/binary"])
+
+    anyio.run(main)
+
+
+def test_paths_outside_the_sandbox_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text("no")
+    sandbox = Sandbox(tmp_path / "a", {"/golem/run": tmp_path})
+    (tmp_path / "a" / "golem" / "work").mkdir(parents=True)
+    assert sandbox.host_path("/golem/work/x", write=True) == (tmp_path / "a/golem/work/x").resolve()
+    assert sandbox.host_path("/golem/run/secret", write=False) == (tmp_path / "secret").resolve()
+    with pytest.raises(SandboxError, match="outside"):
+        sandbox.host_path("/golem/run/secret", write=True)  # mounts are read-only
+    with pytest.raises(SandboxError, match="outside"):
+        sandbox.host_path("/golem/work/../../etc/passwd", write=False)
+    with pytest.raises(SandboxError, match="outside"):
+        sandbox.host_path("/etc/passwd", write=False)
+    os.symlink("/etc", tmp_path / "a/golem/work/link")
+    with pytest.raises(SandboxError, match="leaves"):
+        sandbox.host_path("/golem/work/link/passwd", write=False)
+
+
+def test_fallback_mode_says_what_it_cannot_emulate(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with open_sandbox(tmp_path / "a", isolate=False) as sandbox:
+            assert not sandbox.isolated
+            assert sandbox.limitations and "/golem" in sandbox.limitations
+            code, out, _ = await output_of(sandbox, ["/bin/sh", "-c", 'pwd; echo "$GOLEM_WORK"'])
+            work = str(tmp_path / "a" / "golem" / "work")
+            assert (code, out) == (0, f"{work}\n{work}\n")
+
+    anyio.run(main)
+
+
+@isolated_only
+def test_cpu_time_of_the_activity_is_counted(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with open_sandbox(tmp_path / "a") as sandbox:
+            busy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.2: pass"
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(output_of, sandbox, [sys.executable, "-c", busy])
+                samples = []
+                while len(samples) < 1 or samples[-1] < 0.5:
+                    await anyio.sleep(0.3)
+                    samples.append(sandbox.cpu_seconds())
+                    assert len(samples) < 30, samples
+            final = sandbox.cpu_seconds()
+            assert final >= samples[-1] >= 0.5  # never goes down once the process ended
+
+    anyio.run(main)
