@@ -295,7 +295,10 @@ class Requestor:
         await self.call(
             "POST",
             f"/payment-api/v1/debitNotes/{debit_note_id}/accept",
-            body={"totalAmountAccepted": note["totalAmountDue"], "allocationId": self.allocation_id},
+            body={
+                "totalAmountAccepted": note["totalAmountDue"],
+                "allocationId": self.allocation_id,
+            },
         )
         return note
 
