@@ -95,11 +95,13 @@ class Sandbox:
         self.limitations: str | None = None
         self._init: anyio.abc.Process | None = None
         self._init_pid: int | None = None  # pid 1 of the namespace, as the host sees it
+        self._reaping: anyio.Event | None = None  # set once the init is reaped
         self._ns_inode: str | None = None
         self._groups: set[int] = set()  # process groups of commands (fallback cleanup)
         self._cpu_seen: dict[int, float] = {}
         self._cpu_retired = 0.0
         self._tg: anyio.abc.TaskGroup | None = None
+        self._drainers: list[anyio.Event] = []  # output pipes held by background processes
         self._closed = anyio.Event()
 
     # ---- lifecycle ----
@@ -135,6 +137,10 @@ class Sandbox:
                 self._tg = tg
                 task_status.started()
                 await self._closed.wait()
+                # The processes are dead: let the drainers see EOF, so pipes close cleanly.
+                with anyio.move_on_after(1):
+                    for drained in self._drainers:
+                        await drained.wait()
                 tg.cancel_scope.cancel()
         finally:
             self.kill_now()
@@ -164,20 +170,25 @@ class Sandbox:
                 os.killpg(group, signal.SIGKILL)
 
     async def _reap_init(self) -> None:
-        if self._init is not None:
+        """Wait for the init to end and close its pipes, once (close() and serve() both ask)."""
+        init = self._init
+        if init is None:
+            return
+        if self._reaping is not None:
+            await self._reaping.wait()
+            return
+        self._reaping = anyio.Event()
+        try:
             with anyio.move_on_after(5):
-                await self._init.wait()
-            if self._init.stdin is not None:
+                await init.wait()
+            if init.stdin is not None:
                 with contextlib.suppress(Exception):
-                    await self._init.stdin.aclose()
-            for stream in (self._init.stdout, self._init.stderr):
+                    await init.stdin.aclose()
+            for stream in (init.stdout, init.stderr):
                 if stream is not None:
-                    # Reading to EOF lets asyncio close the pipe before the loop ends.
-                    with anyio.move_on_after(2), contextlib.suppress(Exception):
-                        async for _ in stream:
-                            pass
-                    with contextlib.suppress(Exception):
-                        await stream.aclose()
+                    await _drain_and_close(stream)
+        finally:
+            self._reaping.set()
 
     async def _start_init(self) -> None:
         unshare = ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc"]
@@ -210,6 +221,7 @@ class Sandbox:
             self.kill_now()
             await self._reap_init()
             self._init = None
+            self._reaping = None
             self._closed = anyio.Event()
             text = (line + err).decode(errors="replace").strip() or "init did not start"
             raise SandboxError(text.removeprefix("error: "))
@@ -291,7 +303,9 @@ class Sandbox:
             for stream, event in ((process.stdout, done[0]), (process.stderr, done[1])):
                 assert stream is not None
                 if not event.is_set() and self._tg is not None:
-                    self._tg.start_soon(_pump, stream, None, anyio.Event(), True)
+                    drained = anyio.Event()
+                    self._drainers.append(drained)
+                    self._tg.start_soon(_pump, stream, None, drained, True)
                 else:
                     await stream.aclose()
             return code
@@ -301,11 +315,11 @@ class Sandbox:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(process.pid, signal.SIGKILL)
                 with anyio.CancelScope(shield=True):
-                    for pipe in (process.stdout, process.stderr):
-                        if pipe is not None:
-                            await pipe.aclose()
                     with anyio.move_on_after(5):
                         await process.wait()
+                    for pipe in (process.stdout, process.stderr):
+                        if pipe is not None:
+                            await _drain_and_close(pipe)
             if self.isolated:  # the namespace tracks its processes; groups are for fallback
                 self._groups.discard(process.pid)
 
@@ -397,6 +411,16 @@ async def _pump(
         if close:
             with anyio.CancelScope(shield=True):
                 await stream.aclose()
+
+
+async def _drain_and_close(stream: anyio.abc.ByteReceiveStream) -> None:
+    """Read a dead process's pipe to EOF, so asyncio closes it before the loop ends."""
+    with anyio.CancelScope(shield=True):
+        with anyio.move_on_after(1), contextlib.suppress(Exception):
+            async for _ in stream:
+                pass
+        with contextlib.suppress(Exception):
+            await stream.aclose()
 
 
 def _container_path(path: str) -> str:
