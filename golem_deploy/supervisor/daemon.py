@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import fcntl
 import inspect
@@ -129,7 +130,12 @@ class Supervisor:
             if isinstance(service, str) and isinstance(index, int):
                 self._output(service, index, str(event.stream), str(event.text), at)
             return
-        record = self.journal.append_event(event)
+        if _journal_worthy(kind, event):
+            record = self.journal.append_event(event)
+        else:
+            # Routine command traffic stays out of the journal (it would grow with every
+            # run step); the instance's log file has it.
+            record = {"kind": kind, **to_plain(_fields(event), self.redactor)}
         self.publish(record)
         if not (isinstance(service, str) and isinstance(index, int)):
             return
@@ -137,7 +143,7 @@ class Supervisor:
             spec = self.manifest.services.get(service)
             if spec is not None:
                 self.expires_at[str(event.agreement_id)] = time.time() + float(spec.expiration)
-        line = self._log_line(kind, event, record)
+        line = _log_line(kind, event)
         if line is not None:
             stream, text = line
             self.logs.write(service, index, stream, self.redactor.text(text), at)
@@ -156,34 +162,6 @@ class Supervisor:
                 "text": self.redactor.text(text[-2000:]),
             }
         )
-
-    @staticmethod
-    def _log_line(kind: str, event: Any, record: dict[str, Any]) -> tuple[str, str] | None:
-        """What an instance's log file says about an event: (stream, text), or nothing."""
-        if kind == "InstanceStateChanged":
-            reason = getattr(event, "reason", "") or ""
-            text = f"{to_plain(event.old)} -> {to_plain(event.new)}"
-            return "state", text + (f" ({reason})" if reason else "")
-        if kind == "CommandStarted":
-            return "cmd", str(event.command)
-        if kind == "CommandFinished":
-            code = getattr(event, "return_code", None)
-            message = getattr(event, "message", None)
-            if code in (0, None) and not message:
-                return None
-            return "state", f"exit code {code}" + (f": {message}" if message else "")
-        if kind == "HealthCheckResult" and getattr(event, "ok", True):
-            return None
-        if kind in (
-            "AgreementCreated",
-            "AgreementRejected",
-            "ActivityCreated",
-            "ActivityCreateFailed",
-            "InstanceRestartScheduled",
-            "HealthCheckResult",
-        ):
-            return "state", _describe(record)
-        return None
 
     # ---- snapshot -----------------------------------------------------------------------
 
@@ -231,7 +209,10 @@ class Supervisor:
                 "reason": None,
             }
         agreement_id = getattr(inst, "agreement_id", None)
-        expires = self.expires_at.get(agreement_id) if agreement_id else None
+        expires: Any = self.expires_at.get(agreement_id) if agreement_id else None
+        cluster_expiration = getattr(self.clusters.get(service), "expiration", None)
+        if agreement_id and isinstance(cluster_expiration, dt.datetime):
+            expires = cluster_expiration  # the engine's own figure beats our estimate
         output = getattr(inst, "last_output", None) or self.last_output.get((service, index))
         return {
             "index": index,
@@ -310,6 +291,8 @@ class Supervisor:
             api_url=api_url,
             app_key=app_key,
             event_consumer=self.on_event,
+            max_price=self.manifest.market.max_price,
+            blacklist=self.manifest.market.blacklist,
         )
         # One deadline bounds the whole way down, the engine's own cleanup included; if it
         # passes, what is left is in the journal and `golem-deploy down` releases it.
@@ -425,6 +408,9 @@ class Supervisor:
                 result = cluster.stop()
                 if inspect.isawaitable(result):
                     await result
+            for cluster in clusters:
+                if hasattr(cluster, "wait_finished"):
+                    await cluster.wait_finished()
             while any(
                 str(to_plain(getattr(inst, "state", ""))) != "terminated"
                 for cluster in clusters
@@ -433,9 +419,58 @@ class Supervisor:
                 await anyio.sleep(WAVE_POLL)
 
 
-def _describe(record: dict[str, Any]) -> str:
-    fields = {k: v for k, v in record.items() if k not in ("ts", "kind", "at", "service", "index")}
-    return f"{record['kind']} " + " ".join(f"{k}={v}" for k, v in fields.items())
+def _fields(event: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(event) and not isinstance(event, type):
+        return {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
+    return {}
+
+
+def _journal_worthy(kind: str, event: Any) -> bool:
+    """Everything but routine command traffic: successful commands and health checks."""
+    if kind in ("CommandStarted", "CommandOutput"):
+        return False
+    if kind == "CommandFinished":
+        return getattr(event, "return_code", 0) != 0
+    if kind == "HealthCheckResult":
+        return not getattr(event, "ok", True)
+    return True
+
+
+def _short(ident: Any) -> str:
+    text = str(ident)
+    return text if len(text) <= 12 else text[:12] + "…"
+
+
+def _log_line(kind: str, event: Any) -> tuple[str, str] | None:
+    """What an instance's log file says about an event: (stream, text), or nothing."""
+    e = event
+    if kind == "InstanceStateChanged":
+        reason = getattr(e, "reason", "") or ""
+        text = f"{to_plain(e.old)} -> {to_plain(e.new)}"
+        return "state", text + (f" ({reason})" if reason else "")
+    if kind == "CommandStarted":
+        return "cmd", str(e.command)
+    if kind == "CommandFinished":
+        if e.return_code == 0 and not e.message:
+            return None
+        return "state", f"{e.command}: exit code {e.return_code}" + (
+            f": {e.message}" if e.message else ""
+        )
+    if kind == "AgreementCreated":
+        return "state", f"agreement {_short(e.agreement_id)} with {e.provider_name}"
+    if kind == "AgreementRejected":
+        return "state", f"agreement {_short(e.agreement_id)} rejected: {e.reason}"
+    if kind == "ActivityCreated":
+        return "state", f"activity {_short(e.activity_id)} created"
+    if kind == "ActivityCreateFailed":
+        return "state", f"activity creation failed: {e.reason}"
+    if kind == "ActivityDestroyed":
+        return "state", f"activity {_short(e.activity_id)} destroyed"
+    if kind == "InstanceRestartScheduled":
+        return "state", f"restart #{e.attempt} in {e.delay:g}s: {e.reason}"
+    if kind == "HealthCheckResult" and not e.ok:
+        return "state", f"health check failed ({e.consecutive_failures} in a row): {e.message}"
+    return None
 
 
 def _last_line(text: str) -> str:

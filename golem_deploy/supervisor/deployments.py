@@ -164,6 +164,8 @@ def journal_snapshot(deployment: DeploymentDir, held: Held | None = None) -> dic
     clean = held.stopped and held.empty
     state = snapshot.STOPPED if clean else snapshot.GONE
     reason = None
+    if clean and held.failure:
+        state, reason = snapshot.FAILED, held.failure
     if not clean:
         reason = f"the supervisor (pid {pid}) is gone"
         if not held.empty:

@@ -200,7 +200,8 @@ class Held:
     # last known agreement/provider/activity per instance, for a snapshot after a crash
     instance_info: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     spent: Decimal = Decimal(0)
-    stopped: bool = False  # a clean DeploymentStopped was the last word
+    stopped: bool = False  # a DeploymentStopped was the last word
+    failure: str | None = None  # why the deployment failed, if it did
     last_ts: float | None = None
 
     @property
@@ -265,6 +266,7 @@ def fold(records: Iterable[Mapping[str, Any]]) -> Held:
                 if isinstance(s, dict)
             ]
             held.stopped = False
+            held.failure = None
         elif kind == "NetworkReady":
             held.network_kind = rec.get("network_kind", held.network_kind)
             held.api_url = rec.get("api_url", held.api_url)
@@ -325,6 +327,8 @@ def fold(records: Iterable[Mapping[str, Any]]) -> Held:
                 held.spent += Decimal(str(new))
             except (ArithmeticError, ValueError):
                 continue
+        elif kind == "DeploymentFailed":
+            held.failure = rec.get("reason") or "failed"
         elif kind == "DeploymentStopped":
             held.stopped = True
     return held
