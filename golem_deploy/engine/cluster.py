@@ -263,6 +263,8 @@ class _InstanceRunner:
         self._recv: MemoryObjectReceiveStream[tuple[int, lc.Event]]
         self._send, self._recv = anyio.create_memory_object_stream[tuple[int, lc.Event]](math.inf)
         self._tg: TaskGroup | None = None
+        self._bus_misses = 0
+        self._vanished = False  # the current provider stopped answering (no invoice expected)
 
     @property
     def name(self) -> str:
@@ -292,6 +294,8 @@ class _InstanceRunner:
 
     async def _apply(self, event: lc.Event) -> None:
         old = self.lifecycle.state
+        if isinstance(event, lc.ActivityUnresponsive):
+            self._vanished = True
         try:
             actions = self.lifecycle.handle(event)
         except lc.IllegalTransition as e:
@@ -401,6 +405,7 @@ class _InstanceRunner:
                     await self._release(reason)
                 continue
             self.activity_id = activity_id
+            self._bus_misses = 0
             inst.activity_id = activity_id
             engine.emit(
                 ev.ActivityCreated(
@@ -444,7 +449,8 @@ class _InstanceRunner:
                     terminated = True
                 except YagnaError as e:
                     log.info("terminate agreement %s: %s", signed.agreement_id, e)
-            engine.payments.agreement_ended(signed.agreement_id)
+            engine.payments.agreement_ended(signed.agreement_id, expect_invoice=not self._vanished)
+            self._vanished = False
             engine.emit(
                 ev.AgreementTerminated(
                     agreement_id=signed.agreement_id,
@@ -468,6 +474,10 @@ class _InstanceRunner:
         )
         try:
             await self._drive(getattr(self.instance, name)())
+        except ProviderGone as e:
+            log.info("%s[%d] %s: %s", self.name, self.instance.index, name, e)
+            self.send(lc.ActivityUnresponsive(str(e)), attempt)
+            return
         except Exception as e:  # any failure of user code or the provider is an event
             reason = str(e) or type(e).__name__
             log.info("%s[%d] %s failed: %s", self.name, self.instance.index, name, reason)
@@ -561,7 +571,14 @@ class _InstanceRunner:
     async def _run_batch(self, activity_id: str, steps: list[Any]) -> list[CommandResult]:
         client, engine = self.engine.client, self.engine
         index = self.instance.index
-        batch_id = await client.exec(activity_id, [s.command for s in steps])
+        for tries_left in range(3, -1, -1):
+            try:
+                batch_id = await client.exec(activity_id, [s.command for s in steps])
+                break
+            except YagnaError as e:
+                if not tries_left:
+                    raise
+                await self._check_gone(activity_id, e)
         streamed: dict[int, dict[str, str]] = {}
 
         async def stream() -> None:
@@ -597,14 +614,9 @@ class _InstanceRunner:
                     failures = 0
                 except YagnaError as e:
                     failures += 1
-                    state = None
-                    with contextlib.suppress(YagnaError), anyio.move_on_after(6):
-                        state = await client.activity_state(activity_id)
-                    if state is not None and state.state in VANISHED_STATES:
-                        raise ProviderGone(f"activity {state.state.lower()} on the provider") from e
                     if failures >= 4:
                         raise
-                    await anyio.sleep(1.0)
+                    await self._check_gone(activity_id, e)
                     continue
                 if results and (results[-1].is_batch_finished or len(results) == len(steps)):
                     break
@@ -642,6 +654,22 @@ class _InstanceRunner:
             )
             out.append(result)
         return out
+
+    async def _check_gone(self, activity_id: str, error: YagnaError) -> None:
+        """After an exec error: raise ProviderGone if the activity is lost, else pause.
+
+        yagna answers "endpoint address not found" when the provider's ExeUnit is no longer
+        on the bus; like yapapi we give it one more chance before calling it gone."""
+        state = None
+        with contextlib.suppress(YagnaError), anyio.move_on_after(6):
+            state = await self.engine.client.activity_state(activity_id)
+        if state is not None and state.state in VANISHED_STATES:
+            raise ProviderGone(f"activity {state.state.lower()} on the provider") from error
+        if "endpoint address not found" in error.detail:
+            self._bus_misses += 1
+            if self._bus_misses >= 2:
+                raise ProviderGone(f"the provider's ExeUnit is gone ({error.detail})") from error
+        await anyio.sleep(1.0)
 
     def _output(self, stream: str, text: str) -> None:
         self.engine.emit(

@@ -80,6 +80,7 @@ class Ledger:
 class _Tracked:
     on_cost: Callable[[Decimal], None]
     ended: bool = False
+    expect_invoice: bool = True
 
 
 class PaymentManager:
@@ -142,14 +143,20 @@ class PaymentManager:
         """An agreement of ours: pay for it, and report its cost increments to `on_cost`."""
         self._agreements[agreement_id] = _Tracked(on_cost)
 
-    def agreement_ended(self, agreement_id: str) -> None:
-        """The agreement was terminated: an invoice is expected for it."""
+    def agreement_ended(self, agreement_id: str, *, expect_invoice: bool = True) -> None:
+        """The agreement was terminated: an invoice is expected for it, unless its provider
+        vanished (then `settle` does not wait for one, but still accepts a late one)."""
         if agreement_id in self._agreements:
             self._agreements[agreement_id].ended = True
+            self._agreements[agreement_id].expect_invoice = expect_invoice
 
     def unpaid(self) -> list[str]:
         """Ended agreements whose invoice was not accepted yet."""
-        return [a for a, t in self._agreements.items() if t.ended and a not in self.ledger.invoiced]
+        return [
+            a
+            for a, t in self._agreements.items()
+            if t.ended and t.expect_invoice and a not in self.ledger.invoiced
+        ]
 
     async def settle(self, timeout: float) -> list[str]:
         """Wait (bounded) until every ended agreement's invoice is accepted; return the

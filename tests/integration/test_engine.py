@@ -152,3 +152,127 @@ async def test_two_instances_run_and_stop_with_shutdown(shared_localnet: LocalNe
             ServiceState.terminated,
         ]
     assert_settled(rec, budget, golem)
+
+
+class FailingStartService(HelloService):
+    """Its start runs a command that the faulty provider fails (fail_commands_matching)."""
+
+    async def start(self) -> AsyncIterator[Any]:
+        async for script in super().start():
+            yield script
+        script = self._ctx.new_script()
+        script.run("/bin/echo", "check-start")
+        yield script
+
+
+async def test_start_failure_respawns_on_another_provider(localnet: Any) -> None:
+    info = localnet(providers=2, faults={"local-provider-1": {"fail_commands_matching": "check"}})
+    bad = dict(info.providers)["local-provider-1"]
+    rec = Recorder()
+    async with golem_for(info, rec) as golem:
+        cluster = await golem.run_service(FailingStartService, num_instances=2)
+        await wait_for(
+            lambda: all(i.state is ServiceState.running for i in cluster.instances),
+            90,
+            "both instances running on the good provider",
+        )
+        assert {i.provider_id for i in cluster.instances} == {
+            dict(info.providers)["local-provider-2"]
+        }
+        # at least one instance first landed on the faulty provider and was respawned
+        avoided = rec.of(ev.ProviderAvoided)
+        assert [a.provider_id for a in avoided] == [bad]
+        assert "start failed" in avoided[0].reason
+        assert golem.avoided_providers.keys() == {bad}
+        starts = [e for e in rec.of(ev.InstanceStateChanged) if e.new is ServiceState.starting]
+        assert len(starts) >= 3  # 2 instances + at least one respawn
+        assert all(i.restarts == 0 for i in cluster.instances)  # respawns are not restarts
+        cluster.stop()
+        with anyio.fail_after(60):
+            await cluster.wait_finished()
+    assert_settled(rec, Decimal("5"), golem)
+
+
+async def test_no_respawn_when_disabled(localnet: Any) -> None:
+    info = localnet(providers=1, faults={"local-provider-1": {"fail_commands_matching": "check"}})
+    rec = Recorder()
+    async with golem_for(info, rec) as golem:
+        cluster = await golem.run_service(
+            FailingStartService, num_instances=1, respawn_unstarted_instances=False
+        )
+        with anyio.fail_after(60):
+            await cluster.wait_finished()
+        [instance] = cluster.instances
+        assert instance.state is ServiceState.terminated
+        assert "start failed" in instance.reason
+        assert ServiceState.running not in {e.new for e in rec.of(ev.InstanceStateChanged)}
+    assert_settled(rec, Decimal("5"), golem)
+
+
+class Restart:
+    policy = "on-failure"
+    max_restarts = 2
+    backoff = 0.5
+
+
+async def test_provider_dying_after_running_is_replaced(localnet: Any) -> None:
+    info = localnet(providers=2, faults={"local-provider-1": {"die_after": "6s"}})
+    names = {node: name for name, node in info.providers}
+    rec = Recorder()
+    async with golem_for(info, rec) as golem:
+        cluster = await golem.run_service(HelloService, num_instances=2, restart=Restart())
+        await wait_for(
+            lambda: all(i.state is ServiceState.running for i in cluster.instances),
+            60,
+            "both instances running",
+        )
+        doomed = [i for i in cluster.instances if names[i.provider_id or ""] == "local-provider-1"]
+        assert len(doomed) == 1, "the instances should spread over both providers"
+        victim = doomed[0]
+        await wait_for(
+            lambda: victim.restarts == 1, 60, "the instance on the dead provider replaced"
+        )
+        await wait_for(lambda: victim.state is ServiceState.running, 60, "replacement running")
+        assert names[victim.provider_id or ""] == "local-provider-2"
+        lost = [
+            e
+            for e in rec.of(ev.InstanceStateChanged)
+            if e.index == victim.index and e.old is ServiceState.running
+        ][0]
+        # the provider vanished: no shutdown ran on it, the instance was not "stopping"
+        assert lost.new in (ServiceState.unresponsive, ServiceState.terminated)
+        assert rec.of(ev.InstanceRestartScheduled)[0].index == victim.index
+        cluster.stop()
+        with anyio.fail_after(60):
+            await cluster.wait_finished()
+    assert golem.spent <= Decimal("5")
+
+
+async def test_budget_is_never_exceeded(localnet: Any) -> None:
+    """The only provider we may use charges a 0.002 start price plus 0.00004 GLM/s: a
+    budget of 0.0025 lasts seconds. Spending must stop at the budget, the instance must be
+    stopped, and what was refused must be reported."""
+    info = localnet(providers=3)
+    nodes = dict(info.providers)
+    budget = Decimal("0.0025")
+    rec = Recorder()
+    golem = golem_for(
+        info,
+        rec,
+        str(budget),
+        blacklist=[nodes["local-provider-1"], nodes["local-provider-2"]],
+        invoice_timeout=15,
+    )
+    async with golem:
+        cluster = await golem.run_service(HelloService, num_instances=1)
+        with anyio.fail_after(90):
+            await cluster.wait_finished()
+        [instance] = cluster.instances
+        assert instance.provider_id == nodes["local-provider-3"]
+        assert "over budget" in instance.reason
+        assert golem.spent <= budget
+    rejected = rec.of(ev.PaymentRejected)
+    assert rejected and all("over budget" in r.reason for r in rejected)
+    assert golem.spent <= budget
+    assert rec.of(ev.DebitNoteAccepted), "debit notes within the budget are accepted"
+    assert instance.cost == golem.spent
