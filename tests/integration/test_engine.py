@@ -234,11 +234,11 @@ async def test_provider_dying_after_running_is_replaced(localnet: Any) -> None:
         )
         await wait_for(lambda: victim.state is ServiceState.running, 60, "replacement running")
         assert names[victim.provider_id or ""] == "local-provider-2"
-        lost = [
+        lost = next(
             e
             for e in rec.of(ev.InstanceStateChanged)
             if e.index == victim.index and e.old is ServiceState.running
-        ][0]
+        )
         # the provider vanished: no shutdown ran on it, the instance was not "stopping"
         assert lost.new in (ServiceState.unresponsive, ServiceState.terminated)
         assert rec.of(ev.InstanceRestartScheduled)[0].index == victim.index
