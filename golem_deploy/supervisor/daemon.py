@@ -46,6 +46,7 @@ EXIT_ALREADY_RUNNING = 3
 EXIT_PREVIOUS_RUN_HOLDS = 4
 DEFAULT_DOWN_TIMEOUT = 120.0
 WAVE_POLL = 0.2
+LOCAL_SUBNET = "local-dev"  # the subnet of every golem-deploy local network
 
 
 class DownRequest:
@@ -282,7 +283,10 @@ class Supervisor:
         from golem_deploy.compiler import compile_manifest
         from golem_deploy.engine import Golem
 
-        classes = compile_manifest(self.manifest, local=self.network["kind"] == "local")
+        # Local mounts work on any golem-deploy local network: the private one, or one
+        # started with `golem-deploy localnet start` and exported (its subnet is local-dev).
+        local = self.network["kind"] == "local" or subnet == LOCAL_SUBNET
+        classes = compile_manifest(self.manifest, local=local)
         golem: Any = Golem(
             self.manifest.budget,
             subnet,
