@@ -14,6 +14,9 @@ activity's processes end" is guaranteed, also after a crash of the provider agen
 
 SPEC is JSON: {"root": "<host dir that becomes /golem>", "mounts": [["/container/path",
 "/host/path"], ...]}.
+
+The same file, run as ``exeunit_init.py --exec CPU_FILE -- ARGV...``, wraps each command to
+measure its CPU time (see :func:`run_command`).
 """
 
 import json
@@ -61,7 +64,37 @@ def _reap(signum: int, frame: object) -> None:
         pass
 
 
+def run_command(cpu_file: str, argv: list[str]) -> None:
+    """``--exec`` mode: run ``argv`` as our child and record the CPU time it used.
+
+    The ExeUnit starts every command through this wrapper because only a parent's wait4()
+    learns the exact CPU time of a process (and of the descendants it waited for) after it
+    ended; sampling /proc would miss whatever ran between two samples. The wrapper exits
+    like its child did (same code, or the same signal), so it is invisible to the caller.
+    """
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.execvp(argv[0], argv)
+        except OSError as exc:
+            sys.stderr.write(f"{argv[0]}: {exc.strerror}\n")
+            sys.stderr.flush()
+        os._exit(127)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, lambda s, _f: os.kill(pid, s))
+    _, status, usage = os.wait4(pid, 0)
+    with open(cpu_file, "w") as out:
+        out.write(repr(usage.ru_utime + usage.ru_stime))
+    if os.WIFSIGNALED(status):
+        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+        os.kill(os.getpid(), os.WTERMSIG(status))
+    os._exit(os.waitstatus_to_exitcode(status))
+
+
 def main() -> None:
+    if sys.argv[1] == "--exec":  # --exec CPU_FILE -- ARGV...
+        run_command(sys.argv[2], sys.argv[4:])
+        return
     try:
         setup(json.loads(sys.argv[1]))
     except Exception as exc:

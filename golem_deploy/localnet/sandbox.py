@@ -53,6 +53,9 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 OutputCallback = Callable[[bytes], Awaitable[None]]
 
+_INIT_SCRIPT = Path(__file__).with_name("exeunit_init.py")
+"""The sandbox's pid 1, and (with --exec) the wrapper that measures each command's CPU."""
+
 
 class SandboxError(GolemDeployError):
     """The sandbox could not be created, or a path would leave it."""
@@ -98,8 +101,8 @@ class Sandbox:
         self._reaping: anyio.Event | None = None  # set once the init is reaped
         self._ns_inode: str | None = None
         self._groups: set[int] = set()  # process groups of commands (fallback cleanup)
-        self._cpu_seen: dict[int, float] = {}
-        self._cpu_retired = 0.0
+        self._commands = 0
+        self._cpu_finished = 0.0  # exact CPU time of commands that ended (from wait4)
         self._tg: anyio.abc.TaskGroup | None = None
         self._drainers: list[anyio.Event] = []  # output pipes held by background processes
         self._closed = anyio.Event()
@@ -198,9 +201,8 @@ class Sandbox:
             "root": str(self.root),
             "mounts": [[c, str(h)] for c, h in self.mounts.items()],
         }
-        init_script = Path(__file__).with_name("exeunit_init.py")
         process = await anyio.open_process(
-            [*unshare, "--", sys.executable, "-I", "-S", str(init_script), json.dumps(spec)],
+            [*unshare, "--", sys.executable, "-I", "-S", str(_INIT_SCRIPT), json.dumps(spec)],
             stdin=PIPE,
             stdout=PIPE,
             stderr=PIPE,
@@ -259,15 +261,19 @@ class Sandbox:
             raise SandboxError("the sandbox is closed")
         if not argv:
             raise SandboxError("empty command")
+        self._commands += 1
+        cpu_file = self.work_dir / "cpu" / str(self._commands)
+        cpu_file.parent.mkdir(parents=True, exist_ok=True)
+        wrapper = [sys.executable, "-I", "-S", str(_INIT_SCRIPT), "--exec", str(cpu_file), "--"]
         if self.isolated:
             assert self._init_pid is not None
             prefix = ["nsenter", "-t", str(self._init_pid), "-m", "-p", "--wdns=/golem/work"]
             if os.geteuid() != 0:
                 prefix[3:3] = ["-U", "--preserve-credentials"]
-            command = [*prefix, "--", *argv]
+            command = [*prefix, "--", *wrapper, *argv]
             cwd = None
         else:
-            command = list(argv)
+            command = [*wrapper, *argv]
             cwd = self.root / "work"
         try:
             process = await anyio.open_process(
@@ -322,6 +328,9 @@ class Sandbox:
                             await _drain_and_close(pipe)
             if self.isolated:  # the namespace tracks its processes; groups are for fallback
                 self._groups.discard(process.pid)
+            with contextlib.suppress(OSError, ValueError):
+                self._cpu_finished += float(cpu_file.read_text())
+                cpu_file.unlink()
 
     # ---- paths ----
 
@@ -356,21 +365,18 @@ class Sandbox:
     # ---- usage ----
 
     def cpu_seconds(self) -> float:
-        """CPU time used by the activity's processes so far (sampled from /proc).
+        """CPU time used by the activity's processes so far.
 
-        Processes seen alive are counted with their latest times; after they end their last
-        sample stays counted. Orphans the init reaped are counted via its children's times.
+        Exact for commands that ended (their wrapper's wait4) and for background processes
+        the init reaped (its children's times); processes still running are sampled from
+        /proc. The ExeUnit keeps the maximum it reported, so the counter never goes down.
         """
         try:
             tick = os.sysconf("SC_CLK_TCK")
-        except (ValueError, OSError):
-            return 0.0
-        live: dict[int, float] = {}
-        base = 0.0
-        try:
             pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-        except OSError:
-            return 0.0
+        except (ValueError, OSError):
+            return self._cpu_finished
+        total = self._cpu_finished
         for pid in pids:
             stat = _read_stat(pid)
             if stat is None:
@@ -384,14 +390,10 @@ class Sandbox:
             elif stat[2] not in self._groups:  # pgid
                 continue
             utime, stime, cutime, cstime = stat[11], stat[12], stat[13], stat[14]
-            live[pid] = (utime + stime) / tick
+            total += (utime + stime) / tick
             if pid == self._init_pid:
-                base = (cutime + cstime) / tick
-        for pid, seconds in self._cpu_seen.items():
-            if pid not in live:
-                self._cpu_retired += seconds
-        self._cpu_seen = live
-        return self._cpu_retired + base + sum(live.values())
+                total += (cutime + cstime) / tick
+        return total
 
 
 async def _pump(
