@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -43,17 +44,14 @@ async def _release_market(
         for agreement_id in list(held.agreements):
             try:
                 with anyio.fail_after(30):
-                    await client.terminate_agreement(agreement_id, TERMINATE_REASON, "Cancelled")
+                    outcome = await _end_agreement(client, agreement_id)
             except (YagnaError, TimeoutError) as error:
-                if isinstance(error, YagnaError) and error.status == 404:
-                    pass  # yagna does not know it (never confirmed): nothing to release
-                else:
-                    problems.append(f"agreement {agreement_id}: {error}")
-                    continue
+                problems.append(f"agreement {agreement_id}: {error}")
+                continue
             journal.append(
-                "AgreementTerminated", agreement_id=agreement_id, by="requestor", reason="recovery"
+                "AgreementTerminated", agreement_id=agreement_id, by="requestor", reason=outcome
             )
-            progress(f"agreement {agreement_id[:12]}… terminated")
+            progress(f"agreement {agreement_id[:12]}… {outcome}")
         for activity_id in list(held.activities):
             try:
                 with anyio.fail_after(30):
@@ -73,6 +71,36 @@ async def _release_market(
             journal.append("AllocationReleased", allocation_id=allocation_id, reason="recovery")
             progress(f"allocation {allocation_id} released")
     return problems
+
+
+async def _end_agreement(client: Any, agreement_id: str) -> str:
+    """Make sure the agreement no longer binds anyone; returns what was done.
+
+    A crash can leave it in any state: Approved (terminate it), Pending (confirmed but not yet
+    approved: cancel it), Proposal (never confirmed: it just expires), or already final.
+    """
+    from golem_deploy.yagna.client import MARKET
+    from golem_deploy.yagna.errors import YagnaError
+
+    try:
+        agreement = await client.get_agreement(agreement_id)
+    except YagnaError as error:
+        if error.status == 404:
+            return "unknown to yagna (never created)"
+        raise
+    state = agreement.state
+    if state == "Approved":
+        await client.terminate_agreement(agreement_id, TERMINATE_REASON, "Cancelled")
+        return "terminated"
+    if state == "Pending":
+        await client.request(
+            "POST",
+            f"{MARKET}/agreements/{agreement_id}/cancel",
+            body={"message": TERMINATE_REASON},
+            ok=(200, 204, 410),
+        )
+        return "cancelled"
+    return f"already {state.lower()}"
 
 
 def _forget_market(held: Held, journal: Journal, why: str, progress: Progress) -> None:
