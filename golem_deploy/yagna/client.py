@@ -294,7 +294,11 @@ class YagnaClient:
     async def stream_exec(self, activity_id: str, batch_id: str) -> AsyncIterator[RuntimeEvent]:
         """Live runtime events of a batch over SSE (yields until the server closes or the
         caller stops iterating; the caller decides when the batch is done)."""
-        path = f"{ACTIVITY}/activity/{activity_id}/exec/{batch_id}"
+        async for event in self.sse(f"{ACTIVITY}/activity/{activity_id}/exec/{batch_id}"):
+            yield event
+
+    async def sse(self, path: str) -> AsyncIterator[RuntimeEvent]:
+        """Parse `event: runtime` frames of a server-sent-event stream at `path`."""
         what = f"GET {path} (stream)"
         async with self.session.get(
             self.config.api_url + path, headers={"Accept": "text/event-stream"}
