@@ -34,6 +34,7 @@ from golem_deploy.engine.market import Demand, PriceCaps, build_demand
 from golem_deploy.engine.payload import VmPayload
 from golem_deploy.engine.payments import PaymentManager, payment_platform
 from golem_deploy.engine.service import Service, Storage
+from golem_deploy.engine.storage import GsbApiStorage
 from golem_deploy.errors import GolemDeployError
 from golem_deploy.yagna.client import YagnaClient, YagnaConfig
 from golem_deploy.yagna.errors import YagnaError
@@ -194,6 +195,10 @@ class Golem:
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             self._tg.start_soon(self._payments.run)
             self._tg.start_soon(self._agreement_events)
+            if self.storage is None:
+                gsb_storage = GsbApiStorage(self._client, identity.node_id)
+                await self._tg.start(gsb_storage.run)
+                self.storage = gsb_storage
             self._stack = stack.pop_all()
 
     async def stop(self) -> None:
