@@ -122,7 +122,16 @@ def start(
         from golem_deploy.localnet.faults import load_faults
 
         faults = Path(faults).resolve()
-        load_faults(faults)  # report a bad file here, not in the detached host's log
+        # Report a bad file here, not in the detached host's log.
+        unknown = sorted(
+            set(load_faults(faults)) - {f"local-provider-{k}" for k in range(1, providers + 1)}
+        )
+        if unknown:
+            raise LocalnetError(
+                f"{faults}: faults for {', '.join(unknown)}, but the network has only "
+                f"{providers} providers (local-provider-1..{providers})",
+                hint="remove those entries or start more providers with --providers",
+            )
     with _locked(state_dir):
         running = status(state_dir)
         if running is not None:

@@ -359,6 +359,43 @@ class YagnaNode:
                 )
             time.sleep(0.05)
 
+    def _rest(self, method: str, path: str, body: Any = None) -> Any:
+        """One REST call with this node's autoconfigured key (never through a proxy)."""
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        request = urllib.request.Request(
+            self.config.api_url + path,
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={
+                "Authorization": f"Bearer {self.config.app_key}",
+                "Content-Type": "application/json",
+            },
+        )
+        try:
+            with opener.open(request, timeout=10.0) as response:
+                text = response.read().decode()
+        except (urllib.error.URLError, OSError) as error:
+            raise LocalnetError(
+                f"{method} {path} on the {self.config.name} node failed: {error}"
+            ) from error
+        return json.loads(text) if text else None
+
+    def listen_for_offers(self) -> None:
+        """Make this node receive offer broadcasts from now on.
+
+        In central-net mode a yagna binds the offer-broadcast topic lazily, on its first
+        demand subscription (yagna core/market matcher.rs `subscribe_demand`). Offers
+        broadcast before that are only learnt at the next cyclic broadcast, minutes later,
+        so a requestor arriving a few seconds after our providers published would see no
+        offers. One short-lived demand that matches nothing makes the binding happen now.
+        """
+        demand = {
+            "properties": {"golem.srv.comp.expiration": int((time.time() + 60) * 1000)},
+            "constraints": "(golem.node.id.name=golem-deploy-bind-offer-broadcasts)",
+        }
+        subscription = self._rest("POST", "/market-api/v1/demands", demand)
+        self._rest("DELETE", f"/market-api/v1/demands/{subscription}")
+
     def cli(self, *args: str) -> Any:
         """Run a `yagna --json ...` subcommand against this daemon and parse its answer."""
         result = subprocess.run(
@@ -478,6 +515,7 @@ class LocalNodes:
         requestor.start()
         provider.start()
         requestor_id = requestor.wait_ready(deadline)
+        requestor.listen_for_offers()
         provider.wait_ready(deadline)
         identities = self._ensure_identities(deadline)
         return NodesInfo(

@@ -428,6 +428,8 @@ class ProviderAgent:
         while True:
             sub = self.subscription_id
             if sub is None:
+                if self._stopping:
+                    return
                 await self._subscribe()
                 continue
             try:
@@ -439,8 +441,9 @@ class ProviderAgent:
                 )
             except ApiError as error:
                 if error.status in (404, 410):  # expired (1 h TTL) or gone: publish again
-                    log.info("%s: offer %s gone (%s), re-subscribing", self.name, sub, error)
-                    self.subscription_id = None
+                    if self.subscription_id == sub and not self._stopping:
+                        log.info("%s: offer %s expired, re-subscribing", self.name, sub)
+                        self.subscription_id = None
                     continue
                 log.warning("%s: offer events: %s", self.name, error)
                 await anyio.sleep(0.5)
@@ -694,8 +697,13 @@ class ProviderAgent:
                     },
                     timeout=15.0,
                 )
-            except (ApiError, aiohttp.ClientError, TimeoutError) as error:
-                log.warning("%s: activity events: %s", self.name, error)
+            except ApiError as error:
+                if error.status != 408:  # 408: the long poll timed out with no event
+                    log.warning("%s: activity events: %s", self.name, error)
+                    await anyio.sleep(0.5)
+                continue
+            except (aiohttp.ClientError, TimeoutError) as error:
+                log.warning("%s: activity events: %r", self.name, error)
                 await anyio.sleep(0.5)
                 continue
             assert self._tg is not None

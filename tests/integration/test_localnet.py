@@ -7,6 +7,7 @@ that run commands and stream output, debit notes and an invoice that can be acce
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
@@ -218,3 +219,17 @@ def test_debit_notes_and_the_invoice_arrive_and_are_accepted(
         assert accepted_invoice["status"] == "ACCEPTED"
 
     run(shared_localnet, body)
+
+
+def test_a_requestor_arriving_later_still_sees_every_offer(localnet: Any) -> None:
+    """yagna binds offer broadcasts lazily (first demand); offers published before that
+    must still reach a requestor that subscribes later."""
+    info = localnet(providers=2)
+    time.sleep(3)  # the scenario: nobody asks for offers until well after they were sent
+
+    async def body(req: Requestor) -> None:
+        sub, drafts, _ = await req.negotiate(req.demand(), want=2, deadline=10)
+        await req.unsubscribe(sub)
+        assert sorted(drafts) == ["local-provider-1", "local-provider-2"]
+
+    run(info, body)
