@@ -1,10 +1,11 @@
 """yapapi 0.13.1's Services API runs a service on the local network, unchanged.
 
 yapapi is not a dependency of golem-deploy: the test installs it into a throwaway virtualenv
-under its tmp dir, or uses $GOLEM_DEPLOY_TEST_YAPAPI_PYTHON (skipped when neither works). Two things a
-real requestor machine has are provided by the test: an HTTP server answering yapapi's HEAD
-check of the image URL (the local provider never downloads the image), and a stand-in for
-yagna's `gftp` binary, which the golem-node wheel does not ship and yapapi always starts.
+under its tmp dir, or uses $GOLEM_DEPLOY_TEST_YAPAPI_PYTHON (skipped when neither works).
+Two things a real requestor machine has are provided by the test: an HTTP server answering
+yapapi's HEAD check of the image URL (the local provider never downloads the image), and a
+stand-in for yagna's `gftp` binary, which the golem-node wheel does not ship and yapapi
+always starts.
 """
 
 from __future__ import annotations
