@@ -1,0 +1,89 @@
+"""`golem-deploy localnet start|status|stop` as a user runs them (the CLI as a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.localnet
+
+KEYS = {
+    "YAGNA_API_URL",
+    "YAGNA_APPKEY",
+    "YAGNA_SUBNET",
+    "YAGNA_PAYMENT_DRIVER",
+    "YAGNA_PAYMENT_NETWORK",
+}
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "golem_deploy", *args],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=os.environ.copy(),
+    )
+
+
+@pytest.fixture
+def state_dir(_localnet_template: Path) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="gd-localnet-cli-"))
+    shutil.copytree(_localnet_template / "yagna", path / "yagna")
+    shutil.copy2(_localnet_template / "keys.json", path / "keys.json")
+    try:
+        yield path
+    finally:
+        cli("localnet", "stop", "--state-dir", str(path))
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_start_prints_eval_able_exports_then_status_and_stop(state_dir: Path) -> None:
+    started = cli("localnet", "start", "--providers", "2", "--state-dir", str(state_dir))
+    assert started.returncode == 0, started.stderr
+    # The exports are exactly what a shell `eval` turns into the requestor's environment.
+    shell = subprocess.run(
+        ["sh", "-c", started.stdout + '\nenv | grep "^YAGNA_"'],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    exported = dict(line.split("=", 1) for line in shell.stdout.splitlines())
+    assert set(exported) == KEYS
+    assert exported["YAGNA_SUBNET"] == "local-dev"
+    assert "golem-deploy localnet stop" in started.stderr
+
+    again = cli("localnet", "start", "--json", "--state-dir", str(state_dir))
+    assert json.loads(again.stdout) == exported  # the running network, not a new one
+
+    status = cli("localnet", "status", "--json", "--state-dir", str(state_dir))
+    report = json.loads(status.stdout)
+    assert status.returncode == 0 and report["running"] is True
+    assert [p["name"] for p in report["providers"]] == ["local-provider-1", "local-provider-2"]
+
+    stopped = cli("localnet", "stop", "--state-dir", str(state_dir))
+    assert stopped.returncode == 0
+    after = cli("localnet", "status", "--state-dir", str(state_dir))
+    assert after.returncode == 1 and "no local network running" in after.stdout
+
+
+def test_a_bad_faults_file_is_one_clear_error(state_dir: Path) -> None:
+    faults = state_dir / "faults.yaml"
+    faults.write_text("local-provider-1:\n  die_after: later\n")
+    result = cli("localnet", "start", "--faults", str(faults), "--state-dir", str(state_dir))
+    assert result.returncode == 1
+    assert f"{faults}:2:3: local-provider-1.die_after" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (state_dir / "pids" / "host.json").exists()  # nothing was started
+
+    faults.write_text("local-provider-5: {never_invoice: true}\n")
+    result = cli("localnet", "start", "--faults", str(faults), "--state-dir", str(state_dir))
+    assert result.returncode == 1 and "only 3 providers" in result.stderr
