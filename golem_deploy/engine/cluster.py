@@ -265,6 +265,7 @@ class _InstanceRunner:
         self._tg: TaskGroup | None = None
         self._bus_misses = 0
         self._vanished = False  # the current provider stopped answering (no invoice expected)
+        self._terminated_by_provider = False
 
     @property
     def name(self) -> str:
@@ -294,14 +295,17 @@ class _InstanceRunner:
 
     async def _apply(self, event: lc.Event) -> None:
         old = self.lifecycle.state
-        if isinstance(event, lc.ActivityUnresponsive):
-            self._vanished = True
         try:
             actions = self.lifecycle.handle(event)
         except lc.IllegalTransition as e:
             log.debug("%s[%d]: ignored %s", self.name, self.instance.index, e)
             return
         new = self.lifecycle.state
+        if actions and self.agreement is not None:  # the event applied to this provider
+            if isinstance(event, lc.ActivityUnresponsive):
+                self._vanished = True
+            if isinstance(event, lc.AgreementTerminatedByProvider):
+                self._terminated_by_provider = True
         self.instance.restarts = self.lifecycle.restarts
         self.instance.reason = self.lifecycle.last_reason
         if new is not old:
@@ -422,25 +426,36 @@ class _InstanceRunner:
         self.instance.cost += amount
 
     async def _release(self, reason: str) -> None:
-        """Destroy the activity and terminate the agreement (bounded; errors logged)."""
+        """Destroy the activity and terminate the agreement (bounded).
+
+        The Activity/AgreementTerminated events are emitted only for what really ended (or
+        what the provider ended itself), so a journal keeps anything still open for a later
+        cleanup (`golem-deploy down` after a crash)."""
         engine = self.engine
         activity_id, self.activity_id = self.activity_id, None
         signed, self.agreement = self.agreement, None
+        vanished, self._vanished = self._vanished, False
+        by_provider, self._terminated_by_provider = self._terminated_by_provider, False
         self.instance.activity_id = None
         self.instance.agreement_id = None
         if activity_id is not None:
+            destroyed = False
             with anyio.move_on_after(15):
                 try:
                     await engine.client.destroy_activity(activity_id)
+                    destroyed = True
                 except YagnaError as e:
                     log.info("destroy activity %s: %s", activity_id, e)
-            engine.emit(
-                ev.ActivityDestroyed(
-                    service=self.name, index=self.instance.index, activity_id=activity_id
+            if destroyed:
+                engine.emit(
+                    ev.ActivityDestroyed(
+                        service=self.name, index=self.instance.index, activity_id=activity_id
+                    )
                 )
-            )
-        if signed is not None:
-            terminated = False
+        if signed is None:
+            return
+        terminated = by_provider
+        if not by_provider:
             with anyio.move_on_after(15):
                 try:
                     await engine.client.terminate_agreement(
@@ -448,14 +463,14 @@ class _InstanceRunner:
                     )
                     terminated = True
                 except YagnaError as e:
-                    log.info("terminate agreement %s: %s", signed.agreement_id, e)
-            engine.payments.agreement_ended(signed.agreement_id, expect_invoice=not self._vanished)
-            self._vanished = False
+                    log.warning("terminate agreement %s: %s", signed.agreement_id, e)
+        engine.payments.agreement_ended(signed.agreement_id, expect_invoice=not vanished)
+        if terminated:
             engine.emit(
                 ev.AgreementTerminated(
                     agreement_id=signed.agreement_id,
                     provider_id=signed.provider_id,
-                    by="requestor" if terminated else "provider",
+                    by="provider" if by_provider else "requestor",
                     reason=reason,
                 )
             )
