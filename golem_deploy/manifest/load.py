@@ -25,6 +25,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -179,14 +180,16 @@ class _Node:
 
 def _events(text: str) -> Iterator[Any]:
     """ruamel.yaml's parse events, from libyaml's C parser when available."""
+    return iter(_yaml().parse(text))
+
+
+@lru_cache(maxsize=1)
+def _yaml() -> Any:
     from ruamel.yaml import YAML
 
-    try:
-        yaml = YAML(typ="safe", pure=False)
-    except Exception:  # pragma: no cover - no C extension: same events, slower
-        yaml = YAML(typ="safe", pure=True)
-    yaml.allow_duplicate_keys = True  # we report duplicates ourselves, with positions
-    return iter(yaml.parse(text))
+    # typ="safe" picks libyaml's C parser when ruamel.yaml.clib is installed, else the
+    # pure-Python one; both produce the same events. Only its event parser is used.
+    return YAML(typ="safe")
 
 
 class _Builder:
