@@ -269,8 +269,13 @@ class MarketSession:
         """Negotiate forever (cancel to stop); unsubscribes on the way out."""
         try:
             while True:
-                await self._subscribe()
-                await self._poll_until_gone()
+                try:
+                    await self._subscribe()
+                    await self._poll_until_gone()
+                except YagnaError as e:  # yagna hiccup: keep negotiating, don't crash
+                    log.warning("%s: market: %s", self.service, e)
+                    self._subscription = None
+                    await anyio.sleep(2.0)
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 await self._unsubscribe()
