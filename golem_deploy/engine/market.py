@@ -274,6 +274,8 @@ class MarketSession:
                     await self._poll_until_gone()
                 except YagnaError as e:  # yagna hiccup: keep negotiating, don't crash
                     log.warning("%s: market: %s", self.service, e)
+                    with anyio.move_on_after(5):
+                        await self._unsubscribe()
                     self._subscription = None
                     await anyio.sleep(2.0)
         finally:
