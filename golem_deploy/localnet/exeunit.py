@@ -154,10 +154,10 @@ class ExeUnit:
                 self.config.gsb_url, name=f"exeunit-{self.config.activity_id[:8]}"
             ) as bus:
                 self._bus = bus
+                await bus.register(self.service_id, self._handle)
+                await self._report_state("Initialized", None)
                 async with anyio.create_task_group() as tg:
                     self._tg = tg
-                    await bus.register(self.service_id, self._handle)
-                    await self._report_state("Initialized", None)
                     tg.start_soon(self._heartbeat)
                     tg.start_soon(self._watch_connection, bus)
                     task_status.started()
@@ -313,7 +313,8 @@ class ExeUnit:
             await call.reply(_err("badRequest", f"Batch {batch_id} already exists"))
             return
         if self._closing.is_set() or self._tg is None:
-            await call.reply(_err("activity", "activity is terminating"))
+            state = "terminating" if self._closing.is_set() else "not serving yet"
+            await call.reply(_err("activity", f"activity is {state}"))
             return
         batch = _Batch(batch_id, script)
         self._batches[batch_id] = batch
