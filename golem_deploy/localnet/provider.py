@@ -182,6 +182,22 @@ def amount_str(value: Decimal) -> str:
     return text if text != "-0" else "0"
 
 
+def _parse_time(value: object) -> datetime | None:
+    """An RFC 3339 timestamp from yagna (nanoseconds allowed), or None."""
+    if not isinstance(value, str):
+        return None
+    match = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$", value)
+    if match is None:
+        return None
+    fraction = (match.group(2) or ".0")[:7]
+    zone = match.group(3) or "Z"
+    text = match.group(1) + fraction + ("+00:00" if zone == "Z" else zone)
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
 def _now_cursor() -> str:
     """An RFC 3339 event cursor one second in the past (events are strictly after it)."""
     return (datetime.now(UTC) - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -235,6 +251,7 @@ class Agreement:
     offer: dict[str, Any]
     reserved: Resources
     mounts: dict[str, Path]
+    valid_to: datetime | None = None
     activities: dict[str, Activity] = field(default_factory=dict)
     ended: anyio.Event = field(default_factory=anyio.Event)
     end_reason: str = ""
@@ -550,6 +567,7 @@ class ProviderAgent:
             offer=offer.get("properties", self._offer_props),
             reserved=demand_requirements(demand.get("constraints", "")),
             mounts=parse_mounts(properties),
+            valid_to=_parse_time(raw.get("validTo")),
         )
         self.agreements[agreement_id] = agreement  # reserve before the await
         try:
@@ -623,8 +641,14 @@ class ProviderAgent:
         self._end_agreement(agreement, message)
 
     async def _run_agreement(self, agreement: Agreement) -> None:
-        """Wait for the agreement's end, its activities' end, then invoice once."""
-        await agreement.ended.wait()
+        """Wait for the agreement's end (or expiry), its activities' end, then invoice once."""
+        lifetime: float | None = None
+        if agreement.valid_to is not None:
+            lifetime = max((agreement.valid_to - datetime.now(UTC)).total_seconds(), 0.0)
+        with anyio.move_on_after(lifetime):
+            await agreement.ended.wait()
+        if not agreement.ended.is_set():  # validTo passed: the agreement is over
+            await self._terminate_agreement(agreement, "agreement expired")
         for activity in list(agreement.activities.values()):
             activity.request_stop(agreement.end_reason or "agreement ended")
         for activity in list(agreement.activities.values()):

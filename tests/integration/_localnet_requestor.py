@@ -169,9 +169,11 @@ class Requestor:
                     rejections[names.get(event["proposalId"], event["proposalId"])] = event
         return sub, drafts, rejections
 
-    async def agree(self, draft: dict[str, Any], wait: float = 15.0) -> str:
+    async def agree(
+        self, draft: dict[str, Any], wait: float = 15.0, valid_for: float = 3600.0
+    ) -> str:
         """Create, confirm and wait for approval; raises HttpError(410) when rejected."""
-        valid_to = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        valid_to = (datetime.now(UTC) + timedelta(seconds=valid_for)).isoformat()
         agreement_id = str(
             await self.call(
                 "POST",

@@ -233,3 +233,21 @@ def test_a_requestor_arriving_later_still_sees_every_offer(localnet: Any) -> Non
         assert sorted(drafts) == ["local-provider-1", "local-provider-2"]
 
     run(info, body)
+
+
+def test_the_provider_ends_an_agreement_when_it_expires(shared_localnet: LocalNetInfo) -> None:
+    async def body(req: Requestor) -> None:
+        sub, drafts, _ = await req.negotiate(req.demand())
+        await req.unsubscribe(sub)
+        agreement_id = await req.agree(next(iter(drafts.values())), valid_for=3)
+        state = "Approved"
+        with anyio.fail_after(15):
+            while state == "Approved":
+                await anyio.sleep(0.3)
+                state = (await req.agreement(agreement_id))["state"]
+        assert state == "Terminated"
+        reason = await req.call("GET", f"/market-api/v1/agreements/{agreement_id}/terminate/reason")
+        assert reason["terminator"] == "Provider"
+        assert reason["reason"]["message"] == "agreement expired"
+
+    run(shared_localnet, body)
