@@ -267,7 +267,9 @@ class Sandbox:
         wrapper = [sys.executable, "-I", "-S", str(_INIT_SCRIPT), "--exec", str(cpu_file), "--"]
         if self.isolated:
             assert self._init_pid is not None
-            prefix = ["nsenter", "-t", str(self._init_pid), "-m", "-p", "--wdns=/golem/work"]
+            # --wd without a value: the init's working directory, /golem/work (older nsenter
+            # versions lack --wdns).
+            prefix = ["nsenter", "-t", str(self._init_pid), "-m", "-p", "--wd"]
             if os.geteuid() != 0:
                 prefix[3:3] = ["-U", "--preserve-credentials"]
             command = [*prefix, "--", *wrapper, *argv]
