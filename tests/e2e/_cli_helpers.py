@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-MANIFESTS = REPO / "manifests"
+MANIFESTS = Path(os.environ.get("GOLEM_DEPLOY_E2E_MANIFESTS") or REPO / "manifests")
 CLI_TIMEOUT = 240.0
 
 
