@@ -71,11 +71,17 @@ def parse_duration(text: str, option: str) -> float:
 
 
 def _load_manifest(path: Path, env_file: Path | None = None) -> Any:
-    from golem_deploy.manifest import load_manifest  # type: ignore[attr-defined,unused-ignore]
+    from golem_deploy.manifest import load_manifest
+    from golem_deploy.manifest.diagnostics import ManifestError
 
     if not path.exists():
         raise DeployError(f"{path}: no such file", hint="give the path of a manifest YAML file")
-    return load_manifest(path, env_file=env_file)
+    try:
+        return load_manifest(path, env_file=env_file)
+    except ManifestError as error:
+        # Exactly what `golem-deploy validate` prints: every problem, file:line:column.
+        sys.stderr.write("".join(d.format() + "\n" for d in error.diagnostics))
+        raise typer.Exit(1) from None
 
 
 def _target(name: str | None, file: Path | None) -> DeploymentDir:

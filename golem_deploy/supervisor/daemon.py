@@ -530,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.umask(0o077)  # the socket, journal and logs are private to the user
 
-    from golem_deploy.manifest import load_manifest  # type: ignore[attr-defined,unused-ignore]
+    from golem_deploy.manifest import load_manifest
 
     manifest = load_manifest(args.manifest, env_file=args.env_file)
     folder = deployments.of(manifest.name)

@@ -30,6 +30,7 @@ from _cli_helpers import (
     wait_until,
 )
 
+from golem_deploy.manifest import load_manifest
 from golem_deploy.supervisor import journal
 
 pytestmark = [pytest.mark.localnet, pytest.mark.timeout(420)]
@@ -50,8 +51,6 @@ INSTANCE_KEYS = {
 
 
 def _manifest(file: str) -> tuple[Path, Any]:
-    from golem_deploy.manifest import load_manifest  # type: ignore[attr-defined,unused-ignore]
-
     path = MANIFESTS / file
     return path, load_manifest(path)
 

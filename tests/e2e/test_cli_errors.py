@@ -1,0 +1,75 @@
+"""What a user sees when they get something wrong: one clear message, no traceback, exit 1.
+
+These run the CLI as a subprocess but start no network: they fail before anything starts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from _cli_helpers import Cli
+
+from golem_deploy.supervisor.journal import Journal
+
+
+def _no_traceback(text: str) -> None:
+    assert "Traceback" not in text
+
+
+def test_up_with_an_invalid_manifest_reports_like_validate_and_starts_nothing(
+    cli: Cli, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('version: "1"\nname: bad\nservices:\n  web:\n    instances: 2\n')
+    up = cli("up", "-d", str(bad))
+    validate = cli("validate", str(bad))
+    assert up.returncode == 1
+    _no_traceback(up.stderr)
+    errors = [line for line in validate.stdout.splitlines() if ": error: " in line]
+    assert errors, validate.stdout
+    for line in errors:
+        assert line in up.stderr  # the same file:line:column lines `validate` prints
+    assert f"{bad}:" in up.stderr
+    assert not (cli.home / "deployments" / "bad").exists()  # nothing was started
+
+
+def test_bad_timeout_and_missing_file_are_clear(cli: Cli, tmp_path: Path) -> None:
+    missing = cli("up", "-d", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 1 and "no such file" in missing.stderr
+    _no_traceback(missing.stderr)
+    manifest = Path(__file__).resolve().parents[2] / "manifests" / "hello-world.yaml"
+    bad_timeout = cli("up", "-d", str(manifest), "--timeout", "soon")
+    assert bad_timeout.returncode == 1
+    assert "--timeout" in bad_timeout.stderr and "not a duration" in bad_timeout.stderr
+
+
+def test_no_deployment_yet(cli: Cli) -> None:
+    for args in (["status"], ["down"], ["logs"]):
+        result = cli(*args)
+        assert result.returncode == 1, args
+        assert "there is no deployment" in result.stderr
+        _no_traceback(result.stderr)
+    assert cli.ok("ls", "--json").stdout.strip() == "[]"
+
+
+def _fake_stopped_deployment(cli: Cli, name: str) -> None:
+    folder = cli.home / "deployments" / name
+    folder.mkdir(parents=True)
+    with Journal(folder / "journal.jsonl") as journal:
+        journal.append("DeploymentStarted", name=name, network_kind="local", budget="1", pid=1)
+        journal.append("DeploymentStopped", clean=True)
+
+
+def test_name_is_needed_when_several_deployments_exist(cli: Cli) -> None:
+    _fake_stopped_deployment(cli, "alpha")
+    _fake_stopped_deployment(cli, "beta")
+    ambiguous = cli("status")
+    assert ambiguous.returncode == 1
+    assert "alpha" in ambiguous.stderr and "beta" in ambiguous.stderr
+    assert "-n NAME" in ambiguous.stderr
+    unknown = cli("status", "-n", "gamma")
+    assert unknown.returncode == 1 and "no deployment named 'gamma'" in unknown.stderr
+    one = json.loads(cli.ok("status", "-n", "alpha", "--json").stdout)
+    assert one["state"] == "stopped" and one["supervisor"] == {"pid": 1, "alive": False}
+    assert cli("down", "-n", "beta").returncode == 0  # nothing held: already down
