@@ -10,14 +10,15 @@ unchanged, nothing left running after destroy).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import anyio
 import pytest
 from _localnet_requestor import HttpError, Requestor, with_requestor
@@ -213,7 +214,7 @@ def test_sandbox_paths_mounts_background_processes_and_cleanup(
     shared.mkdir()
     (shared / "hello.sh").write_text("echo hello from the mount\n")
     marker = "4711.0815"  # a unique sleep duration to find the background process in /proc
-    weird = ["a;b", "$(touch /tmp/pwned)", "'q\"", "l1\nl2", " ", "*"]
+    weird = ["a;b", f"$(touch {tmp_path}/pwned)", "'q\"", "l1\nl2", " ", "*"]
 
     async def body(req: Requestor) -> None:
         mounts = json.dumps({"/golem/run": str(shared)})
@@ -238,7 +239,7 @@ def test_sandbox_paths_mounts_background_processes_and_cleanup(
             assert results[1]["stdout"] == "hello from the mount\n"
             assert results[2]["stdout"] == "read-only\n" and not (shared / "x").exists()
             assert results[4]["stdout"].split("\0")[:-1] == weird
-            assert not Path("/tmp/pwned").exists()
+            assert not (tmp_path / "pwned").exists()
 
             # The background process outlives its batch and is visible to the next one.
             later = await exec_and_wait(
@@ -370,8 +371,6 @@ def test_gftp_transfers_over_the_bus_both_ways(
                     await uploaded.wait()
             await publisher.close()
         assert (tmp_path / "output.bin").read_bytes() == source.read_bytes()
-        import hashlib
-
         assert results[1]["stdout"].split()[0] == hashlib.sha256(source.read_bytes()).hexdigest()
 
     run(shared_localnet, body)
@@ -382,8 +381,6 @@ def test_usage_is_reported_and_grows(shared_localnet: LocalNetInfo) -> None:
         async with activity(req) as activity_id:
             await exec_and_wait(req, activity_id, READY)
             busy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass"
-            import sys
-
             await exec_and_wait(req, activity_id, [run_cmd([sys.executable, "-c", busy])])
             path = f"/activity-api/v1/activity/{activity_id}/usage"
             with anyio.fail_after(10):
@@ -396,6 +393,3 @@ def test_usage_is_reported_and_grows(shared_localnet: LocalNetInfo) -> None:
             assert isinstance(usage["timestamp"], int)
 
     run(shared_localnet, body)
-
-
-_ = aiohttp  # the requestor helper's session type

@@ -18,7 +18,9 @@ def provider_gsb_url(info: LocalNetInfo) -> str:
     return str(json.loads((info.state_dir / "ready.json").read_text())["provider_gsb_url"])
 
 
-def test_register_call_conflicts_and_cleanup_on_the_real_router(shared_localnet: LocalNetInfo) -> None:
+def test_register_call_conflicts_and_cleanup_on_the_real_router(
+    shared_localnet: LocalNetInfo,
+) -> None:
     url = provider_gsb_url(shared_localnet)
     service = f"/public/gd-test-{secrets.token_hex(4)}"
 

@@ -7,6 +7,7 @@ arguments that arrive byte for byte, and timeouts that kill.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -138,7 +139,7 @@ def test_background_process_survives_between_commands_and_dies_with_the_activity
 
 
 def test_arguments_arrive_unchanged(tmp_path: Path) -> None:
-    args = ["a;b", "$(touch /tmp/pwned)", "'quoted\"", "line1\nline2", "  spaces  ", "*", ""]
+    args = ["a;b", f"$(touch {tmp_path}/pwned)", "'quoted\"", "line1\nline2", "  spaces  ", "*", ""]
 
     async def main() -> None:
         async with open_sandbox(tmp_path / "a") as sandbox:
@@ -147,9 +148,8 @@ def test_arguments_arrive_unchanged(tmp_path: Path) -> None:
                 [sys.executable, "-c", "import sys, json; print(json.dumps(sys.argv[1:]))", *args],
             )
             assert code == 0
-            import json
-
             assert json.loads(out) == args
+            assert not (tmp_path / "pwned").exists()
 
     anyio.run(main)
 
