@@ -206,25 +206,23 @@ class Golem:
         stack, self._stack = self._stack, None
         if stack is None:
             return
+        # Every step is bounded; when the caller cancels us (a supervisor's deadline), the
+        # runners' and the allocation's own shielded, bounded cleanup still runs.
         try:
-            with anyio.CancelScope(shield=True):
+            for cluster in self._clusters:
+                cluster.stop()
+            with anyio.move_on_after(self.stop_timeout):
                 for cluster in self._clusters:
-                    cluster.stop()
-                with anyio.move_on_after(self.stop_timeout):
-                    for cluster in self._clusters:
-                        await cluster.wait_finished()
-                if self._tg is not None:
-                    # clusters that did not finish in time are cancelled; their runners'
-                    # `finally` still releases activities and agreements
-                    for cluster in self._clusters:
-                        if not cluster.finished:
-                            log.warning("cluster %s did not stop in time", cluster.service_name)
-                    await self._cancel_clusters()
-                unpaid = await self.payments.settle(self.invoice_timeout)
-                if unpaid:
-                    log.warning("no invoice arrived for agreements %s", ", ".join(unpaid))
-                if self._tg is not None:
-                    self._tg.cancel_scope.cancel()
+                    await cluster.wait_finished()
+            for cluster in self._clusters:
+                if not cluster.finished:
+                    log.warning("cluster %s did not stop in time", cluster.service_name)
+            await self._cancel_clusters()
+            unpaid = await self.payments.settle(self.invoice_timeout)
+            if unpaid:
+                log.warning("no invoice arrived for agreements %s", ", ".join(unpaid))
+            if self._tg is not None:
+                self._tg.cancel_scope.cancel()
         finally:
             # not inside another cancel scope: the stack holds our task group, whose own
             # scope must be the current one when it exits

@@ -134,9 +134,14 @@ class PaymentManager:
         alloc, self.allocation = self.allocation, None
         if alloc is None:
             return
-        try:
-            await self.client.release_allocation(alloc.allocation_id)
-        finally:
+        released = False
+        with anyio.CancelScope(shield=True), anyio.move_on_after(15):
+            try:
+                await self.client.release_allocation(alloc.allocation_id)
+                released = True
+            except YagnaError as e:
+                log.warning("release allocation %s: %s", alloc.allocation_id, e)
+        if released:  # else the journal keeps it open for a later `down`
             self.emit(ev.AllocationReleased(allocation_id=alloc.allocation_id))
 
     def track(self, agreement_id: str, on_cost: Callable[[Decimal], None]) -> None:
