@@ -377,6 +377,24 @@ class Supervisor:
             self.note("WaveRunning", wave=number, services=wave)
         self.state = snapshot.RUNNING
         self.note("DeploymentRunning")
+        await self._watch_until_all_ended()
+
+    async def _watch_until_all_ended(self) -> None:
+        """When every instance ended by itself (budget spent, agreements expired, restarts
+        exhausted), nothing is left to supervise: go down and say why."""
+        clusters = list(self.clusters.values())
+        while not all(getattr(cluster, "finished", False) for cluster in clusters):
+            await anyio.sleep(0.5)
+        reasons = sorted(
+            {
+                str(getattr(inst, "reason", "") or "ended")
+                for cluster in clusters
+                for inst in list(getattr(cluster, "instances", []))
+            }
+        )
+        self.reason = "every instance ended: " + "; ".join(reasons)
+        self.note("DeploymentEnded", reason=self.reason)
+        self.down.request(self.reason)
 
     async def _wait_running(self, wave: list[str]) -> bool:
         """True once every instance of `wave` runs; False (deployment failed) if one ended."""

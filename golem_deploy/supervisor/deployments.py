@@ -166,6 +166,8 @@ def journal_snapshot(deployment: DeploymentDir, held: Held | None = None) -> dic
     reason = None
     if clean and held.failure:
         state, reason = snapshot.FAILED, held.failure
+    elif clean and held.ended:
+        reason = held.ended
     if not clean:
         reason = f"the supervisor (pid {pid}) is gone"
         if not held.empty:

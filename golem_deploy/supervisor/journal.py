@@ -202,6 +202,7 @@ class Held:
     spent: Decimal = Decimal(0)
     stopped: bool = False  # a DeploymentStopped was the last word
     failure: str | None = None  # why the deployment failed, if it did
+    ended: str | None = None  # why it went down by itself (budget, expiration), if it did
     last_ts: float | None = None
 
     @property
@@ -267,6 +268,7 @@ def fold(records: Iterable[Mapping[str, Any]]) -> Held:
             ]
             held.stopped = False
             held.failure = None
+            held.ended = None
         elif kind == "NetworkReady":
             held.network_kind = rec.get("network_kind", held.network_kind)
             held.api_url = rec.get("api_url", held.api_url)
@@ -329,6 +331,8 @@ def fold(records: Iterable[Mapping[str, Any]]) -> Held:
                 continue
         elif kind == "DeploymentFailed":
             held.failure = rec.get("reason") or "failed"
+        elif kind == "DeploymentEnded":
+            held.ended = rec.get("reason") or "every instance ended"
         elif kind == "DeploymentStopped":
             held.stopped = True
     return held

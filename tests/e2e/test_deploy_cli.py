@@ -118,9 +118,17 @@ def test_up_status_logs_down(cli: Cli, file: str) -> None:
     tail = cli.ok("logs", "-n", name, first, "--tail", "2").stdout.splitlines()
     assert len(tail) == 2 and all(line.startswith(first) for line in tail)
 
-    down = cli("down", "-n", name)
-    assert down.returncode == 0, down.stdout + down.stderr
-    assert "everything released" in down.stdout
+    follower = cli.popen("logs", "-n", name, "-f", stdout=subprocess.PIPE)
+    try:
+        down = cli("down", "-n", name)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert "everything released" in down.stdout
+        followed, _ = follower.communicate(timeout=30)  # -f ends once the supervisor is gone
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+    assert f"{first} | [running -> stopping" in followed  # lines written while following
     after = cli.status(name)
     assert after["state"] == "stopped" and after["supervisor"]["alive"] is False
     assert {inst["state"] for _, inst in _instances(after)} == {"terminated"}

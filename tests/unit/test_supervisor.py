@@ -54,6 +54,10 @@ class FakeCluster:
         self.instances = [FakeInstance(service, i) for i in range(n)]
         self.stopped = False
 
+    @property
+    def finished(self) -> bool:
+        return all(inst.state == ServiceState.terminated for inst in self.instances)
+
     def stop(self) -> None:
         self.stopped = True
         for inst in self.instances:
@@ -130,9 +134,19 @@ async def test_a_wave_starts_only_when_every_earlier_instance_runs(tmp_path: Pat
                 await anyio.sleep(0.01)
         assert sup.state == "starting"
         _set_all(golem.clusters["web"], ServiceState.running)
-    assert sup.state == "running"
-    kinds = [r["kind"] for r in journal.read(sup.journal.path)]
-    assert kinds.count("WaveRunning") == 2 and kinds[-1] == "DeploymentRunning"
+        with anyio.fail_after(5):
+            while sup.state != "running":
+                await anyio.sleep(0.01)
+        kinds = [r["kind"] for r in journal.read(sup.journal.path)]
+        assert kinds.count("WaveRunning") == 2 and kinds[-1] == "DeploymentRunning"
+        # Every instance ends by itself (say the budget ran out): the supervisor goes down.
+        assert not sup.down.event.is_set()
+        for cluster in golem.clusters.values():
+            for inst in cluster.instances:
+                inst.state, inst.reason = ServiceState.terminated, "budget exhausted"
+    assert sup.down.event.is_set()
+    assert sup.reason == "every instance ended: budget exhausted"
+    assert journal.load(sup.journal.path).ended == sup.reason
 
 
 async def test_an_instance_that_ends_before_running_fails_the_deployment(tmp_path: Path) -> None:
