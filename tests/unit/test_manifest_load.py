@@ -26,9 +26,7 @@ def test_positions_of_keys_and_values_are_one_based() -> None:
 
 
 def test_scalars_follow_yaml_1_2_core_and_keep_money_exact() -> None:
-    doc = parse_yaml(
-        "a: yes\nb: true\nc: 0.1\nd: 10\ne: ~\nf: '12'\ng: 0x1F\nh: 1e3\n", "m.yaml"
-    )
+    doc = parse_yaml("a: yes\nb: true\nc: 0.1\nd: 10\ne: ~\nf: '12'\ng: 0x1F\nh: 1e3\n", "m.yaml")
     assert doc.data == {
         "a": "yes",  # YAML 1.1's boolean `yes` is a string in 1.2
         "b": True,

@@ -284,7 +284,9 @@ def test_missing_variable_is_reported_at_its_value(tmp_path: Path) -> None:
 
 def test_bad_file_name_without_name_key(tmp_path: Path) -> None:
     path = write(
-        tmp_path, f"budget: 1\nservices: {{a: {{payload: {{image_hash: {HASH}}}}}}}\n", "My App.yaml"
+        tmp_path,
+        f"budget: 1\nservices: {{a: {{payload: {{image_hash: {HASH}}}}}}}\n",
+        "My App.yaml",
     )
     assert any("not a valid deployment name" in p for p in problems(path))
 
