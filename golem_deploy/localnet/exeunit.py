@@ -269,8 +269,8 @@ class ExeUnit:
             self._closing.set()
 
     async def _handle(self, call: IncomingCall) -> None:
-        if self._vanished:
-            return
+        if self._vanished:  # a dead provider answers nothing (the dropped connection ends us)
+            await anyio.sleep_forever()
         handlers: dict[str, Callable[[IncomingCall, Any], Awaitable[None]]] = {
             "Exec": self._on_exec,
             "GetExecBatchResults": self._on_get_results,
