@@ -116,6 +116,11 @@ class Golem:
         return list(self._clusters)
 
     @property
+    def unpaid_agreements(self) -> list[str]:
+        """Terminated agreements whose invoice has not been accepted (yet, or in time)."""
+        return self._payments.unpaid() if self._payments is not None else []
+
+    @property
     def avoided_providers(self) -> dict[str, str]:
         """provider id -> why we no longer sign with it."""
         return dict(self._avoided)

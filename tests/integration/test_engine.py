@@ -213,3 +213,49 @@ async def test_budget_is_never_exceeded(localnet: Any) -> None:
     assert golem.spent <= budget
     assert rec.of(ev.DebitNoteAccepted), "debit notes within the budget are accepted"
     assert instance.cost == golem.spent
+
+
+@pytest.mark.parametrize(
+    "fault, event, reason",
+    [
+        ("reject_agreements", ev.AgreementRejected, "agreement not approved"),
+        ("fail_activity_create", ev.ActivityCreateFailed, "activity creation failed"),
+    ],
+)
+async def test_providers_that_fail_us_are_avoided(
+    localnet: Any, fault: str, event: type, reason: str
+) -> None:
+    # provider 1 is the cheapest, so it is tried first
+    info = localnet(providers=2, faults={"local-provider-1": {fault: True}})
+    nodes = dict(info.providers)
+    rec = Recorder()
+    async with golem_for(info, rec) as golem:
+        cluster = await golem.run_service(HelloService, num_instances=1)
+        await wait_for(
+            lambda: cluster.instances[0].state is ServiceState.running, 60, "instance running"
+        )
+        assert cluster.instances[0].provider_id == nodes["local-provider-2"]
+        failures = rec.of(event)
+        assert failures and all(reason in f.reason for f in failures)
+        assert list(golem.avoided_providers) == [nodes["local-provider-1"]]
+        cluster.stop()
+        with anyio.fail_after(60):
+            await cluster.wait_finished()
+    assert golem.spent <= golem.budget
+
+
+async def test_waiting_for_a_missing_invoice_is_bounded(localnet: Any) -> None:
+    info = localnet(providers=1, faults={"local-provider-1": {"never_invoice": True}})
+    rec = Recorder()
+    golem = golem_for(info, rec, invoice_timeout=3)
+    async with golem:
+        cluster = await golem.run_service(HelloService, num_instances=1)
+        await wait_for(
+            lambda: cluster.instances[0].state is ServiceState.running, 60, "instance running"
+        )
+        agreement = cluster.instances[0].agreement_id
+        started = anyio.current_time()
+    assert anyio.current_time() - started < 30
+    assert golem.unpaid_agreements == [agreement]
+    assert not rec.of(ev.InvoiceAccepted)
+    assert len(rec.of(ev.AllocationReleased)) == 1
