@@ -201,7 +201,11 @@ class DeploymentView:
                 overflow="ellipsis",
                 justify="right" if name in right else "left",
             )
-        table.add_column("LAST OUTPUT", no_wrap=True, overflow="ellipsis", ratio=1)
+        # A fixed width here too: rich shrinks every column evenly when the content of any
+        # column is wider than the room left, which would cut "running" to "runn…".
+        table.add_column(
+            "LAST OUTPUT", no_wrap=True, overflow="ellipsis", width=max(output_room(), 4)
+        )
         for row in rows:
             cells: list[str | Text] = []
             for name in columns:

@@ -81,6 +81,16 @@ def test_fits_80_columns_with_100_instances() -> None:
     assert any("web.50" in line and "unresponsive" in line for line in lines)
 
 
+def test_long_output_is_cut_not_the_other_columns() -> None:
+    snap = _snapshot(n_web=2)
+    snap["services"][1]["instances"][1]["last_output"] = "x" * 300
+    text = _render(ui.deployment_table(snap, now=NOW), 80)
+    row = next(line for line in text.splitlines() if line.startswith("web.1"))
+    assert len(row) <= 80
+    assert "running" in row and "local-provider-2" in row and "2m05s" in row
+    assert row.rstrip().endswith("…")
+
+
 def test_rows_beyond_the_screen_keep_the_unhealthy_ones_and_say_what_is_hidden() -> None:
     snap = _snapshot(n_web=100, states={7: "starting", 88: "unresponsive"})
     text = _render(ui.deployment_table(snap, now=NOW, max_rows=20), 80)
