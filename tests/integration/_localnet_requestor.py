@@ -138,8 +138,8 @@ class Requestor:
     ) -> tuple[str, dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
         """Counter every Initial proposal; collect provider Drafts and rejections.
 
-        Returns (subscription, drafts by provider name, rejections by our proposal id).
-        Stops once `want` Drafts arrived or the deadline passed.
+        Returns (subscription, drafts by provider name, rejections by provider name).
+        Stops once `want` providers answered (Draft or rejection) or the deadline passed.
         """
         sub = sub or await self.subscribe(demand)
         counter = dict(demand)
@@ -151,7 +151,7 @@ class Requestor:
         rejections: dict[str, dict[str, Any]] = {}
         names: dict[str, str] = {}
         end = time.monotonic() + deadline
-        while time.monotonic() < end and len(drafts) < want:
+        while time.monotonic() < end and len(drafts) + len(rejections) < want:
             for event in await self.events(sub):
                 if event["eventType"] == "ProposalEvent":
                     proposal = event["proposal"]

@@ -41,8 +41,9 @@ def yapapi_python(tmp_path: Path) -> Path:
         return Path(given)
     venv = tmp_path / "yapapi-venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip_install = [str(venv / "bin" / "pip"), "install", "-q", "--retries", "0", "--timeout", "5"]
     pip = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "-q", "yapapi==0.13.1"],
+        [*pip_install, "yapapi==0.13.1"],
         capture_output=True,
         text=True,
         timeout=240,
