@@ -274,10 +274,16 @@ def _live(deployment: DeploymentDir) -> None:
     console = _console()
     interrupts = 0
     down_sent = False
+    last_live: dict[str, Any] | None = None
 
     def view() -> Any:
+        nonlocal last_live
         snap = _snapshot(deployment)
-        if down_sent:
+        if (snap.get("supervisor") or {}).get("alive"):
+            last_live = snap
+        elif last_live is not None:
+            snap = _final(last_live, snap)
+        if down_sent and snap.get("state") != "stopped":
             snap = dict(snap)
             snap["reason"] = (
                 (snap.get("reason") or "") + "  going down… (Ctrl-C again to force)"
@@ -305,6 +311,30 @@ def _live(deployment: DeploymentDir) -> None:
                     _kill_supervisor(deployment)
                     break
     _finish_down(deployment, console)
+
+
+def _final(live: dict[str, Any], ended: dict[str, Any]) -> dict[str, Any]:
+    """The last live picture with the journal's final word (states, spent): the journal
+    does not keep output lines, and the last picture should still show them."""
+    merged = dict(live)
+    for key in ("state", "reason", "supervisor", "budget", "held"):
+        merged[key] = ended.get(key)
+    final_states = {
+        (service["name"], inst["index"]): inst["state"]
+        for service in ended.get("services", [])
+        for inst in service.get("instances", [])
+    }
+    merged["services"] = [
+        {
+            "name": service["name"],
+            "instances": [
+                dict(inst, state=final_states.get((service["name"], inst["index"]), inst["state"]))
+                for inst in service.get("instances", [])
+            ],
+        }
+        for service in live.get("services", [])
+    ]
+    return merged
 
 
 def _attached_plain(deployment: DeploymentDir, plain_lines: Any) -> None:

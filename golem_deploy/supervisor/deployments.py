@@ -197,7 +197,7 @@ def journal_snapshot(deployment: DeploymentDir, held: Held | None = None) -> dic
                     "activity_id": info.get("activity_id"),
                     "started_at": None,
                     "restarts": 0,
-                    "cost": None,
+                    "cost": str(held.instance_cost.get((name, index), Decimal(0))),
                     "last_output": None,
                 }
             )

@@ -199,6 +199,8 @@ class Held:
     instance_states: dict[tuple[str, int], str] = field(default_factory=dict)
     # last known agreement/provider/activity per instance, for a snapshot after a crash
     instance_info: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    agreement_owner: dict[str, tuple[str, int]] = field(default_factory=dict)
+    instance_cost: dict[tuple[str, int], Decimal] = field(default_factory=dict)
     spent: Decimal = Decimal(0)
     stopped: bool = False  # a DeploymentStopped was the last word
     failure: str | None = None  # why the deployment failed, if it did
@@ -298,6 +300,7 @@ def fold(records: Iterable[Mapping[str, Any]]) -> Held:
                 )
                 key = _instance_key(rec)
                 if key:
+                    held.agreement_owner[agr] = key
                     info = held.instance_info.setdefault(key, {})
                     info.update(
                         agreement_id=agr,
@@ -326,9 +329,13 @@ def fold(records: Iterable[Mapping[str, Any]]) -> Held:
             # notes had not already covered. So the sum is what was spent.
             new = rec.get("new_spend") if kind == "InvoiceAccepted" else rec.get("amount")
             try:
-                held.spent += Decimal(str(new))
+                amount = Decimal(str(new))
             except (ArithmeticError, ValueError):
                 continue
+            held.spent += amount
+            owner = held.agreement_owner.get(str(rec.get("agreement_id")))
+            if owner is not None:
+                held.instance_cost[owner] = held.instance_cost.get(owner, Decimal(0)) + amount
         elif kind == "DeploymentFailed":
             held.failure = rec.get("reason") or "failed"
         elif kind == "DeploymentEnded":

@@ -122,6 +122,18 @@ def test_spent_adds_what_each_acceptance_newly_spent() -> None:
     assert jr.fold(records).spent == Decimal("0.55")
 
 
+def test_cost_is_attributed_to_the_instance_that_held_the_agreement() -> None:
+    records = [
+        {"kind": "AgreementCreated", "agreement_id": "a", "service": "web", "index": 1},
+        {"kind": "DebitNoteAccepted", "agreement_id": "a", "amount": "0.1"},
+        {"kind": "InvoiceAccepted", "agreement_id": "a", "amount": "0.15", "new_spend": "0.05"},
+        {"kind": "DebitNoteAccepted", "agreement_id": "unknown", "amount": "0.2"},
+    ]
+    held = jr.fold(records)
+    assert held.instance_cost == {("web", 1): Decimal("0.15")}
+    assert held.spent == Decimal("0.35")
+
+
 def test_secrets_never_reach_the_file(tmp_path: Path) -> None:
     path = tmp_path / "journal.jsonl"
     app_key = "f00dcafe1234appkey"
