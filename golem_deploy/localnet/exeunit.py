@@ -49,6 +49,8 @@ report every second."""
 CPU_SEC = "golem.usage.cpu_sec"
 DURATION_SEC = "golem.usage.duration_sec"
 STATEFUL = ("deploy", "start", "run", "transfer")
+KEEP_BATCHES = 200
+"""Finished batches older than the newest 200 are forgotten (their results were read)."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,7 @@ class ExeUnit:
         self._sandbox: Sandbox | None = None
         self._env: dict[str, str] = {}
         self._ready_ops = 0  # run/transfer commands in flight in state Ready
+        self._epoch = 0  # bumped by `terminate`: commands of an older epoch change no state
         self._bus: GsbClient | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._started_at: float | None = None
@@ -179,6 +182,7 @@ class ExeUnit:
             return
         self._shutdown_started = True
         try:
+            self._update_cpu()  # before the kill: processes still running are counted
             await self._stop_everything()
             self._update_cpu()
             self._ended_at = time.monotonic()
@@ -318,6 +322,7 @@ class ExeUnit:
             return
         batch = _Batch(batch_id, script)
         self._batches[batch_id] = batch
+        self._forget_old_batches()
         self._tg.start_soon(self._run_batch, batch)
         await call.reply({"Ok": batch_id})
 
@@ -411,6 +416,12 @@ class ExeUnit:
 
     # ------------------------------------------------------------------ batches
 
+    def _forget_old_batches(self) -> None:
+        """A service runs a batch every few seconds for days: keep only recent results."""
+        finished = [b for b in self._batches.values() if b.finished]
+        for batch in finished[: max(0, len(self._batches) - KEEP_BATCHES)]:
+            del self._batches[batch.batch_id]
+
     def _emit(self, batch: _Batch, index: int, kind: dict[str, Any]) -> None:
         batch.events.append(
             {"batch_id": batch.batch_id, "index": index, "timestamp": _now_naive(), "kind": kind}
@@ -418,6 +429,7 @@ class ExeUnit:
         batch.notify()
 
     async def _run_batch(self, batch: _Batch) -> None:
+        index = 0
         try:
             with batch.scope:
                 for index, command in enumerate(batch.commands):
@@ -425,29 +437,34 @@ class ExeUnit:
                     self._emit(batch, index, {"started": {"command": command}})
                     outcome = await self._execute(batch, index, command)
                     batch.running = None
-                    self._emit(
-                        batch,
-                        index,
-                        {"finished": {"return_code": outcome.code, "message": outcome.message}},
-                    )
-                    batch.results.append(
-                        {
-                            "index": index,
-                            "result": "Ok" if outcome.code == 0 else "Error",
-                            "stdout": outcome.stdout,
-                            "stderr": outcome.stderr,
-                            "message": outcome.message,
-                            "isBatchFinished": False,
-                            "eventDate": _now_utc(),
-                        }
-                    )
-                    batch.notify()
+                    self._finish_command(batch, index, outcome)
                     if outcome.code != 0:
                         break
+            if batch.scope.cancelled_caught and batch.running is not None:
+                # Stopped by `terminate` or by the end of the activity: the interrupted
+                # command fails, so requestors waiting for the batch see it end.
+                self._finish_command(batch, index, _Outcome(-1, "command stopped: terminated"))
         finally:
             batch.running = None
             batch.finished = True
             batch.notify()
+
+    def _finish_command(self, batch: _Batch, index: int, outcome: _Outcome) -> None:
+        self._emit(
+            batch, index, {"finished": {"return_code": outcome.code, "message": outcome.message}}
+        )
+        batch.results.append(
+            {
+                "index": index,
+                "result": "Ok" if outcome.code == 0 else "Error",
+                "stdout": outcome.stdout,
+                "stderr": outcome.stderr,
+                "message": outcome.message,
+                "isBatchFinished": False,  # computed per query
+                "eventDate": _now_utc(),
+            }
+        )
+        batch.notify()
 
     async def _execute(self, batch: _Batch, index: int, command: dict[str, Any]) -> _Outcome:
         ((name, body),) = command.items()
@@ -465,6 +482,7 @@ class ExeUnit:
         except CommandError as exc:
             return _Outcome(-1, f"Local service error: State error: {exc}")
         ready_op = name in ("run", "transfer")
+        epoch = self._epoch
         if ready_op:
             self._ready_ops += 1
             if self._ready_ops == 1:
@@ -481,15 +499,20 @@ class ExeUnit:
             return await self._transfer(body)
         except CommandError as exc:
             return _Outcome(-1, str(exc))
+        except Exception as exc:  # a bug must fail the command, not the whole activity
+            log.exception("activity %s: %s failed", self.config.activity_id, name)
+            return _Outcome(-1, f"internal error: {exc}")
         finally:
-            # Like the real ExeUnit, the state advances even when the command failed.
-            with anyio.CancelScope(shield=True), contextlib.suppress(GsbError):
-                if ready_op:
-                    self._ready_ops -= 1
-                    if self._ready_ops == 0 and not self._closing.is_set():
-                        await self._report_state("Ready", None)
-                elif not self._closing.is_set():
-                    await self._report_state(target, None)
+            # Like the real ExeUnit, the state advances even when the command failed --
+            # unless a `terminate` (new epoch) or the end of the activity came in between.
+            if epoch == self._epoch and not self._closing.is_set():
+                with anyio.CancelScope(shield=True), contextlib.suppress(GsbError):
+                    if ready_op:
+                        self._ready_ops -= 1
+                        if self._ready_ops == 0:
+                            await self._report_state("Ready", None)
+                    else:
+                        await self._report_state(target, None)
 
     def _check_state(self, name: str) -> None:
         current, pending = self.state
@@ -512,6 +535,7 @@ class ExeUnit:
         if self._sandbox is not None:
             await self._sandbox.close()
             self._sandbox = None
+        self._epoch += 1
         self._ready_ops = 0
         await self._report_state("Initialized", None)
 

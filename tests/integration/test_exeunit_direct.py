@@ -210,3 +210,38 @@ def test_fail_commands_matching_fails_without_running(
         assert not (unit.config.work_dir / "golem" / "work" / "boom-file").exists()
 
     with_exeunit(shared_localnet, tmp_path, body, fail_commands_matching=re.compile("boom"))
+
+
+def test_terminate_stops_other_batches_and_returns_to_initialized(
+    shared_localnet: LocalNetInfo, tmp_path: Path
+) -> None:
+    marker = "7171.4747"
+
+    async def body(unit: ExeUnit, call: Callable[..., Awaitable[Any]]) -> None:
+        me = unit.config.activity_id
+        sleeper = {"run": {"entry_point": "/bin/sleep", "args": [marker]}}
+        await call("Exec", exec_payload(unit, "long", [*READY, sleeper]))
+        with anyio.fail_after(10):
+            while not processes_with(marker):
+                await anyio.sleep(0.05)
+        await call("Exec", exec_payload(unit, "stop", [{"terminate": {}}]))
+        stopped = await call(
+            "GetExecBatchResults",
+            {"activityId": me, "batchId": "stop", "commandIndex": 0, "timeout": 10.0},
+        )
+        assert stopped["Ok"][0]["result"] == "Ok"
+        assert not processes_with(marker)
+        await anyio.sleep(0.2)  # the cancelled batch must not move the state afterwards
+        assert (await call("GetActivityState", {"activityId": me}))["Ok"]["state"] == [
+            "Initialized",
+            None,
+        ]
+        long = await call(
+            "GetExecBatchResults",
+            {"activityId": me, "batchId": "long", "commandIndex": None, "timeout": 1.0},
+        )
+        killed = long["Ok"][-1]  # the interrupted run fails, so waiters see the batch end
+        assert (killed["index"], killed["result"], killed["isBatchFinished"]) == (2, "Error", True)
+        assert "terminated" in killed["message"]
+
+    with_exeunit(shared_localnet, tmp_path, body)
