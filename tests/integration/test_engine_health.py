@@ -79,3 +79,25 @@ async def test_expiration_stops_cleanly(shared_localnet: LocalNetInfo) -> None:
         assert "expiration reached" in inst.reason
         assert not rec.of(ev.InstanceRestartScheduled)
     assert_settled(rec, golem.budget, golem)
+
+
+class IdleRestarting(Idle):
+    restart = RestartPolicy(policy="on-failure", max_restarts=1, backoff=0.2)
+
+
+async def test_an_idle_instance_notices_its_provider_vanishing(localnet: Any) -> None:
+    """No script is running, so only the watcher can notice the provider is gone."""
+    info = localnet(providers=2, faults={"local-provider-1": {"die_after": "3s"}})
+    names = {node: name for name, node in info.providers}
+    rec = Recorder()
+    async with golem_for(info, rec) as golem:
+        cluster = await golem.run_service(IdleRestarting, num_instances=1)
+        [inst] = cluster.instances
+        await wait_for(lambda: inst.restarts == 1, 60, "the instance replaced")
+        await wait_for(lambda: inst.state is ServiceState.running, 60, "replacement running")
+        assert names[inst.provider_id or ""] == "local-provider-2"
+        lost = next(e for e in rec.of(ev.InstanceStateChanged) if e.old is ServiceState.running)
+        assert lost.new in (ServiceState.unresponsive, ServiceState.terminated)
+        cluster.stop()
+        with anyio.fail_after(60):
+            await cluster.wait_finished()
