@@ -151,3 +151,22 @@ def test_a_new_start_after_a_crash_cleans_up_and_works(state_dir: Path) -> None:
         return req.node_id
 
     assert anyio.run(me).startswith("0x")
+
+
+def test_a_new_state_dir_reuses_the_provider_identities_template(
+    _localnet_template: Path,
+) -> None:
+    """The session template's cold start saved a template provider data dir; a brand-new
+    network starts from it instead of creating identities and restarting its daemon."""
+    fresh = Path(tempfile.mkdtemp(prefix="gd-localnet-fresh-"))
+    try:
+        info = ln.start(fresh, providers=2)
+        events = [
+            json.loads(line)["event"] for line in (fresh / "journal.jsonl").read_text().splitlines()
+        ]
+        assert "seeded-from-template" in events
+        assert "identities-created" not in events
+        assert [name for name, _ in info.providers] == ["local-provider-1", "local-provider-2"]
+    finally:
+        ln.stop(fresh)
+        shutil.rmtree(fresh, ignore_errors=True)
