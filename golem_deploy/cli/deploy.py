@@ -431,6 +431,11 @@ def up(
     wait = parse_duration(timeout, "--timeout")
     if faults is not None and not faults.is_file():
         raise DeployError(f"--faults: {faults}: no such file")
+    if faults is not None and os.environ.get("YAGNA_APPKEY"):
+        raise DeployError(
+            "--faults only applies to the private local network",
+            hint="unset YAGNA_APPKEY to deploy on a local network with injected faults",
+        )
     if env_file is not None and not env_file.is_file():
         raise DeployError(f"--env-file: {env_file}: no such file")
     manifest = _load_manifest(file, env_file)

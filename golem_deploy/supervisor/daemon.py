@@ -26,6 +26,7 @@ import dataclasses
 import datetime as dt
 import fcntl
 import inspect
+import logging
 import os
 import signal
 import sys
@@ -266,7 +267,7 @@ class Supervisor:
                 self.state = snapshot.FAILED
                 self.reason = _error_text(error, self.redactor)
                 self.note("DeploymentFailed", reason=self.reason)
-                print(traceback.format_exc(), file=sys.stderr, flush=True)
+                print(self.redactor.text(traceback.format_exc()), file=sys.stderr, flush=True)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._stop_localnet()
@@ -516,6 +517,27 @@ def _secrets(manifest: Any) -> list[str]:
 # ---- process entry --------------------------------------------------------------------------
 
 
+class _RedactingFormatter(logging.Formatter):
+    """Log lines may quote commands or errors that carry env values: redact them too."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._redactor = redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self._redactor.text(super().format(record))
+
+
+def _log_to_stderr(redactor: Redactor) -> None:
+    """The engine's warnings (late invoices, slow clusters) go to supervisor.log."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_RedactingFormatter(redactor))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
 def _take_lock(folder: deployments.DeploymentDir) -> int | None:
     fd = os.open(folder.lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -570,6 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     redactor = Redactor(_secrets(manifest))
     if os.environ.get("YAGNA_APPKEY"):
         redactor.add(os.environ["YAGNA_APPKEY"])
+    _log_to_stderr(redactor)
     journal = Journal(folder.journal, redactor=redactor)
     journal.append(
         "DeploymentStarted",

@@ -326,3 +326,42 @@ def test_status_json_is_fast(cli: Cli) -> None:
     # while still catching an accidental heavy import (aiohttp, the engine: 300+ ms).
     assert min(timings) < 0.5, timings
     assert cli("down", "-n", manifest.name).returncode == 0
+
+
+def test_env_secrets_never_reach_files_status_or_logs(cli: Cli, tmp_path: Path) -> None:
+    secret = "s3cr3t-Token-9f2c"
+    manifest = tmp_path / "secretive.yaml"
+    manifest.write_text(
+        'version: "1"\n'
+        "name: secretive\n"
+        "budget: 1.0\n"
+        "services:\n"
+        "  app:\n"
+        "    payload: {image_hash: d646d7b93083d817846c2ae5c62c72ca0507782385a2e29291a3d376}\n"
+        f"    env: {{API_TOKEN: {secret}}}\n"
+        "    start:\n"
+        '      - run: "echo token=$API_TOKEN"\n'
+        "    run:\n"
+        "      every: 2s\n"
+        "      steps:\n"
+        '        - run: ["/usr/bin/printenv", "API_TOKEN"]\n'
+    )
+    _up_detached(cli, manifest, "secretive")
+    logs = wait_until(
+        lambda: (out := cli.ok("logs", "-n", "secretive").stdout).count("app.0 | ***") >= 2 and out,
+        60,
+        "the printed token (redacted) in the logs",
+    )
+    assert "token=***" in logs
+    shown = [
+        cli.ok("status", "-n", "secretive", "--json").stdout,
+        cli.ok("status", "-n", "secretive").stdout,
+        logs,
+    ]
+    assert cli("down", "-n", "secretive").returncode == 0
+    for text in shown:
+        assert secret not in text
+    written = [p for p in cli.deployment_dir("secretive").rglob("*") if p.is_file()]
+    assert any(p.name == "journal.jsonl" for p in written)
+    for path in written:  # journal, logs, supervisor.log, and the local network's files
+        assert secret.encode() not in path.read_bytes(), path
