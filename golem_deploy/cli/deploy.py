@@ -229,7 +229,13 @@ def _up_detached(deployment: DeploymentDir, timeout: float) -> None:
         if state == "running":
             console.print(f"[green]deployment {deployment.name} is up[/]")
             return
-        if state in ("failed", "gone", "stopped"):
+        if state in ("stopping", "stopped"):
+            raise DeployError(
+                f"deployment {deployment.name} went down before every instance was running"
+                + (f": {snap['reason']}" if snap.get("reason") else ""),
+                hint=f"`golem-deploy logs -n {deployment.name}` shows what happened",
+            )
+        if state in ("failed", "gone"):
             raise DeployError(
                 f"deployment {deployment.name} failed to start: {_describe_failure(snap)}",
                 hint=f"see `golem-deploy logs -n {deployment.name}`; "

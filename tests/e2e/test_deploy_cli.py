@@ -365,3 +365,29 @@ def test_env_secrets_never_reach_files_status_or_logs(cli: Cli, tmp_path: Path) 
     assert any(p.name == "journal.jsonl" for p in written)
     for path in written:  # journal, logs, supervisor.log, and the local network's files
         assert secret.encode() not in path.read_bytes(), path
+
+
+def test_down_while_up_detached_is_still_starting(cli: Cli) -> None:
+    path, manifest = _manifest("multi-service.yaml")
+    name = manifest.name
+    up = cli.popen("up", "-d", str(path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        journal_path = cli.deployment_dir(name) / "journal.jsonl"
+        wait_until(
+            lambda: journal_path.exists() and '"AgreementCreated"' in journal_path.read_text(),
+            120,
+            "the first agreement",
+        )
+        down = cli("down", "-n", name)
+        _, err = up.communicate(timeout=120)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert up.returncode == 1
+    assert "went down before every instance was running" in err
+    assert "Traceback" not in err
+    kinds = [r["kind"] for r in cli.journal(name)]
+    assert "WaveRunning" not in kinds[kinds.index("DownRequested") :]  # no wave after down
+    _assert_released(cli, name)
