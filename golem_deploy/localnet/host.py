@@ -115,7 +115,12 @@ async def serve(
                     stop.set()
                     return
 
-    async with aiohttp.ClientSession() as session, anyio.create_task_group() as tg:
+    # No connection cap: every agent holds three long polls open at all times.
+    connector = aiohttp.TCPConnector(limit=0)
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        anyio.create_task_group() as tg,
+    ):
         tg.start_soon(on_signals)
         tg.start_soon(watch)
         agents = []

@@ -18,7 +18,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -380,6 +380,22 @@ class ProviderAgent:
 
     # ---------------------------------------------------------------- lifecycle
 
+    def _spawn(self, handler: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Run an event handler in the agent's task group.
+
+        A bug in one handler is logged and ends only that handler: one malformed event must
+        not take down every provider of the network (they share the host process).
+        """
+
+        async def guarded() -> None:
+            try:
+                await handler(*args)
+            except Exception:
+                log.exception("%s: %s failed", self.name, getattr(handler, "__name__", handler))
+
+        assert self._tg is not None
+        self._tg.start_soon(guarded)
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Publish the offer (then report started) and serve until cancelled or dead."""
         await self._subscribe()
@@ -473,9 +489,9 @@ class ProviderAgent:
             for event in events or []:
                 kind = event.get("eventType")
                 if kind == "ProposalEvent":
-                    self._tg.start_soon(self._on_proposal, sub, event["proposal"])
+                    self._spawn(self._on_proposal, sub, event["proposal"])
                 elif kind == "AgreementEvent":
-                    self._tg.start_soon(self._on_agreement, event["agreement"])
+                    self._spawn(self._on_agreement, event["agreement"])
 
     def _reserved(self) -> Resources:
         total = Resources()
@@ -585,7 +601,7 @@ class ProviderAgent:
         log.info("%s: approved agreement %s", self.name, agreement_id)
         self._first_approval.set()
         assert self._tg is not None
-        self._tg.start_soon(self._run_agreement, agreement)
+        self._spawn(self._run_agreement, agreement)
 
     # ---------------------------------------------------------------- agreements
 
@@ -745,18 +761,16 @@ class ProviderAgent:
                     if activity is not None:
                         activity.request_stop("destroyed by requestor")
                     else:  # never started (e.g. create timed out): make sure yagna knows
-                        self._tg.start_soon(self._set_terminated, activity_id, "destroyed", None)
+                        self._spawn(self._set_terminated, activity_id, "destroyed", None)
 
     def _on_create(self, activity_id: str, agreement_id: str) -> None:
         assert self._tg is not None
         agreement = self.agreements.get(agreement_id)
         if agreement is None or agreement.ended.is_set():
-            self._tg.start_soon(
-                self._set_terminated, activity_id, "creation failed", "unknown agreement"
-            )
+            self._spawn(self._set_terminated, activity_id, "creation failed", "unknown agreement")
             return
         if self.config.faults.fail_activity_create:
-            self._tg.start_soon(
+            self._spawn(
                 self._set_terminated,
                 activity_id,
                 "creation failed",
@@ -766,7 +780,7 @@ class ProviderAgent:
         activity = Activity(activity_id=activity_id, agreement=agreement)
         agreement.activities[activity_id] = activity
         self.activities[activity_id] = activity
-        self._tg.start_soon(self._run_activity, activity)
+        self._spawn(self._run_activity, activity)
 
     async def _set_terminated(self, activity_id: str, reason: str, error: str | None) -> None:
         try:
