@@ -45,8 +45,10 @@ async def get_events(request: web.Request) -> web.StreamResponse:
     with receive:
         try:
             while not supervisor.done.is_set():
-                with anyio.move_on_after(1.0):
+                record = None
+                with anyio.move_on_after(1.0):  # wake up now and then to notice the end
                     record = await receive.receive()
+                if record is not None:
                     await response.write((json.dumps(record, default=str) + "\n").encode())
         except (anyio.EndOfStream, anyio.ClosedResourceError, ConnectionResetError):
             pass

@@ -7,6 +7,7 @@ crosses the process boundary (the real engine on a real local network) is in tes
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from dataclasses import dataclass
@@ -248,3 +249,40 @@ async def test_control_socket_is_private_and_serves_snapshot_logs_and_down(
     finally:
         await runner.cleanup()
         sock.unlink(missing_ok=True)
+
+
+async def test_event_stream_delivers_records_as_they_happen(tmp_path: Path) -> None:
+    sup = _supervisor(tmp_path)
+    sock = Path(os.environ.get("TMPDIR", "/tmp")) / f"gd-test-ev-{os.getpid()}.sock"
+    runner = await api.serve(sup, sock)
+    received: list[str] = []
+
+    def read_two() -> None:
+        for line in client.stream_lines(sock, "/events"):
+            received.append(line)
+            if len(received) == 2:
+                return
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.to_thread.run_sync, read_two)
+            with anyio.fail_after(5):
+                while not sup._subscribers:
+                    await anyio.sleep(0.01)
+            sup.on_event(
+                events.AllocationCreated(allocation_id="al", amount=Decimal(1), platform="p")
+            )
+            sup.on_event(events.CommandOutput(service="db", index=0, stream="stdout", text="hi\n"))
+    finally:
+        sup.done.set()
+        await runner.cleanup()
+        sock.unlink(missing_ok=True)
+    first, second = (json.loads(line) for line in received)
+    assert first["kind"] == "AllocationCreated" and first["allocation_id"] == "al"
+    assert second == {
+        "kind": "CommandOutput",
+        "service": "db",
+        "index": 0,
+        "stream": "stdout",
+        "text": "hi\n",
+    }
