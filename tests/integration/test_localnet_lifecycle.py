@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -170,3 +172,39 @@ def test_a_new_state_dir_reuses_the_provider_identities_template(
     finally:
         ln.stop(fresh)
         shutil.rmtree(fresh, ignore_errors=True)
+
+
+def test_the_host_stops_cleanly_when_the_process_it_serves_is_gone(state_dir: Path) -> None:
+    """`--exit-with-pid P`: an embedding process can tie the network's life to its own."""
+    owner = subprocess.Popen(["sleep", "600"])
+    host = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "golem_deploy.localnet.host",
+            f"--state-dir={state_dir}",
+            "--providers",
+            "1",
+            "--exit-with-pid",
+            str(owner.pid),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while ln.status(state_dir) is None:
+            assert host.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        pids = recorded_pids(state_dir)
+        owner.kill()
+        owner.wait()
+        assert host.wait(timeout=20) == 0
+        assert not any(alive(pid) for pid in pids.values())
+        assert recorded_pids(state_dir) == {}
+    finally:
+        owner.kill()
+        owner.wait()
+        if host.poll() is None:
+            host.terminate()
+            host.wait(10)
