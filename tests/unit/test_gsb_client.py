@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import anyio
 import anyio.abc
@@ -38,10 +39,18 @@ class Router:
 
 
 async def with_router(
-    script: Script, client_body: Callable[[gsb.GsbClient], Awaitable[None]]
+    script: Script,
+    client_body: Callable[[gsb.GsbClient], Awaitable[None]],
+    unix_path: Path | None = None,
 ) -> None:
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    listener: anyio.abc.Listener[anyio.abc.SocketStream]
+    if unix_path is None:
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        url = f"tcp://127.0.0.1:{port}"
+    else:
+        listener = await anyio.create_unix_listener(unix_path)
+        url = f"unix:{unix_path}"
     done = anyio.Event()
 
     async def accept(stream: anyio.abc.SocketStream) -> None:
@@ -53,13 +62,13 @@ async def with_router(
     with anyio.fail_after(10):
         async with listener, anyio.create_task_group() as tg:
             tg.start_soon(listener.serve, accept)
-            async with gsb.GsbClient.connect(f"tcp://127.0.0.1:{port}") as client:
+            async with gsb.GsbClient.connect(url) as client:
                 await client_body(client)
                 await done.wait()
             tg.cancel_scope.cancel()
 
 
-def test_hello_once_with_a_random_instance_id_and_pong_for_ping() -> None:
+def test_hello_once_with_a_random_instance_id_and_pong_for_ping(tmp_path: Path) -> None:
     seen: list[gsb.Packet] = []
 
     async def script(router: Router) -> None:
@@ -72,9 +81,9 @@ def test_hello_once_with_a_random_instance_id_and_pong_for_ping() -> None:
         pass
 
     ids = []
-    for _ in range(2):
+    for unix_path in (None, tmp_path / "router.sock"):  # tcp://, then unix:
         seen.clear()
-        anyio.run(with_router, script, nothing)
+        anyio.run(with_router, script, nothing, unix_path)
         hello, pong = seen
         assert isinstance(hello, gsb.Hello) and len(hello.instance_id) == 16
         assert isinstance(pong, gsb.Pong)
