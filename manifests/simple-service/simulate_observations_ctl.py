@@ -7,6 +7,7 @@ this command returns at once) and records its pid in /golem/work/simulator.pid;
 """
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -41,10 +42,8 @@ def stop() -> int:
         print("simulator is not running")
         return 1
     pid = int(PIDFILE.read_text())
-    try:
+    with contextlib.suppress(ProcessLookupError):  # already gone: nothing to stop
         os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     PIDFILE.unlink()
     print(f"simulator stopped (pid {pid})")
     return 0
