@@ -391,3 +391,33 @@ def test_down_while_up_detached_is_still_starting(cli: Cli) -> None:
     kinds = [r["kind"] for r in cli.journal(name)]
     assert "WaveRunning" not in kinds[kinds.index("DownRequested") :]  # no wave after down
     _assert_released(cli, name)
+
+
+def test_attached_up_without_a_terminal_prints_plain_lines_and_stops_on_sigint(
+    cli: Cli,
+) -> None:
+    path, manifest = _manifest("hello-world.yaml")
+    name = manifest.name
+    up = cli.popen("up", str(path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_until(
+            lambda: (
+                (cli.deployment_dir(name) / "supervisor.pid").exists()
+                and cli.status(name)["state"] == "running"
+            ),
+            120,
+            "the deployment to run",
+        )
+        time.sleep(1.0)  # one more refresh of the plain view after it runs
+        up.send_signal(signal.SIGINT)
+        out, err = up.communicate(timeout=120)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    assert up.returncode == 0, out + err
+    assert "\x1b[" not in out  # no terminal: no colours, no cursor movement
+    assert f"deployment {name} state=running" in out
+    assert "hello.0 running provider=local-provider-" in out
+    assert "everything released" in out
+    _assert_released(cli, name)
