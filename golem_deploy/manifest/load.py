@@ -22,6 +22,7 @@ which matters for `golem-deploy validate` over many files.
 from __future__ import annotations
 
 import re
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -103,21 +104,27 @@ def read_text(path: Path, display: str) -> str:
         return ManifestError([Diagnostic(display, 0, 0, "error", message, hint)])
 
     try:
-        if path.is_dir():
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
             raise fail("is a directory, not a manifest file", "pass the manifest's YAML file")
-        size = path.stat().st_size
-        if size > MAX_BYTES:
+        if not stat.S_ISREG(info.st_mode):
+            # a FIFO or device would block or never end (/dev/zero)
+            raise fail("is not a regular file", "pass the manifest's YAML file")
+        with path.open("rb") as file:
+            raw = file.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:
             raise fail(
-                f"file is {size} bytes; manifests are limited to {MAX_BYTES} bytes",
+                f"file is larger than {MAX_BYTES} bytes, the limit for a manifest",
                 "is this really a manifest?",
             )
-        raw = path.read_bytes()
     except FileNotFoundError:
         raise fail("no such file", "check the path") from None
     except PermissionError:
         raise fail("permission denied", "make the file readable") from None
     except OSError as e:
         raise fail(f"cannot read the file: {e.strerror or e}") from None
+    except ValueError as e:  # e.g. a NUL character in the path
+        raise fail(f"invalid path: {e}") from None
     if b"\x00" in raw:
         raise fail("file contains NUL bytes; it looks binary", "pass the manifest's YAML file")
     try:

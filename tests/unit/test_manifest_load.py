@@ -104,7 +104,9 @@ def test_file_problems_are_clean_errors(tmp_path: Path) -> None:
     (tmp_path / "latin1.yaml").write_bytes(b"name: caf\xe9\n")
     cases[tmp_path / "latin1.yaml"] = "not UTF-8"
     (tmp_path / "huge.yaml").write_bytes(b"#" * (2 << 20))
-    cases[tmp_path / "huge.yaml"] = "manifests are limited to"
+    cases[tmp_path / "huge.yaml"] = "the limit for a manifest"
+    cases[Path("/dev/zero")] = "not a regular file"
+    cases[Path("bad\x00name.yaml")] = "invalid path"
     for path, expected in cases.items():
         with pytest.raises(ManifestError) as info:
             load_document(path)
