@@ -684,24 +684,32 @@ class ProviderAgent:
             "amount": amount_str(total),
             "paymentDueDate": (datetime.now(UTC) + timedelta(days=1)).isoformat(),
         }
-        for attempt in range(5):
+        invoice_id: str | None = None
+        for attempt in range(5):  # create once ...
             try:
                 invoice = await self._call(
                     "POST", "/payment-api/v1/invoices", body=body, ok=(200, 201)
                 )
-                await self._send("invoices", str(invoice["invoiceId"]))
-                self.invoices_sent += 1
-                log.info(
-                    "%s: invoice %s for %s: %s",
-                    self.name,
-                    invoice["invoiceId"],
-                    agreement.agreement_id,
-                    body["amount"],
-                )
-                return
+                invoice_id = str(invoice["invoiceId"])
+                break
             except (ApiError, aiohttp.ClientError, TimeoutError, KeyError) as error:
                 log.warning("%s: invoice attempt %d failed: %s", self.name, attempt + 1, error)
                 await anyio.sleep(1.0 + attempt)
+        if invoice_id is None:
+            return
+        try:  # ... then deliver it (retried inside)
+            await self._send("invoices", invoice_id)
+        except (ApiError, aiohttp.ClientError, TimeoutError) as error:
+            log.warning("%s: sending invoice %s failed: %s", self.name, invoice_id, error)
+            return
+        self.invoices_sent += 1
+        log.info(
+            "%s: invoice %s for %s: %s",
+            self.name,
+            invoice_id,
+            agreement.agreement_id,
+            body["amount"],
+        )
 
     async def _send(self, kind: str, document_id: str) -> None:
         """POST …/send, retried: the requestor node may be briefly busy (408)."""
