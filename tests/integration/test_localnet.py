@@ -7,9 +7,11 @@ that run commands and stream output, debit notes and an invoice that can be acce
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -249,5 +251,51 @@ def test_the_provider_ends_an_agreement_when_it_expires(shared_localnet: LocalNe
         reason = await req.call("GET", f"/market-api/v1/agreements/{agreement_id}/terminate/reason")
         assert reason["terminator"] == "Provider"
         assert reason["reason"]["message"] == "agreement expired"
+
+    run(shared_localnet, body)
+
+
+def test_local_mounts_from_the_demand_are_visible_read_only(
+    shared_localnet: LocalNetInfo, tmp_path: Path
+) -> None:
+    (tmp_path / "config.txt").write_text("from the host\n")
+    mounts = json.dumps({"/golem/config": str(tmp_path)})
+
+    async def body(req: Requestor) -> None:
+        agreement_id = await req.one_agreement(extra={"golem_deploy.local.mounts": mounts})
+        activity_id = await req.create_activity(agreement_id)
+        capture = {"stdout": {"atEnd": {}}, "stderr": {"atEnd": {}}}
+        batch = await req.exec(
+            activity_id,
+            [
+                {"deploy": {}},
+                {"start": {"args": []}},
+                {
+                    "run": {
+                        "entry_point": "/bin/cat",
+                        "args": ["/golem/config/config.txt"],
+                        "capture": capture,
+                    }
+                },
+            ],
+        )
+        results = await req.results(activity_id, batch)
+        assert results[-1]["stdout"] == "from the host\n"
+        write = await req.exec(
+            activity_id,
+            [
+                {
+                    "run": {
+                        "entry_point": "/bin/sh",
+                        "args": ["-c", "echo x > /golem/config/new.txt"],
+                        "capture": capture,
+                    }
+                }
+            ],
+        )
+        assert (await req.results(activity_id, write))[-1]["result"] == "Error"
+        assert not (tmp_path / "new.txt").exists()
+        await req.destroy_activity(activity_id)
+        await req.terminate(agreement_id)
 
     run(shared_localnet, body)
