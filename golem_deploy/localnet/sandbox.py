@@ -99,7 +99,6 @@ class Sandbox:
         self._init: anyio.abc.Process | None = None
         self._init_pid: int | None = None  # pid 1 of the namespace, as the host sees it
         self._reaping: anyio.Event | None = None  # set once the init is reaped
-        self._ns_inode: str | None = None
         self._groups: set[int] = set()  # process groups of commands (fallback cleanup)
         self._commands = 0
         self._cpu_finished = 0.0  # exact CPU time of commands that ended (from wait4)
@@ -228,7 +227,6 @@ class Sandbox:
             text = (line + err).decode(errors="replace").strip() or "init did not start"
             raise SandboxError(text.removeprefix("error: "))
         self._init_pid = _only_child(process.pid)
-        self._ns_inode = os.readlink(f"/proc/{self._init_pid}/ns/pid")
         self.isolated = True
 
     # ---- commands ----
@@ -375,27 +373,32 @@ class Sandbox:
         """
         try:
             tick = os.sysconf("SC_CLK_TCK")
-            pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
         except (ValueError, OSError):
             return self._cpu_finished
         total = self._cpu_finished
-        for pid in pids:
-            stat = _read_stat(pid)
-            if stat is None:
-                continue
-            if self.isolated:
-                try:
-                    if os.readlink(f"/proc/{pid}/ns/pid") != self._ns_inode:
-                        continue
-                except OSError:
-                    continue
-            elif stat[2] not in self._groups:  # pgid
-                continue
-            utime, stime, cutime, cstime = stat[11], stat[12], stat[13], stat[14]
-            total += (utime + stime) / tick
-            if pid == self._init_pid:
-                total += (cutime + cstime) / tick
+        if self.isolated:
+            # The namespace's own /proc (mounted by unshare --mount-proc) lists exactly the
+            # activity's processes, with pid 1 = the init: no scan of the host's /proc.
+            proc = f"/proc/{self._init_pid}/root/proc"
+            for pid in _pids(proc):
+                stat = _read_stat(pid, proc)
+                if stat is not None:
+                    total += (stat[11] + stat[12]) / tick  # utime + stime
+                    if pid == 1:
+                        total += (stat[13] + stat[14]) / tick  # reaped orphans
+        else:
+            for pid in _pids("/proc"):
+                stat = _read_stat(pid)
+                if stat is not None and stat[2] in self._groups:  # pgid: one of our commands
+                    total += (stat[11] + stat[12]) / tick
         return total
+
+
+def _pids(proc: str) -> list[int]:
+    try:
+        return [int(p) for p in os.listdir(proc) if p.isdigit()]
+    except OSError:
+        return []
 
 
 async def _pump(
@@ -453,13 +456,13 @@ def _only_child(pid: int) -> int:
     raise SandboxError("the sandbox init process disappeared")
 
 
-def _read_stat(pid: int) -> list[int] | None:
+def _read_stat(pid: int, proc: str = "/proc") -> list[int] | None:
     """/proc/<pid>/stat fields after the command name: [state, ppid, pgrp, ...] as ints.
 
     Index 0 is the state letter (as 0); index i is proc(5)'s field i + 3.
     """
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
+        with open(f"{proc}/{pid}/stat", "rb") as f:
             raw = f.read()
     except OSError:
         return None

@@ -212,3 +212,26 @@ def test_cpu_time_of_the_activity_is_counted(tmp_path: Path, isolate: bool) -> N
             assert before < 0.5 and 1.2 <= after - before < 3.0
 
     anyio.run(main)
+
+
+@isolated_only
+def test_cpu_of_background_processes_is_counted_while_they_run_and_after(
+    tmp_path: Path,
+) -> None:
+    busy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass"
+
+    async def main() -> None:
+        async with open_sandbox(tmp_path / "a") as sandbox:
+            script = f"{sys.executable} -c '{busy}' & echo $! > /golem/work/busy.pid"
+            assert (await output_of(sandbox, ["/bin/sh", "-c", script]))[0] == 0
+            pid_file = tmp_path / "a" / "golem" / "work" / "busy.pid"
+            alive = ["/bin/sh", "-c", "kill -0 $(cat /golem/work/busy.pid)"]
+            seen_running = 0.0
+            with anyio.fail_after(10):
+                while (await output_of(sandbox, alive))[0] == 0:  # still running
+                    seen_running = max(seen_running, sandbox.cpu_seconds())
+                    await anyio.sleep(0.1)
+            assert pid_file.exists() and seen_running >= 0.3  # sampled while it ran
+            assert sandbox.cpu_seconds() >= 0.9  # reaped by the init: counted in full
+
+    anyio.run(main)
