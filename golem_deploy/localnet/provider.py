@@ -48,6 +48,7 @@ STORAGE_GIB = 40.0
 
 #: Short enough that a test sees several debit notes within seconds.
 DEBIT_NOTE_INTERVAL = 5.0
+INTERVAL_PROPERTY = "golem.com.scheme.payu.debit-note.interval-sec?"
 
 
 def price_coeffs(index: int) -> tuple[float, float, float]:
@@ -85,7 +86,7 @@ def offer_properties(index: int, name: str, node_id: str) -> dict[str, Any]:
         "golem.com.pricing.model.linear.coeffs": [float(c) for c in price_coeffs(index)],
         "golem.com.usage.vector": list(USAGE_VECTOR),
         "golem.com.scheme": "payu",
-        "golem.com.scheme.payu.debit-note.interval-sec?": int(DEBIT_NOTE_INTERVAL),
+        INTERVAL_PROPERTY: int(DEBIT_NOTE_INTERVAL),
         "golem.com.scheme.payu.payment-timeout-sec?": 120,
         "golem.com.payment.debit-notes.accept-timeout?": 240,
         f"golem.com.payment.platform.{PLATFORM}.address": node_id.lower(),
@@ -264,6 +265,18 @@ class Agreement:
     @property
     def usage_vector(self) -> list[str]:
         return [str(c) for c in self.offer["golem.com.usage.vector"]]
+
+    def debit_note_interval(self, default: float) -> float:
+        """The agreed interval: the demand's value when the requestor negotiated one.
+
+        Requestors that negotiate it (yapapi with mid-agreement payments raises it to at
+        least 60 s) count notes against it and end agreements that get notes too often.
+        """
+        for properties in (self.demand, self.offer):
+            value = properties.get(INTERVAL_PROPERTY)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+                return max(float(value), default)
+        return default
 
     @property
     def multi_activity(self) -> bool:
@@ -852,7 +865,9 @@ class ProviderAgent:
 
     async def _debit_notes(self, activity: Activity) -> None:
         while True:
-            await anyio.sleep(self.config.debit_note_interval)
+            await anyio.sleep(
+                activity.agreement.debit_note_interval(self.config.debit_note_interval)
+            )
             await self._debit_note(activity)
 
     async def _debit_note(self, activity: Activity, *, final: bool = False) -> None:

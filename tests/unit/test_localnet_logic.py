@@ -13,6 +13,7 @@ from golem_deploy.localnet.faults import FaultsError, load_faults, parse_duratio
 from golem_deploy.localnet.node import CHAINS, NodeConfig
 from golem_deploy.localnet.provider import (
     CAPACITY,
+    Agreement,
     Resources,
     amount_str,
     demand_requirements,
@@ -174,3 +175,15 @@ def test_local_net_info_env_has_exactly_what_requestor_sdks_read() -> None:
         "YAGNA_PAYMENT_DRIVER": "erc20",
         "YAGNA_PAYMENT_NETWORK": "holesky",
     }
+
+
+def test_debit_notes_follow_the_interval_the_requestor_negotiated() -> None:
+    offer = offer_properties(1, "local-provider-1", "0x1")
+
+    def agreement(demand: dict[str, object]) -> Agreement:
+        return Agreement("a", "0x2", demand, offer, Resources(), {})
+
+    key = "golem.com.scheme.payu.debit-note.interval-sec?"
+    assert agreement({}).debit_note_interval(5.0) == 5.0  # the offer's own interval
+    assert agreement({key: 60}).debit_note_interval(5.0) == 60.0  # yapapi's MAP minimum
+    assert agreement({key: 1}).debit_note_interval(5.0) == 5.0  # never faster than ours
