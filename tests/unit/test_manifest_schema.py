@@ -4,6 +4,10 @@ agreement with the model's defaults."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -88,3 +92,33 @@ def test_schema_defaults_document_the_model_defaults() -> None:
     assert top["subnet"]["default"] == "public"
     assert top["payment"]["properties"]["driver"]["default"] == model.Payment().driver
     assert top["payment"]["properties"]["network"]["default"] == model.Payment().network
+
+
+def test_an_installed_copy_of_the_package_finds_its_schema(tmp_path: Path) -> None:
+    """Installed (non-editable), only the package is there: no repo, no top-level schemas/."""
+    site = tmp_path / "site-packages"
+    shutil.copytree(
+        REPO / "golem_deploy", site / "golem_deploy", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    probe = (
+        "import golem_deploy, sys\n"
+        "from golem_deploy.manifest import check_manifest\n"
+        "from golem_deploy.manifest.validate import schema_text\n"
+        "result = check_manifest(sys.argv[1])\n"
+        "assert result.manifest is not None, result.diagnostics\n"
+        "print(golem_deploy.__file__)\n"
+        "sys.stdout.write(schema_text())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(REPO / "manifests" / "hello-world.yaml")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    where, text = done.stdout.split("\n", 1)
+    assert where == str(site / "golem_deploy" / "__init__.py")
+    assert text == PUBLISHED.read_text()
