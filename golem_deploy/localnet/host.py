@@ -72,6 +72,8 @@ def _ready_data(state_dir: Path, nodes: NodesInfo) -> dict[str, Any]:
         "requestor_id": nodes.requestor_id,
         "provider_api_url": nodes.provider_api_url,
         "provider_gsb_url": nodes.provider_gsb_url,
+        # For diagnostics and tests that act as a provider; the file is private (0600).
+        "provider_app_keys": {p.name: p.app_key for p in nodes.providers},
     }
 
 

@@ -299,3 +299,33 @@ def test_local_mounts_from_the_demand_are_visible_read_only(
         await req.terminate(agreement_id)
 
     run(shared_localnet, body)
+
+
+def test_a_provider_publishes_its_offer_again_when_it_disappears(localnet: Any) -> None:
+    """Offers expire (yagna's subscription TTL); the provider must re-subscribe, as
+    ya-provider does when its offer's event poll answers 404."""
+    info = localnet(providers=1)
+    ready = json.loads((info.state_dir / "ready.json").read_text())
+    provider_key = ready["provider_app_keys"]["local-provider-1"]
+
+    async def body(req: Requestor) -> None:
+        headers = {"Authorization": f"Bearer {provider_key}"}
+        offers_url = ready["provider_api_url"] + "/market-api/v1/offers"
+        async with req.session.get(offers_url, headers=headers) as response:
+            (offer,) = await response.json()
+        async with req.session.delete(f"{offers_url}/{offer['offerId']}", headers=headers) as r:
+            assert r.status == 204
+        with anyio.fail_after(15):
+            while True:
+                async with req.session.get(offers_url, headers=headers) as response:
+                    offers = await response.json()
+                if offers:
+                    break
+                await anyio.sleep(0.2)
+        assert offers[0]["offerId"] != offer["offerId"]
+        sub, drafts, _ = await req.negotiate(req.demand(), want=1, deadline=10)
+        await req.unsubscribe(sub)
+        assert list(drafts) == ["local-provider-1"]
+        assert drafts["local-provider-1"]["properties"] == offers[0]["properties"]
+
+    run(info, body)
