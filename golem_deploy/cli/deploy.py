@@ -93,16 +93,22 @@ def _target(name: str | None, file: Path | None) -> DeploymentDir:
 
 
 def _snapshot(deployment: DeploymentDir) -> dict[str, Any]:
-    """The live snapshot when the supervisor answers, else the journal's account."""
-    if deployment.supervisor_alive():
+    """The live snapshot when the supervisor answers, else the journal's account.
+
+    A supervisor that is starting or exiting holds its lock a moment before its socket
+    answers or after it closed it; that moment is waited out, not reported as an error.
+    """
+    deadline = time.monotonic() + 3.0
+    while deployment.supervisor_alive():
         try:
             snap = client.request(deployment.socket, "GET", "/snapshot", timeout=5.0)
-            if isinstance(snap, dict):
-                return snap
         except client.SupervisorUnreachable:
-            if not deployment.supervisor_alive():
-                return deployments.journal_snapshot(deployment)
-            raise
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+            continue
+        if isinstance(snap, dict):
+            return snap
     return deployments.journal_snapshot(deployment)
 
 
