@@ -438,11 +438,13 @@ class _InstanceRunner:
         by_provider, self._terminated_by_provider = self._terminated_by_provider, False
         self.instance.activity_id = None
         self.instance.agreement_id = None
+        # A vanished provider cannot answer: don't let yagna's forwarding hold us up long.
+        patience = 3.0 if vanished else 15.0
         if activity_id is not None:
             destroyed = False
-            with anyio.move_on_after(15):
+            with anyio.move_on_after(patience):
                 try:
-                    await engine.client.destroy_activity(activity_id)
+                    await engine.client.destroy_activity(activity_id, timeout=patience)
                     destroyed = True
                 except YagnaError as e:
                     log.info("destroy activity %s: %s", activity_id, e)
@@ -456,7 +458,7 @@ class _InstanceRunner:
             return
         terminated = by_provider
         if not by_provider:
-            with anyio.move_on_after(15):
+            with anyio.move_on_after(patience):
                 try:
                     await engine.client.terminate_agreement(
                         signed.agreement_id, reason[:200] or "Work finished", "Success"

@@ -167,7 +167,7 @@ async def test_provider_dying_after_running_is_replaced(localnet: Any) -> None:
         assert len(doomed) == 1, "the instances should spread over both providers"
         victim = doomed[0]
         await wait_for(
-            lambda: victim.restarts == 1, 60, "the instance on the dead provider replaced"
+            lambda: victim.restarts == 1, 90, "the instance on the dead provider replaced"
         )
         await wait_for(lambda: victim.state is ServiceState.running, 60, "replacement running")
         assert names[victim.provider_id or ""] == "local-provider-2"

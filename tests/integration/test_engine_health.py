@@ -93,7 +93,7 @@ async def test_an_idle_instance_notices_its_provider_vanishing(localnet: Any) ->
     async with golem_for(info, rec) as golem:
         cluster = await golem.run_service(IdleRestarting, num_instances=1)
         [inst] = cluster.instances
-        await wait_for(lambda: inst.restarts == 1, 60, "the instance replaced")
+        await wait_for(lambda: inst.restarts == 1, 90, "the instance replaced")
         await wait_for(lambda: inst.state is ServiceState.running, 60, "replacement running")
         assert names[inst.provider_id or ""] == "local-provider-2"
         lost = next(e for e in rec.of(ev.InstanceStateChanged) if e.old is ServiceState.running)
