@@ -293,6 +293,8 @@ class Activity:
     exeunit: ExeUnitLike | None = None
     final_cost: Decimal = Decimal(0)
     debit_notes: int = 0
+    running: bool = False  # the ExeUnit is up (registered, Initialized)
+    crashed: str | None = None  # why the ExeUnit died on its own, if it did
 
     def request_stop(self, reason: str) -> None:
         if not self.stop.is_set():
@@ -836,12 +838,23 @@ class ProviderAgent:
                     await self._set_terminated(activity.activity_id, "creation failed", str(error))
                     activity.exeunit = None
                     return
+                activity.running = True
                 log.info("%s: activity %s up", self.name, activity.activity_id)
                 tg.start_soon(self._debit_notes, activity)
                 await activity.stop.wait()
-                if not self.dead:
+                if activity.crashed is not None:  # as ya-provider reports a dead ExeUnit
+                    await self._set_terminated(
+                        activity.activity_id, "execution aborted", activity.crashed
+                    )
+                elif not self.dead:
                     with anyio.CancelScope(shield=True), anyio.move_on_after(10):
-                        await unit.shutdown(activity.stop_reason)
+                        try:
+                            await unit.shutdown(activity.stop_reason)
+                        except Exception:
+                            log.exception("%s: ExeUnit shutdown failed", self.name)
+                            await self._set_terminated(
+                                activity.activity_id, activity.stop_reason, "shutdown failed"
+                            )
                 tg.cancel_scope.cancel()
             if self.dead:
                 return
@@ -860,6 +873,11 @@ class ProviderAgent:
         """Run the ExeUnit; if it stops on its own, the activity is over."""
         try:
             await unit.serve(task_status=task_status)
+        except Exception as error:
+            if not activity.running:
+                raise  # it never came up: _run_activity reports "creation failed"
+            log.exception("%s: ExeUnit of %s crashed", self.name, activity.activity_id)
+            activity.crashed = f"{type(error).__name__}: {error}"
         finally:
             activity.request_stop("execution aborted")
 
