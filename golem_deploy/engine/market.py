@@ -406,6 +406,20 @@ class MarketSession:
         except YagnaError as e:
             log.info("create agreement with %s failed: %s", self._names.get(provider), e)
             return None
+        try:
+            return await self._confirm(agreement_id, draft, index)
+        except BaseException:
+            # cancelled (the instance was stopped) or failed: never leave it pending/approved
+            with (
+                anyio.CancelScope(shield=True),
+                anyio.move_on_after(10),
+                contextlib.suppress(YagnaError),
+            ):
+                await self.client.terminate_agreement(agreement_id, "Cancelled", "Cancelled")
+            raise
+
+    async def _confirm(self, agreement_id: str, draft: _Draft, index: int) -> SignedAgreement:
+        provider = draft.provider_id
         agreement = await self.client.get_agreement(agreement_id)
         self.emit(
             ev.AgreementCreated(
@@ -436,10 +450,6 @@ class MarketSession:
                     reason=reason,
                 )
             )
-            with anyio.move_on_after(10):
-                # a rejected/cancelled agreement cannot be terminated; that is fine
-                with contextlib.suppress(YagnaError):
-                    await self.client.terminate_agreement(agreement_id, reason, "Cancelled")
             raise _AgreementFailed(provider, agreement.provider_name, reason) from e
         return SignedAgreement(agreement, draft.proposal.proposal_id)
 
