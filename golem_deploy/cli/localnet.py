@@ -65,6 +65,12 @@ def start(
     else:
         for key, value in env.items():
             typer.echo(f"export {key}={shlex.quote(value)}")
+    if len(info.providers) != providers:
+        print(
+            f"note: a network with {len(info.providers)} providers was already running and is "
+            "reused; run `golem-deploy localnet stop` first to change it",
+            file=sys.stderr,
+        )
     names = ", ".join(name for name, _ in info.providers)
     print(
         f"local network running in {info.state_dir} with {len(info.providers)} providers "

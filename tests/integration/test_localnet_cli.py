@@ -63,6 +63,7 @@ def test_start_prints_eval_able_exports_then_status_and_stop(state_dir: Path) ->
 
     again = cli("localnet", "start", "--json", "--state-dir", str(state_dir))
     assert json.loads(again.stdout) == exported  # the running network, not a new one
+    assert "already running and is reused" in again.stderr  # asked for 3, it has 2
 
     status = cli("localnet", "status", "--json", "--state-dir", str(state_dir))
     report = json.loads(status.stdout)
