@@ -11,6 +11,8 @@ always starts.
 from __future__ import annotations
 
 import functools
+import shutil
+import tempfile
 import http.server
 import os
 import subprocess
@@ -29,7 +31,17 @@ HERE = Path(__file__).parent / "yapapi_compat"
 
 
 @pytest.fixture
-def yapapi_python(tmp_path: Path) -> Path:
+def scratch() -> Iterator[Path]:
+    """A temporary folder removed at teardown (the venv is tens of MB)."""
+    path = Path(tempfile.mkdtemp(prefix="gd-yapapi-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def yapapi_python(scratch: Path) -> Path:
     """A Python with yapapi 0.13.1: $GOLEM_DEPLOY_TEST_YAPAPI_PYTHON, or a fresh venv.
 
     The test session runs in a loopback-only network namespace, so pip can reach a package
@@ -39,7 +51,7 @@ def yapapi_python(tmp_path: Path) -> Path:
     given = os.environ.get("GOLEM_DEPLOY_TEST_YAPAPI_PYTHON")
     if given:
         return Path(given)
-    venv = tmp_path / "yapapi-venv"
+    venv = scratch / "yapapi-venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip_install = [str(venv / "bin" / "pip"), "install", "-q", "--retries", "0", "--timeout", "5"]
     pip = subprocess.run(
