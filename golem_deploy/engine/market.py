@@ -416,6 +416,14 @@ class MarketSession:
                 contextlib.suppress(YagnaError),
             ):
                 await self.client.terminate_agreement(agreement_id, "Cancelled", "Cancelled")
+                self.emit(
+                    ev.AgreementTerminated(
+                        agreement_id=agreement_id,
+                        provider_id=provider,
+                        by="requestor",
+                        reason="not used (not approved, or the instance was stopped)",
+                    )
+                )
             raise
 
     async def _confirm(self, agreement_id: str, draft: _Draft, index: int) -> SignedAgreement:
