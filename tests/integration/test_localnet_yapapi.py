@@ -11,12 +11,12 @@ always starts.
 from __future__ import annotations
 
 import functools
-import shutil
-import tempfile
 import http.server
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
