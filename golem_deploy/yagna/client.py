@@ -133,13 +133,15 @@ class YagnaClient:
         params: dict[str, Any] | None = None,
         timeout: float = 30.0,
         retry: bool = True,
+        poll: bool = False,
         ok: tuple[int, ...] = (200, 201, 204),
     ) -> tuple[int, Any]:
         """Send one request; return (status, decoded JSON or None).
 
         `send_body` sends `body` as JSON even when it is None (yagna wants a literal `null`
-        for some bodies). 408/504/connection errors are retried when `retry` is set; when it
-        is not, a 408 is returned as (408, None) so long polls can treat it as "nothing yet".
+        for some bodies). 408/504/connection errors are retried when `retry` is set (leave it
+        off for requests that must not be repeated, e.g. creating an activity or a batch).
+        With `poll`, a 408 is returned as (408, None): a long poll's "nothing yet".
         """
         what = f"{method} {path}"
         url = self.config.api_url + path
@@ -167,7 +169,7 @@ class YagnaClient:
             if status in ok:
                 return status, _decode(raw, what) if raw.strip() else None
             intermittent = status in (0, 408, 504)
-            if not retry and status == 408:
+            if poll and status == 408:
                 return status, None
             if intermittent and retry and attempt < self.retries:
                 delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
@@ -199,7 +201,7 @@ class YagnaClient:
     async def subscribe_demand(self, properties: dict[str, Any], constraints: str) -> str:
         path = f"{MARKET}/demands"
         body = {"properties": properties, "constraints": constraints}
-        return _string(await self._post(path, body), f"POST {path}")
+        return _string(await self._post(path, body, retry=False), f"POST {path}")
 
     async def unsubscribe_demand(self, subscription_id: str) -> None:
         await self.request("DELETE", f"{MARKET}/demands/{subscription_id}", ok=(200, 204, 410))
@@ -219,7 +221,7 @@ class YagnaClient:
     ) -> str:
         path = f"{MARKET}/demands/{subscription_id}/proposals/{proposal_id}"
         body = {"properties": properties, "constraints": constraints}
-        return _string(await self._post(path, body, timeout=70), f"POST {path}")
+        return _string(await self._post(path, body, timeout=70, retry=False), f"POST {path}")
 
     async def reject_proposal(self, subscription_id: str, proposal_id: str, reason: str) -> None:
         path = f"{MARKET}/demands/{subscription_id}/proposals/{proposal_id}/reject"
@@ -228,7 +230,7 @@ class YagnaClient:
     async def create_agreement(self, proposal_id: str, valid_to: datetime) -> str:
         path = f"{MARKET}/agreements"
         body = {"proposalId": proposal_id, "validTo": valid_to.astimezone(UTC).isoformat()}
-        return _string(await self._post(path, body), f"POST {path}")
+        return _string(await self._post(path, body, retry=False), f"POST {path}")
 
     async def get_agreement(self, agreement_id: str) -> Agreement:
         path = f"{MARKET}/agreements/{agreement_id}"
@@ -247,6 +249,7 @@ class YagnaClient:
             params={"timeout": timeout},
             timeout=timeout + 10,
             retry=False,
+            poll=True,
         )
         return status != 408
 
@@ -275,13 +278,14 @@ class YagnaClient:
     async def create_activity(self, agreement_id: str, timeout: float = 30.0) -> str:
         path = f"{ACTIVITY}/activity"
         data = await self._post(
-            path, agreement_id, params={"timeout": timeout}, timeout=timeout + 10
+            path, agreement_id, params={"timeout": timeout}, timeout=timeout + 10, retry=False
         )
         return _string(data, f"POST {path}")
 
     async def exec(self, activity_id: str, commands: list[dict[str, Any]]) -> str:
         path = f"{ACTIVITY}/activity/{activity_id}/exec"
-        return _string(await self._post(path, {"text": json.dumps(commands)}), f"POST {path}")
+        body = {"text": json.dumps(commands)}
+        return _string(await self._post(path, body, retry=False), f"POST {path}")
 
     async def exec_results(
         self, activity_id: str, batch_id: str, *, timeout: float = 5.0
@@ -354,7 +358,7 @@ class YagnaClient:
             "timeout": timeout.astimezone(UTC).isoformat(),
             "makeDeposit": False,
         }
-        return Allocation.parse(await self._post(path, body), f"POST {path}")
+        return Allocation.parse(await self._post(path, body, retry=False), f"POST {path}")
 
     async def get_allocation(self, allocation_id: str) -> Allocation:
         path = f"{PAYMENT}/allocations/{allocation_id}"

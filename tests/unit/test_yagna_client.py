@@ -170,3 +170,16 @@ async def test_sse_stream_parses_runtime_events(server: tuple[str, Hostile]) -> 
     async with client(url) as c:
         got = [(ev.kind, ev.text, ev.return_code) async for ev in c.sse("/sse")]
     assert got == [("started", None, None), ("stdout", "hi\n", None), ("finished", None, 0)]
+
+
+async def test_requests_that_must_not_repeat_are_not_retried(
+    server: tuple[str, Hostile],
+) -> None:
+    """Creating an activity or a batch twice would be worse than failing once."""
+    url, h = server
+    async with client(url) as c:
+        with pytest.raises(YagnaError) as err:
+            await c.request("POST", "/flaky", body={}, retry=False)
+        assert err.value.status == 504 and h.calls["/flaky"] == 1
+        # a long poll's 408 means "nothing yet", not an error
+        assert await c.request("POST", "/flaky", retry=False, poll=True) == (408, None)
