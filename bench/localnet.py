@@ -111,7 +111,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     isolated = isolate()
-    state_dir = Path(tempfile.mkdtemp(prefix="gd-bench-localnet-"))
+    root = Path(tempfile.mkdtemp(prefix="gd-bench-localnet-"))
+    os.environ["GOLEM_DEPLOY_HOME"] = str(root / "home")  # a true cold start, nothing kept
+    state_dir = root / "net"
     try:
         t0 = time.monotonic()
         localnet.start(state_dir, providers=args.providers, timeout=60)
@@ -135,7 +137,7 @@ def main() -> None:
         print(json.dumps(result))
     finally:
         localnet.stop(state_dir)
-        shutil.rmtree(state_dir, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
