@@ -421,3 +421,24 @@ def test_attached_up_without_a_terminal_prints_plain_lines_and_stops_on_sigint(
     assert "hello.0 running provider=local-provider-" in out
     assert "everything released" in out
     _assert_released(cli, name)
+
+
+def test_supervisor_killed_during_down_the_same_down_finishes_the_job(cli: Cli) -> None:
+    path, manifest = _manifest("simple-service.yaml")
+    name = manifest.name
+    _up_detached(cli, path, name)
+    supervisor = cli.supervisor_pid(name)
+    down = cli.popen("down", "-n", name, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        journal_path = cli.deployment_dir(name) / "journal.jsonl"
+        wait_until(lambda: '"DownRequested"' in journal_path.read_text(), 30, "down to begin")
+        os.kill(supervisor, signal.SIGKILL)
+        out, err = down.communicate(timeout=120)
+    finally:
+        if down.poll() is None:
+            down.kill()
+            down.wait()
+    assert down.returncode == 0, out + err
+    assert "releasing what the journal says is still held" in out  # killed mid-way indeed
+    assert "everything released" in out
+    _assert_released(cli, name)
