@@ -27,7 +27,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -467,9 +467,16 @@ class LocalNodes:
         self.binary = yagna_binary()
         self.requestor: YagnaNode | None = None
         self.provider: YagnaNode | None = None
+        self._while_starting: Callable[[], object] | None = None
 
-    def start(self, timeout: float = 30.0) -> NodesInfo:
-        """Start both daemons (hub first), make sure every provider identity exists."""
+    def start(
+        self, timeout: float = 30.0, *, while_starting: Callable[[], object] | None = None
+    ) -> NodesInfo:
+        """Start both daemons (hub first), make sure every provider identity exists.
+
+        `while_starting` runs once right after the daemons were launched, while they boot.
+        """
+        self._while_starting = while_starting
         deadline = time.monotonic() + timeout
         stop_recorded_nodes(self.state_dir)  # orphans of a crashed earlier run
         self._seed_from_template()
@@ -515,6 +522,9 @@ class LocalNodes:
         )
         requestor.start()
         provider.start()
+        if self._while_starting is not None:
+            hook, self._while_starting = self._while_starting, None
+            hook()
         requestor_id = requestor.wait_ready(deadline)
         requestor.listen_for_offers()
         provider.wait_ready(deadline)
