@@ -1,0 +1,402 @@
+"""The reliability harness: run one scenario through the CLI, then prove nothing leaked.
+
+A scenario writes a manifest (and a faults file) into the test's folder, drives
+`golem-deploy up/status/down` as a subprocess, and ends with `audit()`, which checks the
+invariants every row of the fault matrix shares:
+
+- no process of ours is left: none of the pids the deployment recorded (supervisor, local
+  network host, yagna daemons) is alive, and no process anywhere names the test's home;
+- the journal holds nothing (fold is empty), ends with a clean DeploymentStopped, and pairs
+  every AgreementCreated / ActivityCreated / AllocationCreated / LocalnetStarted with its
+  release;
+- the requestor yagna itself agrees: the deployment's private network is started again from
+  its state folder (its databases survive `down`) and asked over REST, with the requestor
+  key from that state, what became of every agreement, activity, invoice, debit note and
+  allocation. Every agreement that was approved is Terminated, every activity is
+  Terminated, no allocation is left, every invoice received is accepted, and the GLM
+  accepted never exceeds the budget.
+
+When GOLEM_DEPLOY_RELIABILITY_REPORT names a file, each audit appends its figures there as
+one JSON line (bench/reliability.py sums them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from _cli_helpers import Cli, processes_mentioning, wait_until
+
+from golem_deploy import localnet
+from golem_deploy.supervisor import journal
+
+ALPINE = "d646d7b93083d817846c2ae5c62c72ca0507782385a2e29291a3d376"
+REPORT_ENV = "GOLEM_DEPLOY_RELIABILITY_REPORT"
+# States in which an agreement still binds requestor and provider.
+BINDING_STATES = {"Proposal", "Pending", "Approved"}
+
+
+def service(
+    *,
+    instances: int = 1,
+    start: list[Any] | None = None,
+    run: Any = None,
+    shutdown: list[Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One service of a manifest, on the alpine image, with short defaults."""
+    spec: dict[str, Any] = {
+        "payload": {"image_hash": ALPINE},
+        "instances": instances,
+        "expiration": "15m",
+    }
+    if start is not None:
+        spec["start"] = start
+    spec["run"] = run if run is not None else {"every": "2s", "steps": [["/bin/echo", "tick"]]}
+    if shutdown is not None:
+        spec["shutdown"] = shutdown
+    spec.update(extra)
+    return spec
+
+
+def write_manifest(
+    folder: Path,
+    name: str,
+    services: dict[str, dict[str, Any]],
+    *,
+    budget: str = "1.0",
+    **top: Any,
+) -> Path:
+    """A manifest file (JSON is YAML) in `folder`."""
+    doc: dict[str, Any] = {"version": "1", "name": name, "budget": float(budget)}
+    doc.update(top)
+    doc["services"] = services
+    path = folder / f"{name}.yaml"
+    path.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    return path
+
+
+@dataclass
+class Scenario:
+    """One deployment of one test: its manifest, faults and everything it ever started."""
+
+    cli: Cli
+    name: str
+    manifest: Path
+    budget: Decimal
+    providers: int = 3
+    faults: Path | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def create(
+        cls,
+        cli: Cli,
+        folder: Path,
+        name: str,
+        services: dict[str, dict[str, Any]],
+        *,
+        faults: dict[str, dict[str, Any]] | None = None,
+        providers: int = 3,
+        budget: str = "1.0",
+        **top: Any,
+    ) -> Scenario:
+        manifest = write_manifest(folder, name, services, budget=budget, **top)
+        faults_path = None
+        if faults:
+            faults_path = folder / f"{name}-faults.yaml"
+            faults_path.write_text(json.dumps(faults), encoding="utf-8")
+        return cls(cli, name, manifest, Decimal(budget), providers, faults_path)
+
+    # ---- driving the CLI ----------------------------------------------------------------
+
+    def up_args(self, *extra: str) -> list[str]:
+        args = ["up", str(self.manifest), "--providers", str(self.providers)]
+        if self.faults is not None:
+            args += ["--faults", str(self.faults)]
+        return [*args, *extra]
+
+    def up(self, timeout: str = "3m") -> subprocess.CompletedProcess[str]:
+        """`up -d`; returns the finished process (the caller asserts its exit code)."""
+        return self.cli(*self.up_args("-d", "--timeout", timeout))
+
+    def popen_up(self, *extra: str) -> subprocess.Popen[str]:
+        return self.cli.popen(*self.up_args(*extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def down(self, *extra: str, timeout: float = 240.0) -> subprocess.CompletedProcess[str]:
+        return self.cli("down", "-n", self.name, *extra, timeout=timeout)
+
+    def status(self) -> dict[str, Any]:
+        return self.cli.status(self.name)
+
+    def instances(self) -> list[dict[str, Any]]:
+        return [i for s in self.status()["services"] for i in s["instances"]]
+
+    @property
+    def folder(self) -> Path:
+        return self.cli.deployment_dir(self.name)
+
+    def journal(self) -> list[dict[str, Any]]:
+        path = self.folder / "journal.jsonl"
+        return list(journal.read(path)) if path.exists() else []
+
+    def kinds(self) -> list[str]:
+        return [r["kind"] for r in self.journal()]
+
+    def wait_for_record(
+        self, what: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 120
+    ) -> dict[str, Any]:
+        """The first journal record matching `predicate` (waits for it, bounded)."""
+
+        def found() -> dict[str, Any] | None:
+            return next((r for r in self.journal() if predicate(r)), None)
+
+        result: dict[str, Any] = wait_until(found, timeout, what)
+        return result
+
+    def wait_for_status(
+        self, what: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 120
+    ) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            snap = self.status()
+            return snap if predicate(snap) else None
+
+        result: dict[str, Any] = wait_until(check, timeout, what)
+        return result
+
+    def kill_supervisor(self) -> None:
+        pid = self.cli.supervisor_pid(self.name)
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not self.status()["supervisor"]["alive"], 15, "the supervisor gone")
+
+    # ---- the audit ------------------------------------------------------------------------
+
+    def recorded_pids(self) -> dict[int, str]:
+        """Every pid the deployment recorded: its supervisor, and the local network's host
+        and daemons (from the local network's own journal, which keeps them after stop)."""
+        pids: dict[int, str] = {}
+        for record in self.journal():
+            if record["kind"] == "DeploymentStarted" and isinstance(record.get("pid"), int):
+                pids[record["pid"]] = "supervisor"
+        net_journal = self.folder / "localnet" / "journal.jsonl"
+        if net_journal.exists():
+            for line in net_journal.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if record.get("event") in ("host-started", "node-started") and record.get("pid"):
+                    pids[int(record["pid"])] = str(record.get("node") or "host")
+        return pids
+
+    def audit(self, *, expect_invoices: bool = True) -> Audit:
+        """After the final `down`: check every shared invariant (see the module doc)."""
+        records = self.journal()
+        ours = self._live_processes()
+        view = yagna_view(self.folder / "localnet", self.providers)
+        after_view = self._live_processes()  # the audit's own network is gone again
+        audit = Audit(self, records, view, ours + after_view)
+        audit.report()
+        audit.check(expect_invoices=expect_invoices)
+        return audit
+
+    def _live_processes(self) -> list[str]:
+        live = [f"{pid} {cmd}" for pid, cmd in processes_mentioning(str(self.cli.home))]
+        for pid, what in self.recorded_pids().items():
+            if _alive_and_ours(pid, str(self.cli.home)):
+                live.append(f"{pid} (recorded {what})")
+        return sorted(set(live))
+
+
+def _alive_and_ours(pid: int, home: str) -> bool:
+    """A recorded pid counts only while it is alive and still tied to the test's home (a
+    reused pid belongs to someone else)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    if "\nState:\tZ" in status:
+        return False
+    return home.encode() in cmdline or home.encode() in environ
+
+
+# ---- asking the requestor yagna ---------------------------------------------------------
+
+
+@dataclass
+class YagnaView:
+    """What the requestor yagna recorded for this deployment."""
+
+    agreements: dict[str, str]  # agreement id -> state
+    activities: dict[str, str]  # activity id -> state
+    invoices: list[dict[str, Any]]
+    debit_notes: list[dict[str, Any]]
+    allocations: list[dict[str, Any]]
+
+    def accepted(self) -> Decimal:
+        """GLM the requestor accepted: an accepted invoice's amount, else the highest
+        accepted debit note of each activity of that agreement."""
+        total = Decimal(0)
+        invoiced = set()
+        for invoice in self.invoices:
+            if invoice.get("status") in ("ACCEPTED", "SETTLED"):
+                total += Decimal(str(invoice["amount"]))
+                invoiced.add(invoice["agreementId"])
+        per_activity: dict[str, Decimal] = {}
+        for note in self.debit_notes:
+            if note.get("status") not in ("ACCEPTED", "SETTLED"):
+                continue
+            if note.get("agreementId") in invoiced:
+                continue
+            amount = Decimal(str(note["totalAmountDue"]))
+            key = str(note.get("activityId"))
+            per_activity[key] = max(per_activity.get(key, Decimal(0)), amount)
+        return total + sum(per_activity.values(), Decimal(0))
+
+
+def _get(api_url: str, app_key: str, path: str) -> Any:
+    request = urllib.request.Request(api_url + path, headers={"Authorization": f"Bearer {app_key}"})
+    with urllib.request.urlopen(request, timeout=20) as answer:  # loopback only
+        body = answer.read()
+    return json.loads(body) if body else None
+
+
+def yagna_view(state_dir: Path, providers: int) -> YagnaView:
+    """Start the deployment's (stopped) private network again and ask its requestor node.
+
+    The daemons' databases live in the state folder, so the restarted requestor node knows
+    every agreement, activity and payment document of the deployment."""
+    if not (state_dir / "yagna").is_dir():
+        return YagnaView({}, {}, [], [], [])
+    info = localnet.start(state_dir, providers=providers, timeout=90.0)
+    try:
+        url, key = info.api_url, info.app_key
+        agreements: dict[str, str] = {}
+        for entry in _get(url, key, "/market-api/v1/agreements") or []:
+            agreement = _get(url, key, f"/market-api/v1/agreements/{entry['id']}")
+            agreements[entry["id"]] = str(agreement["state"])
+        invoices = list(_get(url, key, "/payment-api/v1/invoices") or [])
+        notes = list(_get(url, key, "/payment-api/v1/debitNotes") or [])
+        activities: dict[str, str] = {}
+        for activity_id in {str(n["activityId"]) for n in notes} | _journal_activities(
+            state_dir.parent
+        ):
+            try:
+                state = _get(url, key, f"/activity-api/v1/activity/{activity_id}/state")
+                activities[activity_id] = str(state["state"][0])
+            except urllib.error.HTTPError as error:
+                activities[activity_id] = f"HTTP {error.code}"
+        allocations = list(_get(url, key, "/payment-api/v1/allocations") or [])
+        return YagnaView(agreements, activities, invoices, notes, allocations)
+    finally:
+        localnet.stop(state_dir)
+
+
+def _journal_activities(folder: Path) -> set[str]:
+    return {
+        str(r["activity_id"])
+        for r in journal.read(folder / "journal.jsonl")
+        if r["kind"] == "ActivityCreated"
+    }
+
+
+# ---- the invariants ----------------------------------------------------------------------
+
+
+@dataclass
+class Audit:
+    scenario: Scenario
+    records: list[dict[str, Any]]
+    yagna: YagnaView
+    processes: list[str]
+
+    def ids(self, kind: str, key: str) -> list[str]:
+        return [str(r[key]) for r in self.records if r["kind"] == kind and r.get(key)]
+
+    @property
+    def leaked_agreements(self) -> dict[str, str]:
+        return {a: s for a, s in self.yagna.agreements.items() if s in BINDING_STATES}
+
+    @property
+    def live_activities(self) -> dict[str, str]:
+        return {a: s for a, s in self.yagna.activities.items() if s != "Terminated"}
+
+    @property
+    def beyond_budget(self) -> Decimal:
+        return max(Decimal(0), self.yagna.accepted() - self.scenario.budget)
+
+    def report(self) -> None:
+        path = os.environ.get(REPORT_ENV)
+        if not path:
+            return
+        figures = {
+            "scenario": os.environ.get("PYTEST_CURRENT_TEST", self.scenario.name).split(" ")[0],
+            "agreements": len(self.yagna.agreements),
+            "agreements_leaked": len(self.leaked_agreements),
+            "activities_leaked": len(self.live_activities),
+            "processes_leaked": len(self.processes),
+            "glm_accepted": str(self.yagna.accepted()),
+            "glm_accepted_beyond_budget": str(self.beyond_budget),
+            "seconds": round(time.monotonic() - self.scenario.started, 1),
+        }
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(json.dumps(figures) + "\n")
+
+    def check(self, *, expect_invoices: bool = True) -> None:
+        assert self.processes == [], f"processes of ours left: {self.processes}"
+        held = journal.fold(self.records)
+        assert held.empty, f"the journal still holds: {held.summary()}"
+        kinds = [r["kind"] for r in self.records]
+        assert kinds and kinds[-1] == "DeploymentStopped", kinds[-5:]
+        assert self.records[-1].get("clean") is True, self.records[-1]
+        for created, ended, key in (
+            ("AgreementCreated", "AgreementTerminated", "agreement_id"),
+            ("ActivityCreated", "ActivityDestroyed", "activity_id"),
+            ("AllocationCreated", "AllocationReleased", "allocation_id"),
+        ):
+            missing = set(self.ids(created, key)) - set(self.ids(ended, key))
+            assert not missing, f"{created} without {ended} in the journal: {missing}"
+        assert kinds.count("LocalnetStarted") <= kinds.count("LocalnetStopped")
+
+        # The requestor yagna's own records.
+        journal_agreements = set(self.ids("AgreementCreated", "agreement_id"))
+        assert journal_agreements <= set(self.yagna.agreements), (
+            "agreements in the journal that yagna does not know",
+            journal_agreements - set(self.yagna.agreements),
+        )
+        unjournaled = {
+            a: s
+            for a, s in self.yagna.agreements.items()
+            if a not in journal_agreements and s not in ("Rejected", "Cancelled", "Expired")
+        }
+        assert not unjournaled, f"agreements yagna has but the journal never saw: {unjournaled}"
+        assert not self.leaked_agreements, f"agreements still binding: {self.leaked_agreements}"
+        for agreement_id in set(self.ids("ActivityCreated", "agreement_id")):
+            assert self.yagna.agreements.get(agreement_id) == "Terminated", (
+                agreement_id,
+                self.yagna.agreements.get(agreement_id),
+            )
+        assert not self.live_activities, f"activities not destroyed: {self.live_activities}"
+        assert self.yagna.allocations == [], f"allocations left: {self.yagna.allocations}"
+        assert self.beyond_budget == 0, (
+            f"accepted {self.yagna.accepted()} GLM, budget {self.scenario.budget}"
+        )
+        if expect_invoices:
+            unaccepted = [
+                (i["invoiceId"], i["status"])
+                for i in self.yagna.invoices
+                if i.get("status") not in ("ACCEPTED", "SETTLED")
+            ]
+            assert not unaccepted, f"invoices not accepted: {unaccepted}"

@@ -1,0 +1,27 @@
+"""Reliability fixtures: the e2e CLI runner (imported, not copied) and the `load` marker.
+
+Every test here drives `golem-deploy` as a subprocess on a private local network (usually
+with `up --faults FILE`), then audits what is left: the journal, our processes, and the
+requestor yagna's own records (see _harness.py).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+_E2E = Path(__file__).resolve().parents[1] / "e2e"
+if str(_E2E) not in sys.path:
+    sys.path.insert(0, str(_E2E))
+
+from _cli_helpers import cli  # noqa: E402
+
+__all__ = ["cli"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "load: 100-instance / parallel-deployment load scenarios (minutes each)"
+    )
