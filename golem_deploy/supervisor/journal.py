@@ -200,6 +200,11 @@ class Held:
     # last known agreement/provider/activity per instance, for a snapshot after a crash
     instance_info: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     agreement_owner: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # agreements that had an activity (work was done: an invoice is due) and those whose
+    # invoice was accepted; with what debit notes already covered, per agreement
+    worked: set[str] = field(default_factory=set)
+    invoiced: set[str] = field(default_factory=set)
+    accepted_by_agreement: dict[str, Decimal] = field(default_factory=dict)
     instance_cost: dict[tuple[str, int], Decimal] = field(default_factory=dict)
     spent: Decimal = Decimal(0)
     stopped: bool = False  # a DeploymentStopped was the last word
@@ -314,6 +319,8 @@ def fold(records: Iterable[Mapping[str, Any]]) -> Held:
             act = _get(rec, "activity_id", "id")
             if act:
                 held.activities[act] = rec.get("agreement_id")
+                if rec.get("agreement_id"):
+                    held.worked.add(str(rec["agreement_id"]))
                 key = _instance_key(rec)
                 if key:
                     held.instance_info.setdefault(key, {})["activity_id"] = act
@@ -333,7 +340,13 @@ def fold(records: Iterable[Mapping[str, Any]]) -> Held:
             except (ArithmeticError, ValueError):
                 continue
             held.spent += amount
-            owner = held.agreement_owner.get(str(rec.get("agreement_id")))
+            agreement = str(rec.get("agreement_id"))
+            held.accepted_by_agreement[agreement] = (
+                held.accepted_by_agreement.get(agreement, Decimal(0)) + amount
+            )
+            if kind == "InvoiceAccepted":
+                held.invoiced.add(agreement)
+            owner = held.agreement_owner.get(agreement)
             if owner is not None:
                 held.instance_cost[owner] = held.instance_cost.get(owner, Decimal(0)) + amount
         elif kind == "DeploymentFailed":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,12 @@ class RecoveryError(GolemDeployError):
 
 
 async def _release_market(
-    held: Held, api_url: str, app_key: str, journal: Journal, progress: Progress
+    held: Held,
+    api_url: str,
+    app_key: str,
+    journal: Journal,
+    progress: Progress,
+    invoice_wait: float,
 ) -> list[str]:
     """Terminate agreements, destroy activities, release allocations; returns problems."""
     from golem_deploy.yagna.client import YagnaClient, YagnaConfig
@@ -61,6 +67,10 @@ async def _release_market(
                 continue
             journal.append("ActivityDestroyed", activity_id=activity_id, reason="recovery")
             progress(f"activity {activity_id[:12]}… destroyed")
+        if held.allocations:
+            await _settle_invoices(
+                client, held, next(iter(held.allocations)), journal, progress, invoice_wait
+            )
         for allocation_id in list(held.allocations):
             try:
                 with anyio.fail_after(30):
@@ -71,6 +81,65 @@ async def _release_market(
             journal.append("AllocationReleased", allocation_id=allocation_id, reason="recovery")
             progress(f"allocation {allocation_id} released")
     return problems
+
+
+async def _settle_invoices(
+    client: Any,
+    held: Held,
+    allocation_id: str,
+    journal: Journal,
+    progress: Progress,
+    wait: float,
+) -> None:
+    """Accept the invoices for work done, as the supervisor would have, before the
+    allocation goes. Providers invoice once an agreement is terminated, so wait for them a
+    little; yagna itself refuses anything beyond the allocation (the budget)."""
+    from golem_deploy.yagna.client import PAYMENT
+    from golem_deploy.yagna.errors import YagnaError
+    from golem_deploy.yagna.models import Invoice
+
+    unpaid = held.worked - held.invoiced
+    deadline = anyio.current_time() + wait
+    while unpaid:
+        try:
+            _, data = await client.request("GET", f"{PAYMENT}/invoices", timeout=15)
+        except YagnaError as error:
+            progress(f"cannot list invoices: {error}")
+            return
+        for item in data if isinstance(data, list) else []:
+            try:
+                invoice = Invoice.parse(item, "GET /invoices")
+            except YagnaError:
+                continue
+            if invoice.agreement_id not in unpaid:
+                continue
+            if invoice.status in ("ACCEPTED", "SETTLED"):
+                unpaid.discard(invoice.agreement_id)
+                continue
+            if invoice.status != "RECEIVED":
+                continue
+            try:
+                await client.accept_invoice(invoice.invoice_id, invoice.amount, allocation_id)
+            except YagnaError as error:
+                progress(f"invoice {invoice.invoice_id} not accepted: {error}")
+                unpaid.discard(invoice.agreement_id)
+                continue
+            covered = held.accepted_by_agreement.get(invoice.agreement_id, Decimal(0))
+            journal.append(
+                "InvoiceAccepted",
+                invoice_id=invoice.invoice_id,
+                agreement_id=invoice.agreement_id,
+                amount=invoice.amount,
+                new_spend=max(invoice.amount - covered, Decimal(0)),
+                reason="recovery",
+            )
+            progress(f"invoice {invoice.invoice_id} accepted ({invoice.amount} GLM)")
+            unpaid.discard(invoice.agreement_id)
+        if not unpaid or anyio.current_time() > deadline:
+            break
+        await anyio.sleep(1.0)
+    for agreement_id in sorted(unpaid):
+        progress(f"no invoice arrived for agreement {agreement_id[:12]}… within {wait:g}s")
 
 
 async def _end_agreement(client: Any, agreement_id: str) -> str:
@@ -115,7 +184,9 @@ def _forget_market(held: Held, journal: Journal, why: str, progress: Progress) -
         progress(f"market state dropped: {why}")
 
 
-def release(held: Held, journal: Journal, *, progress: Progress = print) -> list[str]:
+def release(
+    held: Held, journal: Journal, *, progress: Progress = print, invoice_wait: float = 15.0
+) -> list[str]:
     """Release everything `held` lists; returns what could not be released (empty: all)."""
     problems: list[str] = []
     market_held = bool(held.agreements or held.activities or held.allocations)
@@ -127,7 +198,13 @@ def release(held: Held, journal: Journal, *, progress: Progress = print) -> list
         if market_held:
             if info is not None:
                 problems += anyio.run(
-                    _release_market, held, info.api_url, info.app_key, journal, progress
+                    _release_market,
+                    held,
+                    info.api_url,
+                    info.app_key,
+                    journal,
+                    progress,
+                    invoice_wait,
                 )
             else:
                 _forget_market(held, journal, "its local network is no longer running", progress)
@@ -144,5 +221,7 @@ def release(held: Held, journal: Journal, *, progress: Progress = print) -> list
                 "an app key is needed to release them",
                 hint="set YAGNA_APPKEY (the same key `up` used) and run `golem-deploy down` again",
             )
-        problems += anyio.run(_release_market, held, api_url, app_key, journal, progress)
+        problems += anyio.run(
+            _release_market, held, api_url, app_key, journal, progress, invoice_wait
+        )
     return problems

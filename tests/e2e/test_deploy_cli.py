@@ -282,6 +282,9 @@ def test_supervisor_killed_while_running_then_down_terminates_agreements(
     states = {a: external_net.agreement_state(a) for a in _held_ever(cli, name)}
     assert "Approved" not in states.values(), states
     assert all(states[a] == "Terminated" for a in agreements), states
+    invoiced = {r["agreement_id"] for r in cli.journal(name) if r["kind"] == "InvoiceAccepted"}
+    assert agreements <= invoiced  # the work done before the crash is paid for
+    assert "invoice" in down.stdout and "accepted" in down.stdout
     _assert_released(cli, name)
 
 

@@ -164,3 +164,18 @@ def test_unknown_kinds_and_odd_records_do_not_break_fold() -> None:
         ]
     )
     assert held.empty
+
+
+def test_agreements_with_work_but_no_accepted_invoice_are_known() -> None:
+    records = [
+        {"kind": "AgreementCreated", "agreement_id": "a", "service": "web", "index": 0},
+        {"kind": "AgreementCreated", "agreement_id": "b", "service": "web", "index": 1},
+        {"kind": "AgreementCreated", "agreement_id": "c", "service": "web", "index": 2},
+        {"kind": "ActivityCreated", "activity_id": "x", "agreement_id": "a"},
+        {"kind": "ActivityCreated", "activity_id": "y", "agreement_id": "b"},
+        {"kind": "DebitNoteAccepted", "agreement_id": "a", "amount": "0.1"},
+        {"kind": "InvoiceAccepted", "agreement_id": "b", "amount": "0.2", "new_spend": "0.2"},
+    ]
+    held = jr.fold(records)
+    assert held.worked - held.invoiced == {"a"}  # c never worked: no invoice is due
+    assert held.accepted_by_agreement == {"a": Decimal("0.1"), "b": Decimal("0.2")}
