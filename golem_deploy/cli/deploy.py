@@ -470,9 +470,23 @@ def up(
     process = _spawn_supervisor(
         manifest, deployment, providers=providers, faults=faults, env_file=env_file
     )
-    _wait_for_socket(process, deployment)
+    try:
+        _wait_for_socket(process, deployment)
+    except KeyboardInterrupt:
+        # Not even answering yet: SIGTERM is its graceful down (or, this early, its end).
+        process.terminate()
+        process.wait()
+        _finish_down(deployment, _console())
+        raise typer.Exit(130) from None
     if detach:
-        _up_detached(deployment, wait)
+        try:
+            _up_detached(deployment, wait)
+        except KeyboardInterrupt:
+            _console(stderr=True).print(
+                f"stopped waiting; deployment {deployment.name} keeps starting "
+                f"(`golem-deploy down -n {deployment.name}` stops it)"
+            )
+            raise typer.Exit(130) from None
     else:
         _live(deployment)
 
