@@ -97,6 +97,9 @@ class Supervisor:
         self.last_output: dict[tuple[str, int], str] = {}
         self._subscribers: list[MemoryObjectSendStream[dict[str, Any]]] = []
         self._localnet_started = False
+        # Instances terminated on one provider with a restart already scheduled elsewhere:
+        # not ended, whatever their state says for the moment.
+        self._restarting: set[tuple[str, int]] = set()
         self.done = anyio.Event()
 
     # ---- events -------------------------------------------------------------------------
@@ -141,6 +144,10 @@ class Supervisor:
         self.publish(record)
         if not (isinstance(service, str) and isinstance(index, int)):
             return
+        if kind == "InstanceRestartScheduled":
+            self._restarting.add((service, index))
+        elif kind == "InstanceStateChanged" and str(to_plain(event.new)) != "terminated":
+            self._restarting.discard((service, index))
         if kind == "AgreementCreated":
             spec = self.manifest.services.get(service)
             if spec is not None:
@@ -409,6 +416,7 @@ class Supervisor:
                 (name, inst)
                 for name, inst in states
                 if str(to_plain(getattr(inst, "state", ""))) == "terminated"
+                and (name, getattr(inst, "index", -1)) not in self._restarting
             ]
             if ended:
                 name, inst = ended[0]

@@ -165,6 +165,33 @@ async def test_an_instance_that_ends_before_running_fails_the_deployment(tmp_pat
     assert "web" not in golem.started  # later waves never start
 
 
+async def test_a_terminated_instance_with_a_restart_scheduled_has_not_ended(
+    tmp_path: Path,
+) -> None:
+    sup = _supervisor(tmp_path)
+    golem = FakeGolem()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sup._start_waves, golem, {"web": "web", "db": "db", "cache": "cache"})
+        with anyio.fail_after(5):
+            while len(golem.started) < 2:
+                await anyio.sleep(0.01)
+        db = golem.clusters["db"].instances[0]
+        sup.on_event(
+            events.InstanceRestartScheduled(
+                service="db", index=0, attempt=1, delay=5.0, reason="run failed"
+            )
+        )
+        db.state = ServiceState.terminated
+        await anyio.sleep(0.5)
+        assert sup.state == "starting"  # waiting for the replacement, not failed
+        db.state = ServiceState.running
+        _set_all(golem.clusters["cache"], ServiceState.running)
+        with anyio.fail_after(5):
+            while "web" not in golem.started:
+                await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+
+
 async def test_events_are_journaled_and_logged_without_secrets(tmp_path: Path) -> None:
     sup = _supervisor(tmp_path)
     sup.on_event(events.AllocationCreated(allocation_id="al", amount=Decimal(1), platform="p"))
