@@ -63,6 +63,10 @@ class LocalnetError(GolemDeployError):
     """The local network could not be started, reached or stopped."""
 
 
+class DaemonExited(LocalnetError):
+    """A daemon exited while starting (e.g. another program took a port we picked)."""
+
+
 @dataclass(frozen=True)
 class ProviderIdentity:
     """One local provider: a yagna identity on the provider node and its own app key."""
@@ -296,8 +300,15 @@ class YagnaNode:
         return str(self.config.data_dir)
 
     def start(self) -> None:
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.config.data_dir.mkdir(parents=True, exist_ok=True)
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise LocalnetError(
+                f"cannot use {error.filename or self.config.data_dir} for the "
+                f"{self.config.name} daemon: {error.strerror}",
+                hint="stop the network and remove its state dir, or use another --state-dir",
+            ) from error
         cmd = [
             str(self.binary),
             "service",
@@ -340,7 +351,7 @@ class YagnaNode:
         )
         while True:
             if self.process is not None and self.process.poll() is not None:
-                raise LocalnetError(
+                raise DaemonExited(
                     f"yagna ({self.config.name} node) exited with code "
                     f"{self.process.returncode} while starting",
                     hint=f"its log ({self.log_path}) ends with:\n{log_tail(self.log_path)}",
@@ -485,10 +496,13 @@ class LocalNodes:
         for attempt in range(attempts):
             try:
                 return self._start_once(keys, deadline)
-            except LocalnetError:
+            except DaemonExited:
                 self.stop()
                 if attempt == attempts - 1 or time.monotonic() > deadline:
                     raise
+            except BaseException:
+                self.stop()
+                raise
         raise AssertionError("unreachable")
 
     def _start_once(self, keys: dict[str, str], deadline: float) -> NodesInfo:

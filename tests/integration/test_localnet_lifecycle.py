@@ -208,3 +208,23 @@ def test_the_host_stops_cleanly_when_the_process_it_serves_is_gone(state_dir: Pa
         if host.poll() is None:
             host.terminate()
             host.wait(10)
+
+
+def test_a_start_that_fails_leaves_no_process_behind(state_dir: Path) -> None:
+    # A broken state dir: the provider daemon's data dir is a file, so the host fails
+    # after it already launched the requestor daemon.
+    shutil.rmtree(state_dir / "yagna" / "provider")
+    (state_dir / "yagna" / "provider").write_text("not a directory")
+    with pytest.raises(ln.LocalnetError) as failure:
+        ln.start(state_dir, providers=1)
+    assert "failed to start" in failure.value.message
+    assert "cannot use" in str(failure.value) and "Traceback" not in str(failure.value)
+    started = [
+        json.loads(line)["pid"]
+        for line in (state_dir / "journal.jsonl").read_text().splitlines()
+        if json.loads(line)["event"] in ("host-started", "node-started")
+    ]
+    assert len(started) == 2  # the host and the requestor daemon were running ...
+    assert not any(alive(pid) for pid in started)  # ... and both are gone
+    assert recorded_pids(state_dir) == {}
+    assert ln.status(state_dir) is None
