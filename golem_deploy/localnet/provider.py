@@ -99,6 +99,9 @@ def offer_properties(index: int, name: str, node_id: str) -> dict[str, Any]:
     }
 
 
+OVER_CAPACITY = "over capacity"
+SHUTTING_DOWN = "provider is shutting down"
+
 OFFER_CONSTRAINTS = f"(&(golem.srv.comp.expiration>0)(golem.node.debug.subnet={SUBNET}))"
 
 _REQUIREMENT = re.compile(
@@ -197,6 +200,11 @@ def _parse_time(value: object) -> datetime | None:
         return datetime.fromisoformat(text)
     except ValueError:
         return None
+
+
+def _final(reason: str) -> bool:
+    """Whether a rejection stays true if the requestor asks again later (not for capacity)."""
+    return not reason.startswith((OVER_CAPACITY, SHUTTING_DOWN))
 
 
 def _now_cursor() -> str:
@@ -517,7 +525,7 @@ class ProviderAgent:
     def _why_not(self, properties: Mapping[str, Any], constraints: str) -> str | None:
         """Why this provider cannot serve a demand, or None when it can."""
         if self._stopping or self.dead:
-            return "provider is shutting down"
+            return SHUTTING_DOWN
         subnet = properties.get("golem.node.debug.subnet")
         if subnet != SUBNET:
             return f"subnet mismatch: this provider serves subnet {SUBNET!r}, not {subnet!r}"
@@ -539,7 +547,7 @@ class ProviderAgent:
                 f"has {CPU_THREADS} threads, {MEM_GIB:g} GiB, {STORAGE_GIB:g} GiB"
             )
         if not (self._reserved() + need).fits_in(CAPACITY):
-            return "over capacity: every thread or GiB of memory is taken by running agreements"
+            return f"{OVER_CAPACITY}: its threads or memory are taken by running agreements"
         return None
 
     async def _on_proposal(self, sub: str, proposal: dict[str, Any]) -> None:
@@ -557,7 +565,7 @@ class ProviderAgent:
                 await self._call(
                     "POST",
                     f"/market-api/v1/offers/{sub}/proposals/{proposal_id}/reject",
-                    body={"message": reason, "golem.proposal.rejection.is-final": True},
+                    body={"message": reason, "golem.proposal.rejection.is-final": _final(reason)},
                     ok=(200, 204),
                 )
                 return
@@ -585,7 +593,7 @@ class ProviderAgent:
                 await self._call(
                     "POST",
                     f"/market-api/v1/agreements/{agreement_id}/reject",
-                    body={"message": reason, "golem.proposal.rejection.is-final": True},
+                    body={"message": reason, "golem.proposal.rejection.is-final": _final(reason)},
                     ok=(200, 204),
                 )
             except (ApiError, aiohttp.ClientError, TimeoutError) as error:
