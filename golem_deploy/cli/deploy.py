@@ -558,34 +558,52 @@ def down(
             _kill_supervisor(deployment)
         else:
             console.print(f"{deployment.name}: going down (timeout {timeout})")
-            _request_down(deployment, limit)
-            _show_down_progress(deployment, console, limit + 15.0)
+            _down_with_progress(deployment, console, limit)
     _finish_down(deployment, console)
 
 
-def _show_down_progress(deployment: DeploymentDir, console: Console, limit: float) -> None:
-    """Print instance state changes until the supervisor exits; SIGKILL it past `limit`."""
-    from golem_deploy.supervisor.snapshot import instances
+def _progress_line(record: dict[str, Any]) -> str | None:
+    """What `down` prints for one supervisor event (None: not worth a line)."""
+    kind = record.get("kind")
+    short = str(record.get("agreement_id") or "")[:12] + "…"
+    if kind == "InstanceStateChanged":
+        return f"  {record.get('service')}.{record.get('index')}: {record.get('new')}"
+    if kind == "AgreementTerminated":
+        return f"  agreement {short} terminated"
+    if kind == "InvoiceAccepted":
+        return f"  invoice for agreement {short} accepted: {record.get('amount')} GLM"
+    if kind == "AllocationReleased":
+        return f"  allocation {record.get('allocation_id')} released"
+    if kind == "LocalnetStopped":
+        return "  local network stopped"
+    if kind == "DownTimedOut":
+        return f"  [red]the graceful stop timed out after {record.get('timeout')}s[/]"
+    return None
 
-    deadline = time.monotonic() + limit
-    seen: dict[str, str] = {}
-    while deployment.supervisor_alive():
+
+def _down_with_progress(deployment: DeploymentDir, console: Console, timeout: float) -> None:
+    """Ask for a graceful down and print what happens until the supervisor exits.
+
+    Past `timeout` (plus a margin for the engine's own cleanup) the supervisor is killed;
+    `_finish_down` then releases whatever the journal still lists."""
+    try:
+        events = client.EventStream(deployment.socket)  # subscribe first: miss nothing
+    except client.SupervisorUnreachable:
+        events = None
+    _request_down(deployment, timeout)
+    deadline = time.monotonic() + timeout + 15.0
+    for record in events or ():
+        line = _progress_line(record)
+        if line is not None:
+            console.print(line, highlight=False)
         if time.monotonic() > deadline:
-            console.print("[red]the supervisor did not finish in time; forcing[/]")
-            _kill_supervisor(deployment)
-            return
-        try:
-            snap = client.request(deployment.socket, "GET", "/snapshot", timeout=2.0)
-        except GolemDeployError:
-            time.sleep(POLL)
-            continue
-        for service, inst in instances(snap):
-            key = f"{service}.{inst.get('index')}"
-            state = str(inst.get("state"))
-            if seen.get(key) != state:
-                seen[key] = state
-                console.print(f"  {key}: {state}")
+            break
+    # The stream ended: the supervisor exited, or it is stuck; give it a moment, then force.
+    while deployment.supervisor_alive() and time.monotonic() < deadline:
         time.sleep(POLL)
+    if deployment.supervisor_alive():
+        console.print("[red]the supervisor did not finish in time; forcing[/]")
+        _kill_supervisor(deployment)
 
 
 def logs(

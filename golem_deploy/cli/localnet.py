@@ -103,6 +103,11 @@ def status(as_json: Json = False, state_dir: StateDir = None) -> None:
             )
     elif info is None:
         typer.echo(f"no local network running in {directory}")
+        if any((directory / "pids").glob("*.json")):
+            typer.echo(
+                "  it did not stop cleanly; `golem-deploy localnet stop` ends what is left",
+                err=True,
+            )
     else:
         typer.echo(f"local network running in {info.state_dir}")
         typer.echo(f"  api: {info.api_url}  subnet: {info.subnet}")

@@ -4,7 +4,8 @@ Why a Unix socket: only the user who owns the deployment may steer it. The socke
 under umask 077 and chmod'ed 0600 before anyone can use it, inside a 0700 folder.
 
   GET  /snapshot              the deployment as plain data (status shape + extras)
-  GET  /events                newline-delimited JSON records as they happen (journal + output)
+  GET  /events                newline-delimited JSON records as they happen (journal + output),
+                              {"kind": "Heartbeat"} every second when nothing happens
   POST /down {"timeout": s}   ask for a graceful down; answers at once (202)
   GET  /logs?selector=&tail=  merged `service.index | text` lines
 """
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from golem_deploy.supervisor.daemon import Supervisor
 
 SUPERVISOR_KEY = web.AppKey("supervisor", object)
+HEARTBEAT: dict[str, Any] = {"kind": "Heartbeat"}
+HEARTBEAT_INTERVAL = 1.0
 
 
 def _supervisor(request: web.Request) -> Supervisor:
@@ -39,17 +42,18 @@ async def get_snapshot(request: web.Request) -> web.Response:
 async def get_events(request: web.Request) -> web.StreamResponse:
     supervisor = _supervisor(request)
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-    await response.prepare(request)
     send, receive = anyio.create_memory_object_stream[dict[str, Any]](1000)
+    # Subscribed before the headers go out: a client that got them misses no event.
     supervisor.subscribe(send)
+    await response.prepare(request)
     with receive:
         try:
             while not supervisor.done.is_set():
-                record = None
-                with anyio.move_on_after(1.0):  # wake up now and then to notice the end
+                record: dict[str, Any] = HEARTBEAT
+                with anyio.move_on_after(HEARTBEAT_INTERVAL):
                     record = await receive.receive()
-                if record is not None:
-                    await response.write((json.dumps(record, default=str) + "\n").encode())
+                # A heartbeat when idle lets readers tell "quiet" from "stuck".
+                await response.write((json.dumps(record, default=str) + "\n").encode())
         except (anyio.EndOfStream, anyio.ClosedResourceError, ConnectionResetError):
             pass
     return response

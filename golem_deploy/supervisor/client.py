@@ -68,6 +68,46 @@ def request(
     return data.decode(errors="replace")
 
 
+class EventStream:
+    """GET /events, opened eagerly: once constructed, no later event is missed.
+
+    Iterating yields decoded records (heartbeats included, about one a second) and stops
+    when the supervisor closes the stream, or when nothing at all arrived for `idle`
+    seconds (a stuck supervisor; the caller decides what to do).
+    """
+
+    def __init__(self, sock_path: Path, *, idle: float = 10.0) -> None:
+        self._connection = _UnixConnection(sock_path, 5.0)
+        try:
+            self._connection.request("GET", "/events")
+            self._response = self._connection.getresponse()
+        except (OSError, http.client.HTTPException) as error:
+            self._connection.close()
+            raise SupervisorUnreachable(f"no event stream on {sock_path}: {error}") from None
+        if self._connection.sock is not None:
+            self._connection.sock.settimeout(idle)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        try:
+            while True:
+                line = self._response.readline()
+                if not line:
+                    return
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict):
+                    yield record
+        except (OSError, http.client.HTTPException):
+            return
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._connection.close()
+
+
 def stream_lines(sock_path: Path, path: str, *, timeout: float = 5.0) -> Iterator[str]:
     """Yield the lines of a streamed answer (GET /events) until the supervisor closes it."""
     connection = _UnixConnection(sock_path, timeout)

@@ -123,6 +123,9 @@ def test_up_status_logs_down(cli: Cli, file: str) -> None:
         down = cli("down", "-n", name)
         assert down.returncode == 0, down.stdout + down.stderr
         assert "everything released" in down.stdout
+        for step in ("stopping", "terminated", "invoice for agreement", "released"):
+            assert step in down.stdout  # progress, as it happens
+        assert "local network stopped" in down.stdout
         followed, _ = follower.communicate(timeout=30)  # -f ends once the supervisor is gone
     finally:
         if follower.poll() is None:

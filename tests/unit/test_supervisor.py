@@ -7,7 +7,6 @@ crosses the process boundary (the real engine on a real local network) is in tes
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from dataclasses import dataclass
@@ -282,11 +281,12 @@ async def test_event_stream_delivers_records_as_they_happen(tmp_path: Path) -> N
     sup = _supervisor(tmp_path)
     sock = Path(os.environ.get("TMPDIR", "/tmp")) / f"gd-test-ev-{os.getpid()}.sock"
     runner = await api.serve(sup, sock)
-    received: list[str] = []
+    received: list[dict[str, Any]] = []
 
     def read_two() -> None:
-        for line in client.stream_lines(sock, "/events"):
-            received.append(line)
+        for record in client.EventStream(sock):
+            if record["kind"] != "Heartbeat":
+                received.append(record)
             if len(received) == 2:
                 return
 
@@ -304,7 +304,7 @@ async def test_event_stream_delivers_records_as_they_happen(tmp_path: Path) -> N
         sup.done.set()
         await runner.cleanup()
         sock.unlink(missing_ok=True)
-    first, second = (json.loads(line) for line in received)
+    first, second = received
     assert first["kind"] == "AllocationCreated" and first["allocation_id"] == "al"
     assert second == {
         "kind": "CommandOutput",
