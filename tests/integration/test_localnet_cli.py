@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +24,15 @@ KEYS = {
     "YAGNA_PAYMENT_DRIVER",
     "YAGNA_PAYMENT_NETWORK",
 }
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (orphans are reaped by init, whenever it gets to it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -88,3 +99,21 @@ def test_a_bad_faults_file_is_one_clear_error(state_dir: Path) -> None:
     faults.write_text("local-provider-5: {never_invoice: true}\n")
     result = cli("localnet", "start", "--faults", str(faults), "--state-dir", str(state_dir))
     assert result.returncode == 1 and "only 3 providers" in result.stderr
+
+
+def test_status_and_stop_after_the_network_crashed(state_dir: Path) -> None:
+    assert (
+        cli("localnet", "start", "--providers", "1", "--state-dir", str(state_dir)).returncode == 0
+    )
+    pids = {f.stem: json.loads(f.read_text())["pid"] for f in (state_dir / "pids").glob("*.json")}
+    os.kill(pids["host"], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while running(pids["host"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+    status = cli("localnet", "status", "--state-dir", str(state_dir))
+    assert status.returncode == 1
+    assert "did not stop cleanly" in status.stderr
+    assert cli("localnet", "stop", "--state-dir", str(state_dir)).returncode == 0
+    assert not any(running(pid) for pid in pids.values())
