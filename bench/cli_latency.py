@@ -1,0 +1,68 @@
+"""CLI latency: whole-process wall time of the commands users type most.
+
+    .venv/bin/python bench/cli_latency.py [--rounds 10] [--status-instances 1]
+
+- help_ms:          `golem-deploy --help`
+- validate_one_ms:  `golem-deploy validate manifests/simple-service.yaml`
+- status_json_ms:   `golem-deploy status --json` against a running deployment
+                    (hello-world with --status-instances instances on a local network)
+
+Each command runs once untimed first (warm OS caches, .pyc files written), then `rounds`
+timed runs. Prints one JSON object with stats in milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    MANIFESTS,
+    bench_home,
+    emit,
+    hello_manifest,
+    isolate,
+    load_average,
+    local_network,
+    providers_for,
+    run_cli,
+    stats,
+)
+
+
+def timed_ms(args: list[str], env: dict[str, str], rounds: int) -> dict[str, object]:
+    run_cli(*args, env=env)  # warm-up, untimed
+    return stats([run_cli(*args, env=env)[0] * 1000 for _ in range(rounds)], digits=1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--status-instances", type=int, default=1)
+    args = parser.parse_args()
+    isolated = isolate()
+    result: dict[str, object] = {"isolated_netns": isolated, "load_before": load_average()}
+    with bench_home("gd-bench-cli-") as (home, env):
+        result["help_ms"] = timed_ms(["--help"], env, args.rounds)
+        simple = str(MANIFESTS / "simple-service.yaml")
+        result["validate_one_ms"] = timed_ms(["validate", simple], env, args.rounds)
+        n = args.status_instances
+        with local_network(home, env, providers_for(n)) as net_env:
+            manifest = hello_manifest(home, "hello-status", n)
+            run_cli("up", "-d", "--timeout", "5m", str(manifest), env=net_env)
+            try:
+                result["status_json_ms"] = timed_ms(
+                    ["status", "-n", "hello-status", "--json"], net_env, args.rounds
+                )
+            finally:
+                run_cli("down", "-n", "hello-status", env=net_env, check=False)
+        result["status_instances"] = n
+    result["load_after"] = load_average()
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Run every benchmark (each in its own process) and print one summary JSON line last.
+
+Invoked by bench/run. Each benchmark prints its own full JSON (median/min/max/samples);
+this collects them and prints, as the last line, the medians the issue asks for:
+up_1_s, up_10_s, up_100_s, up_1_cold_s, down_100_s, help_ms, status_json_ms,
+validate_one_ms, validate_1000_s, supervisor_rss_mb_100, supervisor_cpu_pct_100,
+score_10000_offers_s, cores (plus a few more: down_1_s, down_10_s, status_json_ms_100, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+
+def bench(script: str, *args: str) -> dict[str, Any]:
+    """Run bench/<script> with this Python; its last stdout line is its JSON result."""
+    began = time.monotonic()
+    print(f"== {script} {' '.join(args)}", file=sys.stderr, flush=True)
+    done = subprocess.run(
+        [sys.executable, str(HERE / script), *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+        cwd=HERE.parent,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{script} failed (exit {done.returncode}):\n{done.stdout}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"   {script}: {json.dumps(result)}", file=sys.stderr, flush=True)
+    print(f"   ({time.monotonic() - began:.0f}s)", file=sys.stderr, flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run every golem-deploy benchmark.")
+    parser.add_argument("--quick", action="store_true", help="one round each, 20 s sampling")
+    parser.add_argument("--out", type=Path, help="also write every full result to this file")
+    args = parser.parse_args()
+    q = args.quick
+    results = {
+        "market": bench("market_score.py", "--rounds", "2" if q else "5"),
+        "validate": bench("validate_throughput.py", "--rounds", "1" if q else "3"),
+        "cli": bench("cli_latency.py", "--rounds", "3" if q else "10"),
+        "up_down": bench(
+            "up_down.py",
+            "--rounds",
+            "1" if q else "3",
+            "--cold-rounds",
+            "1" if q else "3",
+        ),
+        "supervisor": bench(
+            "supervisor_cost.py", "--seconds", "20" if q else "60", "--status-rounds", "5"
+        ),
+    }
+    ud, sup, cli = results["up_down"], results["supervisor"], results["cli"]
+    summary = {
+        "up_1_s": ud["up"]["1"]["median"],
+        "up_10_s": ud["up"]["10"]["median"],
+        "up_100_s": ud["up"]["100"]["median"],
+        "up_1_cold_s": ud["up_cold"]["1"]["median"],
+        "down_1_s": ud["down"]["1"]["median"],
+        "down_10_s": ud["down"]["10"]["median"],
+        "down_100_s": ud["down"]["100"]["median"],
+        "help_ms": cli["help_ms"]["median"],
+        "status_json_ms": cli["status_json_ms"]["median"],
+        "status_json_ms_100": sup["status_json_ms_100"]["median"],
+        "validate_one_ms": cli["validate_one_ms"]["median"],
+        "validate_1000_s": results["validate"]["validate_s"]["median"],
+        "supervisor_rss_mb_100": sup["supervisor"]["rss_mb"],
+        "supervisor_cpu_pct_100": sup["supervisor"]["cpu_pct"],
+        "yagna_requestor_cpu_pct_100": sup["localnet"].get("requestor", {}).get("cpu_pct"),
+        "yagna_provider_cpu_pct_100": sup["localnet"].get("provider", {}).get("cpu_pct"),
+        "score_10000_offers_s": results["market"]["score_s"]["median"],
+        "cores": results["market"]["cores"],
+        "quick": q,
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    if args.out:
+        args.out.write_text(json.dumps({"summary": summary, **results}, indent=2) + "\n")
+    print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Supervisor cost at scale: RSS and CPU of the supervisor with 100 running instances.
+
+    .venv/bin/python bench/supervisor_cost.py [--instances 100] [--seconds 60] [--status-rounds 5]
+
+A standalone local network with enough providers is started, then `golem-deploy up -d`
+of hello-world with N instances (each prints the date every 5 s, so the supervisor keeps
+receiving output, debit notes and state polls: its steady state, not a frozen process).
+Once every instance runs, the supervisor's CPU time and RSS are sampled once a second for
+`seconds`; the local network's processes (requestor and provider yagna daemons, the host
+process with the provider agents and ExeUnits) are reported separately. `status --json`
+is also timed against this deployment (status_json_ms_N), then it goes down.
+
+CPU% is of one core (100 = one core busy the whole time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    bench_home,
+    emit,
+    hello_manifest,
+    isolate,
+    load_average,
+    local_network,
+    proc_cpu_seconds,
+    proc_rss_mb,
+    providers_for,
+    run_cli,
+    stats,
+)
+
+
+def network_pids(state_dir: Path) -> dict[str, int]:
+    """The local network's processes by role, from its pid files."""
+    pids = {}
+    for path in sorted((state_dir / "pids").glob("*.json")):
+        pids[path.stem] = int(json.loads(path.read_text())["pid"])
+    return pids
+
+
+def sample(pids: dict[str, int], seconds: float) -> dict[str, dict[str, float]]:
+    """CPU% (of one core) over the window and RSS (median, max) of each process."""
+    cpu0 = {role: proc_cpu_seconds(pid) for role, pid in pids.items()}
+    rss: dict[str, list[float]] = {role: [] for role in pids}
+    began = time.monotonic()
+    while time.monotonic() - began < seconds:
+        for role, pid in pids.items():
+            rss[role].append(proc_rss_mb(pid))
+        time.sleep(1.0)
+    wall = time.monotonic() - began
+    return {
+        role: {
+            "cpu_pct": round(100 * (proc_cpu_seconds(pid) - cpu0[role]) / wall, 2),
+            "rss_mb": round(statistics.median(rss[role]), 1),
+            "rss_mb_max": round(max(rss[role]), 1),
+        }
+        for role, pid in pids.items()
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--instances", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--status-rounds", type=int, default=5)
+    args = parser.parse_args()
+    isolated = isolate()
+    n = args.instances
+    result: dict[str, object] = {"isolated_netns": isolated, "instances": n}
+    with bench_home("gd-bench-supervisor-") as (home, env):
+        count = providers_for(n)
+        with local_network(home, env, count) as net_env:
+            name = f"hello-{n}"
+            manifest = hello_manifest(home, name, n)
+            up, _ = run_cli("up", "-d", "--timeout", "5m", str(manifest), env=net_env)
+            try:
+                supervisor = int((home / "deployments" / name / "supervisor.pid").read_text())
+                pids = {"supervisor": supervisor}
+                pids.update(network_pids(home / "localnet" / f"p{count}"))
+                result["load_before"] = load_average()
+                measured = sample(pids, args.seconds)
+                result["load_after"] = load_average()
+                result["supervisor"] = measured.pop("supervisor")
+                result["localnet"] = measured
+                status = ["status", "-n", name, "--json"]
+                result[f"status_json_ms_{n}"] = stats(
+                    [run_cli(*status, env=net_env)[0] * 1000 for _ in range(args.status_rounds)],
+                    digits=1,
+                )
+            finally:
+                down, _ = run_cli("down", "-n", name, env=net_env, check=False)
+        result.update(providers=count, up_s=round(up, 3), down_s=round(down, 3))
+    result["seconds"] = args.seconds
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Time to running and time to down: `golem-deploy up -d` / `down` of hello-world.
+
+    .venv/bin/python bench/up_down.py [--instances 1 10 100] [--rounds 3] [--cold-rounds 3]
+
+Warm (the goal's case, "after the local network is up"): a standalone local network is
+started first (`golem-deploy localnet start`, exported YAGNA_* variables) with enough
+providers for N one-thread instances (8 per provider, at least 3); then each round times
+
+- up_N:   `golem-deploy up -d hello-N.yaml` until it returns, i.e. every instance running;
+- down_N: `golem-deploy down -n hello-N` until it returns, i.e. everything released.
+
+Cold (up_1_cold): no yagna configured, so `up -d` also starts the deployment's private
+local network before the instance can run (a new deployment each round, so its network's
+data dirs are new too); down stops it again.
+
+Prints one JSON object: {"up": {N: stats}, "down": {N: stats}, "up_cold": {1: stats},
+"down_cold": {1: stats}, "providers": {N: count}, "cores": ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    bench_home,
+    emit,
+    hello_manifest,
+    isolate,
+    load_average,
+    local_network,
+    providers_for,
+    run_cli,
+    stats,
+)
+
+
+def up_down_rounds(
+    home: Path,
+    env: dict[str, str],
+    instances: int,
+    rounds: int,
+    extra: list[str],
+    *,
+    fresh: bool = False,
+) -> tuple[list[float], list[float]]:
+    """`rounds` times up -d then down; fresh: a new deployment (folder) every round."""
+    ups, downs = [], []
+    for round_ in range(rounds):
+        name = f"hello-{instances}" + (f"-cold{round_}" if fresh else "")
+        manifest = hello_manifest(home, name, instances)
+        up, _done = run_cli("up", "-d", "--timeout", "5m", *extra, str(manifest), env=env)
+        down, _done = run_cli("down", "-n", name, env=env)
+        ups.append(up)
+        downs.append(down)
+        print(f"  {name}: up {up:.2f}s, down {down:.2f}s", file=sys.stderr, flush=True)
+    return ups, downs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--instances", type=int, nargs="+", default=[1, 10, 100])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cold-rounds", type=int, default=3)
+    args = parser.parse_args()
+    isolated = isolate()
+    result: dict[str, object] = {"isolated_netns": isolated, "load_before": load_average()}
+    up: dict[str, object] = {}
+    down: dict[str, object] = {}
+    providers: dict[str, int] = {}
+    with bench_home("gd-bench-updown-") as (home, env):
+        for n in args.instances:
+            count = providers_for(n)
+            providers[str(n)] = count
+            print(f"warm local network, {count} providers", file=sys.stderr, flush=True)
+            with local_network(home, env, count) as net_env:
+                ups, downs = up_down_rounds(home, net_env, n, args.rounds, [])
+            up[str(n)] = stats(ups)
+            down[str(n)] = stats(downs)
+        if args.cold_rounds:
+            print("cold: up -d starts its own local network", file=sys.stderr, flush=True)
+            ups, downs = up_down_rounds(
+                home, env, 1, args.cold_rounds, ["--providers", "3"], fresh=True
+            )
+            result["up_cold"] = {"1": stats(ups)}
+            result["down_cold"] = {"1": stats(downs)}
+    result.update(up=up, down=down, providers=providers, load_after=load_average())
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()
