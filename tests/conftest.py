@@ -34,8 +34,47 @@ def _enter_loopback_only_netns() -> bool:
     return True
 
 
+YAPAPI_VENV = Path(__file__).resolve().parent.parent / ".venv-yapapi"
+
+
+def _prepare_yapapi_python() -> None:
+    """Give the yapapi compatibility tests a Python with yapapi 0.13.1.
+
+    They prove that an unchanged yapapi requestor runs on our local network, and that
+    `export` emits code yapapi accepts. yapapi is not our dependency, and once the session is
+    inside the loopback-only namespace no package index is reachable, so the venv is made
+    (once, cached in .venv-yapapi) before entering it. Offline, the tests skip with a reason.
+    """
+    if os.environ.get("GOLEM_DEPLOY_TEST_YAPAPI_PYTHON"):
+        return
+    python = YAPAPI_VENV / "bin" / "python"
+    if not python.exists():
+        try:
+            subprocess.run([sys.executable, "-m", "venv", str(YAPAPI_VENV)], check=True)
+            subprocess.run(
+                [
+                    str(YAPAPI_VENV / "bin" / "pip"),
+                    "install",
+                    "-q",
+                    "--retries",
+                    "0",
+                    "--timeout",
+                    "10",
+                    "yapapi==0.13.1",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=300,
+            )
+        except (subprocess.SubprocessError, OSError):
+            shutil.rmtree(YAPAPI_VENV, ignore_errors=True)
+            return
+    os.environ["GOLEM_DEPLOY_TEST_YAPAPI_PYTHON"] = str(python)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput"):  # once per process
+        _prepare_yapapi_python()
         isolated = _enter_loopback_only_netns()
         config.stash[_NETNS_KEY] = isolated
     # Never talk to a user's own yagna from the test suite.
