@@ -448,3 +448,16 @@ def test_supervisor_killed_during_down_the_same_down_finishes_the_job(cli: Cli) 
     assert "releasing what the journal says is still held" in out  # killed mid-way indeed
     assert "everything released" in out
     _assert_released(cli, name)
+
+
+def test_providers_and_faults_reach_the_private_network(cli: Cli, tmp_path: Path) -> None:
+    path, manifest = _manifest("multi-service.yaml")  # 4 instances, no price caps
+    faults = tmp_path / "faults.yaml"
+    faults.write_text("local-provider-1: {reject_agreements: true}\n")
+    up = cli("up", "-d", str(path), "--providers", "2", "--faults", str(faults))
+    assert up.returncode == 0, up.stdout + up.stderr
+    status = cli.status(manifest.name)
+    providers = {inst["provider_name"] for _, inst in _instances(status)}
+    assert providers == {"local-provider-2"}  # 1 refuses every agreement; there is no 3
+    assert cli("down", "-n", manifest.name).returncode == 0
+    _assert_released(cli, manifest.name)
