@@ -196,7 +196,7 @@ def journal_snapshot(deployment: DeploymentDir, held: Held | None = None) -> dic
                     "agreement_id": info.get("agreement_id"),
                     "activity_id": info.get("activity_id"),
                     "started_at": None,
-                    "restarts": 0,
+                    "restarts": held.instance_restarts.get((name, index), 0),
                     "cost": str(held.instance_cost.get((name, index), Decimal(0))),
                     "last_output": None,
                 }

@@ -206,6 +206,8 @@ class Held:
     invoiced: set[str] = field(default_factory=set)
     accepted_by_agreement: dict[str, Decimal] = field(default_factory=dict)
     instance_cost: dict[tuple[str, int], Decimal] = field(default_factory=dict)
+    # replacements per instance (the engine's `restarts`), for status after the supervisor
+    instance_restarts: dict[tuple[str, int], int] = field(default_factory=dict)
     spent: Decimal = Decimal(0)
     stopped: bool = False  # a DeploymentStopped was the last word
     failure: str | None = None  # why the deployment failed, if it did
@@ -330,6 +332,9 @@ def fold(records: Iterable[Mapping[str, Any]]) -> Held:
             service, index, new = rec.get("service"), rec.get("index"), rec.get("new")
             if isinstance(service, str) and isinstance(index, int) and isinstance(new, str):
                 held.instance_states[(service, index)] = new
+                if rec.get("reason") == "restarting":  # the engine's reason for RestartDue
+                    key = (service, index)
+                    held.instance_restarts[key] = held.instance_restarts.get(key, 0) + 1
         elif kind in ("DebitNoteAccepted", "InvoiceAccepted"):
             # The engine reports the newly spent part: a debit note's `amount` is its total
             # due minus what was accepted before; an invoice's `new_spend` is what debit
