@@ -84,3 +84,225 @@ def test_row02_activity_creation_failing_respawns_elsewhere(cli: Cli, tmp_path: 
     assert {r["agreement_id"] for r in failed} <= terminated
     _down_clean(scenario)
     scenario.audit()
+
+
+def test_row03a_failing_start_respawns_on_another_provider(cli: Cli, tmp_path: Any) -> None:
+    scenario = Scenario.create(
+        cli,
+        tmp_path,
+        "row03a",
+        {"app": service(instances=3, start=[["/bin/echo", "start-marker"]])},
+        faults={"local-provider-2": {"fail_commands_matching": "start-marker"}},
+    )
+    _up_running(scenario)
+    assert "local-provider-2" not in _placed(scenario.instances())
+    failed_starts = [
+        r
+        for r in _records(scenario, "InstanceStateChanged", old="starting")
+        if "start failed" in str(r.get("reason"))
+    ]
+    assert failed_starts, "no start failed: the fault was not exercised"
+    assert all(r["new"] == "pending" for r in failed_starts)  # respawned, not terminated
+    avoided = _records(scenario, "ProviderAvoided", provider_name="local-provider-2")
+    assert avoided and "start failed" in avoided[0]["reason"]
+    _down_clean(scenario)
+    scenario.audit()
+
+
+def test_row03b_failing_start_without_respawn_fails_clearly(cli: Cli, tmp_path: Any) -> None:
+    failing = {"fail_commands_matching": "start-marker"}
+    scenario = Scenario.create(
+        cli,
+        tmp_path,
+        "row03b",
+        {
+            "app": service(
+                instances=1,
+                start=[["/bin/echo", "start-marker"]],
+                respawn_unstarted_instances=False,
+            )
+        },
+        faults={f"local-provider-{k}": failing for k in (1, 2, 3)},
+    )
+    up = scenario.up()
+    assert up.returncode == 1, up.stdout + up.stderr
+    assert "Traceback" not in up.stderr
+    assert "app.0 did not start: start failed" in up.stderr, up.stderr
+    status = scenario.status()
+    assert status["state"] == "failed"
+    assert [i["state"] for i in scenario.instances()] == ["terminated"]
+    assert len(_records(scenario, "AgreementCreated")) == 1  # never respawned
+    assert _records(scenario, "DeploymentFailed")
+    _down_clean_after_failure(scenario)
+    scenario.audit()
+
+
+def _down_clean_after_failure(scenario: Scenario) -> None:
+    down = scenario.down()
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "everything released" in down.stdout
+
+
+DYING = ("local-provider-1", "local-provider-2")  # local-provider-3 survives
+
+
+def _vanishing_row(
+    cli: Cli, tmp_path: Any, name: str, restart: dict[str, Any]
+) -> tuple[Scenario, list[int]]:
+    """Two instances; local-provider-1 and -2 vanish 12 s after their first agreement, so
+    (instances spread, cheapest first) at least one instance runs on a dying provider.
+    Returns the scenario and the indexes of the instances that ran there."""
+    scenario = Scenario.create(
+        cli,
+        tmp_path,
+        name,
+        {"app": service(instances=2, restart=restart, shutdown=[["/bin/echo", "shutdown-marker"]])},
+        faults={p: {"die_after": "12s"} for p in DYING},
+    )
+    status = _up_running(scenario)
+    victims = [
+        i["index"] for i in status["services"][0]["instances"] if i["provider_name"] in DYING
+    ]
+    assert victims, status  # the fault must be exercised
+    return scenario, victims
+
+
+def _changes(scenario: Scenario, index: int) -> list[tuple[str, str]]:
+    return [
+        (r["old"], r["new"])
+        for r in _records(scenario, "InstanceStateChanged", service="app", index=index)
+    ]
+
+
+def test_row04a_vanished_provider_is_replaced(cli: Cli, tmp_path: Any) -> None:
+    scenario, victims = _vanishing_row(
+        cli, tmp_path, "row04a", {"policy": "on-failure", "max_restarts": 2, "backoff": "1s"}
+    )
+    scenario.wait_for_status(
+        "the vanished instances replaced and running on the surviving provider",
+        lambda s: all(
+            i["state"] == "running" and i["provider_name"] == "local-provider-3"
+            for i in s["services"][0]["instances"]
+        ),
+        timeout=150,
+    )
+    for index in victims:
+        changes = _changes(scenario, index)
+        # running -> unresponsive directly: shutdown was not attempted on the vanished provider.
+        assert ("running", "unresponsive") in changes, changes
+        assert ("running", "stopping") not in changes, changes
+        assert _records(scenario, "InstanceRestartScheduled", index=index)
+        assert scenario.instances()[index]["restarts"] >= 1
+    _down_clean(scenario)
+    scenario.audit(vanished=DYING)
+
+
+def test_row04b_vanished_provider_without_restart_is_reported(cli: Cli, tmp_path: Any) -> None:
+    scenario, victims = _vanishing_row(cli, tmp_path, "row04b", {"policy": "never"})
+    for index in victims:
+        scenario.wait_for_record(
+            f"app.{index} reported unresponsive",
+            lambda r, index=index: (
+                r["kind"] == "InstanceStateChanged"
+                and r.get("index") == index
+                and r.get("new") == "unresponsive"
+            ),
+            timeout=120,
+        )
+        assert ("running", "stopping") not in _changes(scenario, index)
+    assert not _records(scenario, "InstanceRestartScheduled")
+    status = scenario.status()
+    for inst in status["services"][0]["instances"]:
+        if inst["index"] not in victims:
+            assert inst["state"] == "running", status  # the others keep running
+    if len(victims) == 2:  # nothing left to supervise: it went down by itself and says why
+        scenario.wait_for_status("the deployment to end", lambda s: s["state"] == "stopped")
+        assert _records(scenario, "DeploymentEnded")
+        down = scenario.down()
+        assert down.returncode == 0, down.stdout + down.stderr
+    else:
+        _down_clean(scenario)
+    scenario.audit(vanished=DYING)
+
+
+def test_row05_failing_health_check_replaces_the_instance(cli: Cli, tmp_path: Any) -> None:
+    sick = {"fail_commands_matching": "health-marker"}
+    scenario = Scenario.create(
+        cli,
+        tmp_path,
+        "row05",
+        {
+            "app": service(
+                instances=2,
+                restart={"policy": "on-failure", "max_restarts": 2, "backoff": "1s"},
+                healthcheck={
+                    "run": ["/bin/echo", "health-marker"],
+                    "interval": "1s",
+                    "timeout": "5s",
+                    "retries": 2,
+                },
+            )
+        },
+        faults={p: sick for p in DYING},
+    )
+    status = _up_running(scenario)
+    victims = [
+        i["index"] for i in status["services"][0]["instances"] if i["provider_name"] in DYING
+    ]
+    assert victims, status
+    scenario.wait_for_status(
+        "the unhealthy instances replaced on the healthy provider",
+        lambda s: all(
+            i["state"] == "running" and i["provider_name"] == "local-provider-3"
+            for i in s["services"][0]["instances"]
+        ),
+        timeout=150,
+    )
+    for index in victims:
+        failures = _records(scenario, "HealthCheckResult", ok=False, index=index)
+        assert [r["consecutive_failures"] for r in failures][:2] == [1, 2], failures
+        stops = [
+            r["reason"]
+            for r in _records(scenario, "InstanceStateChanged", index=index, new="stopping")
+        ]
+        assert stops and "unhealthy" in stops[0], stops  # shutdown runs: it was reachable
+        assert scenario.instances()[index]["restarts"] >= 1
+    _down_clean(scenario)
+    scenario.audit()
+
+
+def test_row06_repeatedly_failing_run_honours_max_restarts(cli: Cli, tmp_path: Any) -> None:
+    # Each provider attempt runs two good rounds, then its run step fails (exit 3).
+    flaky = (
+        "n=$(cat /golem/work/n 2>/dev/null || echo 0); echo $((n+1)) > /golem/work/n; "
+        "echo round $n; [ $n -lt 2 ] || exit 3"
+    )
+    scenario = Scenario.create(
+        cli,
+        tmp_path,
+        "row06",
+        {
+            "app": service(
+                instances=1,
+                run={"every": "1s", "steps": [["/bin/sh", "-c", flaky]]},
+                restart={"policy": "on-failure", "max_restarts": 2, "backoff": "1s"},
+            )
+        },
+    )
+    up = scenario.up()
+    assert "Traceback" not in up.stderr
+    # Three attempts (the first + max_restarts), then the deployment ends by itself.
+    scenario.wait_for_status(
+        "the deployment to end after its restarts", lambda s: s["state"] == "stopped", 150
+    )
+    scheduled = _records(scenario, "InstanceRestartScheduled")
+    assert [(r["attempt"], r["delay"]) for r in scheduled] == [(1, 1.0), (2, 2.0)]  # backoff
+    assert all("run failed" in r["reason"] for r in scheduled)
+    (instance,) = scenario.instances()
+    assert instance["state"] == "terminated" and instance["restarts"] == 2
+    ended = _records(scenario, "DeploymentEnded")
+    assert ended and "run failed" in ended[0]["reason"]
+    assert len(_records(scenario, "AgreementCreated")) == 3
+    down = scenario.down()  # already down by itself: harmless
+    assert down.returncode == 0, down.stdout + down.stderr
+    scenario.audit()
