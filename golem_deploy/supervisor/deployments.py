@@ -145,6 +145,11 @@ def resolve(name: str | None) -> DeploymentDir:
         raise DeploymentNotFound(
             "there is no deployment", hint="start one with `golem-deploy up FILE`"
         )
+    # Deployments that are down stay listed (for their logs), but when exactly one is
+    # still up (or still holds something), that is the one meant.
+    active = [d for d in all_known if d.supervisor_alive() or not journal.load(d.journal).empty]
+    if len(active) == 1:
+        return active[0]
     if len(all_known) > 1:
         raise DeploymentNotFound(
             f"{len(all_known)} deployments exist; say which one with -n NAME or -f FILE",

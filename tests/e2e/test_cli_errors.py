@@ -73,3 +73,14 @@ def test_name_is_needed_when_several_deployments_exist(cli: Cli) -> None:
     one = json.loads(cli.ok("status", "-n", "alpha", "--json").stdout)
     assert one["state"] == "stopped" and one["supervisor"] == {"pid": 1, "alive": False}
     assert cli("down", "-n", "beta").returncode == 0  # nothing held: already down
+
+
+def test_the_one_deployment_still_up_is_meant_when_no_name_is_given(cli: Cli) -> None:
+    _fake_stopped_deployment(cli, "old")
+    folder = cli.home / "deployments" / "crashed"
+    folder.mkdir(parents=True)
+    with Journal(folder / "journal.jsonl") as journal:
+        journal.append("DeploymentStarted", name="crashed", network_kind="local", pid=1)
+        journal.append("AllocationCreated", allocation_id="a-1", amount="1")
+    status = json.loads(cli.ok("status", "--json").stdout)
+    assert status["name"] == "crashed" and status["state"] == "gone"
