@@ -84,3 +84,18 @@ def test_the_one_deployment_still_up_is_meant_when_no_name_is_given(cli: Cli) ->
         journal.append("AllocationCreated", allocation_id="a-1", amount="1")
     status = json.loads(cli.ok("status", "--json").stdout)
     assert status["name"] == "crashed" and status["state"] == "gone"
+
+
+def test_up_refuses_while_a_crashed_run_still_holds_something(cli: Cli) -> None:
+    manifest = Path(__file__).resolve().parents[2] / "manifests" / "hello-world.yaml"
+    folder = cli.home / "deployments" / "hello-world"
+    folder.mkdir(parents=True)
+    with Journal(folder / "journal.jsonl") as journal:
+        journal.append("DeploymentStarted", name="hello-world", network_kind="local", pid=1)
+        journal.append("AgreementCreated", agreement_id="f" * 64, service="hello", index=0)
+    up = cli("up", "-d", str(manifest))
+    assert up.returncode == 1
+    assert "ended without releasing everything" in up.stderr
+    assert "golem-deploy down -n hello-world" in up.stderr
+    _no_traceback(up.stderr)
+    assert not (folder / "supervisor.pid").exists()  # no second supervisor was started
