@@ -183,7 +183,7 @@ def _wait_for_socket(process: subprocess.Popen[bytes], deployment: DeploymentDir
         code = process.poll()
         if code is not None:
             tail = _log_tail(deployment.supervisor_log)
-            if code == 3:
+            if code == deployments.EXIT_ALREADY_RUNNING:
                 raise DeployError(f"deployment {deployment.name!r} is already up")
             raise DeployError(
                 f"the supervisor of {deployment.name!r} exited at start (code {code})",
@@ -223,12 +223,9 @@ def _up_detached(deployment: DeploymentDir, timeout: float) -> None:
         snap = _snapshot(deployment)
         state = snap.get("state")
         counts = state_counts(snap)
-        total = len(instances(snap))
-        line = f"{deployment.name}: {counts.get('running', 0)}/{total} running" + (
-            " (" + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if s != "running") + ")"
-            if len(counts) > 1 or "running" not in counts
-            else ""
-        )
+        line = f"{deployment.name}: {counts.pop('running', 0)}/{len(instances(snap))} running"
+        if counts:  # the others, e.g. "(1 pending, 2 starting)"
+            line += " (" + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ")"
         if line != last:
             console.print(line)
             last = line

@@ -43,8 +43,6 @@ from golem_deploy.supervisor import deployments, snapshot
 from golem_deploy.supervisor.journal import Journal, Redactor, load, to_plain
 from golem_deploy.supervisor.logs import InstanceLogs
 
-EXIT_ALREADY_RUNNING = 3
-EXIT_PREVIOUS_RUN_HOLDS = 4
 DEFAULT_DOWN_TIMEOUT = 120.0
 WAVE_POLL = 0.2
 LOCAL_SUBNET = "local-dev"  # the subnet of every golem-deploy local network
@@ -585,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     lock_fd = _take_lock(folder)
     if lock_fd is None:
         print(f"deployment {manifest.name!r} already has a supervisor", file=sys.stderr)
-        return EXIT_ALREADY_RUNNING
+        return deployments.EXIT_ALREADY_RUNNING
     previous = load(folder.journal)
     if not previous.empty:
         print(
@@ -594,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
             + " -- run `golem-deploy down` first",
             file=sys.stderr,
         )
-        return EXIT_PREVIOUS_RUN_HOLDS
+        return deployments.EXIT_PREVIOUS_RUN_HOLDS
     _fresh_start(folder)
     folder.pid_file.write_text(f"{os.getpid()}\n")
     redactor = Redactor(_secrets(manifest))

@@ -29,6 +29,11 @@ from golem_deploy.errors import GolemDeployError
 from golem_deploy.supervisor import journal, snapshot
 from golem_deploy.supervisor.journal import Held
 
+# The supervisor's exit code when another supervisor already holds the deployment's lock.
+EXIT_ALREADY_RUNNING = 3
+# The supervisor's exit code when the previous run's journal still holds something.
+EXIT_PREVIOUS_RUN_HOLDS = 4
+
 # sun_path holds 108 bytes on Linux; stay clearly below it.
 _MAX_SOCKET_PATH = 100
 
