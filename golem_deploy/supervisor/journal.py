@@ -193,8 +193,9 @@ class Held:
     allocations: dict[str, dict[str, Any]] = field(default_factory=dict)
     agreements: dict[str, HeldAgreement] = field(default_factory=dict)
     activities: dict[str, str | None] = field(default_factory=dict)  # activity -> agreement
+    # The private local network's state folder: its own pid files there name every
+    # process it started, which is what `golem_deploy.localnet.stop` ends.
     localnet_dir: str | None = None
-    localnet_pids: list[int] = field(default_factory=list)
     services: list[tuple[str, int]] = field(default_factory=list)  # (name, instances)
     instance_states: dict[tuple[str, int], str] = field(default_factory=dict)
     # last known agreement/provider/activity per instance, for a snapshot after a crash
@@ -283,12 +284,10 @@ def fold(records: Iterable[Mapping[str, Any]]) -> Held:
             held.api_url = rec.get("api_url", held.api_url)
         elif kind == "LocalnetStarting" or kind == "LocalnetStarted":
             held.localnet_dir = rec.get("state_dir", held.localnet_dir)
-            held.localnet_pids = list(rec.get("pids") or held.localnet_pids)
             if rec.get("api_url"):
                 held.api_url = rec["api_url"]
         elif kind == "LocalnetStopped":
             held.localnet_dir = None
-            held.localnet_pids = []
         elif kind == "AllocationCreated":
             alloc = _get(rec, "allocation_id", "id")
             if alloc:
