@@ -120,13 +120,17 @@ class Journal:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._file = os.fdopen(fd, "a", encoding="utf-8")
 
-    def append(self, kind: str, **fields: Any) -> dict[str, Any]:
-        """Write one record durably and return it (as written, secrets redacted)."""
+    def append(self, kind: str, /, **fields: Any) -> dict[str, Any]:
+        """Write one record durably and return it (as written, secrets redacted).
+
+        A field named like a record key (`ts`, `kind`: e.g. PaymentRejected.kind, the kind of
+        document) is written as `event_<name>`, so it never replaces the record's own."""
         record: dict[str, Any] = {"ts": time.time(), "kind": kind}
         for name, value in fields.items():
             if name.lower() in _SECRET_FIELDS:
                 continue
-            record[name] = to_plain(value, self._redactor)
+            key = f"event_{name}" if name in record else name
+            record[key] = to_plain(value, self._redactor)
         line = json.dumps(record, separators=(",", ":"), sort_keys=False)
         with self._lock:
             self._file.write(line + "\n")
