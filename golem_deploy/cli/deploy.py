@@ -397,7 +397,27 @@ def _finish_down(deployment: DeploymentDir, console: Console) -> None:
                 + "; ".join(problems + held.summary()),
                 hint="run `golem-deploy down` again; if it persists, check the yagna daemon",
             )
+    for missing in _missing_invoices(deployment):
+        console.print(missing)
     console.print(f"[green]deployment {deployment.name} is down; everything released[/]")
+
+
+def _missing_invoices(deployment: DeploymentDir) -> list[str]:
+    """The last run's agreements whose provider never sent an invoice (the supervisor gave
+    up waiting for it): worth telling, since their last debit notes are all that was paid."""
+    from golem_deploy.supervisor import journal
+
+    lines: list[str] = []
+    for record in journal.read(deployment.journal):
+        if record["kind"] == "DeploymentStarted":
+            lines = []
+        elif record["kind"] == "InvoiceMissing":
+            agreement = str(record.get("agreement_id"))[:12]
+            lines.append(
+                f"  no invoice arrived for agreement {agreement}… within "
+                f"{record.get('waited')}s; its accepted debit notes cover the work"
+            )
+    return lines
 
 
 def _lock_for_recovery(deployment: DeploymentDir) -> int:

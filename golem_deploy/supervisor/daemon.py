@@ -319,6 +319,12 @@ class Supervisor:
                 await self._stop_services()
                 # Leaving `async with golem` terminates agreements, settles invoices and
                 # releases the allocation (each journaled through on_event).
+            # A provider that never invoices must not hold `down` forever: the engine waited
+            # its invoice_timeout; say which agreements went unpaid (their debit notes were).
+            for agreement_id in golem.unpaid_agreements:
+                self.note(
+                    "InvoiceMissing", agreement_id=agreement_id, waited=golem.invoice_timeout
+                )
         if deadline.cancelled_caught:
             self.reason = f"down timed out after {self.down.timeout:g}s"
             self.note("DownTimedOut", timeout=self.down.timeout)
