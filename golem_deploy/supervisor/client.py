@@ -106,22 +106,3 @@ class EventStream:
 
     def close(self) -> None:
         self._connection.close()
-
-
-def stream_lines(sock_path: Path, path: str, *, timeout: float = 5.0) -> Iterator[str]:
-    """Yield the lines of a streamed answer (GET /events) until the supervisor closes it."""
-    connection = _UnixConnection(sock_path, timeout)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        if connection.sock is not None:
-            connection.sock.settimeout(None)  # a quiet stream is not an error
-        while True:
-            line = response.readline()
-            if not line:
-                return
-            yield line.decode(errors="replace").rstrip("\n")
-    except (OSError, http.client.HTTPException):
-        return
-    finally:
-        connection.close()
