@@ -41,7 +41,7 @@ def start(
         Path | None,
         typer.Option(
             "--faults",
-            help="YAML file of injected provider faults (see docs/localnet.md).",
+            help="YAML file of injected provider faults (see the README, Faults).",
             dir_okay=False,
         ),
     ] = None,

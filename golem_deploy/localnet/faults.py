@@ -125,7 +125,7 @@ def parse_faults(data: object, source: str = "faults") -> dict[str, ProviderFaul
     if problems:
         raise FaultsError(
             "invalid faults file:\n  " + "\n  ".join(problems),
-            hint="see docs/localnet.md for the faults file format",
+            hint="see the README (Faults) or docs/localnet.md for the file format",
         )
     return result
 

@@ -62,7 +62,7 @@ def parse_iso(value: Any) -> float | None:
 
 
 def public_status(snapshot: Mapping[str, Any]) -> Snapshot:
-    """Exactly the `status --json` shape of the CLI reference (docs/cli.md)."""
+    """Exactly the `status --json` shape of the CLI reference (README.md, CLI reference)."""
     supervisor = snapshot.get("supervisor") or {}
     network = snapshot.get("network") or {}
     budget = snapshot.get("budget") or {}
