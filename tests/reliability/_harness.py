@@ -167,11 +167,22 @@ class Scenario:
     def wait_for_status(
         self, what: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 120
     ) -> dict[str, Any]:
+        last: dict[str, Any] = {}
+
         def check() -> dict[str, Any] | None:
-            snap = self.status()
+            last["snap"] = snap = self.status()
             return snap if predicate(snap) else None
 
-        result: dict[str, Any] = wait_until(check, timeout, what)
+        try:
+            result: dict[str, Any] = wait_until(check, timeout, what)
+        except AssertionError as error:
+            tail = [
+                {k: v for k, v in r.items() if k in ("kind", "reason", "old", "new", "index")}
+                for r in self.journal()[-15:]
+            ]
+            raise AssertionError(
+                f"{error}\nlast status: {last.get('snap')}\njournal: {tail}"
+            ) from None
         return result
 
     def kill_supervisor(self) -> None:
@@ -199,11 +210,20 @@ class Scenario:
                     pids[int(record["pid"])] = str(record.get("node") or "host")
         return pids
 
-    def audit(self, *, expect_invoices: bool = True, vanished: tuple[str, ...] = ()) -> Audit:
-        """After the final `down`: check every shared invariant (see the module doc)."""
+    def audit(
+        self,
+        *,
+        expect_invoices: bool = True,
+        vanished: tuple[str, ...] = (),
+        yagna: YagnaView | None = None,
+    ) -> Audit:
+        """After the final `down`: check every shared invariant (see the module doc).
+
+        `yagna`: the view of a network the test runs itself (else the deployment's private
+        network is started again and asked)."""
         records = self.journal()
         ours = self._live_processes()
-        view = yagna_view(self.folder / "localnet", self.providers)
+        view = yagna or yagna_view(self.folder / "localnet", self.providers)
         after_view = self._live_processes()  # the audit's own network is gone again
         audit = Audit(self, records, view, ours + after_view)
         audit.report()
@@ -282,26 +302,28 @@ def yagna_view(state_dir: Path, providers: int) -> YagnaView:
         return YagnaView({}, {}, [], [], [])
     info = localnet.start(state_dir, providers=providers, timeout=90.0)
     try:
-        url, key = info.api_url, info.app_key
-        agreements: dict[str, str] = {}
-        for entry in _get(url, key, "/market-api/v1/agreements") or []:
-            agreement = _get(url, key, f"/market-api/v1/agreements/{entry['id']}")
-            agreements[entry["id"]] = str(agreement["state"])
-        invoices = list(_get(url, key, "/payment-api/v1/invoices") or [])
-        notes = list(_get(url, key, "/payment-api/v1/debitNotes") or [])
-        activities: dict[str, str] = {}
-        for activity_id in {str(n["activityId"]) for n in notes} | _journal_activities(
-            state_dir.parent
-        ):
-            try:
-                state = _get(url, key, f"/activity-api/v1/activity/{activity_id}/state")
-                activities[activity_id] = str(state["state"][0])
-            except urllib.error.HTTPError as error:
-                activities[activity_id] = f"HTTP {error.code}"
-        allocations = list(_get(url, key, "/payment-api/v1/allocations") or [])
-        return YagnaView(agreements, activities, invoices, notes, allocations)
+        return ask_yagna(info.api_url, info.app_key, _journal_activities(state_dir.parent))
     finally:
         localnet.stop(state_dir)
+
+
+def ask_yagna(url: str, key: str, activity_ids: set[str]) -> YagnaView:
+    """Everything the requestor yagna at `url` recorded (REST, the requestor's key)."""
+    agreements: dict[str, str] = {}
+    for entry in _get(url, key, "/market-api/v1/agreements") or []:
+        agreement = _get(url, key, f"/market-api/v1/agreements/{entry['id']}")
+        agreements[entry["id"]] = str(agreement["state"])
+    invoices = list(_get(url, key, "/payment-api/v1/invoices") or [])
+    notes = list(_get(url, key, "/payment-api/v1/debitNotes") or [])
+    activities: dict[str, str] = {}
+    for activity_id in {str(n["activityId"]) for n in notes} | activity_ids:
+        try:
+            state = _get(url, key, f"/activity-api/v1/activity/{activity_id}/state")
+            activities[activity_id] = str(state["state"][0])
+        except urllib.error.HTTPError as error:
+            activities[activity_id] = f"HTTP {error.code}"
+    allocations = list(_get(url, key, "/payment-api/v1/allocations") or [])
+    return YagnaView(agreements, activities, invoices, notes, allocations)
 
 
 def _journal_activities(folder: Path) -> set[str]:
