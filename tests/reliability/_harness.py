@@ -226,7 +226,7 @@ class Scenario:
         view = yagna or yagna_view(self.folder / "localnet", self.providers)
         after_view = self._live_processes()  # the audit's own network is gone again
         audit = Audit(self, records, view, ours + after_view)
-        audit.report()
+        audit.report(vanished)
         audit.check(expect_invoices=expect_invoices, vanished=vanished)
         return audit
 
@@ -355,11 +355,30 @@ class Audit:
     def live_activities(self) -> dict[str, str]:
         return {a: s for a, s in self.yagna.activities.items() if s != "Terminated"}
 
+    def stuck_activities(self, vanished: tuple[str, ...] = ()) -> dict[str, str]:
+        """Activities yagna does not show Terminated, except those of providers that died
+        on purpose (see `check`)."""
+        provider_of = {
+            str(r["agreement_id"]): r.get("provider_name")
+            for r in self.records
+            if r["kind"] == "AgreementCreated"
+        }
+        agreement_of = {
+            str(r["activity_id"]): str(r.get("agreement_id"))
+            for r in self.records
+            if r["kind"] == "ActivityCreated"
+        }
+        return {
+            a: s
+            for a, s in self.live_activities.items()
+            if not (s == "Unresponsive" and provider_of.get(agreement_of.get(a, "")) in vanished)
+        }
+
     @property
     def beyond_budget(self) -> Decimal:
         return max(Decimal(0), self.yagna.accepted() - self.scenario.budget)
 
-    def report(self) -> None:
+    def report(self, vanished: tuple[str, ...] = ()) -> None:
         path = os.environ.get(REPORT_ENV)
         if not path:
             return
@@ -367,7 +386,7 @@ class Audit:
             "scenario": os.environ.get("PYTEST_CURRENT_TEST", self.scenario.name).split(" ")[0],
             "agreements": len(self.yagna.agreements),
             "agreements_leaked": len(self.leaked_agreements),
-            "activities_leaked": len(self.live_activities),
+            "activities_leaked": len(self.stuck_activities(vanished)),
             "processes_leaked": len(self.processes),
             "glm_accepted": str(self.yagna.accepted()),
             "glm_accepted_beyond_budget": str(self.beyond_budget),
@@ -414,21 +433,7 @@ class Audit:
                 agreement_id,
                 self.yagna.agreements.get(agreement_id),
             )
-        provider_of = {
-            str(r["agreement_id"]): r.get("provider_name")
-            for r in self.records
-            if r["kind"] == "AgreementCreated"
-        }
-        agreement_of = {
-            str(r["activity_id"]): str(r.get("agreement_id"))
-            for r in self.records
-            if r["kind"] == "ActivityCreated"
-        }
-        stuck = {
-            a: s
-            for a, s in self.live_activities.items()
-            if not (s == "Unresponsive" and provider_of.get(agreement_of.get(a, "")) in vanished)
-        }
+        stuck = self.stuck_activities(vanished)
         assert not stuck, f"activities not destroyed: {stuck}"
         assert self.yagna.allocations == [], f"allocations left: {self.yagna.allocations}"
         assert self.beyond_budget == 0, (
