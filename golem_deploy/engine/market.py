@@ -262,6 +262,11 @@ class MarketSession:
     _pool_changed: anyio.Event = field(default_factory=anyio.Event)
     _subscription: str | None = None
     _want_resubscribe: bool = False
+    #: Providers we countered in this subscription whose Draft has not come back yet (and
+    #: when): their drafts are on the way, so an empty pool is no reason to re-subscribe.
+    _countered: dict[str, float] = field(default_factory=dict)
+    counter_patience: float = 2.0
+    _poll_scope: anyio.CancelScope | None = None
     _waiting: int = 0
     _names: dict[str, str] = field(default_factory=dict)
 
@@ -287,6 +292,7 @@ class MarketSession:
             self.demand.properties, self.demand.constraints
         )
         self._want_resubscribe = False
+        self._countered.clear()
         self.emit(ev.DemandSubscribed(service=self.service, subscription_id=self._subscription))
 
     async def _unsubscribe(self) -> None:
@@ -304,20 +310,29 @@ class MarketSession:
         assert sub is not None
         idle_since = anyio.current_time()
         while True:
-            if self._want_resubscribe or (
+            if (
+                self._want_resubscribe
+                and not self._usable_drafts()
+                and not self._drafts_on_the_way()
+            ) or (
                 self._waiting
                 and not self._usable_drafts()
                 and anyio.current_time() - idle_since > self.resubscribe_after
             ):
                 await self._unsubscribe()
                 return
+            events = []
             try:
-                events = await self.client.demand_events(sub, timeout=2.0, max_events=50)
+                # sign() cancels this long poll when it wants fresh proposals right away
+                with anyio.CancelScope() as self._poll_scope:
+                    events = await self.client.demand_events(sub, timeout=2.0, max_events=50)
             except YagnaError as e:
                 if e.status in (404, 410):  # subscription expired: publish again
                     self._subscription = None
                     return
                 raise
+            finally:
+                self._poll_scope = None
             for event in events:
                 if event.proposal is not None:
                     await self._on_proposal(sub, event.proposal)
@@ -360,12 +375,29 @@ class MarketSession:
                 await self.client.counter_proposal(
                     sub, proposal.proposal_id, props_out, self.demand.constraints
                 )
+                self._countered[provider] = anyio.current_time()
             except YagnaError as e:
                 log.info("counter-proposal to %s failed: %s", self._names[provider], e)
         elif proposal.state == "Draft":
+            self._countered.pop(provider, None)
             self._pool[provider] = _Draft(proposal, score.expected_cost)
             self._pool_changed.set()
             self._pool_changed = anyio.Event()
+
+    def _stop_polling(self) -> None:
+        if self._poll_scope is not None:
+            self._poll_scope.cancel()
+
+    def _drafts_on_the_way(self) -> bool:
+        """Whether a provider we countered recently may still send its Draft.
+
+        Re-subscribing drops every negotiation in flight. With many instances waiting, the
+        pool is empty for a moment after each agreement although a dozen Drafts are on the
+        way; re-subscribing then threw them away, and 100 instances on 13 providers needed
+        dozens of rounds (about 15 s) instead of about eight. A provider that never answers
+        holds us up for `counter_patience` at most."""
+        now = anyio.current_time()
+        return any(now - at < self.counter_patience for at in self._countered.values())
 
     def _usable_drafts(self) -> list[_Draft]:
         return [d for d in self._pool.values() if not self.avoided(d.provider_id)]
@@ -389,6 +421,8 @@ class MarketSession:
                 if draft is None:
                     changed = self._pool_changed
                     self._want_resubscribe = self._want_resubscribe or not self._pool
+                    if self._want_resubscribe and not self._drafts_on_the_way():
+                        self._stop_polling()  # re-subscribe now, not after the long poll
                     with anyio.move_on_after(self.resubscribe_after + 1):
                         await changed.wait()
                     continue
