@@ -54,7 +54,11 @@ def sample(pids: dict[str, int], seconds: float) -> dict[str, dict[str, float]]:
     began = time.monotonic()
     while time.monotonic() - began < seconds:
         for role, pid in pids.items():
-            rss[role].append(proc_rss_mb(pid))
+            try:
+                rss[role].append(proc_rss_mb(pid))
+            except FileNotFoundError:
+                ended = f"the {role} process (pid {pid}) ended during the measurement"
+                raise SystemExit(ended) from None
         time.sleep(1.0)
     wall = time.monotonic() - began
     return {
@@ -81,11 +85,18 @@ def main() -> None:
         with local_network(home, env, count) as net_env:
             name = f"hello-{n}"
             manifest = hello_manifest(home, name, n)
+            network = network_pids(home / "localnet" / f"p{count}")
+            before = {role: proc_cpu_seconds(pid) for role, pid in network.items()}
             up, _ = run_cli("up", "-d", "--timeout", "5m", str(manifest), env=net_env)
             try:
                 supervisor = int((home / "deployments" / name / "supervisor.pid").read_text())
-                pids = {"supervisor": supervisor}
-                pids.update(network_pids(home / "localnet" / f"p{count}"))
+                # CPU seconds each process spent while `up -d` ran (the supervisor: since
+                # it started): where the time to running goes on a 2-core machine.
+                during_up = {"supervisor": proc_cpu_seconds(supervisor)}
+                for role, pid in network.items():
+                    during_up[role] = proc_cpu_seconds(pid) - before[role]
+                result["cpu_s_during_up"] = {k: round(v, 2) for k, v in during_up.items()}
+                pids = {"supervisor": supervisor, **network}
                 result["load_before"] = load_average()
                 measured = sample(pids, args.seconds)
                 result["load_after"] = load_average()
