@@ -48,6 +48,9 @@ __all__ = ["Cluster", "HealthcheckConfig"]
 log = logging.getLogger(__name__)
 ANY_ATTEMPT = -1
 VANISHED_STATES = ("Terminated", "Unresponsive")
+#: How long a running instance waits for an unreachable yagna (restarting, overloaded) to
+#: answer again before a failed call counts against the instance.
+YAGNA_OUTAGE_GRACE = 60.0
 
 
 @dataclass(frozen=True)
@@ -680,7 +683,13 @@ class _InstanceRunner:
         """After an exec error: raise ProviderGone if the activity is lost, else pause.
 
         yagna answers "endpoint address not found" when the provider's ExeUnit is no longer
-        on the bus; like yapapi we give it one more chance before calling it gone."""
+        on the bus; like yapapi we give it one more chance before calling it gone.
+
+        When yagna itself did not answer (status 0: connection refused or dropped), that
+        says nothing about the provider: wait for yagna to come back (bounded) instead of
+        spending the caller's few retries within a second of a yagna restart."""
+        if error.status == 0:
+            await self._wait_for_yagna()
         state = None
         with contextlib.suppress(YagnaError), anyio.move_on_after(6):
             state = await self.engine.client.activity_state(activity_id)
@@ -691,6 +700,18 @@ class _InstanceRunner:
             if self._bus_misses >= 2:
                 raise ProviderGone(f"the provider's ExeUnit is gone ({error.detail})") from error
         await anyio.sleep(1.0)
+
+    async def _wait_for_yagna(self) -> None:
+        """Until yagna answers again (any answer), at most YAGNA_OUTAGE_GRACE seconds."""
+        with anyio.move_on_after(YAGNA_OUTAGE_GRACE):
+            while True:
+                try:
+                    await self.engine.client.me()
+                    return
+                except YagnaError as e:
+                    if e.status != 0:
+                        return  # it answers, if only with an error
+                await anyio.sleep(1.0)
 
     def _output(self, stream: str, text: str) -> None:
         self.engine.emit(
