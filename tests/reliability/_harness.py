@@ -42,8 +42,11 @@ from golem_deploy.supervisor import journal
 
 ALPINE = "d646d7b93083d817846c2ae5c62c72ca0507782385a2e29291a3d376"
 REPORT_ENV = "GOLEM_DEPLOY_RELIABILITY_REPORT"
-# States in which an agreement still binds requestor and provider.
-BINDING_STATES = {"Proposal", "Pending", "Approved"}
+# States in which an agreement still binds (or is about to bind) requestor and provider.
+# "Proposal" is not one: the requestor never confirmed it, the provider never saw it, and it
+# expires by itself (yagna keeps one when the answer to POST /agreements was lost, row 7).
+BINDING_STATES = {"Pending", "Approved"}
+NEVER_BOUND_STATES = {"Proposal", "Rejected", "Cancelled", "Expired"}
 
 
 def service(
@@ -424,7 +427,7 @@ class Audit:
         unjournaled = {
             a: s
             for a, s in self.yagna.agreements.items()
-            if a not in journal_agreements and s not in ("Rejected", "Cancelled", "Expired")
+            if a not in journal_agreements and s not in NEVER_BOUND_STATES
         }
         assert not unjournaled, f"agreements yagna has but the journal never saw: {unjournaled}"
         assert not self.leaked_agreements, f"agreements still binding: {self.leaked_agreements}"
