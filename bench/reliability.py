@@ -95,6 +95,8 @@ def main() -> int:
         env = dict(os.environ)
         env["GOLEM_DEPLOY_RELIABILITY_REPORT"] = str(report)
         env["RELIABILITY_FUZZ_EXAMPLES"] = str(args.fuzz)
+        if args.load:
+            env["RELIABILITY_LOAD"] = "1"
         started = time.monotonic()
         pytest_run = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
         seconds = time.monotonic() - started

@@ -7,6 +7,7 @@ requestor yagna's own records (see _harness.py).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -23,5 +24,16 @@ __all__ = ["cli"]
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "load: 100-instance / parallel-deployment load scenarios (minutes each)"
+        "markers", "load: many-instance / parallel-deployment load scenarios (minutes each)"
     )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Load rows are too heavy for the default suite's time budget: they run only when asked
+    for (`-m load`, or RELIABILITY_LOAD=1 as bench/reliability.py --load sets it)."""
+    if "load" in (config.getoption("markexpr") or "") or os.environ.get("RELIABILITY_LOAD") == "1":
+        return
+    skip = pytest.mark.skip(reason="load row: run with -m load or RELIABILITY_LOAD=1")
+    for item in items:
+        if "load" in item.keywords:
+            item.add_marker(skip)
