@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 DEFAULT_UP_TIMEOUT = 600.0
 DEFAULT_DOWN_TIMEOUT = 120.0
 SOCKET_WAIT = 30.0  # how long a fresh supervisor may take to answer on its socket
-POLL = 0.3
+POLL = 0.1  # up -d and down poll the snapshot this often: the user waits on it
 
 
 class DeployError(GolemDeployError):

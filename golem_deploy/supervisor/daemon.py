@@ -44,7 +44,7 @@ from golem_deploy.supervisor.journal import Journal, Redactor, load, to_plain
 from golem_deploy.supervisor.logs import InstanceLogs
 
 DEFAULT_DOWN_TIMEOUT = 120.0
-WAVE_POLL = 0.2
+WAVE_POLL = 0.05  # a wave counts as running this soon after its last instance does
 LOCAL_SUBNET = "local-dev"  # the subnet of every golem-deploy local network
 
 
