@@ -5,8 +5,9 @@ start it, ask it things over its control socket and render what it answers. When
 (crash, SIGKILL) they read its journal instead and say so; `down` then releases what the
 journal says is still held.
 
-Imports of heavy modules (rich, the manifest loader, aiohttp) happen inside the commands
-that need them, so that `status --json` answers fast.
+Imports of heavy modules (rich, the manifest loader, aiohttp, and the supervisor client with
+its http.client) happen inside the commands that need them, so that `status --json` answers
+fast and `--help` or `validate` never pay for what they don't use.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from golem_deploy.errors import GolemDeployError
-from golem_deploy.supervisor import client, deployments
-from golem_deploy.supervisor.deployments import DeploymentDir
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from golem_deploy.supervisor.deployments import DeploymentDir
 
 DEFAULT_UP_TIMEOUT = 600.0
 DEFAULT_DOWN_TIMEOUT = 120.0
@@ -85,6 +86,8 @@ def _load_manifest(path: Path, env_file: Path | None = None) -> Any:
 
 
 def _target(name: str | None, file: Path | None) -> DeploymentDir:
+    from golem_deploy.supervisor import deployments
+
     if name and file:
         raise DeployError("give either -n NAME or -f FILE, not both")
     if file is not None:
@@ -98,6 +101,8 @@ def _snapshot(deployment: DeploymentDir) -> dict[str, Any]:
     A supervisor that is starting or exiting holds its lock a moment before its socket
     answers or after it closed it; that moment is waited out, not reported as an error.
     """
+    from golem_deploy.supervisor import client, deployments
+
     deadline = time.monotonic() + 3.0
     while deployment.supervisor_alive():
         try:
@@ -178,6 +183,8 @@ def _log_tail(path: Path, lines: int = 15) -> str:
 
 
 def _wait_for_socket(process: subprocess.Popen[bytes], deployment: DeploymentDir) -> None:
+    from golem_deploy.supervisor import client, deployments
+
     deadline = time.monotonic() + SOCKET_WAIT
     while time.monotonic() < deadline:
         code = process.poll()
@@ -255,6 +262,8 @@ def _up_detached(deployment: DeploymentDir, timeout: float) -> None:
 
 
 def _request_down(deployment: DeploymentDir, timeout: float) -> None:
+    from golem_deploy.supervisor import client
+
     # It may have just exited; the caller checks the lock.
     with contextlib.suppress(client.SupervisorUnreachable):
         client.request(deployment.socket, "POST", "/down", {"timeout": timeout}, timeout=5.0)
@@ -457,6 +466,8 @@ def up(
     ] = None,
 ) -> None:
     """Validate a manifest and deploy it (attached: a live table; Ctrl-C goes down)."""
+    from golem_deploy.supervisor import deployments
+
     wait = parse_duration(timeout, "--timeout")
     if faults is not None and not faults.is_file():
         raise DeployError(f"--faults: {faults}: no such file")
@@ -603,6 +614,8 @@ def _down_with_progress(deployment: DeploymentDir, console: Console, timeout: fl
 
     Past `timeout` (plus a margin for the engine's own cleanup) the supervisor is killed;
     `_finish_down` then releases whatever the journal still lists."""
+    from golem_deploy.supervisor import client
+
     try:
         events = client.EventStream(deployment.socket)  # subscribe first: miss nothing
     except client.SupervisorUnreachable:
@@ -639,6 +652,7 @@ def logs(
     ] = None,
 ) -> None:
     """Print the instances' output, merged in time order and prefixed `service.index |`."""
+    from golem_deploy.supervisor import deployments
     from golem_deploy.supervisor import logs as logfiles
 
     deployment = deployments.resolve(name)
@@ -667,6 +681,7 @@ def ls(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List known deployments and their states."""
+    from golem_deploy.supervisor import deployments
     from golem_deploy.supervisor.snapshot import instances
 
     rows = []
