@@ -37,10 +37,11 @@ def _rows(junit: Path) -> list[dict[str, Any]]:
     """(name, outcome, seconds) of every test case pytest ran."""
     rows = []
     for case in ET.parse(junit).getroot().iter("testcase"):
-        outcome = "passed"
+        outcome, why = "passed", ""
         for child in case:
             if child.tag in ("failure", "error"):
                 outcome = "failed"
+                why = (child.get("message") or child.text or "").strip().splitlines()[0][:300]
             elif child.tag == "skipped":
                 outcome = "skipped"
         rows.append(
@@ -48,6 +49,7 @@ def _rows(junit: Path) -> list[dict[str, Any]]:
                 "name": f"{case.get('classname', '').split('.')[-1]}::{case.get('name')}",
                 "outcome": outcome,
                 "seconds": float(case.get("time") or 0.0),
+                "why": why,
             }
         )
     return rows
@@ -120,6 +122,8 @@ def main() -> int:
             else ""
         )
         print(f"{row['outcome'].upper():7} {row['seconds']:7.1f}s  {row['name']}  {figures}")
+        if row["why"]:
+            print(f"        {row['why']}")
     ran = [r for r in rows if r["outcome"] != "skipped"]
     summary = {
         "scenarios_run": len(ran),

@@ -44,23 +44,33 @@ def _down_clean(scenario: Scenario) -> None:
     assert scenario.status()["state"] == "stopped"
 
 
+# Two of the three providers misbehave, so the fault is met whatever order offers arrive in,
+# and every instance must end on local-provider-1.
+FAULTY = ("local-provider-2", "local-provider-3")
+
+
+def _provider_names(scenario: Scenario, ids: set[str]) -> set[str]:
+    names = {r["provider_id"]: r["provider_name"] for r in _records(scenario, "ProviderAvoided")}
+    return {str(names.get(i)) for i in ids}
+
+
 def test_row01_provider_rejecting_agreements_is_avoided(cli: Cli, tmp_path: Any) -> None:
     scenario = Scenario.create(
         cli,
         tmp_path,
         "row01",
         {"app": service(instances=3)},
-        faults={"local-provider-2": {"reject_agreements": True}},
+        faults={p: {"reject_agreements": True} for p in FAULTY},
     )
     _up_running(scenario)
     instances = scenario.instances()
     assert all(i["state"] == "running" for i in instances)
-    assert "local-provider-2" not in _placed(instances)
+    assert _placed(instances) == ["local-provider-1"] * 3
     rejected = _records(scenario, "AgreementRejected")
-    assert rejected, "the rejecting provider was never tried: the fault was not exercised"
-    avoided = _records(scenario, "ProviderAvoided", provider_name="local-provider-2")
-    assert avoided, "local-provider-2 was not avoided"
-    assert {r["provider_id"] for r in rejected} == {avoided[0]["provider_id"]}
+    assert rejected, "no rejecting provider was tried: the fault was not exercised"
+    avoided = {r["provider_id"] for r in _records(scenario, "ProviderAvoided")}
+    assert {r["provider_id"] for r in rejected} <= avoided
+    assert _provider_names(scenario, avoided) <= set(FAULTY)
     _down_clean(scenario)
     scenario.audit()
 
@@ -71,11 +81,11 @@ def test_row02_activity_creation_failing_respawns_elsewhere(cli: Cli, tmp_path: 
         tmp_path,
         "row02",
         {"app": service(instances=3)},
-        faults={"local-provider-2": {"fail_activity_create": True}},
+        faults={p: {"fail_activity_create": True} for p in FAULTY},
     )
     _up_running(scenario)
     instances = scenario.instances()
-    assert "local-provider-2" not in _placed(instances)
+    assert _placed(instances) == ["local-provider-1"] * 3
     failed = _records(scenario, "ActivityCreateFailed")
     assert failed, "no activity creation failed: the fault was not exercised"
     assert all("creation failed" in str(r.get("reason")) for r in failed)
@@ -92,10 +102,10 @@ def test_row03a_failing_start_respawns_on_another_provider(cli: Cli, tmp_path: A
         tmp_path,
         "row03a",
         {"app": service(instances=3, start=[["/bin/echo", "start-marker"]])},
-        faults={"local-provider-2": {"fail_commands_matching": "start-marker"}},
+        faults={p: {"fail_commands_matching": "start-marker"} for p in FAULTY},
     )
     _up_running(scenario)
-    assert "local-provider-2" not in _placed(scenario.instances())
+    assert _placed(scenario.instances()) == ["local-provider-1"] * 3
     failed_starts = [
         r
         for r in _records(scenario, "InstanceStateChanged", old="starting")
@@ -103,8 +113,9 @@ def test_row03a_failing_start_respawns_on_another_provider(cli: Cli, tmp_path: A
     ]
     assert failed_starts, "no start failed: the fault was not exercised"
     assert all(r["new"] == "pending" for r in failed_starts)  # respawned, not terminated
-    avoided = _records(scenario, "ProviderAvoided", provider_name="local-provider-2")
-    assert avoided and "start failed" in avoided[0]["reason"]
+    avoided = _records(scenario, "ProviderAvoided")
+    assert avoided and all("start failed" in r["reason"] for r in avoided)
+    assert {r["provider_name"] for r in avoided} <= set(FAULTY)
     _down_clean(scenario)
     scenario.audit()
 
@@ -216,7 +227,9 @@ def test_row04b_vanished_provider_without_restart_is_reported(cli: Cli, tmp_path
         if inst["index"] not in victims:
             assert inst["state"] == "running", status  # the others keep running
     if len(victims) == 2:  # nothing left to supervise: it went down by itself and says why
-        scenario.wait_for_status("the deployment to end", lambda s: s["state"] == "stopped")
+        scenario.wait_for_status(
+            "the deployment to end", lambda s: s["state"] == "stopped", timeout=240
+        )
         assert _records(scenario, "DeploymentEnded")
         down = scenario.down()
         assert down.returncode == 0, down.stdout + down.stderr

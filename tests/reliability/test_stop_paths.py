@@ -137,7 +137,8 @@ def test_row09_supervisor_killed_then_down_releases_everything(
 # ---- row 10: interrupted starts -----------------------------------------------------------
 
 
-SLOW_START = {f"local-provider-{k}": {"slow_start": "30s"} for k in (1, 2, 3)}
+# Far longer than any bound below: finishing in time proves nobody waited for the start.
+SLOW_START = {f"local-provider-{k}": {"slow_start": "10m"} for k in (1, 2, 3)}
 
 
 def test_row10a_ctrl_c_during_start_goes_down(cli: Cli, tmp_path: Any) -> None:
@@ -152,10 +153,10 @@ def test_row10a_ctrl_c_during_start_goes_down(cli: Cli, tmp_path: Any) -> None:
         started = time.monotonic()
         attached.send_signal(signal.SIGINT)
     finally:
-        out, err = _finish(attached)
+        out, err = _finish(attached, timeout=240)
     assert attached.returncode == 0, out + err
     assert "everything released" in out
-    assert time.monotonic() - started < 60  # it did not wait for the slow start to finish
+    assert time.monotonic() - started < 180  # it did not wait for the 10-minute start
     changes = _records(scenario, "InstanceStateChanged", new="terminated")
     assert changes and all(r["old"] in ("pending", "starting") for r in changes), changes
     scenario.audit()
@@ -172,7 +173,7 @@ def test_row10b_down_while_up_detached_is_starting(cli: Cli, tmp_path: Any) -> N
         )
         started = time.monotonic()
         _down_ok(scenario)
-        assert time.monotonic() - started < 60
+        assert time.monotonic() - started < 180  # it did not wait for the 10-minute start
     finally:
         _, err = _finish(up)
     assert up.returncode == 1
