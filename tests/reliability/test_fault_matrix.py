@@ -218,7 +218,7 @@ def test_row04b_vanished_provider_without_restart_is_reported(cli: Cli, tmp_path
                 and r.get("index") == index
                 and r.get("new") == "unresponsive"
             ),
-            timeout=120,
+            timeout=240,
         )
         assert ("running", "stopping") not in _changes(scenario, index)
     assert not _records(scenario, "InstanceRestartScheduled")
