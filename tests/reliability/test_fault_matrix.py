@@ -185,6 +185,7 @@ def _changes(scenario: Scenario, index: int) -> list[tuple[str, str]]:
     ]
 
 
+@pytest.mark.slow
 def test_row04a_vanished_provider_is_replaced(cli: Cli, tmp_path: Any) -> None:
     scenario, victims = _vanishing_row(
         cli, tmp_path, "row04a", {"policy": "on-failure", "max_restarts": 2, "backoff": "1s"}
@@ -208,6 +209,7 @@ def test_row04a_vanished_provider_is_replaced(cli: Cli, tmp_path: Any) -> None:
     scenario.audit(vanished=DYING)
 
 
+@pytest.mark.slow
 def test_row04b_vanished_provider_without_restart_is_reported(cli: Cli, tmp_path: Any) -> None:
     scenario, victims = _vanishing_row(cli, tmp_path, "row04b", {"policy": "never"})
     for index in victims:
@@ -284,6 +286,7 @@ def test_row05_failing_health_check_replaces_the_instance(cli: Cli, tmp_path: An
     scenario.audit()
 
 
+@pytest.mark.slow
 def test_row06_repeatedly_failing_run_honours_max_restarts(cli: Cli, tmp_path: Any) -> None:
     # Each provider attempt runs two good rounds, then its run step fails (exit 3).
     flaky = (

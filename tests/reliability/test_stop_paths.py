@@ -185,6 +185,7 @@ def test_row10b_down_while_up_detached_is_starting(cli: Cli, tmp_path: Any) -> N
 # ---- row 11: a provider never invoices ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_row11_missing_invoice_bounded_and_reported(cli: Cli, tmp_path: Any) -> None:
     scenario = Scenario.create(
         cli,
