@@ -41,10 +41,10 @@ USAGE_VECTOR = ("golem.usage.cpu_sec", "golem.usage.duration_sec")
 
 #: What every local provider declares. Agreements reserve the demand's minimum threads,
 #: memory and storage; the sum over live agreements never exceeds these.
-CPU_CORES = 4
-CPU_THREADS = 8
-MEM_GIB = 8.0
-STORAGE_GIB = 40.0
+CPU_CORES = 16
+CPU_THREADS = 32
+MEM_GIB = 64.0
+STORAGE_GIB = 256.0
 
 #: Short enough that a test sees several debit notes within seconds.
 DEBIT_NOTE_INTERVAL = 5.0

@@ -107,9 +107,9 @@ def test_provider_rejects_agreements_beyond_its_capacity(localnet: Any) -> None:
     info = localnet(providers=1)
 
     async def body(req: Requestor) -> None:
-        # Each agreement reserves 5 of the provider's 8 threads: the second cannot fit.
-        first = await req.one_agreement(min_threads=5)
-        sub, drafts, rejections = await req.negotiate(req.demand(min_threads=5), deadline=8)
+        # Each agreement reserves 17 of the provider's 32 threads: the second cannot fit.
+        first = await req.one_agreement(min_threads=17)
+        sub, drafts, rejections = await req.negotiate(req.demand(min_threads=17), deadline=8)
         await req.unsubscribe(sub)
         assert not drafts
         assert "over capacity" in rejections["local-provider-1"]["reason"]["message"]
