@@ -58,6 +58,10 @@ async def _release_market(
                 "AgreementTerminated", agreement_id=agreement_id, by="requestor", reason=outcome
             )
             progress(f"agreement {agreement_id[:12]}… {outcome}")
+            if outcome == "terminated":
+                # It was approved, so its provider invoices it -- even when the supervisor
+                # died before journaling the activity it had already created there.
+                held.worked.add(agreement_id)
         for activity_id in list(held.activities):
             try:
                 with anyio.fail_after(30):
