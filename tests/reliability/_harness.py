@@ -134,7 +134,12 @@ class Scenario:
         return self.cli(*self.up_args("-d", "--timeout", timeout))
 
     def popen_up(self, *extra: str) -> subprocess.Popen[str]:
-        return self.cli.popen(*self.up_args(*extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return self.cli.popen(
+            *self.up_args(*extra),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=_like_a_terminal,
+        )
 
     def down(self, *extra: str, timeout: float = 240.0) -> subprocess.CompletedProcess[str]:
         return self.cli("down", "-n", self.name, *extra, timeout=timeout)
@@ -239,6 +244,13 @@ class Scenario:
             if _alive_and_ours(pid, str(self.cli.home)):
                 live.append(f"{pid} (recorded {what})")
         return sorted(set(live))
+
+
+def _like_a_terminal() -> None:
+    """Ctrl-C as a user's terminal delivers it: a test run in the background (`&`, CI
+    runners) starts with SIGINT ignored, which every child would inherit, and Python then
+    never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _alive_and_ours(pid: int, home: str) -> bool:

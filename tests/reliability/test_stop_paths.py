@@ -152,8 +152,14 @@ def test_row10a_ctrl_c_during_start_goes_down(cli: Cli, tmp_path: Any) -> None:
         )
         started = time.monotonic()
         attached.send_signal(signal.SIGINT)
+        try:
+            attached.wait(240)
+        except subprocess.TimeoutExpired:
+            log = (scenario.folder / "supervisor.log").read_text()[-3000:]
+            tail = [(r["kind"], r.get("reason")) for r in scenario.journal()[-12:]]
+            raise AssertionError(f"up still running after Ctrl-C\n{tail}\n{log}") from None
     finally:
-        out, err = _finish(attached, timeout=240)
+        out, err = _finish(attached, timeout=30)
     assert attached.returncode == 0, out + err
     assert "everything released" in out
     assert time.monotonic() - started < 180  # it did not wait for the 10-minute start
