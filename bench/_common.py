@@ -31,7 +31,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 MANIFESTS = REPO / "manifests"
 #: Threads each local provider offers; hello-world instances need one each.
-PROVIDER_THREADS = 8
+PROVIDER_THREADS = 32  # golem_deploy.localnet.provider.CPU_THREADS (not imported: keeps bench startup light)
 
 
 def isolate() -> bool:

@@ -4,7 +4,7 @@
 
 Warm (the goal's case, "after the local network is up"): a standalone local network is
 started first (`golem-deploy localnet start`, exported YAGNA_* variables) with enough
-providers for N one-thread instances (8 per provider, at least 3); then each round times
+providers for N one-thread instances (32 per provider, at least 3); then each round times
 
 - up_N:   `golem-deploy up -d hello-N.yaml` until it returns, i.e. every instance running;
 - down_N: `golem-deploy down -n hello-N` until it returns, i.e. everything released.
