@@ -30,8 +30,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFESTS = REPO / "manifests"
-#: Threads each local provider offers; hello-world instances need one each.
-PROVIDER_THREADS = 32  # golem_deploy.localnet.provider.CPU_THREADS (not imported: keeps bench startup light)
+#: Threads each local provider offers (golem_deploy.localnet.provider.CPU_THREADS);
+#: hello-world instances need one each.
+PROVIDER_THREADS = 32
 
 
 def isolate() -> bool:
