@@ -322,9 +322,7 @@ class Supervisor:
             # A provider that never invoices must not hold `down` forever: the engine waited
             # its invoice_timeout; say which agreements went unpaid (their debit notes were).
             for agreement_id in golem.unpaid_agreements:
-                self.note(
-                    "InvoiceMissing", agreement_id=agreement_id, waited=golem.invoice_timeout
-                )
+                self.note("InvoiceMissing", agreement_id=agreement_id, waited=golem.invoice_timeout)
         if deadline.cancelled_caught:
             self.reason = f"down timed out after {self.down.timeout:g}s"
             self.note("DownTimedOut", timeout=self.down.timeout)

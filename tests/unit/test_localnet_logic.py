@@ -105,7 +105,10 @@ def test_demand_requirements_come_from_constraints_with_yapapi_defaults() -> Non
     )
     assert demand_requirements(constraints) == Resources(3.0, 4.0, 10.0)
     assert demand_requirements("(golem.runtime.name=vm)") == Resources(1.0, 0.5, 2.0)
-    assert not (demand_requirements(constraints) + Resources(6, 0, 0)).fits_in(CAPACITY)
+    needed = demand_requirements(constraints)
+    rest = Resources(CAPACITY.threads - needed.threads, 0, 0)
+    assert (needed + rest).fits_in(CAPACITY)
+    assert not (needed + rest + Resources(1, 0, 0)).fits_in(CAPACITY)
 
 
 def test_cost_is_linear_in_usage_and_printed_as_a_plain_decimal() -> None:
