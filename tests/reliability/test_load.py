@@ -2,11 +2,11 @@
 once. Marked `load` (minutes each, heavy on a 2-core machine); bench/reliability.py --load
 runs them, and so does `pytest -m load`.
 
-Size: each local provider offers 8 threads and every instance reserves one, so five
-providers host at most 40 instances, and the four that survive one death host 32. The
-default, 30 instances, is the largest load whose replacements still fit after a provider
-dies; RELIABILITY_LOAD_INSTANCES and RELIABILITY_LOAD_PROVIDERS override it: 100 instances need
-at least 14 providers to survive one death (see docs/reliability.md).
+Size: each local provider offers 8 threads and every instance reserves one, so 100
+instances need 13 providers, and 14 to survive one death (issue 6's "100 instances on 5
+providers" does not fit local providers of this size). The default is 100 instances on 14
+providers; RELIABILITY_LOAD_INSTANCES and RELIABILITY_LOAD_PROVIDERS override it (30 on 5 is
+the largest five providers can host through a death).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from _harness import Scenario, service
 
 pytestmark = [pytest.mark.localnet, pytest.mark.load, pytest.mark.slow, pytest.mark.timeout(1200)]
 
-INSTANCES = int(os.environ.get("RELIABILITY_LOAD_INSTANCES", "30"))
-PROVIDERS = int(os.environ.get("RELIABILITY_LOAD_PROVIDERS", "5"))
+INSTANCES = int(os.environ.get("RELIABILITY_LOAD_INSTANCES", "100"))
+PROVIDERS = int(os.environ.get("RELIABILITY_LOAD_PROVIDERS", "14"))
 DYING = f"local-provider-{PROVIDERS}"
 
 
