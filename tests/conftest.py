@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -72,7 +73,19 @@ def _prepare_yapapi_python() -> None:
     os.environ["GOLEM_DEPLOY_TEST_YAPAPI_PYTHON"] = str(python)
 
 
+def _restore_ctrl_c() -> None:
+    """Let the CLI under test see Ctrl-C even when the suite was started in the background.
+
+    A shell starts background jobs with SIGINT ignored, and an ignored signal stays ignored
+    across exec, so `golem-deploy up` in a test would never get its Ctrl-C. A Python-level
+    handler here resets to the default in every child at exec.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    _restore_ctrl_c()
     if not hasattr(config, "workerinput"):  # once per process
         _prepare_yapapi_python()
         isolated = _enter_loopback_only_netns()

@@ -2,11 +2,9 @@
 once. Marked `load` (minutes each, heavy on a 2-core machine); bench/reliability.py --load
 runs them, and so does `pytest -m load`.
 
-Size: each local provider offers 8 threads and every instance reserves one, so 100
-instances need 13 providers, and 14 to survive one death (issue 6's "100 instances on 5
-providers" does not fit local providers of this size). The default is 100 instances on 14
-providers; RELIABILITY_LOAD_INSTANCES and RELIABILITY_LOAD_PROVIDERS override it (30 on 5 is
-the largest five providers can host through a death).
+Size: issue 6's 100 instances on 5 providers. Each local provider offers 32 threads and every
+instance reserves one, so the 4 survivors of a death can host all 100 again.
+RELIABILITY_LOAD_INSTANCES and RELIABILITY_LOAD_PROVIDERS override the size.
 """
 
 from __future__ import annotations
@@ -24,7 +22,7 @@ from _harness import Scenario, service
 pytestmark = [pytest.mark.localnet, pytest.mark.load, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 INSTANCES = int(os.environ.get("RELIABILITY_LOAD_INSTANCES", "100"))
-PROVIDERS = int(os.environ.get("RELIABILITY_LOAD_PROVIDERS", "14"))
+PROVIDERS = int(os.environ.get("RELIABILITY_LOAD_PROVIDERS", "5"))
 DYING = f"local-provider-{PROVIDERS}"
 
 
