@@ -304,28 +304,30 @@ class Supervisor:
             max_price=self.manifest.market.max_price,
             blacklist=self.manifest.market.blacklist,
         )
-        # One deadline bounds the whole way down, the engine's own cleanup included; if it
-        # passes, what is left is in the journal and `golem-deploy down` releases it.
-        with anyio.CancelScope() as deadline:
-            async with golem:
-                self.golem = golem
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._start_waves, golem, classes)
-                    await self.down.event.wait()
-                    tg.cancel_scope.cancel()  # no further waves once down is asked
-                deadline.deadline = anyio.current_time() + self.down.timeout
-                self.state = snapshot.STOPPING
-                self.note("DownRequested", reason=self.down.reason, timeout=self.down.timeout)
+        # The down timeout bounds the graceful part (shutdown steps). Releasing comes after
+        # it and is bounded by the engine itself (activity release, invoice wait,
+        # allocation), so a cut graceful part still pays for the work done; should even that
+        # hang, `golem-deploy down` kills us and releases what the journal lists.
+        async with golem:
+            self.golem = golem
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._start_waves, golem, classes)
+                await self.down.event.wait()
+                tg.cancel_scope.cancel()  # no further waves once down is asked
+            self.state = snapshot.STOPPING
+            self.note("DownRequested", reason=self.down.reason, timeout=self.down.timeout)
+            with anyio.move_on_after(self.down.timeout) as graceful:
                 await self._stop_services()
-                # Leaving `async with golem` terminates agreements, settles invoices and
-                # releases the allocation (each journaled through on_event).
-            # A provider that never invoices must not hold `down` forever: the engine waited
-            # its invoice_timeout; say which agreements went unpaid (their debit notes were).
-            for agreement_id in golem.unpaid_agreements:
-                self.note("InvoiceMissing", agreement_id=agreement_id, waited=golem.invoice_timeout)
-        if deadline.cancelled_caught:
-            self.reason = f"down timed out after {self.down.timeout:g}s"
-            self.note("DownTimedOut", timeout=self.down.timeout)
+            if graceful.cancelled_caught:
+                self.reason = f"down timed out after {self.down.timeout:g}s"
+                self.note("DownTimedOut", timeout=self.down.timeout)
+                golem.stop_timeout = 0.0  # the graceful part is over: cancel what still runs
+            # Leaving `async with golem` terminates agreements, settles invoices and
+            # releases the allocation (each journaled through on_event).
+        # A provider that never invoices must not hold `down` forever: the engine waited
+        # its invoice_timeout; say which agreements went unpaid (their debit notes were).
+        for agreement_id in golem.unpaid_agreements:
+            self.note("InvoiceMissing", agreement_id=agreement_id, waited=golem.invoice_timeout)
 
     async def _network(self) -> tuple[str | None, str | None, str, str, str]:
         """(api_url, app_key, subnet, driver, network): the user's yagna or a private one."""

@@ -254,7 +254,5 @@ def test_row12b_hanging_shutdown_is_cut_by_down_timeout(cli: Cli, tmp_path: Any)
     assert took < 60, f"down took {took:.0f}s"
     assert "Traceback" not in down.stderr
     assert _records(scenario, "DownTimedOut") or "forcing" in down.stdout
-    # Known limit (docs/reliability.md): when the timeout cuts the graceful part, an invoice
-    # that arrives after the cut is left unaccepted; everything else is released.
-    audit = scenario.audit(expect_invoices=False)
-    assert all(i["status"] in ("ACCEPTED", "RECEIVED") for i in audit.yagna.invoices)
+    # The cut ends only the graceful part: the work done is still paid for.
+    scenario.audit()
