@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 import pytest
 from _localnet_requestor import HttpError, Requestor, with_requestor
+from _procs import processes_with
 from aiohttp import web
 
 from golem_deploy.localnet import LocalNetInfo, gftp
@@ -87,19 +88,6 @@ async def exec_and_wait(
 ) -> list[dict[str, Any]]:
     batch = await req.exec(activity_id, script)
     return await req.results(activity_id, batch)
-
-
-def processes_with(marker: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if marker.encode() in f.read():
-                        found.append(int(entry))
-            except OSError:
-                continue
-    return found
 
 
 def test_results_wait_for_a_command_index_and_time_out(shared_localnet: LocalNetInfo) -> None:

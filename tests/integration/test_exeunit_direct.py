@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import secrets
 from collections.abc import Awaitable, Callable
@@ -20,6 +19,7 @@ from typing import Any
 
 import anyio
 import pytest
+from _procs import processes_with
 
 from golem_deploy.localnet import LocalNetInfo
 from golem_deploy.localnet.exeunit import ExeUnit, ExeUnitConfig
@@ -30,19 +30,6 @@ pytestmark = pytest.mark.localnet
 
 def provider_gsb_url(info: LocalNetInfo) -> str:
     return str(json.loads((info.state_dir / "ready.json").read_text())["provider_gsb_url"])
-
-
-def processes_with(marker: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if marker.encode() in f.read():
-                        found.append(int(entry))
-            except OSError:
-                continue
-    return found
 
 
 Body = Callable[[ExeUnit, Callable[..., Awaitable[Any]]], Awaitable[None]]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from _procs import processes_with
 
 from golem_deploy.localnet.sandbox import (
     CommandTimeout,
@@ -55,20 +56,6 @@ async def output_of(sandbox: Sandbox, argv: list[str], **kwargs: object) -> tupl
 
     code = await sandbox.run(argv, on_stdout=sink(out), on_stderr=sink(err), **kwargs)  # type: ignore[arg-type]
     return code, b"".join(out).decode(), b"".join(err).decode()
-
-
-def processes_with(marker: str) -> list[int]:
-    """Pids whose command line contains `marker` (the test's own unique sleep argument)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if marker.encode() in f.read():
-                        found.append(int(entry))
-            except OSError:
-                continue
-    return found
 
 
 @isolated_only
