@@ -17,6 +17,10 @@ build the data ourselves, which lets us
 
 The event parser is also an order of magnitude faster than ruamel's round-trip loader,
 which matters for `golem-deploy validate` over many files.
+
+Size: one job, file -> positioned data, a little over 400 lines: the safe read, the scalar
+rules and the event builder share the Document, its positions and the limits above, and
+each part alone would be a module a reader has to open next to this one anyway.
 """
 
 from __future__ import annotations
