@@ -105,7 +105,8 @@ def _check_needs_network(services: dict[str, dict[str, Any]], network: Any, erro
     for name, service in services.items():
         if service.get("ports"):
             path: JsonPath = ("services", name, "ports")
-            error(path, f"{dotted(path)}: forwarding ports needs the network, but {off}", hint)
+            message = f"{dotted(path)}: forwarding ports needs the network, but {off}"
+            error(path, message, hint, key=True)
         for probe in _probes(service):
             path = ("services", name, "healthcheck", probe)
             error(
