@@ -4,8 +4,9 @@ A schema says what shape a value has; these rules look across values: an image g
 either image_tag or image_hash (image_url needs a hash), depends_on that names unknown
 services, the service itself, or forms a cycle; durations that must be positive; local paths
 that must exist or must stay inside the manifest's folder; and a warning when the budget
-cannot cover the worst case. The data may still be ill-typed here (the schema reports that),
-so every rule reads it defensively and skips what it cannot judge.
+cannot cover the worst case. The networking rules (ports, the range, what needs the VPN)
+live in network_rules.py and run from here. The data may still be ill-typed here (the
+schema reports that), so every rule reads it defensively and skips what it cannot judge.
 """
 
 from __future__ import annotations
