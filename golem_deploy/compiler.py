@@ -157,7 +157,7 @@ def compile_manifest(manifest: Manifest, *, local: bool = False) -> dict[str, ty
 def _compile_service(cls_name: str, spec: ServiceSpec, folder: Path, *, local: bool) -> type:
     _check_local_paths(spec, folder)
     healthcheck = spec.healthcheck
-    if healthcheck is not None:
+    if healthcheck is not None and healthcheck.run is not None:
         wrapped = RunStep(with_env(healthcheck.run.argv, spec.env), healthcheck.run.shell)
         healthcheck = dataclasses.replace(healthcheck, run=wrapped)
 

@@ -16,9 +16,11 @@ from golem_deploy.manifest.durations import parse_duration
 from golem_deploy.manifest.model import (
     DownloadStep,
     Healthcheck,
+    HttpProbe,
     Manifest,
     Market,
     MaxPrice,
+    NetworkSpec,
     Payload,
     Payment,
     RestartPolicy,
@@ -28,6 +30,8 @@ from golem_deploy.manifest.model import (
     Step,
     UploadStep,
 )
+from golem_deploy.manifest.network import resolve_cidr
+from golem_deploy.manifest.ports import parse_port
 from golem_deploy.manifest.rules import resolve_local_path
 
 
@@ -35,12 +39,18 @@ def build_manifest(data: dict[str, Any], path: Path) -> Manifest:
     """The frozen model of valid data: the ONE place where defaults are applied (by
     passing only what the manifest sets, so the model's dataclass defaults fill the rest)."""
     folder = path.parent
+    cidr = resolve_cidr(data)
     top: dict[str, Any] = {
         "path": path,
         "name": data.get("name", path.stem),
         "budget": _decimal(data["budget"]),
-        "services": {name: _service(name, s, folder) for name, s in data["services"].items()},
+        "services": {
+            name: _service(name, s, folder, vpn=cidr is not None)
+            for name, s in data["services"].items()
+        },
     }
+    if cidr is not None:
+        top["network"] = NetworkSpec(cidr)
     if "version" in data:
         top["version"] = str(data["version"])
     if "payment" in data:
@@ -60,8 +70,8 @@ def build_manifest(data: dict[str, Any], path: Path) -> Manifest:
     return Manifest(**top)
 
 
-def _service(name: str, data: dict[str, Any], folder: Path) -> ServiceSpec:
-    kwargs: dict[str, Any] = {"name": name, "payload": _payload(data["payload"])}
+def _service(name: str, data: dict[str, Any], folder: Path, *, vpn: bool) -> ServiceSpec:
+    kwargs: dict[str, Any] = {"name": name, "payload": _payload(data["payload"], vpn=vpn)}
     for key in ("instances", "respawn_unstarted_instances"):
         if key in data:
             kwargs[key] = data[key]
@@ -89,13 +99,18 @@ def _service(name: str, data: dict[str, Any], folder: Path) -> ServiceSpec:
         kwargs["shutdown"] = _steps(data["shutdown"], folder)
     if "healthcheck" in data:
         check = dict(data["healthcheck"])
-        check["run"] = _command(check["run"])
+        if "run" in check:
+            check["run"] = _command(check["run"])
+        if "http" in check:
+            check["http"] = HttpProbe(**check["http"])
         for key in ("interval", "timeout", "start_period"):
             if key in check:
                 check[key] = parse_duration(check[key])
         kwargs["healthcheck"] = Healthcheck(**check)
     if "depends_on" in data:
         kwargs["depends_on"] = tuple(data["depends_on"])
+    if "ports" in data:
+        kwargs["ports"] = tuple(parse_port(p) for p in data["ports"])
     mounts = (data.get("local") or {}).get("mounts")
     if mounts:
         kwargs["mounts"] = {
@@ -105,13 +120,18 @@ def _service(name: str, data: dict[str, Any], folder: Path) -> ServiceSpec:
     return ServiceSpec(**kwargs)
 
 
-def _payload(data: dict[str, Any]) -> Payload:
+def _payload(data: dict[str, Any], *, vpn: bool) -> Payload:
+    """The payload; on a network, its capabilities include "vpn" (added last unless the
+    manifest lists it), so the demand only matches providers that can join the VPN."""
     kwargs: dict[str, Any] = dict(data)
     for key in ("min_mem_gib", "min_storage_gib"):
         if key in kwargs:
             kwargs[key] = float(kwargs[key])
-    if "capabilities" in kwargs:
-        kwargs["capabilities"] = tuple(kwargs["capabilities"])
+    capabilities = tuple(kwargs.get("capabilities", ()))
+    if vpn and "vpn" not in capabilities:
+        capabilities += ("vpn",)
+    if capabilities or "capabilities" in kwargs:
+        kwargs["capabilities"] = capabilities
     if "image_hash" in kwargs:
         kwargs["image_hash"] = kwargs["image_hash"].lower()
     return Payload(**kwargs)

@@ -8,9 +8,12 @@ pointing at the exact key or value (`path:line:column`), the way compilers repor
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from golem_deploy.errors import GolemDeployError
+
+if TYPE_CHECKING:
+    from golem_deploy.manifest.load import JsonPath
 
 Severity = Literal["error", "warning"]
 
@@ -42,6 +45,21 @@ class Diagnostic:
         if self.hint:
             text += f"\n  hint: {self.hint}"
         return text
+
+
+class Report(Protocol):
+    """How a semantic rule reports a problem at `path` (at its key when `key`); the rule
+    runner turns it into a Diagnostic at that position."""
+
+    def __call__(
+        self,
+        path: JsonPath,
+        message: str,
+        hint: str | None = None,
+        *,
+        key: bool = False,
+        severity: Severity = "error",
+    ) -> None: ...
 
 
 class ManifestError(GolemDeployError):

@@ -14,12 +14,14 @@ from typing import Any
 from golem_deploy.manifest.durations import format_duration
 from golem_deploy.manifest.model import (
     DownloadStep,
+    Healthcheck,
     Manifest,
     RunStep,
     ServiceSpec,
     Step,
     UploadStep,
 )
+from golem_deploy.manifest.ports import format_port
 
 
 def manifest_to_data(manifest: Manifest) -> dict[str, Any]:
@@ -45,6 +47,7 @@ def manifest_to_data(manifest: Manifest) -> dict[str, Any]:
         "payment": {"driver": manifest.payment.driver, "network": manifest.payment.network},
         "subnet": manifest.subnet,
         "market": market,
+        "network": False if manifest.network is None else {"cidr": manifest.network.cidr},
         "services": {
             name: _service(spec, manifest.folder) for name, spec in manifest.services.items()
         },
@@ -95,17 +98,28 @@ def _service(spec: ServiceSpec, folder: Path) -> dict[str, Any]:
         "shutdown": _steps(spec.shutdown, folder),
     }
     if spec.healthcheck is not None:
-        hc = spec.healthcheck
-        data["healthcheck"] = {
-            "run": _command(hc.run),
-            "interval": format_duration(hc.interval),
-            "timeout": format_duration(hc.timeout),
-            "retries": hc.retries,
-            "start_period": format_duration(hc.start_period),
-        }
+        data["healthcheck"] = _healthcheck(spec.healthcheck)
     data["depends_on"] = list(spec.depends_on)
+    data["ports"] = [format_port(p) for p in spec.ports]
     data["local"] = {"mounts": {c: str(h) for c, h in spec.mounts.items()}}
     return data
+
+
+def _healthcheck(hc: Healthcheck) -> dict[str, Any]:
+    probe: dict[str, Any] = {}
+    if hc.run is not None:
+        probe["run"] = _command(hc.run)
+    if hc.http is not None:
+        probe["http"] = {"port": hc.http.port, "path": hc.http.path}
+    if hc.tcp is not None:
+        probe["tcp"] = hc.tcp
+    return {
+        **probe,
+        "interval": format_duration(hc.interval),
+        "timeout": format_duration(hc.timeout),
+        "retries": hc.retries,
+        "start_period": format_duration(hc.start_period),
+    }
 
 
 def _steps(steps: tuple[Step, ...], folder: Path) -> list[dict[str, Any]]:

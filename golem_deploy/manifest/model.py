@@ -76,14 +76,51 @@ class RunSpec:
 
 
 @dataclass(frozen=True)
-class Healthcheck:
-    """A command whose non-zero exit `retries` times in a row marks the instance unhealthy."""
+class HttpProbe:
+    """An HTTP GET of `path` on `port` of the instance, over the VPN; 2xx/3xx = healthy."""
 
-    run: RunStep
+    port: int
+    path: str = "/"
+
+
+@dataclass(frozen=True)
+class Healthcheck:
+    """How an instance's health is probed; `retries` failures in a row mark it unhealthy.
+
+    Exactly one probe is set (validation guarantees it): `run`, a command on the provider
+    (exit 0 = healthy); `http`, a GET over the VPN (2xx/3xx = healthy); or `tcp`, a port
+    of the instance that must accept a TCP connection over the VPN. The last two exist only
+    when the manifest has a network.
+    """
+
+    run: RunStep | None = None
     interval: float = 30.0
     timeout: float = 10.0
     retries: int = 3
     start_period: float = 0.0
+    http: HttpProbe | None = None
+    tcp: int | None = None
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """A forwarded port: `host:host_port` on this machine -> `port` of the service's
+    instances over the VPN. `host_port` None means a free local port is chosen at `up`."""
+
+    host: str
+    host_port: int | None
+    port: int
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """The deployment's VPN: an IPv4 range in CIDR form, e.g. "192.168.0.0/24".
+
+    The requestor takes the first host address; instances follow (see manifest/network.py
+    for the address of each (service, index) and the host names).
+    """
+
+    cidr: str
 
 
 @dataclass(frozen=True)
@@ -104,6 +141,7 @@ class ServiceSpec:
     depends_on: tuple[str, ...] = ()
     # container path -> absolute host path; read only by the embedded local network
     mounts: dict[str, Path] = field(default_factory=dict)
+    ports: tuple[PortSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -139,6 +177,9 @@ class Manifest:
     payment: Payment = field(default_factory=Payment)
     subnet: str = "public"
     market: Market = field(default_factory=Market)
+    # The resolved VPN: None when the deployment has none (`network: false`, or one service
+    # without ports). When set, every service's payload capabilities include "vpn".
+    network: NetworkSpec | None = None
 
     @property
     def folder(self) -> Path:

@@ -4,8 +4,9 @@ A schema says what shape a value has; these rules look across values: an image g
 either image_tag or image_hash (image_url needs a hash), depends_on that names unknown
 services, the service itself, or forms a cycle; durations that must be positive; local paths
 that must exist or must stay inside the manifest's folder; and a warning when the budget
-cannot cover the worst case. The data may still be ill-typed here (the schema reports that),
-so every rule reads it defensively and skips what it cannot judge.
+cannot cover the worst case. The networking rules (ports, the range, what needs the VPN)
+live in network_rules.py and run from here. The data may still be ill-typed here (the
+schema reports that), so every rule reads it defensively and skips what it cannot judge.
 """
 
 from __future__ import annotations
@@ -14,26 +15,13 @@ import difflib
 import re
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from golem_deploy.manifest.diagnostics import Diagnostic, Severity
+from golem_deploy.manifest.diagnostics import Diagnostic, Report, Severity
 from golem_deploy.manifest.durations import DURATION_HINT, parse_duration
 from golem_deploy.manifest.load import Document, JsonPath
+from golem_deploy.manifest.network_rules import network_diagnostics
 from golem_deploy.manifest.wording import dotted
-
-
-class _Report(Protocol):
-    """How a rule reports a problem at `path` (its key when `key`)."""
-
-    def __call__(
-        self,
-        path: JsonPath,
-        message: str,
-        hint: str | None = None,
-        *,
-        key: bool = False,
-        severity: Severity = "error",
-    ) -> None: ...
 
 
 def resolve_local_path(folder: Path, relative: str) -> Path:
@@ -76,6 +64,7 @@ def semantic_diagnostics(doc: Document, folder: Path, stem: str) -> list[Diagnos
 
     services = data.get("services")
     if not isinstance(services, dict):
+        network_diagnostics(data, error)
         return out
     for name, service in services.items():
         if not isinstance(service, dict):
@@ -106,10 +95,11 @@ def semantic_diagnostics(doc: Document, folder: Path, stem: str) -> list[Diagnos
                     )
     _check_cycles(services, error)
     _check_budget(data, services, error)
+    network_diagnostics(data, error)
     return out
 
 
-def _check_payload(payload: Any, path: JsonPath, error: _Report) -> None:
+def _check_payload(payload: Any, path: JsonPath, error: Report) -> None:
     if not isinstance(payload, dict):
         return
     has_hash = isinstance(payload.get("image_hash"), str)
@@ -147,7 +137,7 @@ _POSITIVE_DURATIONS = [
 ]
 
 
-def _check_durations(service: dict[str, Any], base: JsonPath, error: _Report) -> None:
+def _check_durations(service: dict[str, Any], base: JsonPath, error: Report) -> None:
     for rel in _POSITIVE_DURATIONS:
         value: Any = service
         for part in rel:
@@ -165,7 +155,7 @@ def _check_durations(service: dict[str, Any], base: JsonPath, error: _Report) ->
                 )
 
 
-def _check_paths(service: dict[str, Any], base: JsonPath, folder: Path, error: _Report) -> None:
+def _check_paths(service: dict[str, Any], base: JsonPath, folder: Path, error: Report) -> None:
     local = service.get("local")
     mounts = local.get("mounts") if isinstance(local, dict) else None
     if isinstance(mounts, dict):
@@ -223,7 +213,7 @@ def _step_lists(service: dict[str, Any], base: JsonPath) -> list[tuple[JsonPath,
     return lists
 
 
-def _check_cycles(services: dict[str, Any], error: _Report) -> None:
+def _check_cycles(services: dict[str, Any], error: Report) -> None:
     graph = {
         name: [
             d
@@ -259,7 +249,7 @@ def _check_cycles(services: dict[str, Any], error: _Report) -> None:
             visit(name, [name])
 
 
-def _check_budget(data: dict[str, Any], services: dict[str, Any], error: _Report) -> None:
+def _check_budget(data: dict[str, Any], services: dict[str, Any], error: Report) -> None:
     """Warn when `instances x expiration x max_price` could exceed the budget."""
     budget = data.get("budget")
     market: dict[str, Any] = data["market"] if isinstance(data.get("market"), dict) else {}

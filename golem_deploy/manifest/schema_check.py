@@ -22,6 +22,8 @@ from typing import Any
 from golem_deploy.manifest.diagnostics import Diagnostic
 from golem_deploy.manifest.durations import DURATION_HINT
 from golem_deploy.manifest.load import Document, JsonPath
+from golem_deploy.manifest.network import cidr_problem
+from golem_deploy.manifest.ports import port_problem
 from golem_deploy.manifest.wording import article, dotted, show, type_name, where
 
 SCHEMA_RESOURCE = "schemas/manifest.schema.json"
@@ -168,7 +170,6 @@ _REQUIRED_HINTS = {
     "payload": "give the service a `payload:` with an image_hash",
     "src": "transfers need `src` and `dst`",
     "dst": "transfers need `src` and `dst`",
-    "run": "a health check needs the command to `run`",
 }
 
 
@@ -190,7 +191,19 @@ def _property_names(f: Failure) -> list[Diagnostic]:
     return [f.at((*f.path, name), f"{where(f.path)}: key {name!r} {message}", f.hint, key=True)]
 
 
+# Values whose mistakes deserve more than one message: the schema's pattern (for editors)
+# says only "invalid", the parser says which part is wrong and how to fix it.
+_EXPLAIN: dict[str, Callable[[str], tuple[str, str] | None]] = {
+    "port": port_problem,
+    "cidr": cidr_problem,
+}
+
+
 def _pattern(f: Failure) -> list[Diagnostic]:
+    explain = _EXPLAIN.get(f.schema.get("x-explain", ""))
+    problem = explain(f.instance) if explain and isinstance(f.instance, str) else None
+    if problem is not None:
+        return [f.at(f.path, f"{f.place}: {problem[0]}", problem[1])]
     message = f.schema.get("patternErrorMessage", f"must match {f.expected}")
     hint = (f.hint or DURATION_HINT) if "duration" in message else f.hint
     return [f.at(f.path, f"{f.place}: {f.instance!r} {message}", hint)]
@@ -226,6 +239,28 @@ def _too_few_keys(f: Failure) -> list[Diagnostic]:
     return _empty(f)
 
 
+def _one_of(f: Failure) -> list[Diagnostic]:
+    """`oneOf: [{required: [a]}, {required: [b]}, ...]`: exactly one of these keys."""
+    names = [b["required"][0] for b in f.expected if list(b) == ["required"]]
+    if len(names) != len(f.expected):
+        return _fallback(f)
+    if not isinstance(f.instance, dict):
+        return []  # the type error says what is wrong
+    listed = ", ".join(f"`{n}`" for n in names[:-1]) + f" or `{names[-1]}`"
+    given = [n for n in names if n in f.instance]
+    if not given:
+        return [f.at(f.path, f"{where(f.path)}: needs one of {listed}", f.hint, key=True)]
+    both = " and ".join(f"`{n}`" for n in given)
+    return [
+        f.at(
+            (*f.path, given[1]),
+            f"{f.place}: give only one of {listed}, not {both}",
+            f.hint,
+            key=True,
+        )
+    ]
+
+
 def _fallback(f: Failure) -> list[Diagnostic]:
     return [f.at(f.path, f"{f.place}: {f.message}", f.hint)]
 
@@ -238,6 +273,7 @@ KEYWORDS: dict[str, Callable[[Failure], list[Diagnostic]]] = {
     "type": _wrong_type,
     "enum": _not_one_of,
     "const": _not_one_of,
+    "oneOf": _one_of,
     "minimum": _bound("at least"),
     "exclusiveMinimum": _bound("more than"),
     "maximum": _bound("at most"),

@@ -15,6 +15,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from golem_deploy.manifest import model
+from golem_deploy.manifest.network import DEFAULT_CIDR
 from golem_deploy.manifest.validate import schema, schema_text
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,7 +71,17 @@ def test_every_field_has_a_description() -> None:
 def test_typos_are_caught_where_they_matter() -> None:
     loaded = schema()
     defs = loaded["$defs"]
-    for node in (loaded, defs["payload"], defs["service"], defs["upload"], defs["download"]):
+    service = defs["service"]["properties"]
+    for node in (
+        loaded,
+        defs["payload"],
+        defs["service"],
+        defs["upload"],
+        defs["download"],
+        loaded["properties"]["network"],
+        service["healthcheck"],
+        service["healthcheck"]["properties"]["http"],
+    ):
         assert node["additionalProperties"] is False
 
 
@@ -88,8 +99,14 @@ def test_schema_defaults_document_the_model_defaults() -> None:
     assert restart["policy"]["default"] == model.RestartPolicy().policy
     assert restart["max_restarts"]["default"] == model.RestartPolicy().max_restarts
     assert restart["backoff"]["default"] == "5s" and model.RestartPolicy().backoff == 5.0
+    check = service["healthcheck"]["properties"]
+    assert check["interval"]["default"] == "30s" and model.Healthcheck().interval == 30.0
+    assert check["retries"]["default"] == model.Healthcheck().retries
+    assert check["http"]["properties"]["path"]["default"] == model.HttpProbe(80).path
+    assert service["ports"]["default"] == list(spec.ports)
     top = schema()["properties"]
     assert top["subnet"]["default"] == "public"
+    assert top["network"]["properties"]["cidr"]["default"] == DEFAULT_CIDR
     assert top["payment"]["properties"]["driver"]["default"] == model.Payment().driver
     assert top["payment"]["properties"]["network"]["default"] == model.Payment().network
 

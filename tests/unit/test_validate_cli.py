@@ -176,3 +176,42 @@ def test_config_of_an_invalid_manifest_fails_with_the_problems(bad: Path) -> Non
     assert result.returncode == 1
     assert result.stdout == ""
     assert f"{bad}:4:27: error:" in result.stderr
+
+
+NETWORKED = f"""\
+budget: 1
+services:
+  web:
+    payload: {{image_hash: {HASH}}}
+    ports: ["8080:8000", 9000]
+    healthcheck: {{http: {{port: 8000, path: /health}}}}
+"""
+
+
+def test_config_prints_the_resolved_network(tmp_path: Path) -> None:
+    path = tmp_path / "web.yaml"
+    path.write_text(NETWORKED)
+    result = cli("config", "--format", "json", str(path))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["network"] == {"cidr": "192.168.0.0/24"}  # implied by the forwarded ports
+    web = data["services"]["web"]
+    assert web["ports"] == ["127.0.0.1:8080:8000", "127.0.0.1::9000"]
+    assert web["payload"]["capabilities"] == ["vpn"]
+    assert web["healthcheck"]["http"] == {"port": 8000, "path": "/health"}
+    assert "run" not in web["healthcheck"]
+    hello = next(e for e in EXAMPLES if e.endswith("hello-world.yaml"))
+    assert json.loads(cli("config", "--format", "json", hello).stdout)["network"] is False
+
+
+def test_a_bad_port_is_a_positioned_error(tmp_path: Path) -> None:
+    path = tmp_path / "web.yaml"
+    path.write_text(NETWORKED.replace('"8080:8000"', '"8080:8000/udp"'))
+    result = cli("validate", "web.yaml", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[:2] == [
+        "web.yaml:5:13: error: services.web.ports[0]: '8080:8000/udp': only TCP ports can be "
+        "forwarded, not 'udp'",
+        "  hint: remove '/udp'; forwarding carries TCP connections over the VPN",
+    ]
+    assert "Traceback" not in result.stderr
