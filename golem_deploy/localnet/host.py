@@ -34,6 +34,7 @@ from golem_deploy.localnet.node import (
     remove_pid_file,
     write_pid_file,
 )
+from golem_deploy.protocol import LOCAL_PLATFORM, LOCAL_SUBNET
 
 log = logging.getLogger("golem_deploy.localnet.host")
 
@@ -72,14 +73,13 @@ def _preload() -> None:
 
 
 def _ready_data(state_dir: Path, nodes: NodesInfo) -> dict[str, Any]:
-    from golem_deploy.localnet.provider import PLATFORM, SUBNET
-
+    driver, network, _token = LOCAL_PLATFORM.split("-")
     return {
         "api_url": nodes.requestor_api_url,
         "app_key": nodes.requestor_app_key,
-        "subnet": SUBNET,
-        "payment_driver": PLATFORM.split("-")[0],
-        "payment_network": PLATFORM.split("-")[1],
+        "subnet": LOCAL_SUBNET,
+        "payment_driver": driver,
+        "payment_network": network,
         "providers": [[p.name, p.node_id] for p in nodes.providers],
         "state_dir": str(state_dir),
         "host_pid": os.getpid(),

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from golem_deploy.errors import GolemDeployError
+from golem_deploy.protocol import EXPIRATION, NODE_NAME
 
 #: Chains whose RPC endpoint the erc20 driver would otherwise resolve over DNS.
 CHAINS = (
@@ -401,8 +402,8 @@ class YagnaNode:
         offers. One short-lived demand that matches nothing makes the binding happen now.
         """
         demand = {
-            "properties": {"golem.srv.comp.expiration": int((time.time() + 60) * 1000)},
-            "constraints": "(golem.node.id.name=golem-deploy-bind-offer-broadcasts)",
+            "properties": {EXPIRATION: int((time.time() + 60) * 1000)},
+            "constraints": f"({NODE_NAME}=golem-deploy-bind-offer-broadcasts)",
         }
         subscription = self._rest("POST", "/market-api/v1/demands", demand)
         self._rest("DELETE", f"/market-api/v1/demands/{subscription}")
