@@ -23,14 +23,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from golem_deploy.localnet.node import (
-    LocalnetError,
+from golem_deploy.localnet.daemons import stop_recorded_nodes
+from golem_deploy.localnet.node import LocalnetError
+from golem_deploy.localnet.records import (
     end_process,
     log_tail,
     process_matches,
     read_pid_file,
     remove_pid_file,
-    stop_recorded_nodes,
 )
 
 __all__ = ["LocalNetInfo", "LocalnetError", "start", "status", "stop"]

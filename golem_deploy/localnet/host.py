@@ -25,15 +25,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from golem_deploy.localnet.daemons import LocalNodes, NodesInfo
 from golem_deploy.localnet.faults import NO_FAULTS, ProviderFaults, load_faults
-from golem_deploy.localnet.node import (
-    LocalnetError,
-    LocalNodes,
-    NodesInfo,
-    journal,
-    remove_pid_file,
-    write_pid_file,
-)
+from golem_deploy.localnet.node import LocalnetError
+from golem_deploy.localnet.records import journal, remove_pid_file, write_pid_file
 from golem_deploy.protocol import LOCAL_PLATFORM, LOCAL_SUBNET
 
 log = logging.getLogger("golem_deploy.localnet.host")
