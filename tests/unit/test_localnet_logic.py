@@ -11,6 +11,8 @@ import pytest
 from golem_deploy.localnet import LocalNetInfo
 from golem_deploy.localnet.faults import FaultsError, load_faults, parse_duration, parse_faults
 from golem_deploy.localnet.node import CHAINS, NodeConfig
+from golem_deploy.localnet.provider import loops
+from golem_deploy.localnet.provider.api import ProviderApiError
 from golem_deploy.localnet.provider.events import (
     ActivityEvent,
     Proposal,
@@ -20,7 +22,7 @@ from golem_deploy.localnet.provider.events import (
     parse_agreement_event,
     parse_offer_event,
 )
-from golem_deploy.localnet.provider.loops import EventCursor
+from golem_deploy.localnet.provider.loops import EventCursor, poll_forever, retried
 from golem_deploy.localnet.provider.terms import (
     CAPACITY,
     Resources,
@@ -299,3 +301,52 @@ def test_event_cursor_advances_and_drops_events_seen_before() -> None:
     assert cursor.after == second.event_date
     undated = ActivityEvent("y", "a", "CreateActivity", "")
     assert cursor.fresh([undated], key) == [undated] and cursor.after == second.event_date
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_the_poll_loop_survives_a_failed_poll_and_stops_when_told(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(loops, "POLL_BACKOFF", 0.0)
+    answers: list[list[int] | ProviderApiError] = [
+        ProviderApiError("GET /events", None, "connection refused"),
+        [1, 2],
+        ProviderApiError("GET /events", 500, "oops"),
+        [3],
+    ]
+    handled: list[int] = []
+
+    async def poll() -> list[int]:
+        answer = answers.pop(0)
+        if isinstance(answer, ProviderApiError):
+            raise answer
+        return answer
+
+    await poll_forever("test events", poll, handled.append, until=lambda: not answers)
+    assert handled == [1, 2, 3]
+
+
+@pytest.mark.anyio
+async def test_retried_calls_again_after_failures_and_gives_up_with_the_last_error() -> None:
+    calls: list[int] = []
+    waits: list[int] = []
+
+    async def flaky() -> str:
+        calls.append(len(calls))
+        if len(calls) < 3:
+            raise ProviderApiError("POST /send", 408, "busy")
+        return "sent"
+
+    assert await retried("send", flaky, attempts=4, delay=lambda n: waits.append(n) or 0) == "sent"
+    assert calls == [0, 1, 2] and waits == [0, 1]
+
+    async def down() -> str:
+        raise ProviderApiError("POST /send", None, "refused")
+
+    with pytest.raises(ProviderApiError, match="no answer"):
+        await retried("send", down, attempts=2, delay=lambda n: 0)
