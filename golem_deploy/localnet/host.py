@@ -28,18 +28,17 @@ from typing import Any
 from golem_deploy.localnet.daemons import LocalNodes, NodesInfo
 from golem_deploy.localnet.faults import NO_FAULTS, ProviderFaults, load_faults
 from golem_deploy.localnet.node import LocalnetError
-from golem_deploy.localnet.records import journal, remove_pid_file, write_pid_file
+from golem_deploy.localnet.records import (
+    HOST,
+    READY_FILE,
+    host_marker,
+    journal,
+    remove_pid_file,
+    write_pid_file,
+)
 from golem_deploy.protocol import LOCAL_PLATFORM, LOCAL_SUBNET
 
 log = logging.getLogger("golem_deploy.localnet.host")
-
-READY_FILE = "ready.json"
-HOST = "host"
-
-
-def host_marker(state_dir: Path) -> str:
-    """The host's `--state-dir=...` argument: unique to the host of this state dir."""
-    return f"--state-dir={state_dir}"
 
 
 def write_ready(state_dir: Path, data: dict[str, Any]) -> None:

@@ -19,6 +19,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+#: The host process's pid file name, and the file it writes once the network is ready.
+HOST = "host"
+READY_FILE = "ready.json"
+
+
+def host_marker(state_dir: Path) -> str:
+    """The host's `--state-dir=...` argument: unique to the host of this state dir."""
+    return f"--state-dir={state_dir}"
+
 
 def journal(state_dir: Path, event: str, **fields: Any) -> None:
     """Append one line to the state dir's journal: what was started or stopped, and when."""
