@@ -23,20 +23,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from golem_deploy.localnet.node import (
-    LocalnetError,
+from golem_deploy.localnet.daemons import stop_recorded_nodes
+from golem_deploy.localnet.node import LocalnetError
+from golem_deploy.localnet.records import (
+    HOST,
+    READY_FILE,
     end_process,
+    host_marker,
     log_tail,
     process_matches,
     read_pid_file,
     remove_pid_file,
-    stop_recorded_nodes,
 )
 
 __all__ = ["LocalNetInfo", "LocalnetError", "start", "status", "stop"]
 
-_READY_FILE = "ready.json"
-_HOST = "host"
 #: Host processes this Python process started, kept so they can be reaped after they exit.
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -64,10 +65,6 @@ class LocalNetInfo:
         }
 
 
-def _host_marker(state_dir: Path) -> str:
-    return f"--state-dir={state_dir}"
-
-
 @contextlib.contextmanager
 def _locked(state_dir: Path) -> Iterator[None]:
     """Serialize start/stop on one state dir (two CLIs, or a test and a CLI)."""
@@ -81,7 +78,7 @@ def _locked(state_dir: Path) -> Iterator[None]:
 
 def _read_info(state_dir: Path) -> tuple[LocalNetInfo, int] | None:
     try:
-        data = json.loads((state_dir / _READY_FILE).read_text(encoding="utf-8"))
+        data = json.loads((state_dir / READY_FILE).read_text(encoding="utf-8"))
         info = LocalNetInfo(
             api_url=str(data["api_url"]),
             app_key=str(data["app_key"]),
@@ -103,7 +100,7 @@ def status(state_dir: Path) -> LocalNetInfo | None:
     if found is None:
         return None
     info, host_pid = found
-    return info if process_matches(host_pid, _host_marker(state_dir)) else None
+    return info if process_matches(host_pid, host_marker(state_dir)) else None
 
 
 def start(
@@ -143,7 +140,7 @@ def start(
             sys.executable,
             "-m",
             "golem_deploy.localnet.host",
-            _host_marker(state_dir),
+            host_marker(state_dir),
             "--providers",
             str(providers),
             "--timeout",
@@ -195,7 +192,7 @@ def stop(state_dir: Path, *, timeout: float = 10.0) -> None:
 
 
 def _stop_unlocked(state_dir: Path, *, timeout: float) -> None:
-    host = read_pid_file(state_dir, _HOST)
+    host = read_pid_file(state_dir, HOST)
     if host is not None:
         pid, marker = host
         # SIGTERM: the host ends activities, withdraws offers and stops its daemons itself.
@@ -204,7 +201,7 @@ def _stop_unlocked(state_dir: Path, *, timeout: float) -> None:
         if child is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(1.0)
-        remove_pid_file(state_dir, _HOST)
+        remove_pid_file(state_dir, HOST)
     stop_recorded_nodes(state_dir)  # daemons a killed host could not stop
     with contextlib.suppress(FileNotFoundError):
-        (state_dir / _READY_FILE).unlink()
+        (state_dir / READY_FILE).unlink()

@@ -25,25 +25,20 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from golem_deploy.localnet.daemons import LocalNodes, NodesInfo
 from golem_deploy.localnet.faults import NO_FAULTS, ProviderFaults, load_faults
-from golem_deploy.localnet.node import (
-    LocalnetError,
-    LocalNodes,
-    NodesInfo,
+from golem_deploy.localnet.node import LocalnetError
+from golem_deploy.localnet.records import (
+    HOST,
+    READY_FILE,
+    host_marker,
     journal,
     remove_pid_file,
     write_pid_file,
 )
+from golem_deploy.protocol import LOCAL_PLATFORM, LOCAL_SUBNET
 
 log = logging.getLogger("golem_deploy.localnet.host")
-
-READY_FILE = "ready.json"
-HOST = "host"
-
-
-def host_marker(state_dir: Path) -> str:
-    """The host's `--state-dir=...` argument: unique to the host of this state dir."""
-    return f"--state-dir={state_dir}"
 
 
 def write_ready(state_dir: Path, data: dict[str, Any]) -> None:
@@ -72,14 +67,13 @@ def _preload() -> None:
 
 
 def _ready_data(state_dir: Path, nodes: NodesInfo) -> dict[str, Any]:
-    from golem_deploy.localnet.provider import PLATFORM, SUBNET
-
+    driver, network, _token = LOCAL_PLATFORM.split("-")
     return {
         "api_url": nodes.requestor_api_url,
         "app_key": nodes.requestor_app_key,
-        "subnet": SUBNET,
-        "payment_driver": PLATFORM.split("-")[0],
-        "payment_network": PLATFORM.split("-")[1],
+        "subnet": LOCAL_SUBNET,
+        "payment_driver": driver,
+        "payment_network": network,
         "providers": [[p.name, p.node_id] for p in nodes.providers],
         "state_dir": str(state_dir),
         "host_pid": os.getpid(),

@@ -1,4 +1,4 @@
-"""Pure logic of the local network: faults files, offers and prices, daemon environment."""
+"""Pure logic of the local network: faults, offers, prices and bills, API events, daemon env."""
 
 from __future__ import annotations
 
@@ -11,16 +11,33 @@ import pytest
 from golem_deploy.localnet import LocalNetInfo
 from golem_deploy.localnet.faults import FaultsError, load_faults, parse_duration, parse_faults
 from golem_deploy.localnet.node import CHAINS, NodeConfig
-from golem_deploy.localnet.provider import (
+from golem_deploy.localnet.provider import loops
+from golem_deploy.localnet.provider.api import ProviderApiError
+from golem_deploy.localnet.provider.events import (
+    ActivityEvent,
+    Proposal,
+    ProposedAgreement,
+    json_objects,
+    parse_activity_event,
+    parse_agreement_event,
+    parse_offer_event,
+)
+from golem_deploy.localnet.provider.loops import EventCursor, poll_forever, retried
+from golem_deploy.localnet.provider.terms import (
     CAPACITY,
-    Agreement,
     Resources,
+    Tariff,
+    Usage,
     amount_str,
+    debit_note_interval,
     demand_requirements,
+    invoice_amount,
+    is_final,
     linear_cost,
     offer_properties,
     parse_mounts,
     price_coeffs,
+    rejection,
 )
 
 
@@ -182,11 +199,154 @@ def test_local_net_info_env_has_exactly_what_requestor_sdks_read() -> None:
 
 def test_debit_notes_follow_the_interval_the_requestor_negotiated() -> None:
     offer = offer_properties(1, "local-provider-1", "0x1")
-
-    def agreement(demand: dict[str, object]) -> Agreement:
-        return Agreement("a", "0x2", demand, offer, Resources(), {})
-
     key = "golem.com.scheme.payu.debit-note.interval-sec?"
-    assert agreement({}).debit_note_interval(5.0) == 5.0  # the offer's own interval
-    assert agreement({key: 60}).debit_note_interval(5.0) == 60.0  # yapapi's MAP minimum
-    assert agreement({key: 1}).debit_note_interval(5.0) == 5.0  # never faster than ours
+    assert debit_note_interval({}, offer, 5.0) == 5.0  # the offer's own interval
+    assert debit_note_interval({key: 60}, offer, 5.0) == 60.0  # yapapi's MAP minimum
+    assert debit_note_interval({key: 1}, offer, 5.0) == 5.0  # never faster than ours
+
+
+def test_demands_are_rejected_with_a_reason_and_capacity_rejections_are_not_final() -> None:
+    demand: dict[str, object] = {
+        "golem.node.debug.subnet": "local-dev",
+        "golem.com.payment.chosen-platform": "erc20-holesky-tglm",
+    }
+    small = "(golem.inf.cpu.threads>=4)"
+    assert rejection(demand, small, reserved=Resources(), shutting_down=False) is None
+    other_subnet = {**demand, "golem.node.debug.subnet": "public"}
+    reason = rejection(other_subnet, small, reserved=Resources(), shutting_down=False)
+    assert reason is not None and reason.startswith("subnet mismatch") and is_final(reason)
+    polygon = {**demand, "golem.com.payment.chosen-platform": "erc20-polygon-glm"}
+    reason = rejection(polygon, small, reserved=Resources(), shutting_down=False)
+    assert reason is not None and "no common payment platform" in reason
+    huge = "(golem.inf.cpu.threads>=64)"
+    reason = rejection(demand, huge, reserved=Resources(), shutting_down=False)
+    assert reason is not None and reason.startswith("insufficient resources")
+    busy = Resources(CAPACITY.threads - 2, 0, 0)
+    reason = rejection(demand, small, reserved=busy, shutting_down=False)
+    assert reason is not None and reason.startswith("over capacity") and not is_final(reason)
+    reason = rejection(demand, small, reserved=Resources(), shutting_down=True)
+    assert reason is not None and not is_final(reason)
+    bad_mounts = {**demand, "golem_deploy.local.mounts": json.dumps({"data": "/srv"})}
+    reason = rejection(bad_mounts, small, reserved=Resources(), shutting_down=False)
+    assert reason is not None and "not absolute" in reason
+
+
+def test_debit_notes_and_invoices_bill_the_agreed_tariff() -> None:
+    tariff = Tariff.from_offer(offer_properties(2, "local-provider-2", "0x2"))
+    assert tariff.coeffs == (0.00015, 0.00003, 0.001)
+    assert tariff.usage_vector == ("golem.usage.cpu_sec", "golem.usage.duration_sec")
+    usage = Usage(cpu_sec=2.0, duration_sec=100.0)
+    # cumulative: 0.00015*2 + 0.00003*100 + 0.001 start
+    assert tariff.cost(usage) == Decimal("0.0003") + Decimal("0.003") + Decimal("0.001")
+    assert tariff.counters(Usage(cpu_sec=1.23456789, duration_sec=3.0)) == [1.234568, 3.0]
+    assert tariff.cost(Usage()) == Decimal("0.001")  # the start price alone
+    # a tariff whose vector lists only duration bills and reports only duration
+    by_time = Tariff((0.5, 0.0), ("golem.usage.duration_sec",))
+    assert by_time.cost(usage) == Decimal(50) and by_time.counters(usage) == [100.0]
+    assert invoice_amount([Decimal("0.0043"), Decimal("0.001")]) == "0.0053"
+    assert invoice_amount([]) == "0"
+    with pytest.raises(ValueError, match="no valid"):
+        Tariff.from_offer({"golem.com.pricing.model.linear.coeffs": ["x"]})
+
+
+def test_provider_api_events_parse_into_typed_values() -> None:
+    offer_event = parse_offer_event(
+        "sub-1",
+        {
+            "eventType": "AgreementEvent",
+            "agreement": {
+                "agreementId": "a1",
+                "demand": {"properties": {"k": 1}, "constraints": "(x=1)", "requestorId": "0xR"},
+                "offer": {"properties": {"o": 2}},
+                "validTo": "2026-11-28T04:50:29.722646123Z",
+            },
+        },
+    )
+    assert isinstance(offer_event, ProposedAgreement)
+    assert offer_event.requestor_id == "0xR" and offer_event.demand == {"k": 1}
+    assert offer_event.offer == {"o": 2} and offer_event.demand_constraints == "(x=1)"
+    assert offer_event.valid_to is not None and offer_event.valid_to.microsecond == 722646
+    proposal = parse_offer_event(
+        "sub-1", {"eventType": "ProposalEvent", "proposal": {"proposalId": "P-1"}}
+    )
+    assert isinstance(proposal, Proposal) and proposal.subscription_id == "sub-1"
+    assert proposal.properties == {} and proposal.issuer_id is None
+    assert parse_offer_event("sub-1", {"eventType": "PropertyQueryEvent"}) is None
+    with pytest.raises(KeyError):
+        parse_offer_event("sub-1", {"eventType": "ProposalEvent", "proposal": {}})
+    activity = parse_activity_event(
+        {"activityId": "x", "agreementId": "a1", "eventType": {"CreateActivity": {}}}
+    )
+    assert (activity.kind, activity.event_date) == ("CreateActivity", "")
+    terminated = parse_agreement_event(
+        {"agreementId": "a1", "eventType": "AgreementTerminatedEvent", "reason": {"message": "bye"}}
+    )
+    assert terminated.reason == "bye" and terminated.kind == "AgreementTerminatedEvent"
+    assert json_objects([{"a": 1}, 3, "x"]) == [{"a": 1}] and json_objects(None) == []
+
+
+def test_event_cursor_advances_and_drops_events_seen_before() -> None:
+    cursor = EventCursor()
+    start = cursor.after
+    first = ActivityEvent("x", "a", "CreateActivity", "2999-01-01T00:00:00.000001Z")
+    second = ActivityEvent("x", "a", "DestroyActivity", "2999-01-01T00:00:01.000000Z")
+
+    def key(event: ActivityEvent) -> tuple[str, str]:
+        return (event.activity_id, event.kind)
+
+    assert cursor.fresh([first], key) == [first]
+    assert cursor.after == first.event_date > start
+    # yagna returns events after the cursor again when they share a timestamp
+    assert cursor.fresh([first, second], key) == [second]
+    assert cursor.after == second.event_date
+    undated = ActivityEvent("y", "a", "CreateActivity", "")
+    assert cursor.fresh([undated], key) == [undated] and cursor.after == second.event_date
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_the_poll_loop_survives_a_failed_poll_and_stops_when_told(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(loops, "POLL_BACKOFF", 0.0)
+    answers: list[list[int] | ProviderApiError] = [
+        ProviderApiError("GET /events", None, "connection refused"),
+        [1, 2],
+        ProviderApiError("GET /events", 500, "oops"),
+        [3],
+    ]
+    handled: list[int] = []
+
+    async def poll() -> list[int]:
+        answer = answers.pop(0)
+        if isinstance(answer, ProviderApiError):
+            raise answer
+        return answer
+
+    await poll_forever("test events", poll, handled.append, until=lambda: not answers)
+    assert handled == [1, 2, 3]
+
+
+@pytest.mark.anyio
+async def test_retried_calls_again_after_failures_and_gives_up_with_the_last_error() -> None:
+    calls: list[int] = []
+    waits: list[int] = []
+
+    async def flaky() -> str:
+        calls.append(len(calls))
+        if len(calls) < 3:
+            raise ProviderApiError("POST /send", 408, "busy")
+        return "sent"
+
+    assert await retried("send", flaky, attempts=4, delay=lambda n: waits.append(n) or 0) == "sent"
+    assert calls == [0, 1, 2] and waits == [0, 1]
+
+    async def down() -> str:
+        raise ProviderApiError("POST /send", None, "refused")
+
+    with pytest.raises(ProviderApiError, match="no answer"):
+        await retried("send", down, attempts=2, delay=lambda n: 0)

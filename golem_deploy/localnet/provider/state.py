@@ -1,0 +1,80 @@
+"""What a provider agent is given (its config) and keeps per agreement and activity."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+
+import anyio
+
+from golem_deploy.localnet.faults import NO_FAULTS, ProviderFaults
+from golem_deploy.localnet.node import ProviderIdentity
+from golem_deploy.localnet.provider.exeunits import ExeUnitLike
+from golem_deploy.localnet.provider.terms import DEBIT_NOTE_INTERVAL, Resources, Tariff, Usage
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """Everything one agent needs; `index` is 1-based (local-provider-<index>)."""
+
+    index: int
+    identity: ProviderIdentity
+    api_url: str
+    gsb_url: str
+    work_root: Path
+    faults: ProviderFaults = NO_FAULTS
+    debit_note_interval: float = DEBIT_NOTE_INTERVAL
+
+
+@dataclass
+class Agreement:
+    """An approved agreement: its terms, what it reserves, and its activities."""
+
+    agreement_id: str
+    requestor_id: str
+    tariff: Tariff
+    debit_note_interval: float  # as negotiated (terms.debit_note_interval)
+    multi_activity: bool
+    reserved: Resources
+    mounts: dict[str, Path]
+    valid_to: datetime | None = None
+    activities: dict[str, Activity] = field(default_factory=dict)
+    ended: anyio.Event = field(default_factory=anyio.Event)
+    end_reason: str = ""
+    terminated_by_us: bool = False
+
+    def end(self, reason: str) -> None:
+        self.end_reason = reason
+        self.ended.set()
+
+
+@dataclass
+class Activity:
+    """One activity of an agreement and the ExeUnit that serves it."""
+
+    activity_id: str
+    agreement: Agreement
+    stop: anyio.Event = field(default_factory=anyio.Event)
+    stop_reason: str = ""
+    done: anyio.Event = field(default_factory=anyio.Event)
+    exeunit: ExeUnitLike | None = None
+    final_cost: Decimal = Decimal(0)
+    debit_notes: int = 0
+    running: bool = False  # the ExeUnit is up (registered, Initialized)
+    crashed: str | None = None  # why the ExeUnit died on its own, if it did
+
+    def request_stop(self, reason: str) -> None:
+        if not self.stop.is_set():
+            self.stop_reason = reason
+            self.stop.set()
+
+    def usage(self) -> Usage:
+        if self.exeunit is None:
+            return Usage()
+        cpu, duration = self.exeunit.usage
+        return Usage(cpu_sec=cpu, duration_sec=duration)
+
+    def cost(self) -> Decimal:
+        return self.agreement.tariff.cost(self.usage())
