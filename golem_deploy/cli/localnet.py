@@ -8,6 +8,7 @@ or any other SDK at it. Everything for humans goes to stderr.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -53,7 +54,8 @@ def start(
 ) -> None:
     """Start a local network in the background (or reuse the running one) and print its env.
 
-    Use it with: eval "$(golem-deploy localnet start)"
+    Use it with: eval "$(golem-deploy localnet start)". Besides the YAGNA_* variables it puts
+    a `gftp` first on PATH, which yapapi needs for every Golem it starts.
     """
     from golem_deploy import localnet
 
@@ -61,10 +63,13 @@ def start(
     info = localnet.start(directory, providers=providers, faults=faults, timeout=timeout)
     env = info.env()
     if as_json:
+        env["PATH"] = info.path_with_gftp(os.environ.get("PATH", ""))
         typer.echo(json.dumps(env))
     else:
         for key, value in env.items():
             typer.echo(f"export {key}={shlex.quote(value)}")
+        # yapapi runs `gftp server`, which the golem-node wheel lacks: ours comes first.
+        typer.echo(f'export PATH={shlex.quote(str(info.gftp_dir))}:"$PATH"')
     if len(info.providers) != providers:
         print(
             f"note: a network with {len(info.providers)} providers was already running and is "

@@ -37,7 +37,7 @@ from golem_deploy.engine.service import (
     WorkContext,
 )
 from golem_deploy.errors import GolemDeployError
-from golem_deploy.yagna.errors import YagnaError
+from golem_deploy.yagna.errors import ActivityGone, YagnaError, YagnaUnreachable
 from golem_deploy.yagna.models import ExeResult
 
 if TYPE_CHECKING:
@@ -688,14 +688,14 @@ class _InstanceRunner:
         When yagna itself did not answer (status 0: connection refused or dropped), that
         says nothing about the provider: wait for yagna to come back (bounded) instead of
         spending the caller's few retries within a second of a yagna restart."""
-        if error.status == 0:
+        if isinstance(error, YagnaUnreachable):
             await self._wait_for_yagna()
         state = None
         with contextlib.suppress(YagnaError), anyio.move_on_after(6):
             state = await self.engine.client.activity_state(activity_id)
         if state is not None and state.state in VANISHED_STATES:
             raise ProviderGone(f"activity {state.state.lower()} on the provider") from error
-        if "endpoint address not found" in error.detail:
+        if isinstance(error, ActivityGone):
             self._bus_misses += 1
             if self._bus_misses >= 2:
                 raise ProviderGone(f"the provider's ExeUnit is gone ({error.detail})") from error
@@ -708,9 +708,10 @@ class _InstanceRunner:
                 try:
                     await self.engine.client.me()
                     return
-                except YagnaError as e:
-                    if e.status != 0:
-                        return  # it answers, if only with an error
+                except YagnaUnreachable:
+                    pass
+                except YagnaError:
+                    return  # it answers, if only with an error
                 await anyio.sleep(1.0)
 
     def _output(self, stream: str, text: str) -> None:

@@ -37,7 +37,7 @@ from golem_deploy.engine.service import Service, Storage
 from golem_deploy.engine.storage import GsbApiStorage
 from golem_deploy.errors import GolemDeployError
 from golem_deploy.yagna.client import YagnaClient, YagnaConfig
-from golem_deploy.yagna.errors import YagnaError
+from golem_deploy.yagna.errors import YagnaError, YagnaStatusError
 
 __all__ = ["DEFAULT_EXPIRATION", "EngineError", "Golem"]
 
@@ -187,8 +187,8 @@ class Golem:
             )
             try:
                 await self._payments.open(identity.node_id)
-            except YagnaError as e:
-                raise YagnaError(
+            except YagnaStatusError as e:
+                raise YagnaStatusError(
                     e.status,
                     f"cannot create an allocation of {self.budget} on {self.platform}: {e.detail}",
                     e.request,

@@ -29,7 +29,7 @@ import anyio
 from golem_deploy.engine import events as ev
 from golem_deploy.engine.payload import VmPayload
 from golem_deploy.yagna.client import YagnaClient
-from golem_deploy.yagna.errors import YagnaError
+from golem_deploy.yagna.errors import YagnaError, YagnaStatusError
 from golem_deploy.yagna.models import Agreement, Decoration, Proposal
 
 __all__ = [
@@ -328,7 +328,7 @@ class MarketSession:
                 # sign() cancels this long poll when it wants fresh proposals right away
                 with anyio.CancelScope() as self._poll_scope:
                     events = await self.client.demand_events(sub, timeout=2.0, max_events=50)
-            except YagnaError as e:
+            except YagnaStatusError as e:
                 if e.status in (404, 410):  # subscription expired: publish again
                     self._subscription = None
                     return
@@ -494,7 +494,7 @@ class MarketSession:
                 remaining = max(1.0, math.ceil(deadline - anyio.current_time()))
                 approved = await self.client.wait_for_approval(agreement_id, timeout=remaining)
             if not approved:
-                raise YagnaError(408, "not approved in time", "agreement approval")
+                raise YagnaStatusError(408, "not approved in time", "agreement approval")
         except YagnaError as e:
             reason = f"agreement not approved: {e.detail}"
             self.emit(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -53,6 +54,7 @@ class LocalNetInfo:
     payment_network: str
     providers: list[tuple[str, str]]  # (name, node id), e.g. ("local-provider-1", "0x…")
     state_dir: Path
+    gftp_dir: Path  # holds a `gftp` for yapapi & co. (the golem-node wheel ships none)
 
     def env(self) -> dict[str, str]:
         """Exactly the variables yapapi (and golem-deploy's engine) read."""
@@ -63,6 +65,10 @@ class LocalNetInfo:
             "YAGNA_PAYMENT_DRIVER": self.payment_driver,
             "YAGNA_PAYMENT_NETWORK": self.payment_network,
         }
+
+    def path_with_gftp(self, path: str) -> str:
+        """`path` (a PATH value) with this network's `gftp` first, as yapapi needs it."""
+        return f"{self.gftp_dir}{os.pathsep}{path}" if path else str(self.gftp_dir)
 
 
 @contextlib.contextmanager
@@ -87,6 +93,7 @@ def _read_info(state_dir: Path) -> tuple[LocalNetInfo, int] | None:
             payment_network=str(data["payment_network"]),
             providers=[(str(name), str(node_id)) for name, node_id in data["providers"]],
             state_dir=Path(data["state_dir"]),
+            gftp_dir=Path(data["gftp_dir"]),
         )
         return info, int(data["host_pid"])
     except (OSError, ValueError, KeyError, TypeError):

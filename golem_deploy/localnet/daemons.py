@@ -59,6 +59,7 @@ class NodesInfo:
     requestor_api_url: str
     requestor_app_key: str
     requestor_id: str
+    requestor_gsb_url: str
     provider_api_url: str
     provider_gsb_url: str
     providers: tuple[ProviderIdentity, ...]
@@ -149,6 +150,7 @@ class LocalNodes:
             requestor_api_url=requestor.config.api_url,
             requestor_app_key=keys[REQUESTOR],
             requestor_id=requestor_id,
+            requestor_gsb_url=requestor.config.gsb_url,
             provider_api_url=provider.config.api_url,
             provider_gsb_url=provider.config.gsb_url,
             providers=identities,

@@ -141,6 +141,18 @@ class GftpPublisher:
         dest.write_bytes(b"")
         return await self._bind(secrets.token_hex(32), slot), slot.finished
 
+    async def release(self, url: str) -> bool:
+        """Stop serving one URL of ours; False when it is not one being served."""
+        try:
+            node_id, file_hash = parse_url(url)
+        except GftpError:
+            return False
+        if node_id != self._node_id.lower() or file_hash not in self._slots:
+            return False
+        del self._slots[file_hash]
+        await self._bus.unregister(f"/public/gftp/{file_hash}")
+        return True
+
     async def close(self) -> None:
         for file_hash in list(self._slots):
             await self._bus.unregister(f"/public/gftp/{file_hash}")

@@ -478,6 +478,13 @@ class GsbClient:
         finally:
             self._pending.pop(request_id, None)
 
+    async def push_raw(self, address: str, data: bytes, *, caller: str) -> None:
+        """Send ``data`` to ``address`` expecting no reply (yagna's ``push_raw_as``).
+
+        VPN frames travel this way: fire and forget, in order."""
+        request_id = f"{self._name}-{next(self._ids)}"
+        await self.send(CallRequest(caller, address, request_id, data, no_reply=True))
+
     async def call(self, address: str, payload: Any, *, caller: str = "local") -> Any:
         """Call ``address`` with a flexbuffers payload and decode the reply."""
         return loads(await self.call_raw(address, dumps(payload), caller=caller))

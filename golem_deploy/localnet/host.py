@@ -67,7 +67,10 @@ def _preload() -> None:
 
 
 def _ready_data(state_dir: Path, nodes: NodesInfo) -> dict[str, Any]:
+    from golem_deploy.localnet.gftp_server import write_launcher
+
     driver, network, _token = LOCAL_PLATFORM.split("-")
+    gftp_dir = write_launcher(state_dir, nodes.requestor_gsb_url, nodes.requestor_id)
     return {
         "api_url": nodes.requestor_api_url,
         "app_key": nodes.requestor_app_key,
@@ -80,6 +83,7 @@ def _ready_data(state_dir: Path, nodes: NodesInfo) -> dict[str, Any]:
         "requestor_id": nodes.requestor_id,
         "provider_api_url": nodes.provider_api_url,
         "provider_gsb_url": nodes.provider_gsb_url,
+        "gftp_dir": str(gftp_dir),  # yapapi's `gftp server`, put first on PATH
         # For diagnostics and tests that act as a provider; the file is private (0600).
         "provider_app_keys": {p.name: p.app_key for p in nodes.providers},
     }

@@ -153,11 +153,11 @@ async def _end_agreement(client: Any, agreement_id: str) -> str:
     approved: cancel it), Proposal (never confirmed: it just expires), or already final.
     """
     from golem_deploy.yagna.client import MARKET
-    from golem_deploy.yagna.errors import YagnaError
+    from golem_deploy.yagna.errors import YagnaStatusError
 
     try:
         agreement = await client.get_agreement(agreement_id)
-    except YagnaError as error:
+    except YagnaStatusError as error:
         if error.status == 404:
             return "unknown to yagna (never created)"
         raise

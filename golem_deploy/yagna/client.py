@@ -6,9 +6,11 @@ actually returns them, long polls with a server-side `timeout` plus a client dea
 longer, and SSE (`Accept: text/event-stream`) for live exec output.
 
 Failure policy: 408/504 and connection errors are intermittent and retried with a bounded
-exponential backoff; any other error status raises YagnaError(status, message, "METHOD
-/path"). Answers that are not JSON, miss required fields, or exceed MAX_BODY bytes raise
-YagnaError too — never a hang, never a KeyError. The app key only ever goes into the
+exponential backoff; then no answer raises YagnaUnreachable and any other error status
+YagnaStatusError(status, message, "METHOD /path") -- or its subclass ActivityGone, chosen by
+`wire.status_error`, the one place that reads yagna's error text. Answers that are not JSON,
+miss required fields, or exceed MAX_BODY bytes raise YagnaBadAnswer -- never a hang, never a
+KeyError. The app key only ever goes into the
 Authorization header; it is not part of any repr, log line or error.
 """
 
@@ -26,7 +28,7 @@ from typing import Any
 import aiohttp
 import anyio
 
-from golem_deploy.yagna.errors import YagnaError
+from golem_deploy.yagna.errors import YagnaBadAnswer, YagnaError, YagnaUnreachable
 from golem_deploy.yagna.models import (
     ActivityState,
     Agreement,
@@ -41,13 +43,20 @@ from golem_deploy.yagna.models import (
     PaymentEvent,
     RuntimeEvent,
 )
+from golem_deploy.yagna.wire import (
+    MAX_BODY,
+    decode,
+    expect_list,
+    expect_string,
+    read_limited,
+    status_error,
+)
 
 __all__ = ["MAX_BODY", "YagnaClient", "YagnaConfig"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "http://127.0.0.1:7465"
-MAX_BODY = 16 * 1024 * 1024  # no legitimate requestor answer comes near this
 MAX_SSE_LINE = 4 * 1024 * 1024
 MARKET = "/market-api/v1"
 ACTIVITY = "/activity-api/v1"
@@ -68,7 +77,6 @@ class YagnaConfig:
         key = app_key or os.environ.get("YAGNA_APPKEY") or ""
         if not key:
             raise YagnaError(
-                0,
                 "no app key",
                 "configuration",
                 hint="set YAGNA_APPKEY (see `yagna app-key list`) or pass app_key=",
@@ -151,39 +159,36 @@ class YagnaClient:
         attempt = 0
         while True:
             attempt += 1
+            status: int | None = None  # None: no HTTP answer at all
+            raw, err = b"", ""
             try:
                 with anyio.fail_after(timeout):
                     async with self.session.request(
                         method, url, params=q, data=data, headers=headers
                     ) as resp:
-                        raw = await _read_limited(resp, what)
+                        raw = await read_limited(resp, what)
                         status = resp.status
             except TimeoutError:
-                status, raw = 0, b""
                 err = f"no answer within {timeout:g} s"
             except aiohttp.ClientError as e:
-                status, raw = 0, b""
                 err = f"connection failed ({type(e).__name__}: {e})"
-            else:
-                err = ""
             if status in ok:
-                return status, _decode(raw, what) if raw.strip() else None
-            intermittent = status in (0, 408, 504)
+                return status, decode(raw, what) if raw.strip() else None
             if poll and status == 408:
                 return status, None
+            intermittent = status in (None, 408, 504)
             if intermittent and retry and attempt < self.retries:
                 delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
                 log.debug("yagna %s: %s, retry %d in %.1fs", what, err or status, attempt, delay)
                 await anyio.sleep(delay)
                 continue
-            if status == 0:
-                raise YagnaError(
-                    0,
+            if status is None:
+                raise YagnaUnreachable(
                     err,
                     what,
                     hint=f"is yagna running at {self.config.api_url}? (`yagna service run`)",
                 )
-            raise YagnaError(status, _error_message(raw), what, hint=_hint(status))
+            raise status_error(status, raw, what)
 
     async def _get(self, path: str, **kw: Any) -> Any:
         return (await self.request("GET", path, **kw))[1]
@@ -201,7 +206,7 @@ class YagnaClient:
     async def subscribe_demand(self, properties: dict[str, Any], constraints: str) -> str:
         path = f"{MARKET}/demands"
         body = {"properties": properties, "constraints": constraints}
-        return _string(await self._post(path, body, retry=False), f"POST {path}")
+        return expect_string(await self._post(path, body, retry=False), f"POST {path}")
 
     async def unsubscribe_demand(self, subscription_id: str) -> None:
         await self.request("DELETE", f"{MARKET}/demands/{subscription_id}", ok=(200, 204, 410))
@@ -214,14 +219,14 @@ class YagnaClient:
         data = await self._get(
             path, params={"timeout": timeout, "maxEvents": max_events}, timeout=timeout + 10
         )
-        return [MarketEvent.parse(e, f"GET {path}") for e in _list(data, f"GET {path}")]
+        return [MarketEvent.parse(e, f"GET {path}") for e in expect_list(data, f"GET {path}")]
 
     async def counter_proposal(
         self, subscription_id: str, proposal_id: str, properties: dict[str, Any], constraints: str
     ) -> str:
         path = f"{MARKET}/demands/{subscription_id}/proposals/{proposal_id}"
         body = {"properties": properties, "constraints": constraints}
-        return _string(await self._post(path, body, timeout=70, retry=False), f"POST {path}")
+        return expect_string(await self._post(path, body, timeout=70, retry=False), f"POST {path}")
 
     async def reject_proposal(self, subscription_id: str, proposal_id: str, reason: str) -> None:
         path = f"{MARKET}/demands/{subscription_id}/proposals/{proposal_id}/reject"
@@ -230,7 +235,7 @@ class YagnaClient:
     async def create_agreement(self, proposal_id: str, valid_to: datetime) -> str:
         path = f"{MARKET}/agreements"
         body = {"proposalId": proposal_id, "validTo": valid_to.astimezone(UTC).isoformat()}
-        return _string(await self._post(path, body, retry=False), f"POST {path}")
+        return expect_string(await self._post(path, body, retry=False), f"POST {path}")
 
     async def get_agreement(self, agreement_id: str) -> Agreement:
         path = f"{MARKET}/agreements/{agreement_id}"
@@ -271,7 +276,7 @@ class YagnaClient:
             params={"timeout": timeout, "afterTimestamp": after, "maxEvents": max_events},
             timeout=timeout + 10,
         )
-        return [AgreementEvent.parse(e, f"GET {path}") for e in _list(data, f"GET {path}")]
+        return [AgreementEvent.parse(e, f"GET {path}") for e in expect_list(data, f"GET {path}")]
 
     # ---------------------------------------------------------------------- activity
 
@@ -280,12 +285,12 @@ class YagnaClient:
         data = await self._post(
             path, agreement_id, params={"timeout": timeout}, timeout=timeout + 10, retry=False
         )
-        return _string(data, f"POST {path}")
+        return expect_string(data, f"POST {path}")
 
     async def exec(self, activity_id: str, commands: list[dict[str, Any]]) -> str:
         path = f"{ACTIVITY}/activity/{activity_id}/exec"
         body = {"text": json.dumps(commands)}
-        return _string(await self._post(path, body, retry=False), f"POST {path}")
+        return expect_string(await self._post(path, body, retry=False), f"POST {path}")
 
     async def exec_results(
         self, activity_id: str, batch_id: str, *, timeout: float = 5.0
@@ -293,7 +298,7 @@ class YagnaClient:
         """Results of the finished prefix of the batch (long-polls up to `timeout`)."""
         path = f"{ACTIVITY}/activity/{activity_id}/exec/{batch_id}"
         data = await self._get(path, params={"timeout": timeout}, timeout=timeout + 10)
-        return [ExeResult.parse(e, f"GET {path}") for e in _list(data, f"GET {path}")]
+        return [ExeResult.parse(e, f"GET {path}") for e in expect_list(data, f"GET {path}")]
 
     async def stream_exec(self, activity_id: str, batch_id: str) -> AsyncIterator[RuntimeEvent]:
         """Live runtime events of a batch over SSE (yields until the server closes or the
@@ -308,19 +313,18 @@ class YagnaClient:
             self.config.api_url + path, headers={"Accept": "text/event-stream"}
         ) as resp:
             if resp.status != 200:
-                raw = await _read_limited(resp, what)
-                raise YagnaError(resp.status, _error_message(raw), what)
+                raise status_error(resp.status, await read_limited(resp, what), what)
             event, data_lines = "", list[str]()
             while True:
                 line_b = await resp.content.readline()
                 if not line_b:
                     return
                 if len(line_b) > MAX_SSE_LINE:
-                    raise YagnaError(0, "stream line too long", what)
+                    raise YagnaBadAnswer("stream line too long", what)
                 line = line_b.decode("utf-8", errors="replace").rstrip("\r\n")
                 if line == "":
                     if data_lines and event in ("runtime", ""):
-                        payload = _decode("\n".join(data_lines).encode(), what)
+                        payload = decode("\n".join(data_lines).encode(), what)
                         yield RuntimeEvent.parse(payload, what)
                     event, data_lines = "", []
                 elif line.startswith(":"):
@@ -389,7 +393,7 @@ class YagnaClient:
         data = await self._get(
             path, params={"timeout": timeout, "afterTimestamp": after}, timeout=timeout + 10
         )
-        return [PaymentEvent.parse(e, f"GET {path}") for e in _list(data, f"GET {path}")]
+        return [PaymentEvent.parse(e, f"GET {path}") for e in expect_list(data, f"GET {path}")]
 
     async def get_invoice(self, invoice_id: str) -> Invoice:
         path = f"{PAYMENT}/invoices/{invoice_id}"
@@ -412,60 +416,3 @@ class YagnaClient:
     ) -> None:
         body = {"totalAmountAccepted": str(amount), "allocationId": allocation_id}
         await self._post(f"{PAYMENT}/debitNotes/{debit_note_id}/accept", body, timeout=40)
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-async def _read_limited(resp: aiohttp.ClientResponse, what: str) -> bytes:
-    """The body, refusing anything over MAX_BODY (a misbehaving server must not eat RAM)."""
-    if resp.content_length is not None and resp.content_length > MAX_BODY:
-        raise YagnaError(resp.status, f"answer too large ({resp.content_length} bytes)", what)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.content.iter_chunked(65536):
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise YagnaError(resp.status, f"answer larger than {MAX_BODY} bytes", what)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _decode(raw: bytes, what: str) -> Any:
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        snippet = raw[:120].decode("utf-8", errors="replace")
-        raise YagnaError(0, f"answer is not JSON: {snippet!r}", what) from None
-
-
-def _error_message(raw: bytes) -> str:
-    """yagna's ErrorMessage `{"message": ...}`, or its plain-text body (401), trimmed."""
-    text = raw.decode("utf-8", errors="replace").strip()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return text[:500] or "(empty body)"
-    if isinstance(data, dict) and data.get("message"):
-        return str(data["message"])[:500]
-    return text[:500] or "(empty body)"
-
-
-def _hint(status: int) -> str | None:
-    if status == 401:
-        return "the app key was refused; check YAGNA_APPKEY (`yagna app-key list`)"
-    return None
-
-
-def _string(data: Any, what: str) -> str:
-    if not isinstance(data, str) or not data:
-        raise YagnaError(0, f"expected a JSON string id, got {type(data).__name__}", what)
-    return data
-
-
-def _list(data: Any, what: str) -> list[Any]:
-    if data is None:
-        return []
-    if not isinstance(data, list):
-        raise YagnaError(0, f"expected a JSON array, got {type(data).__name__}", what)
-    return data

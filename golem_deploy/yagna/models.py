@@ -1,6 +1,6 @@
 """Typed views of what yagna sends us.
 
-Each `parse` takes decoded JSON and either returns a dataclass or raises YagnaError naming
+Each `parse` takes decoded JSON and either returns a dataclass or raises YagnaBadAnswer naming
 the missing/ill-typed field, so a malformed answer becomes one clear error instead of a
 KeyError deep in the engine. Only the fields the engine reads are modelled; the raw
 properties of proposals and agreements are kept as flat dicts.
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from golem_deploy.yagna.errors import YagnaError
+from golem_deploy.yagna.errors import YagnaBadAnswer
 
 __all__ = [
     "ActivityState",
@@ -36,15 +36,15 @@ class _Reader:
 
     def __init__(self, data: Any, what: str, request: str) -> None:
         if not isinstance(data, dict):
-            raise YagnaError(0, f"expected a JSON object for {what}, got {_kind(data)}", request)
+            raise YagnaBadAnswer(f"expected a JSON object for {what}, got {_kind(data)}", request)
         self.data: dict[str, Any] = data
         self.what = what
         self.request = request
 
-    def _fail(self, key: str, expected: str) -> YagnaError:
+    def _fail(self, key: str, expected: str) -> YagnaBadAnswer:
         got = _kind(self.data.get(key)) if key in self.data else "nothing"
-        return YagnaError(
-            0, f"malformed {self.what}: field {key!r} should be {expected}, got {got}", self.request
+        return YagnaBadAnswer(
+            f"malformed {self.what}: field {key!r} should be {expected}, got {got}", self.request
         )
 
     def text(self, key: str) -> str:
@@ -156,12 +156,12 @@ class Decoration:
         raw_props = r.data.get("properties")
         raw_cons = r.data.get("constraints")
         if not isinstance(raw_props, list) or not isinstance(raw_cons, list):
-            raise YagnaError(0, "malformed demand decoration", request)
+            raise YagnaBadAnswer("malformed demand decoration", request)
         for item in raw_props:
             p = _Reader(item, "decoration property", request)
             props[p.text("key")] = p.data.get("value")
         if not all(isinstance(c, str) for c in raw_cons):
-            raise YagnaError(0, "malformed demand decoration constraints", request)
+            raise YagnaBadAnswer("malformed demand decoration constraints", request)
         return cls(properties=props, constraints=list(raw_cons))
 
 
@@ -277,7 +277,7 @@ class ExeResult:
         r = _Reader(data, "exec result", request)
         result = r.text("result")
         if result not in ("Ok", "Error"):
-            raise YagnaError(0, f"malformed exec result: result {result!r}", request)
+            raise YagnaBadAnswer(f"malformed exec result: result {result!r}", request)
         return cls(
             index=r.integer("index"),
             result=result,
@@ -309,7 +309,7 @@ class RuntimeEvent:
         if isinstance(kind_obj, str):  # unit variants, should they ever appear
             kind_obj = {kind_obj: None}
         if not isinstance(kind_obj, dict) or len(kind_obj) != 1:
-            raise YagnaError(0, "malformed runtime event: bad 'kind'", request)
+            raise YagnaBadAnswer("malformed runtime event: bad 'kind'", request)
         ((kind, body),) = kind_obj.items()
         batch_id, index = r.text("batch_id"), r.integer("index")
         if kind in ("stdout", "stderr"):
@@ -339,7 +339,9 @@ class ActivityState:
             or not isinstance(pair[0], str)
             or not (pair[1] is None or isinstance(pair[1], str))
         ):
-            raise YagnaError(0, "malformed activity state: 'state' is not [current, next]", request)
+            raise YagnaBadAnswer(
+                "malformed activity state: 'state' is not [current, next]", request
+            )
         return cls(pair[0], pair[1], r.opt_text("reason"), r.opt_text("errorMessage"))
 
 
@@ -409,5 +411,5 @@ class PaymentEvent:
         r = _Reader(data, "payment event", request)
         doc = r.data.get("invoiceId", r.data.get("debitNoteId"))
         if not isinstance(doc, str):
-            raise YagnaError(0, "malformed payment event: no invoiceId/debitNoteId", request)
+            raise YagnaBadAnswer("malformed payment event: no invoiceId/debitNoteId", request)
         return cls(r.text("eventType"), doc, r.text("eventDate"), r.data)

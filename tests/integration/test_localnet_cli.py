@@ -62,18 +62,22 @@ def test_start_prints_eval_able_exports_then_status_and_stop(state_dir: Path) ->
     assert started.returncode == 0, started.stderr
     # The exports are exactly what a shell `eval` turns into the requestor's environment.
     shell = subprocess.run(
-        ["sh", "-c", started.stdout + '\nenv | grep "^YAGNA_"'],
+        ["sh", "-c", started.stdout + '\nenv | grep "^YAGNA_"; echo "gftp=$(command -v gftp)"'],
         capture_output=True,
         text=True,
         check=True,
     )
     exported = dict(line.split("=", 1) for line in shell.stdout.splitlines())
+    # yapapi starts `gftp server` for every Golem: the network's own gftp comes first on PATH.
+    assert exported.pop("gftp") == str(state_dir / "bin" / "gftp")
     assert set(exported) == KEYS
     assert exported["YAGNA_SUBNET"] == "local-dev"
     assert "golem-deploy localnet stop" in started.stderr
 
     again = cli("localnet", "start", "--json", "--state-dir", str(state_dir))
-    assert json.loads(again.stdout) == exported  # the running network, not a new one
+    as_json = json.loads(again.stdout)  # the running network, not a new one
+    assert as_json.pop("PATH").startswith(f"{state_dir / 'bin'}:")
+    assert as_json == exported
     assert "already running and is reused" in again.stderr  # asked for 3, it has 2
 
     status = cli("localnet", "status", "--json", "--state-dir", str(state_dir))

@@ -1,17 +1,18 @@
 """yapapi 0.13.1's Services API runs a service on the local network, unchanged.
 
-yapapi is not a dependency of golem-deploy: the test installs it into a throwaway virtualenv
-under its tmp dir, or uses $GOLEM_DEPLOY_TEST_YAPAPI_PYTHON (skipped when neither works).
-Two things a real requestor machine has are provided by the test: an HTTP server answering
-yapapi's HEAD check of the image URL (the local provider never downloads the image), and a
-stand-in for yagna's `gftp` binary, which the golem-node wheel does not ship and yapapi
-always starts.
+yapapi is not a dependency of golem-deploy: the test uses $GOLEM_DEPLOY_TEST_YAPAPI_PYTHON
+(prepared by tests/conftest.py before the suite goes offline) or installs it into a
+throwaway virtualenv. The program gets exactly what `golem-deploy localnet start` prints:
+the YAGNA_* variables and a PATH whose first `gftp` is the local network's (yapapi starts
+`gftp server` for every Golem and transfers files through it). The test adds only an HTTP
+server answering yapapi's HEAD check of the image URL.
 """
 
 from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import shutil
 import subprocess
@@ -22,8 +23,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from golem_deploy.localnet import LocalNetInfo
 
 pytestmark = pytest.mark.localnet
 
@@ -83,15 +82,37 @@ def image_url(tmp_path: Path) -> Iterator[str]:
         thread.join()
 
 
+@pytest.fixture
+def started_by_cli(_localnet_template: Path) -> Iterator[dict[str, str]]:
+    """A network started with `golem-deploy localnet start --json`: what it printed."""
+    state_dir = Path(tempfile.mkdtemp(prefix="gd-yapapi-net-"))
+    shutil.copytree(_localnet_template / "yagna", state_dir / "yagna")
+    shutil.copy2(_localnet_template / "keys.json", state_dir / "keys.json")
+    cli = [sys.executable, "-m", "golem_deploy", "localnet"]
+    try:
+        started = subprocess.run(
+            [*cli, "start", "--json", "--state-dir", str(state_dir)],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        assert started.returncode == 0, started.stderr
+        yield dict(json.loads(started.stdout))
+    finally:
+        subprocess.run([*cli, "stop", "--state-dir", str(state_dir)], timeout=60)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
 def test_yapapi_services_api_runs_a_service_unchanged(
-    shared_localnet: LocalNetInfo, yapapi_python: Path, image_url: str, tmp_path: Path
+    started_by_cli: dict[str, str], yapapi_python: Path, image_url: str, tmp_path: Path
 ) -> None:
+    downloaded = tmp_path / "out.txt"
     env = {
-        "PATH": f"{HERE}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        **started_by_cli,  # YAGNA_*, and PATH with the network's gftp first
         "HOME": str(tmp_path),
         "IMAGE_URL": image_url,
+        "DOWNLOAD_TO": str(downloaded),
         "YAPAPI_LOG": str(tmp_path / "yapapi.log"),
-        **shared_localnet.env(),
     }
     result = subprocess.run(
         [str(yapapi_python), str(HERE / "hello_service.py")],
@@ -105,6 +126,7 @@ def test_yapapi_services_api_runs_a_service_unchanged(
     assert result.returncode == 0, output[-3000:]
     lines = result.stdout.splitlines()
     assert "START started-ok" in lines  # start() ran deploy, start and a command
+    assert downloaded.read_text() == "SENT-BY-YAPAPI\n"  # uploaded, changed, downloaded
     assert "RUN running-on-42" in lines  # run() ran a shell command on the provider
     assert any(line.startswith("PROVIDER local-provider-") for line in lines)
     assert lines[-1] == "DONE"  # stopped, invoices settled, engine shut down cleanly

@@ -187,7 +187,9 @@ def test_local_net_info_env_has_exactly_what_requestor_sdks_read() -> None:
         payment_network="holesky",
         providers=[("local-provider-1", "0x1")],
         state_dir=Path("/tmp/x"),
+        gftp_dir=Path("/tmp/x/bin"),
     )
+    assert info.path_with_gftp("/usr/bin:/bin") == "/tmp/x/bin:/usr/bin:/bin"
     assert info.env() == {
         "YAGNA_API_URL": "http://127.0.0.1:1234",
         "YAGNA_APPKEY": "key",

@@ -15,7 +15,15 @@ import anyio
 import pytest
 from aiohttp import web
 
-from golem_deploy.yagna import YagnaClient, YagnaConfig, YagnaError
+from golem_deploy.yagna import (
+    ActivityGone,
+    YagnaBadAnswer,
+    YagnaClient,
+    YagnaConfig,
+    YagnaError,
+    YagnaStatusError,
+    YagnaUnreachable,
+)
 from golem_deploy.yagna.client import MAX_BODY
 
 pytestmark = pytest.mark.anyio
@@ -44,6 +52,9 @@ class Hostile:
             return web.Response(body=b"[" + b"0," * (MAX_BODY // 2) + b"0]")
         if path == "/error":
             return web.json_response({"message": "Agreement not found"}, status=404)
+        if path.startswith("/activity-api/v1/activity/"):  # what yagna says for a lost ExeUnit
+            message = "GSB error: GSB failure: Bad request: endpoint address not found"
+            return web.json_response({"message": message}, status=500)
         if path == "/plain401":
             return web.Response(text="Invalid application key", status=401)
         if path == "/flaky":  # two intermittent failures, then success
@@ -106,14 +117,14 @@ async def test_auth_header_and_identity(server: tuple[str, Hostile]) -> None:
 async def test_bad_json_is_a_clear_error(server: tuple[str, Hostile]) -> None:
     url, _ = server
     async with client(url) as c:
-        with pytest.raises(YagnaError, match="answer is not JSON: '<html>oops</html>'"):
+        with pytest.raises(YagnaBadAnswer, match="answer is not JSON: '<html>oops</html>'"):
             await c.request("GET", "/notjson")
 
 
 async def test_huge_body_is_refused(server: tuple[str, Hostile]) -> None:
     url, _ = server
     async with client(url) as c:
-        with pytest.raises(YagnaError, match=r"larger than|too large"):
+        with pytest.raises(YagnaBadAnswer, match=r"larger than|too large"):
             await c.request("GET", "/huge")
 
 
@@ -122,7 +133,7 @@ async def test_error_status_carries_status_message_and_request(
 ) -> None:
     url, h = server
     async with client(url) as c:
-        with pytest.raises(YagnaError) as err:
+        with pytest.raises(YagnaStatusError) as err:
             await c.request("GET", "/error")
         assert (err.value.status, err.value.detail, err.value.request) == (
             404,
@@ -130,7 +141,7 @@ async def test_error_status_carries_status_message_and_request(
             "GET /error",
         )
         assert h.calls["/error"] == 1  # not retried
-        with pytest.raises(YagnaError) as err:
+        with pytest.raises(YagnaStatusError) as err:
             await c.request("GET", "/plain401")
         assert err.value.detail == "Invalid application key"
         assert err.value.hint and "YAGNA_APPKEY" in err.value.hint
@@ -144,7 +155,7 @@ async def test_intermittent_errors_are_retried_then_given_up(
     async with client(url) as c:
         assert (await c.request("GET", "/flaky"))[1] == "ok-id"
         assert h.calls["/flaky"] == 3
-        with pytest.raises(YagnaError) as err:
+        with pytest.raises(YagnaStatusError) as err:
             await c.request("GET", "/always504")
         assert err.value.status == 504 and h.calls["/always504"] == c.retries
 
@@ -153,14 +164,14 @@ async def test_a_silent_server_times_out_instead_of_hanging(server: tuple[str, H
     url, _ = server
     c = YagnaClient(YagnaConfig(api_url=url, app_key="k"), retries=2, backoff=0.01)
     async with c:
-        with anyio.fail_after(5), pytest.raises(YagnaError, match=r"no answer within 0\.3 s"):
+        with anyio.fail_after(5), pytest.raises(YagnaUnreachable, match=r"no answer within 0\.3 s"):
             await c.request("GET", "/slow", timeout=0.3)
 
 
 async def test_unreachable_yagna_says_so(server: tuple[str, Hostile]) -> None:
     c = YagnaClient(YagnaConfig(api_url="http://127.0.0.1:9", app_key="k"), retries=1)
     async with c:
-        with pytest.raises(YagnaError, match="connection failed") as err:
+        with pytest.raises(YagnaUnreachable, match="connection failed") as err:
             await c.me()
     assert err.value.hint and "yagna" in err.value.hint
 
@@ -178,8 +189,26 @@ async def test_requests_that_must_not_repeat_are_not_retried(
     """Creating an activity or a batch twice would be worse than failing once."""
     url, h = server
     async with client(url) as c:
-        with pytest.raises(YagnaError) as err:
+        with pytest.raises(YagnaStatusError) as err:
             await c.request("POST", "/flaky", body={}, retry=False)
         assert err.value.status == 504 and h.calls["/flaky"] == 1
         # a long poll's 408 means "nothing yet", not an error
         assert await c.request("POST", "/flaky", retry=False, poll=True) == (408, None)
+
+
+async def test_a_lost_exeunit_is_activity_gone_and_other_errors_are_not(
+    server: tuple[str, Hostile],
+) -> None:
+    """The caller learns "the provider's side is gone" from the type, never from the text;
+    the same text on another API, or another status error on an activity, is not that."""
+    url, _ = server
+    async with client(url) as c:
+        with pytest.raises(ActivityGone) as gone:
+            await c.exec("a1", [{"terminate": {}}])
+        assert gone.value.status == 500 and "endpoint address not found" in gone.value.detail
+        with pytest.raises(ActivityGone):
+            await c.exec_results("a1", "b1", timeout=0.1)
+        with pytest.raises(YagnaStatusError) as other:
+            await c.request("GET", "/error")
+        assert not isinstance(other.value, ActivityGone)
+    assert issubclass(ActivityGone, YagnaError) and issubclass(YagnaUnreachable, YagnaError)

@@ -1,7 +1,8 @@
 """A yapapi 0.13 Services API program, written as for the real Golem network.
 
-Run with the YAGNA_* variables of `golem-deploy localnet start` and IMAGE_URL pointing at a
-URL that answers HEAD (yapapi checks it; the local provider never downloads it).
+Run with exactly the variables `golem-deploy localnet start` prints (YAGNA_* and a PATH with
+its `gftp` first), IMAGE_URL pointing at a URL that answers HEAD (yapapi checks it), and
+DOWNLOAD_TO naming the local file the service's start() downloads.
 """
 
 import asyncio
@@ -23,6 +24,10 @@ class Hello(Service):
             yield script
         script = self._ctx.new_script()
         started = script.run("/bin/echo", "started-ok")
+        # Files both ways, through yapapi's `gftp server` and the provider's ExeUnit.
+        script.upload_bytes(b"sent-by-yapapi\n", "/golem/input/in.txt")
+        script.run("/bin/sh", "-c", "tr a-z A-Z < /golem/input/in.txt > /golem/output/out.txt")
+        script.download_file("/golem/output/out.txt", os.environ["DOWNLOAD_TO"])
         yield script
         print("START", (await started).stdout.strip(), flush=True)
 
