@@ -310,3 +310,27 @@ def state_counts(snapshot: Mapping[str, Any]) -> dict[str, int]:
         state = str(instance.get("state"))
         counts[state] = counts.get(state, 0) + 1
     return counts
+
+
+def merge_final(live: Mapping[str, Any], ended: Mapping[str, Any]) -> Snapshot:
+    """The last live picture with the journal's final word (states, spent): the journal
+    does not keep output lines, and the last picture should still show them."""
+    merged = dict(live)
+    for key in ("state", "reason", "supervisor", "budget", "held"):
+        merged[key] = ended.get(key)
+    final_states = {
+        (service["name"], inst["index"]): inst["state"]
+        for service in ended.get("services", [])
+        for inst in service.get("instances", [])
+    }
+    merged["services"] = [
+        {
+            "name": service["name"],
+            "instances": [
+                dict(inst, state=final_states.get((service["name"], inst["index"]), inst["state"]))
+                for inst in service.get("instances", [])
+            ],
+        }
+        for service in live.get("services", [])
+    ]
+    return merged
