@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from golem_deploy.manifest.model import Manifest
     from golem_deploy.supervisor.deployments import DeploymentDir
+    from golem_deploy.supervisor.snapshot import DeploymentSnapshot
 
 DEFAULT_DOWN_TIMEOUT = 120.0  # attached `up`: Ctrl-C asks for a graceful down this long
 
@@ -75,7 +76,7 @@ def target(name: str | None, file: Path | None) -> DeploymentDir:
     return deployments.resolve(name)
 
 
-def snapshot(deployment: DeploymentDir) -> dict[str, Any]:
+def snapshot(deployment: DeploymentDir) -> DeploymentSnapshot:
     from golem_deploy.supervisor import control
 
     return control.current_snapshot(deployment)
@@ -87,7 +88,7 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False)
 
 
-def print_snapshot(snap: dict[str, Any]) -> None:
+def print_snapshot(snap: DeploymentSnapshot) -> None:
     from golem_deploy.ui.table import deployment_table, plain_lines
 
     out = console()

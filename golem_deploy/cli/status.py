@@ -105,16 +105,15 @@ def ls(
             snap = snapshot(deployment)
         except GolemDeployError:
             snap = deployments.journal_snapshot(deployment)
-        supervisor = snap.get("supervisor") or {}
         rows.append(
             {
                 "name": deployment.name,
-                "state": snap.get("state"),
-                "pid": supervisor.get("pid"),
-                "alive": bool(supervisor.get("alive")),
-                "network": (snap.get("network") or {}).get("kind"),
+                "state": snap.state,
+                "pid": snap.supervisor_pid,
+                "alive": snap.supervisor_alive,
+                "network": snap.network_kind,
                 "instances": len(instances(snap)),
-                "spent": (snap.get("budget") or {}).get("spent"),
+                "spent": str(snap.spent),
             }
         )
     if as_json:

@@ -7,12 +7,13 @@ Attached, the live table runs until Ctrl-C, which asks the supervisor for a grac
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
 
     from golem_deploy.supervisor.deployments import DeploymentDir
+    from golem_deploy.supervisor.snapshot import DeploymentSnapshot
 
 POLL = 0.1  # `up -d` polls the snapshot this often: the user waits on it
 REFRESH = 0.5  # the attached views redraw this often
@@ -108,14 +110,14 @@ def up(
         _live(deployment)
 
 
-def _describe_failure(snap: dict[str, Any]) -> str:
+def _describe_failure(snap: DeploymentSnapshot) -> str:
     from golem_deploy.supervisor.snapshot import instances
 
-    lines = [str(snap.get("reason") or f"deployment is {snap.get('state')}")]
+    lines = [snap.reason or f"deployment is {snap.state}"]
     for service, inst in instances(snap):
-        if inst.get("state") != "running":
-            why = inst.get("reason") or ""
-            lines.append(f"  {service}.{inst.get('index')}: {inst.get('state')} {why}".rstrip())
+        if inst.state != "running":
+            why = inst.reason or ""
+            lines.append(f"  {service}.{inst.index}: {inst.state} {why}".rstrip())
     return "\n".join(lines)
 
 
@@ -127,7 +129,7 @@ def _up_detached(deployment: DeploymentDir, timeout: float) -> None:
     last = ""
     while True:
         snap = snapshot(deployment)
-        state = snap.get("state")
+        state = snap.state
         counts = state_counts(snap)
         line = f"{deployment.name}: {counts.pop('running', 0)}/{len(instances(snap))} running"
         if counts:  # the others, e.g. "(1 pending, 2 starting)"
@@ -141,7 +143,7 @@ def _up_detached(deployment: DeploymentDir, timeout: float) -> None:
         if state in ("stopping", "stopped"):
             raise DeployError(
                 f"deployment {deployment.name} went down before every instance was running"
-                + (f": {snap['reason']}" if snap.get("reason") else ""),
+                + (f": {snap.reason}" if snap.reason else ""),
                 hint=f"`golem-deploy logs -n {deployment.name}` shows what happened",
             )
         if state in ("failed", "gone"):
@@ -171,20 +173,18 @@ def _live(deployment: DeploymentDir) -> None:
     out = console()
     interrupts = 0
     down_sent = False
-    last_live: dict[str, Any] | None = None
+    last_live: DeploymentSnapshot | None = None
 
     def view() -> RenderableType:
         nonlocal last_live
         snap = snapshot(deployment)
-        if (snap.get("supervisor") or {}).get("alive"):
+        if snap.supervisor_alive:
             last_live = snap
         elif last_live is not None:
             snap = merge_final(last_live, snap)
-        if down_sent and snap.get("state") != "stopped":
-            snap = dict(snap)
-            snap["reason"] = (
-                (snap.get("reason") or "") + "  going down… (Ctrl-C again to force)"
-            ).strip()
+        if down_sent and snap.state != "stopped":
+            going = ((snap.reason or "") + "  going down… (Ctrl-C again to force)").strip()
+            snap = dataclasses.replace(snap, reason=going)
         return deployment_table(snap, max_rows=max(5, out.size.height - 6))
 
     if not out.is_terminal:
@@ -211,7 +211,7 @@ def _live(deployment: DeploymentDir) -> None:
 
 
 def _attached_plain(
-    deployment: DeploymentDir, plain_lines: Callable[[dict[str, Any]], list[str]]
+    deployment: DeploymentDir, plain_lines: Callable[[DeploymentSnapshot], list[str]]
 ) -> None:
     """Attached `up` without a terminal: print the snapshot whenever it changes."""
     from golem_deploy.supervisor import control

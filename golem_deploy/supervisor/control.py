@@ -22,7 +22,7 @@ from typing import Any
 from golem_deploy.errors import GolemDeployError
 from golem_deploy.supervisor import client, deployments
 from golem_deploy.supervisor.deployments import DeploymentDir
-from golem_deploy.supervisor.snapshot import Snapshot
+from golem_deploy.supervisor.snapshot import DeploymentSnapshot, from_plain
 
 SOCKET_WAIT = 30.0  # how long a fresh supervisor may take to answer on its socket
 POLL = 0.1  # how often the lock is polled while a supervisor exits: the user waits on it
@@ -34,7 +34,7 @@ class ControlError(GolemDeployError):
     pass
 
 
-def current_snapshot(deployment: DeploymentDir) -> Snapshot:
+def current_snapshot(deployment: DeploymentDir) -> DeploymentSnapshot:
     """The live snapshot when the supervisor answers, else the journal's account.
 
     A supervisor that is starting or exiting holds its lock a moment before its socket
@@ -50,7 +50,7 @@ def current_snapshot(deployment: DeploymentDir) -> Snapshot:
             time.sleep(0.1)
             continue
         if isinstance(snap, dict):
-            return snap
+            return from_plain(snap)
     return deployments.journal_snapshot(deployment)
 
 

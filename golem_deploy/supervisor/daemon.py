@@ -23,7 +23,6 @@ them.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import os
 import signal
@@ -154,8 +153,7 @@ class Supervisor:
         if journal_worthy(event):
             record = self.journal.append_event(event)
         else:
-            fields = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
-            record = {"kind": type(event).__name__, **to_plain(fields, self.redactor)}
+            record = {"kind": type(event).__name__, **to_plain(event, self.redactor)}
         self.publish(record)
         match event:
             case ev.InstanceRestartScheduled(service=service, index=index):
@@ -209,8 +207,8 @@ class Supervisor:
 
     # ---- snapshot -----------------------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
-        """Plain data in the status shape (plus expires_at, reason and held extras)."""
+    def snapshot(self) -> snapshot.DeploymentSnapshot:
+        """The deployment now (the control API serves its plain form)."""
         spent = self.golem.spent if self.golem is not None else load(self.journal.path).spent
         rows: dict[tuple[str, int], snapshot.InstanceView] = {}
         for name, cluster in self.clusters.items():
@@ -234,7 +232,7 @@ class Supervisor:
             spent=spent,
             services=[(name, spec.instances) for name, spec in self.manifest.services.items()],
             rows=rows,
-        ).plain()
+        )
 
     # ---- lifecycle ----------------------------------------------------------------------
 

@@ -21,7 +21,6 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from golem_deploy import paths
 from golem_deploy.errors import GolemDeployError
@@ -162,9 +161,11 @@ def resolve(name: str | None) -> DeploymentDir:
     return all_known[0]
 
 
-def journal_snapshot(deployment: DeploymentDir, held: Held | None = None) -> dict[str, Any]:
-    """The journal's account of a deployment whose supervisor does not answer (plain form);
-    see snapshot.from_journal."""
+def journal_snapshot(
+    deployment: DeploymentDir, held: Held | None = None
+) -> snapshot.DeploymentSnapshot:
+    """The journal's account of a deployment whose supervisor does not answer; see
+    snapshot.from_journal."""
     held = held if held is not None else journal.load(deployment.journal)
     pid = held.supervisor_pid or deployment.pid()
-    return snapshot.from_journal(held, name=deployment.name, pid=pid).plain()
+    return snapshot.from_journal(held, name=deployment.name, pid=pid)

@@ -16,6 +16,7 @@ Times are ISO-8601 UTC strings (or null); amounts are decimal strings.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -267,70 +268,132 @@ def parse_iso(value: Any) -> float | None:
         return None
 
 
-def public_status(snapshot: Mapping[str, Any]) -> Snapshot:
+def public_status(snapshot: DeploymentSnapshot) -> Snapshot:
     """Exactly the `status --json` shape of the CLI reference (README.md, CLI reference)."""
-    supervisor = snapshot.get("supervisor") or {}
-    network = snapshot.get("network") or {}
-    budget = snapshot.get("budget") or {}
+    plain = snapshot.plain()
     return {
-        "name": snapshot.get("name"),
-        "state": snapshot.get("state"),
-        "supervisor": {"pid": supervisor.get("pid"), "alive": bool(supervisor.get("alive"))},
-        "network": {"kind": network.get("kind"), "api_url": network.get("api_url")},
-        "budget": {
-            "total": budget.get("total"),
-            "spent": budget.get("spent"),
-            "remaining": budget.get("remaining"),
-        },
+        "name": plain["name"],
+        "state": plain["state"],
+        "supervisor": plain["supervisor"],
+        "network": plain["network"],
+        "budget": plain["budget"],
         "services": [
             {
-                "name": service.get("name"),
+                "name": service["name"],
                 "instances": [
-                    {key: instance.get(key) for key in INSTANCE_KEYS}
-                    for instance in service.get("instances", [])
+                    {key: instance[key] for key in INSTANCE_KEYS}
+                    for instance in service["instances"]
                 ],
             }
-            for service in snapshot.get("services", [])
+            for service in plain["services"]
         ],
     }
 
 
-def instances(snapshot: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """Every (service name, instance dict) in manifest order."""
-    return [
-        (service.get("name", "?"), instance)
-        for service in snapshot.get("services", [])
-        for instance in service.get("instances", [])
-    ]
+def instances(snapshot: DeploymentSnapshot) -> list[tuple[str, InstanceView]]:
+    """Every (service name, instance) in manifest order."""
+    return [(name, row) for name, rows in snapshot.services for row in rows]
 
 
-def state_counts(snapshot: Mapping[str, Any]) -> dict[str, int]:
+def state_counts(snapshot: DeploymentSnapshot) -> dict[str, int]:
     counts: dict[str, int] = {}
     for _, instance in instances(snapshot):
-        state = str(instance.get("state"))
-        counts[state] = counts.get(state, 0) + 1
+        counts[instance.state] = counts.get(instance.state, 0) + 1
     return counts
 
 
-def merge_final(live: Mapping[str, Any], ended: Mapping[str, Any]) -> Snapshot:
+def merge_final(live: DeploymentSnapshot, ended: DeploymentSnapshot) -> DeploymentSnapshot:
     """The last live picture with the journal's final word (states, spent): the journal
     does not keep output lines, and the last picture should still show them."""
-    merged = dict(live)
-    for key in ("state", "reason", "supervisor", "budget", "held"):
-        merged[key] = ended.get(key)
-    final_states = {
-        (service["name"], inst["index"]): inst["state"]
-        for service in ended.get("services", [])
-        for inst in service.get("instances", [])
-    }
-    merged["services"] = [
-        {
-            "name": service["name"],
-            "instances": [
-                dict(inst, state=final_states.get((service["name"], inst["index"]), inst["state"]))
-                for inst in service.get("instances", [])
-            ],
-        }
-        for service in live.get("services", [])
-    ]
-    return merged
+    final_states = {(name, row.index): row.state for name, row in instances(ended)}
+    return dataclasses.replace(
+        live,
+        state=ended.state,
+        reason=ended.reason,
+        supervisor_pid=ended.supervisor_pid,
+        supervisor_alive=ended.supervisor_alive,
+        budget=ended.budget,
+        spent=ended.spent,
+        held=ended.held,
+        services=tuple(
+            (
+                name,
+                tuple(
+                    dataclasses.replace(row, state=final_states.get((name, row.index), row.state))
+                    for row in rows
+                ),
+            )
+            for name, rows in live.services
+        ),
+    )
+
+
+# ---- reading the plain form back (the CLI's side of the control API) -----------------------
+
+
+def from_plain(data: object) -> DeploymentSnapshot:
+    """The typed snapshot of a plain one (what /snapshot answers); missing or mistyped
+    fields read as unknown rather than failing: a newer supervisor may send more."""
+    top = _mapping(data)
+    supervisor, network, budget = (
+        _mapping(top.get(k)) for k in ("supervisor", "network", "budget")
+    )
+    services = []
+    for service in _list(top.get("services")):
+        entry = _mapping(service)
+        rows = tuple(_instance_from_plain(_mapping(row)) for row in _list(entry.get("instances")))
+        services.append((str(entry.get("name", "?")), rows))
+    held = top.get("held")
+    return DeploymentSnapshot(
+        name=str(top.get("name") or "?"),
+        state=str(top.get("state") or "?"),
+        reason=_str(top.get("reason")),
+        supervisor_pid=_int(supervisor.get("pid")),
+        supervisor_alive=bool(supervisor.get("alive")),
+        network_kind=_str(network.get("kind")),
+        api_url=_str(network.get("api_url")),
+        budget=_str(budget.get("total")),
+        spent=_decimal(budget.get("spent")),
+        services=tuple(services),
+        held=tuple(str(line) for line in _list(held)) if held is not None else None,
+    )
+
+
+def _instance_from_plain(row: Mapping[str, object]) -> InstanceView:
+    return InstanceView(
+        index=_int(row.get("index")) or 0,
+        state=str(row.get("state") or "?"),
+        provider_id=_str(row.get("provider_id")),
+        provider_name=_str(row.get("provider_name")),
+        agreement_id=_str(row.get("agreement_id")),
+        activity_id=_str(row.get("activity_id")),
+        started_at=_str(row.get("started_at")),
+        restarts=_int(row.get("restarts")) or 0,
+        cost=_decimal(row.get("cost")),
+        last_output=_str(row.get("last_output")),
+        expires_at=_str(row.get("expires_at")),
+        reason=_str(row.get("reason")),
+    )
+
+
+def _mapping(value: object) -> Mapping[str, object]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: object) -> list[object]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def _str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _decimal(value: object) -> Decimal:
+    try:
+        return Decimal(str(value)) if value is not None else Decimal(0)
+    except ArithmeticError:
+        return Decimal(0)

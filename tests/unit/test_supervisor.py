@@ -277,7 +277,7 @@ async def test_snapshot_has_every_instance_in_manifest_order(tmp_path: Path) -> 
     inst = sup.clusters["db"].instances[0]
     inst.state, inst.provider_name, inst.cost = ServiceState.running, "prov-1", Decimal("0.1")
     inst.last_output = "a\nb\n"
-    snap = sup.snapshot()
+    snap = sup.snapshot().plain()
     assert [s["name"] for s in snap["services"]] == ["web", "db", "cache"]
     web, db, _ = snap["services"]
     assert [i["state"] for i in web["instances"]] == ["pending", "pending"]
