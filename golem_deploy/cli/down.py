@@ -7,8 +7,9 @@ after a crash). The rules live in supervisor/control.py and supervisor/recover.p
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -44,7 +45,7 @@ def down(
         else:
             out.print(f"{deployment.name}: going down (timeout {timeout})")
 
-            def show(record: dict[str, Any]) -> None:
+            def show(record: Mapping[str, object]) -> None:
                 line = progress_line(record)
                 if line is not None:
                     out.print(line, highlight=False)
@@ -60,7 +61,7 @@ def down(
     finish_down(deployment, out)
 
 
-def progress_line(record: dict[str, Any]) -> str | None:
+def progress_line(record: Mapping[str, object]) -> str | None:
     """What `down` prints for one supervisor record (None: not worth a line)."""
     kind = record.get("kind")
     short = str(record.get("agreement_id") or "")[:12] + "…"

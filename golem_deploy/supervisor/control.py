@@ -15,9 +15,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 from golem_deploy.errors import GolemDeployError
 from golem_deploy.supervisor import client, deployments
@@ -149,7 +148,7 @@ def graceful_down(
     deployment: DeploymentDir,
     timeout: float,
     *,
-    on_record: Callable[[dict[str, Any]], None],
+    on_record: Callable[[Mapping[str, object]], None],
     on_forcing: Callable[[], None],
 ) -> None:
     """Ask for a graceful down and report every supervisor record until it exits.

@@ -15,14 +15,12 @@ in its own session, so closing the terminal does not end the deployment. It
      terminate agreements, accept invoices and release the allocation, stops the local
      network, and exits.
 
-The app key is read from the environment and never written anywhere. The process entry
-(lock, argument parsing) is __main__.py; the decisions are machine.py's; this module performs
-them.
+The app key is read from the environment and never written anywhere. The process entry is
+__main__.py; the decisions are machine.py's; this module performs them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import signal
@@ -60,7 +58,7 @@ class DownRequest:
 
     def request(self, reason: str, timeout: float | None = None) -> None:
         if self.event.is_set():
-            return
+            return  # the first request is being served
         self.reason = reason
         if timeout is not None:
             self.timeout = timeout
@@ -251,8 +249,7 @@ class Supervisor:
                     # Let `down` clients see the final state before the socket goes away.
                     await anyio.sleep(0.3)
                     await runner.cleanup()
-                with contextlib.suppress(FileNotFoundError):
-                    self.folder.socket.unlink()
+                self.folder.socket.unlink(missing_ok=True)
                 tg.cancel_scope.cancel()
 
     async def _watch_signals(self) -> None:
@@ -267,7 +264,8 @@ class Supervisor:
             try:
                 await self._deploy()
             except Exception as error:  # any failure: record it, then release everything
-                self.feed(dm.Crashed(_error_text(error, self.redactor)))
+                why = self.redactor.text(str(error) or type(error).__name__)
+                self.feed(dm.Crashed(why))
                 print(self.redactor.text(traceback.format_exc()), file=sys.stderr, flush=True)
         finally:
             with anyio.CancelScope(shield=True):
@@ -399,8 +397,3 @@ class Supervisor:
                 cluster.stop()
             for cluster in clusters:
                 await cluster.wait_finished()
-
-
-def _error_text(error: BaseException, redactor: Redactor) -> str:
-    text = str(error) or type(error).__name__
-    return redactor.text(text)

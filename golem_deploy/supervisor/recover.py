@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -24,6 +24,9 @@ from golem_deploy.errors import GolemDeployError
 from golem_deploy.supervisor import journal, lock
 from golem_deploy.supervisor.deployments import DeploymentDir
 from golem_deploy.supervisor.journal import Held, Journal
+
+if TYPE_CHECKING:
+    from golem_deploy.yagna.client import YagnaClient
 
 Progress = Callable[[str], None]
 
@@ -90,7 +93,7 @@ async def _release_market(
 
 
 async def _settle_invoices(
-    client: Any,
+    client: YagnaClient,
     held: Held,
     allocation_id: str,
     journal: Journal,
@@ -148,7 +151,7 @@ async def _settle_invoices(
         progress(f"no invoice arrived for agreement {agreement_id[:12]}… within {wait:g}s")
 
 
-async def _end_agreement(client: Any, agreement_id: str) -> str:
+async def _end_agreement(client: YagnaClient, agreement_id: str) -> str:
     """Make sure the agreement no longer binds anyone; returns what was done.
 
     A crash can leave it in any state: Approved (terminate it), Pending (confirmed but not yet

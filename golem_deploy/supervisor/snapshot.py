@@ -21,13 +21,14 @@ import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from golem_deploy.engine.service import InstanceSnapshot
     from golem_deploy.supervisor.journal import Held
 
-Snapshot = dict[str, Any]
+# The plain (JSON-ready) form, as the control API and `status --json` give it.
+Snapshot = dict[str, object]
 
 INSTANCE_KEYS = (
     "index",
@@ -71,7 +72,7 @@ class InstanceView:
     expires_at: str | None = None
     reason: str | None = None
 
-    def plain(self) -> dict[str, Any]:
+    def plain(self) -> Snapshot:
         return {
             "index": self.index,
             "state": self.state,
@@ -258,7 +259,7 @@ def iso(value: float | dt.datetime | None) -> str | None:
     return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def parse_iso(value: Any) -> float | None:
+def parse_iso(value: object) -> float | None:
     """ISO-8601 string -> epoch seconds (None on anything else)."""
     if not isinstance(value, str) or not value:
         return None
@@ -270,24 +271,20 @@ def parse_iso(value: Any) -> float | None:
 
 def public_status(snapshot: DeploymentSnapshot) -> Snapshot:
     """Exactly the `status --json` shape of the CLI reference (README.md, CLI reference)."""
-    plain = snapshot.plain()
-    return {
-        "name": plain["name"],
-        "state": plain["state"],
-        "supervisor": plain["supervisor"],
-        "network": plain["network"],
-        "budget": plain["budget"],
-        "services": [
-            {
-                "name": service["name"],
-                "instances": [
-                    {key: instance[key] for key in INSTANCE_KEYS}
-                    for instance in service["instances"]
-                ],
-            }
-            for service in plain["services"]
-        ],
-    }
+    public = snapshot.plain()
+    public.pop("reason", None)
+    public.pop("held", None)
+    public["services"] = [
+        {
+            "name": name,
+            "instances": [
+                {key: value for key, value in row.plain().items() if key in INSTANCE_KEYS}
+                for row in rows
+            ],
+        }
+        for name, rows in snapshot.services
+    ]
+    return public
 
 
 def instances(snapshot: DeploymentSnapshot) -> list[tuple[str, InstanceView]]:
