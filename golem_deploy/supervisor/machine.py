@@ -22,6 +22,15 @@ Races the engine and the supervisor cannot avoid are explicit no-ops: instance e
 state (they are recorded, and only decide something while starting), a second `down`, a
 service finishing while the deployment still starts. Anything else out of place raises
 IllegalTransition: it is a bug in the supervisor, and must not look like a race.
+
+TODO(engine, issue 10 item 2): whether an instance has ended for good is the instance
+lifecycle's knowledge (`Lifecycle.final`), but the engine does not report it per instance:
+it reports the state change to terminated first and InstanceRestartScheduled after
+releasing the activity. So this machine infers "ended" as "terminated with no restart
+scheduled" (`_restarting`), which misjudges an instance whose restart is announced only
+after the wave rule looked (the same window the former 50 ms poll had). Once the engine
+emits an event when an instance becomes final (or InstanceSnapshot says so), `_restarting`
+goes and the wave rule reads that event.
 """
 
 from __future__ import annotations

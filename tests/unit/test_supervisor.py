@@ -1,7 +1,8 @@
 """The supervisor's own logic, driven in-process: waves, journaling, snapshots, control API.
 
 The engine is replaced by a small in-memory stand-in with the same surface the supervisor
-uses (run_service -> cluster with instances that change state); no HTTP is mocked. What
+uses (run_service -> a cluster whose instances change state and report it as the engine's
+own InstanceStateChanged events; wait_finished; Service.snapshot); no HTTP is mocked. What
 crosses the process boundary (the real engine on a real local network) is in tests/e2e.
 """
 
