@@ -36,7 +36,7 @@ def _supervisor(request: web.Request) -> Supervisor:
 
 
 async def get_snapshot(request: web.Request) -> web.Response:
-    return web.json_response(_supervisor(request).snapshot())
+    return web.json_response(_supervisor(request).snapshot().plain())
 
 
 async def get_events(request: web.Request) -> web.StreamResponse:

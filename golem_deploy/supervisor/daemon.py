@@ -1,6 +1,6 @@
 """The supervisor: one detached process per deployment that owns the engine.
 
-Started by `golem-deploy up` as `python -m golem_deploy.supervisor.daemon --manifest FILE`
+Started by `golem-deploy up` as `python -m golem_deploy.supervisor --manifest FILE`
 in its own session, so closing the terminal does not end the deployment. It
 
   1. takes the deployment's lock (one supervisor per deployment name, ever),
@@ -15,36 +15,36 @@ in its own session, so closing the terminal does not end the deployment. It
      terminate agreements, accept invoices and release the allocation, stops the local
      network, and exits.
 
-The app key is read from the environment and never written anywhere.
+The app key is read from the environment and never written anywhere. The process entry is
+__main__.py; the decisions are machine.py's; this module performs them.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import dataclasses
 import datetime as dt
-import fcntl
-import inspect
-import logging
 import os
 import signal
 import sys
-import time
 import traceback
-from decimal import Decimal
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
+from golem_deploy.engine import events as ev
 from golem_deploy.supervisor import deployments, snapshot
+from golem_deploy.supervisor import machine as dm
 from golem_deploy.supervisor.journal import Journal, Redactor, load, to_plain
 from golem_deploy.supervisor.logs import InstanceLogs
+from golem_deploy.supervisor.narrate import journal_worthy, log_line
+
+if TYPE_CHECKING:
+    from golem_deploy.engine import Cluster, Golem, Service
+    from golem_deploy.manifest.model import Manifest
 
 DEFAULT_DOWN_TIMEOUT = 120.0
-WAVE_POLL = 0.05  # a wave counts as running this soon after its last instance does
 LOCAL_SUBNET = "local-dev"  # the subnet of every golem-deploy local network
 
 
@@ -58,19 +58,30 @@ class DownRequest:
 
     def request(self, reason: str, timeout: float | None = None) -> None:
         if self.event.is_set():
-            return
+            return  # the first request is being served
         self.reason = reason
         if timeout is not None:
             self.timeout = timeout
         self.event.set()
 
 
+@dataclass
+class Network:
+    """Where the deployment runs: "local" (its private network) or "yagna" (the user's)."""
+
+    kind: str | None = None
+    api_url: str | None = None
+
+
 class Supervisor:
-    """Owns one deployment: the engine, the local network, the journal, the logs."""
+    """Owns one deployment: the engine, the local network, the journal, the logs.
+
+    Its decisions live in `machine` (a pure DeploymentMachine fed with the engine's events
+    and the supervisor's own milestones); this class performs them."""
 
     def __init__(
         self,
-        manifest: Any,
+        manifest: Manifest,
         folder: deployments.DeploymentDir,
         *,
         providers: int,
@@ -85,20 +96,29 @@ class Supervisor:
         self.journal = journal
         self.logs = InstanceLogs(folder.logs, redactor=redactor)
         self.redactor = redactor
-        self.state = snapshot.STARTING
-        self.reason: str | None = None
+        self.waves = [
+            [(name, manifest.services[name].instances) for name in wave]
+            for wave in manifest.start_order()
+        ]
+        self.machine = dm.DeploymentMachine(self.waves)
         self.down = DownRequest()
-        self.network: dict[str, Any] = {"kind": None, "api_url": None}
-        self.golem: Any = None
-        self.clusters: dict[str, Any] = {}
-        self.expires_at: dict[str, float] = {}  # agreement id -> when it expires
+        self.network = Network()
+        self.golem: Golem | None = None
+        self.clusters: dict[str, Cluster] = {}
         self.last_output: dict[tuple[str, int], str] = {}
         self._subscribers: list[MemoryObjectSendStream[dict[str, Any]]] = []
         self._localnet_started = False
-        # Instances terminated on one provider with a restart already scheduled elsewhere:
-        # not ended, whatever their state says for the moment.
-        self._restarting: set[tuple[str, int]] = set()
+        # Waves the machine asked to start, launched by _run_waves (run_service awaits).
+        self._wave_send, self._wave_receive = anyio.create_memory_object_stream[dm.StartWave](100)
         self.done = anyio.Event()
+
+    @property
+    def state(self) -> str:
+        return self.machine.state.value
+
+    @property
+    def reason(self) -> str | None:
+        return self.machine.reason
 
     # ---- events -------------------------------------------------------------------------
 
@@ -115,48 +135,37 @@ class Supervisor:
     def subscribe(self, stream: MemoryObjectSendStream[dict[str, Any]]) -> None:
         self._subscribers.append(stream)
 
-    def note(self, kind: str, **fields: Any) -> None:
+    def note(self, kind: str, **fields: object) -> None:
         """Journal a supervisor record and publish it."""
         self.publish(self.journal.append(kind, **fields))
 
-    def on_event(self, event: Any) -> None:
+    def on_event(self, event: ev.EngineEvent) -> None:
         """The engine's event consumer: called synchronously, before the engine proceeds.
 
         Output goes only to the log files (too much for the journal); everything else is
         journaled (fsync'd) first, then mirrored into the instance's log file.
         """
-        kind = type(event).__name__
-        service = getattr(event, "service", None)
-        index = getattr(event, "index", None)
-        at = getattr(event, "at", None)
-        if kind == "CommandOutput":
-            if isinstance(service, str) and isinstance(index, int):
-                self._output(service, index, str(event.stream), str(event.text), at)
+        if isinstance(event, ev.CommandOutput):
+            self._output(event)
             return
-        if _journal_worthy(kind, event):
+        if journal_worthy(event):
             record = self.journal.append_event(event)
         else:
-            # Routine command traffic stays out of the journal (it would grow with every
-            # run step); the instance's log file has it.
-            record = {"kind": kind, **to_plain(_fields(event), self.redactor)}
+            record = {"kind": type(event).__name__, **to_plain(event, self.redactor)}
         self.publish(record)
-        if not (isinstance(service, str) and isinstance(index, int)):
-            return
-        if kind == "InstanceRestartScheduled":
-            self._restarting.add((service, index))
-        elif kind == "InstanceStateChanged" and str(to_plain(event.new)) != "terminated":
-            self._restarting.discard((service, index))
-        if kind == "AgreementCreated":
-            spec = self.manifest.services.get(service)
-            if spec is not None:
-                self.expires_at[str(event.agreement_id)] = time.time() + float(spec.expiration)
-        line = _log_line(kind, event)
+        match event:
+            case ev.InstanceRestartScheduled(service=service, index=index):
+                self.feed(dm.RestartScheduled(service, index))
+            case ev.InstanceStateChanged(service=service, index=index, new=new, reason=why):
+                self.feed(dm.InstanceChanged(service, index, new, why))
+        line = log_line(event)
         if line is not None:
-            stream, text = line
-            self.logs.write(service, index, stream, self.redactor.text(text), at)
+            service, index, stream, text = line
+            self.logs.write(service, index, stream, self.redactor.text(text), event.at)
 
-    def _output(self, service: str, index: int, stream: str, text: str, at: Any) -> None:
-        self.logs.write(service, index, stream, text, at)
+    def _output(self, event: ev.CommandOutput) -> None:
+        service, index, text = event.service, event.index, event.text
+        self.logs.write(service, index, event.stream, text, event.at)
         lines = [line for line in text.splitlines() if line.strip()]
         if lines:
             self.last_output[(service, index)] = self.redactor.text(lines[-1])
@@ -165,76 +174,63 @@ class Supervisor:
                 "kind": "CommandOutput",
                 "service": service,
                 "index": index,
-                "stream": stream,
+                "stream": event.stream,
                 "text": self.redactor.text(text[-2000:]),
             }
         )
 
+    def feed(self, event: dm.Event) -> list[dm.Action]:
+        """Tell the deployment machine what happened and perform what it decides.
+
+        Returns the actions, for the caller that performs the asynchronous ones itself
+        (StopServices, in _deploy)."""
+        actions = self.machine.handle(event)
+        for action in actions:
+            match action:
+                case dm.StartWave(number=number, services=services):
+                    self.note("WaveStarting", wave=number, services=list(services))
+                    self._wave_send.send_nowait(action)
+                case dm.WaveRunning(number=number, services=services):
+                    self.note("WaveRunning", wave=number, services=list(services))
+                case dm.DeploymentRunning():
+                    self.note("DeploymentRunning")
+                case dm.DeploymentFailed(reason=reason):
+                    self.note("DeploymentFailed", reason=reason)
+                case dm.AllEnded(reason=reason):
+                    self.note("DeploymentEnded", reason=reason)
+                    self.down.request(reason)
+                case dm.StopServices():
+                    pass  # _deploy stops the services: it awaits them under the timeout
+        return actions
+
     # ---- snapshot -----------------------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
-        """Plain data in the status shape (plus expires_at, reason and held extras)."""
-        golem = self.golem
-        total = Decimal(str(self.manifest.budget))
-        spent = Decimal(str(getattr(golem, "spent", 0) or 0)) if golem is not None else None
-        if spent is None:
-            spent = load(self.journal.path).spent
-        services = []
-        for name, spec in self.manifest.services.items():
-            cluster = self.clusters.get(name)
-            rows = []
-            live = list(getattr(cluster, "instances", []) or []) if cluster is not None else []
-            by_index = {int(getattr(inst, "index", i)): inst for i, inst in enumerate(live)}
-            for index in sorted(set(range(spec.instances)) | set(by_index)):
-                inst = by_index.get(index)
-                rows.append(self._instance_row(name, index, inst))
-            services.append({"name": name, "instances": rows})
-        return {
-            "name": self.manifest.name,
-            "state": self.state,
-            "reason": self.reason,
-            "supervisor": {"pid": os.getpid(), "alive": True},
-            "network": dict(self.network),
-            "budget": {"total": str(total), "spent": str(spent), "remaining": str(total - spent)},
-            "services": services,
-        }
-
-    def _instance_row(self, service: str, index: int, inst: Any) -> dict[str, Any]:
-        if inst is None:
-            return {
-                "index": index,
-                "state": "pending",
-                "provider_id": None,
-                "provider_name": None,
-                "agreement_id": None,
-                "activity_id": None,
-                "started_at": None,
-                "restarts": 0,
-                "cost": "0",
-                "last_output": None,
-                "expires_at": None,
-                "reason": None,
-            }
-        agreement_id = getattr(inst, "agreement_id", None)
-        expires: Any = self.expires_at.get(agreement_id) if agreement_id else None
-        cluster_expiration = getattr(self.clusters.get(service), "expiration", None)
-        if agreement_id and isinstance(cluster_expiration, dt.datetime):
-            expires = cluster_expiration  # the engine's own figure beats our estimate
-        output = getattr(inst, "last_output", None) or self.last_output.get((service, index))
-        return {
-            "index": index,
-            "state": str(to_plain(getattr(inst, "state", "pending"))),
-            "provider_id": getattr(inst, "provider_id", None),
-            "provider_name": getattr(inst, "provider_name", None),
-            "agreement_id": agreement_id,
-            "activity_id": getattr(inst, "activity_id", None),
-            "started_at": snapshot.iso(getattr(inst, "started_at", None)),
-            "restarts": int(getattr(inst, "restarts", 0) or 0),
-            "cost": str(getattr(inst, "cost", Decimal(0))),
-            "last_output": self.redactor.text(_last_line(output)) if output else None,
-            "expires_at": snapshot.iso(expires),
-            "reason": getattr(inst, "reason", None) or None,
-        }
+    def snapshot(self) -> snapshot.DeploymentSnapshot:
+        """The deployment now (the control API serves its plain form)."""
+        spent = self.golem.spent if self.golem is not None else load(self.journal.path).spent
+        rows: dict[tuple[str, int], snapshot.InstanceView] = {}
+        for name, cluster in self.clusters.items():
+            for instance in cluster.instances:
+                engine_view = instance.snapshot()
+                rows[(name, engine_view.index)] = snapshot.live_instance(
+                    engine_view,
+                    expires_at=cluster.expiration,
+                    last_output=self.last_output.get((name, engine_view.index)),
+                    redact=self.redactor.text,
+                )
+        return snapshot.build(
+            name=self.manifest.name,
+            state=self.state,
+            reason=self.reason,
+            supervisor_pid=os.getpid(),
+            supervisor_alive=True,
+            network_kind=self.network.kind,
+            api_url=self.network.api_url,
+            budget=str(self.manifest.budget),
+            spent=spent,
+            services=[(name, spec.instances) for name, spec in self.manifest.services.items()],
+            rows=rows,
+        )
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -245,7 +241,7 @@ class Supervisor:
         async with anyio.create_task_group() as tg:
             runner = await api.serve(self, self.folder.socket)
             try:
-                tg.start_soon(self._watch_signals, tg.cancel_scope)
+                tg.start_soon(self._watch_signals)
                 await self._lifecycle()
             finally:
                 self.done.set()
@@ -253,11 +249,10 @@ class Supervisor:
                     # Let `down` clients see the final state before the socket goes away.
                     await anyio.sleep(0.3)
                     await runner.cleanup()
-                with contextlib.suppress(FileNotFoundError):
-                    self.folder.socket.unlink()
+                self.folder.socket.unlink(missing_ok=True)
                 tg.cancel_scope.cancel()
 
-    async def _watch_signals(self, scope: anyio.CancelScope) -> None:
+    async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
                 if signum == signal.SIGHUP:
@@ -269,9 +264,8 @@ class Supervisor:
             try:
                 await self._deploy()
             except Exception as error:  # any failure: record it, then release everything
-                self.state = snapshot.FAILED
-                self.reason = _error_text(error, self.redactor)
-                self.note("DeploymentFailed", reason=self.reason)
+                why = self.redactor.text(str(error) or type(error).__name__)
+                self.feed(dm.Crashed(why))
                 print(self.redactor.text(traceback.format_exc()), file=sys.stderr, flush=True)
         finally:
             with anyio.CancelScope(shield=True):
@@ -279,21 +273,21 @@ class Supervisor:
                 self.logs.close()
                 held = load(self.journal.path)
                 self.note("DeploymentStopped", clean=held.empty, still_held=held.summary())
-                if self.state != snapshot.FAILED:
-                    self.state = snapshot.STOPPED
+                self.feed(dm.Finished())
 
     async def _deploy(self) -> None:
         api_url, app_key, subnet, driver, network = await self._network()
-        if self.down.event.is_set():
-            return  # asked to go down while the network was starting
+        if self.down.event.is_set():  # asked to go down while the network was starting
+            self.feed(dm.DownRequested(self.down.reason))
+            return
         from golem_deploy.compiler import compile_manifest
         from golem_deploy.engine import Golem
 
         # Local mounts work on any golem-deploy local network: the private one, or one
         # started with `golem-deploy localnet start` and exported (its subnet is local-dev).
-        local = self.network["kind"] == "local" or subnet == LOCAL_SUBNET
+        local = self.network.kind == "local" or subnet == LOCAL_SUBNET
         classes = compile_manifest(self.manifest, local=local)
-        golem: Any = Golem(
+        golem = Golem(
             self.manifest.budget,
             subnet,
             driver,
@@ -311,17 +305,18 @@ class Supervisor:
         async with golem:
             self.golem = golem
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._start_waves, golem, classes)
+                tg.start_soon(self._run_waves, golem, classes)
                 await self.down.event.wait()
                 tg.cancel_scope.cancel()  # no further waves once down is asked
-            self.state = snapshot.STOPPING
+            actions = self.feed(dm.DownRequested(self.down.reason))
             self.note("DownRequested", reason=self.down.reason, timeout=self.down.timeout)
-            with anyio.move_on_after(self.down.timeout) as graceful:
-                await self._stop_services()
-            if graceful.cancelled_caught:
-                self.reason = f"down timed out after {self.down.timeout:g}s"
-                self.note("DownTimedOut", timeout=self.down.timeout)
-                golem.stop_timeout = 0.0  # the graceful part is over: cancel what still runs
+            if any(isinstance(action, dm.StopServices) for action in actions):
+                with anyio.move_on_after(self.down.timeout) as graceful:
+                    await self._stop_services()
+                if graceful.cancelled_caught:
+                    self.feed(dm.DownTimedOut(self.down.timeout))
+                    self.note("DownTimedOut", timeout=self.down.timeout)
+                    golem.stop_timeout = 0.0  # the graceful part is over: cancel what runs
             # Leaving `async with golem` terminates agreements, settles invoices and
             # releases the allocation (each journaled through on_event).
         # A provider that never invoices must not hold `down` forever: the engine waited
@@ -335,14 +330,14 @@ class Supervisor:
         app_key = os.environ.get("YAGNA_APPKEY")
         if app_key:
             api_url = os.environ.get("YAGNA_API_URL", "http://127.0.0.1:7465")
-            self.network = {"kind": "yagna", "api_url": api_url}
+            self.network = Network("yagna", api_url)
             self.note("NetworkReady", network_kind="yagna", api_url=api_url)
             subnet = os.environ.get("YAGNA_SUBNET") or manifest.subnet
             return api_url, app_key, subnet, manifest.payment.driver, manifest.payment.network
         from golem_deploy import localnet
 
         state_dir = self.folder.localnet
-        self.network = {"kind": "local", "api_url": None}
+        self.network = Network("local")
         # Journal the folder before starting: a crash mid-start must still be cleaned up.
         self.note("LocalnetStarting", state_dir=state_dir, providers=self.providers)
         self._localnet_started = True
@@ -352,7 +347,7 @@ class Supervisor:
             )
         )
         self.redactor.add(info.app_key)
-        self.network = {"kind": "local", "api_url": info.api_url}
+        self.network = Network("local", info.api_url)
         self.note("LocalnetStarted", state_dir=state_dir, api_url=info.api_url)
         return info.api_url, info.app_key, info.subnet, info.payment_driver, info.payment_network
 
@@ -369,266 +364,36 @@ class Supervisor:
             return
         self.note("LocalnetStopped", state_dir=state_dir)
 
-    async def _start_waves(self, golem: Any, classes: dict[str, Any]) -> None:
-        """Start services wave by wave; a wave waits for every earlier instance to run."""
-        waves = self.manifest.start_order()
-        for number, wave in enumerate(waves):
-            self.note("WaveStarting", wave=number, services=wave)
-            for name in wave:
-                spec = self.manifest.services[name]
-                expiration = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=spec.expiration)
-                cluster = await golem.run_service(
-                    classes[name],
-                    num_instances=spec.instances,
-                    expiration=expiration,
-                    respawn_unstarted_instances=spec.respawn_unstarted_instances,
-                )
-                self.clusters[name] = cluster
-            if not await self._wait_running(wave):
-                return
-            self.note("WaveRunning", wave=number, services=wave)
-        self.state = snapshot.RUNNING
-        self.note("DeploymentRunning")
-        await self._watch_until_all_ended()
+    async def _run_waves(self, golem: Golem, classes: dict[str, type[Service]]) -> None:
+        """Launch the waves the machine asks for, and tell it when a service finished.
 
-    async def _watch_until_all_ended(self) -> None:
-        """When every instance ended by itself (budget spent, agreements expired, restarts
-        exhausted), nothing is left to supervise: go down and say why."""
-        clusters = list(self.clusters.values())
-        while not all(getattr(cluster, "finished", False) for cluster in clusters):
-            await anyio.sleep(0.5)
-        reasons = sorted(
-            {
-                str(getattr(inst, "reason", "") or "ended")
-                for cluster in clusters
-                for inst in list(getattr(cluster, "instances", []))
-            }
-        )
-        self.reason = "every instance ended: " + "; ".join(reasons)
-        self.note("DeploymentEnded", reason=self.reason)
-        self.down.request(self.reason)
+        Runs until cancelled (by `down`); the machine starts the first wave once told the
+        network is ready, and each next one once the previous wave runs."""
+        async with anyio.create_task_group() as tg:
+            self.feed(dm.NetworkReady())
+            async for wave in self._wave_receive:
+                for name in wave.services:
+                    spec = self.manifest.services[name]
+                    expiration = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=spec.expiration)
+                    cluster = await golem.run_service(
+                        classes[name],
+                        num_instances=spec.instances,
+                        expiration=expiration,
+                        respawn_unstarted_instances=spec.respawn_unstarted_instances,
+                    )
+                    self.clusters[name] = cluster
+                    tg.start_soon(self._watch_finished, name, cluster)
 
-    async def _wait_running(self, wave: list[str]) -> bool:
-        """True once every instance of `wave` runs; False (deployment failed) if one ended."""
-        while True:
-            states = [
-                (name, inst)
-                for name in wave
-                for inst in list(getattr(self.clusters[name], "instances", []))
-            ]
-            ended = [
-                (name, inst)
-                for name, inst in states
-                if str(to_plain(getattr(inst, "state", ""))) == "terminated"
-                and (name, getattr(inst, "index", -1)) not in self._restarting
-            ]
-            if ended:
-                name, inst = ended[0]
-                why = getattr(inst, "reason", "") or "it terminated before running"
-                self.state = snapshot.FAILED
-                self.reason = f"{name}.{getattr(inst, 'index', '?')} did not start: {why}"
-                self.note("DeploymentFailed", reason=self.reason)
-                return False
-            expected = sum(self.manifest.services[name].instances for name in wave)
-            running = [i for _, i in states if str(to_plain(i.state)) == "running"]
-            if len(running) >= expected:
-                return True
-            await anyio.sleep(WAVE_POLL)
+    async def _watch_finished(self, name: str, cluster: Cluster) -> None:
+        await cluster.wait_finished()
+        reasons = tuple(instance.snapshot().reason for instance in cluster.instances)
+        self.feed(dm.ServiceFinished(name, reasons))
 
     async def _stop_services(self) -> None:
-        """Stop clusters in reverse wave order, each waiting until its instances ended."""
-        for wave in reversed(self.manifest.start_order()):
-            clusters = [self.clusters[name] for name in wave if name in self.clusters]
+        """Stop services in reverse wave order, each wave once all its instances ended."""
+        for wave in reversed(self.waves):
+            clusters = [self.clusters[name] for name, _ in wave if name in self.clusters]
             for cluster in clusters:
-                result = cluster.stop()
-                if inspect.isawaitable(result):
-                    await result
+                cluster.stop()
             for cluster in clusters:
-                if hasattr(cluster, "wait_finished"):
-                    await cluster.wait_finished()
-            while any(
-                str(to_plain(getattr(inst, "state", ""))) != "terminated"
-                for cluster in clusters
-                for inst in list(getattr(cluster, "instances", []))
-            ):
-                await anyio.sleep(WAVE_POLL)
-
-
-def _fields(event: Any) -> dict[str, Any]:
-    if dataclasses.is_dataclass(event) and not isinstance(event, type):
-        return {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
-    return {}
-
-
-def _journal_worthy(kind: str, event: Any) -> bool:
-    """Everything but routine command traffic: successful commands and health checks."""
-    if kind in ("CommandStarted", "CommandOutput"):
-        return False
-    if kind == "CommandFinished":
-        return getattr(event, "return_code", 0) != 0
-    if kind == "HealthCheckResult":
-        return not getattr(event, "ok", True)
-    return True
-
-
-def _short(ident: Any) -> str:
-    text = str(ident)
-    return text if len(text) <= 12 else text[:12] + "…"
-
-
-def _log_line(kind: str, event: Any) -> tuple[str, str] | None:
-    """What an instance's log file says about an event: (stream, text), or nothing."""
-    e = event
-    if kind == "InstanceStateChanged":
-        reason = getattr(e, "reason", "") or ""
-        text = f"{to_plain(e.old)} -> {to_plain(e.new)}"
-        return "state", text + (f" ({reason})" if reason else "")
-    if kind == "CommandStarted":
-        return "cmd", str(e.command)
-    if kind == "CommandFinished":
-        if e.return_code == 0 and not e.message:
-            return None
-        return "state", f"{e.command}: exit code {e.return_code}" + (
-            f": {e.message}" if e.message else ""
-        )
-    if kind == "AgreementCreated":
-        return "state", f"agreement {_short(e.agreement_id)} with {e.provider_name}"
-    if kind == "AgreementRejected":
-        return "state", f"agreement {_short(e.agreement_id)} rejected: {e.reason}"
-    if kind == "ActivityCreated":
-        return "state", f"activity {_short(e.activity_id)} created"
-    if kind == "ActivityCreateFailed":
-        return "state", f"activity creation failed: {e.reason}"
-    if kind == "ActivityDestroyed":
-        return "state", f"activity {_short(e.activity_id)} destroyed"
-    if kind == "InstanceRestartScheduled":
-        return "state", f"restart #{e.attempt} in {e.delay:g}s: {e.reason}"
-    if kind == "HealthCheckResult" and not e.ok:
-        return "state", f"health check failed ({e.consecutive_failures} in a row): {e.message}"
-    return None
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in str(text).splitlines() if line.strip()]
-    return lines[-1].strip() if lines else ""
-
-
-def _error_text(error: BaseException, redactor: Redactor) -> str:
-    text = str(error) or type(error).__name__
-    return redactor.text(text)
-
-
-def _secrets(manifest: Any) -> list[str]:
-    """Every env value of every service: never to appear in journal, logs or status."""
-    values: list[str] = []
-    for spec in manifest.services.values():
-        values.extend(str(v) for v in (spec.env or {}).values())
-    return values
-
-
-# ---- process entry --------------------------------------------------------------------------
-
-
-class _RedactingFormatter(logging.Formatter):
-    """Log lines may quote commands or errors that carry env values: redact them too."""
-
-    def __init__(self, redactor: Redactor) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        self._redactor = redactor
-
-    def format(self, record: logging.LogRecord) -> str:
-        return self._redactor.text(super().format(record))
-
-
-def _log_to_stderr(redactor: Redactor) -> None:
-    """The engine's warnings (late invoices, slow clusters) go to supervisor.log."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_RedactingFormatter(redactor))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-
-
-def _take_lock(folder: deployments.DeploymentDir) -> int | None:
-    fd = os.open(folder.lock, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
-
-
-def _fresh_start(folder: deployments.DeploymentDir) -> None:
-    """Keep the previous run's journal and logs as *.prev; start new ones."""
-    if folder.journal.exists():
-        folder.journal.replace(folder.root / "journal.prev.jsonl")
-    if folder.logs.exists():
-        previous = folder.root / "logs.prev"
-        if previous.exists():
-            for child in previous.iterdir():
-                child.unlink()
-            previous.rmdir()
-        folder.logs.replace(previous)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="golem_deploy.supervisor.daemon")
-    parser.add_argument("--manifest", required=True, type=Path)
-    parser.add_argument("--env-file", type=Path, default=None)
-    parser.add_argument("--providers", type=int, default=3)
-    parser.add_argument("--faults", type=Path, default=None)
-    args = parser.parse_args(argv)
-    os.umask(0o077)  # the socket, journal and logs are private to the user
-
-    from golem_deploy.manifest import load_manifest
-
-    manifest = load_manifest(args.manifest, env_file=args.env_file)
-    folder = deployments.of(manifest.name)
-    lock_fd = _take_lock(folder)
-    if lock_fd is None:
-        print(f"deployment {manifest.name!r} already has a supervisor", file=sys.stderr)
-        return deployments.EXIT_ALREADY_RUNNING
-    previous = load(folder.journal)
-    if not previous.empty:
-        print(
-            f"the previous run of {manifest.name!r} still holds: "
-            + "; ".join(previous.summary())
-            + " -- run `golem-deploy down` first",
-            file=sys.stderr,
-        )
-        return deployments.EXIT_PREVIOUS_RUN_HOLDS
-    _fresh_start(folder)
-    folder.pid_file.write_text(f"{os.getpid()}\n")
-    redactor = Redactor(_secrets(manifest))
-    if os.environ.get("YAGNA_APPKEY"):
-        redactor.add(os.environ["YAGNA_APPKEY"])
-    _log_to_stderr(redactor)
-    journal = Journal(folder.journal, redactor=redactor)
-    journal.append(
-        "DeploymentStarted",
-        name=manifest.name,
-        manifest=str(manifest.path),
-        network_kind="yagna" if os.environ.get("YAGNA_APPKEY") else "local",
-        budget=str(manifest.budget),
-        pid=os.getpid(),
-        services=[{"name": n, "instances": s.instances} for n, s in manifest.services.items()],
-    )
-    supervisor = Supervisor(
-        manifest,
-        folder,
-        providers=args.providers,
-        faults=args.faults,
-        journal=journal,
-        redactor=redactor,
-    )
-    try:
-        anyio.run(supervisor.run, backend="asyncio")
-    finally:
-        journal.close()
-    return 0 if supervisor.state != snapshot.FAILED else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+                await cluster.wait_finished()

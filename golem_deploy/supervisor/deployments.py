@@ -20,9 +20,7 @@ import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 from golem_deploy import paths
 from golem_deploy.errors import GolemDeployError
@@ -163,62 +161,11 @@ def resolve(name: str | None) -> DeploymentDir:
     return all_known[0]
 
 
-def journal_snapshot(deployment: DeploymentDir, held: Held | None = None) -> dict[str, Any]:
-    """A snapshot rebuilt from the journal alone, for when no supervisor answers.
-
-    Its state is "stopped" after a clean down, otherwise "gone" with `held` listing what
-    the journal says is still acquired (what `down` will release).
-    """
+def journal_snapshot(
+    deployment: DeploymentDir, held: Held | None = None
+) -> snapshot.DeploymentSnapshot:
+    """The journal's account of a deployment whose supervisor does not answer; see
+    snapshot.from_journal."""
     held = held if held is not None else journal.load(deployment.journal)
     pid = held.supervisor_pid or deployment.pid()
-    clean = held.stopped and held.empty
-    state = snapshot.STOPPED if clean else snapshot.GONE
-    reason = None
-    if clean and held.failure:
-        state, reason = snapshot.FAILED, held.failure
-    elif clean and held.ended:
-        reason = held.ended
-    if not clean:
-        reason = f"the supervisor (pid {pid}) is gone"
-        if not held.empty:
-            reason += "; run `golem-deploy down` to release what it still holds"
-    total = held.budget
-    remaining = None
-    if total is not None:
-        try:
-            remaining = str(Decimal(total) - held.spent)
-        except ArithmeticError:
-            remaining = None
-    services = []
-    for name, count in held.services:
-        instances = []
-        for index in range(count):
-            info = held.instance_info.get((name, index), {})
-            state_of = held.instance_states.get((name, index), "pending")
-            if clean:
-                state_of = "terminated"
-            instances.append(
-                {
-                    "index": index,
-                    "state": state_of,
-                    "provider_id": info.get("provider_id"),
-                    "provider_name": info.get("provider_name"),
-                    "agreement_id": info.get("agreement_id"),
-                    "activity_id": info.get("activity_id"),
-                    "started_at": None,
-                    "restarts": held.instance_restarts.get((name, index), 0),
-                    "cost": str(held.instance_cost.get((name, index), Decimal(0))),
-                    "last_output": None,
-                }
-            )
-        services.append({"name": name, "instances": instances})
-    return {
-        "name": held.name or deployment.name,
-        "state": state,
-        "reason": reason,
-        "supervisor": {"pid": pid, "alive": False},
-        "network": {"kind": held.network_kind, "api_url": held.api_url},
-        "budget": {"total": total, "spent": str(held.spent), "remaining": remaining},
-        "services": services,
-        "held": held.summary(),
-    }
+    return snapshot.from_journal(held, name=deployment.name, pid=pid)

@@ -17,9 +17,8 @@ app key and every manifest env value from every string it writes.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import enum
 import json
+import logging
 import os
 import threading
 import time
@@ -29,75 +28,29 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-REDACTED = "***"
+from golem_deploy.supervisor.redact import (
+    MIN_SECRET_LENGTH,
+    REDACTED,
+    Redactor,
+    secret_name,
+    to_plain,
+)
 
-# Env values shorter than this are not redacted inside free text: replacing every "1" or
-# "info" in command output would destroy the logs while protecting nothing secret.
-MIN_SECRET_LENGTH = 4
+__all__ = [
+    "MIN_SECRET_LENGTH",
+    "REDACTED",
+    "Held",
+    "HeldAgreement",
+    "Journal",
+    "Redactor",
+    "fold",
+    "load",
+    "read",
+    "secret_name",
+    "to_plain",
+]
 
-
-class Redactor:
-    """Replaces known secret strings with *** in everything written to disk."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._secrets: list[str] = []
-        for secret in secrets:
-            self.add(secret)
-
-    def add(self, secret: str) -> None:
-        """Also hide `secret` from now on (e.g. a local network's app key once known)."""
-        if secret and len(secret) >= MIN_SECRET_LENGTH and secret not in self._secrets:
-            self._secrets.append(secret)
-            # Longest first, so a secret containing another secret is replaced whole.
-            self._secrets.sort(key=len, reverse=True)
-
-    def text(self, value: str) -> str:
-        for secret in self._secrets:
-            if secret in value:
-                value = value.replace(secret, REDACTED)
-        return value
-
-    def argv(self, argv: Iterable[str]) -> list[str]:
-        """Redact an argv; `/usr/bin/env K=V` prefixes (how the compiler applies env) lose V."""
-        out: list[str] = []
-        items = list(argv)
-        in_env_prefix = bool(items) and items[0] in ("/usr/bin/env", "env")
-        for i, item in enumerate(items):
-            if in_env_prefix and i > 0:
-                if "=" in item and not item.startswith("-"):
-                    key = item.split("=", 1)[0]
-                    out.append(f"{key}={REDACTED}")
-                    continue
-                in_env_prefix = False
-            out.append(self.text(item))
-        return out
-
-
-def to_plain(value: Any, redactor: Redactor | None = None) -> Any:
-    """Turn event fields into JSON-ready data: Decimal -> str, enum -> value, times -> epoch."""
-    red = redactor or Redactor()
-    if isinstance(value, str):
-        return red.text(value)
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, enum.Enum):
-        return to_plain(value.value, red)
-    if isinstance(value, dt.datetime):
-        return value.timestamp()
-    if isinstance(value, Path):
-        return str(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_plain(getattr(value, f.name), red) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): to_plain(v, red) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        items = list(value)
-        if items and all(isinstance(i, str) for i in items):
-            return red.argv(items)
-        return [to_plain(v, red) for v in items]
-    return red.text(str(value))
+log = logging.getLogger(__name__)
 
 
 # Field names that carry credentials; dropped entirely, whatever the event.
@@ -117,7 +70,8 @@ class Journal:
         self._redactor = redactor if redactor is not None else Redactor(secrets)
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        _end_torn_line(fd)
         self._file = os.fdopen(fd, "a", encoding="utf-8")
 
     def append(self, kind: str, /, **fields: Any) -> dict[str, Any]:
@@ -157,21 +111,34 @@ class Journal:
         self.close()
 
 
+def _end_torn_line(fd: int) -> None:
+    """A power loss mid-write leaves a last line without its newline: end it, so the next
+    record starts a line of its own instead of being glued to (and lost with) the torn one."""
+    size = os.fstat(fd).st_size
+    if size and os.pread(fd, 1, size - 1) != b"\n":
+        os.write(fd, b"\n")
+        os.fsync(fd)
+
+
 def read(path: Path) -> Iterator[dict[str, Any]]:
-    """Yield the records of a journal; a torn last line (crash mid-write) is skipped."""
+    """Yield the records of a journal; a torn line (crash mid-write) is skipped with a warning.
+
+    Only a last line can be torn (fsync made the rest whole); once a writer reopened the
+    journal the torn line is ended with a newline and stays, skipped, in the middle."""
     try:
-        handle = path.open(encoding="utf-8")
+        handle = path.open("rb")
     except FileNotFoundError:
         return
     with handle:
-        for line in handle:
-            line = line.strip()
+        for number, raw in enumerate(handle, start=1):
+            line = raw.strip()
             if not line:
                 continue
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # only the last line can be torn; fsync made the rest whole
+                record = json.loads(line.decode("utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                log.warning("%s: line %d is torn (a crash mid-write?); skipped", path, number)
+                continue
             if isinstance(record, dict) and isinstance(record.get("kind"), str):
                 yield record
 
@@ -213,6 +180,9 @@ class Held:
     instance_cost: dict[tuple[str, int], Decimal] = field(default_factory=dict)
     # replacements per instance (the engine's `restarts`), for status after the supervisor
     instance_restarts: dict[tuple[str, int], int] = field(default_factory=dict)
+    # restarts scheduled (InstanceRestartScheduled.attempt) but not yet performed: a restart
+    # counts once the instance leaves its ended state (a stop may cancel it before)
+    restarts_scheduled: dict[tuple[str, int], int] = field(default_factory=dict)
     spent: Decimal = Decimal(0)
     stopped: bool = False  # a DeploymentStopped was the last word
     failure: str | None = None  # why the deployment failed, if it did
@@ -334,10 +304,15 @@ def fold(records: Iterable[Mapping[str, Any]]) -> Held:
         elif kind == "InstanceStateChanged":
             service, index, new = rec.get("service"), rec.get("index"), rec.get("new")
             if isinstance(service, str) and isinstance(index, int) and isinstance(new, str):
-                held.instance_states[(service, index)] = new
-                if rec.get("reason") == "restarting":  # the engine's reason for RestartDue
-                    key = (service, index)
-                    held.instance_restarts[key] = held.instance_restarts.get(key, 0) + 1
+                key = (service, index)
+                held.instance_states[key] = new
+                if new not in ("terminated", "unresponsive") and key in held.restarts_scheduled:
+                    held.instance_restarts[key] = held.restarts_scheduled.pop(key)
+        elif kind == "InstanceRestartScheduled":
+            key = _instance_key(rec)
+            attempt = rec.get("attempt")
+            if key is not None and isinstance(attempt, int):
+                held.restarts_scheduled[key] = attempt
         elif kind in ("DebitNoteAccepted", "InvoiceAccepted"):
             # The engine reports the newly spent part: a debit note's `amount` is its total
             # due minus what was accepted before; an invoice's `new_spend` is what debit

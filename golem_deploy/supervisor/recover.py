@@ -16,12 +16,17 @@ import os
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import anyio
 
 from golem_deploy.errors import GolemDeployError
+from golem_deploy.supervisor import journal, lock
+from golem_deploy.supervisor.deployments import DeploymentDir
 from golem_deploy.supervisor.journal import Held, Journal
+
+if TYPE_CHECKING:
+    from golem_deploy.yagna.client import YagnaClient
 
 Progress = Callable[[str], None]
 
@@ -88,7 +93,7 @@ async def _release_market(
 
 
 async def _settle_invoices(
-    client: Any,
+    client: YagnaClient,
     held: Held,
     allocation_id: str,
     journal: Journal,
@@ -146,7 +151,7 @@ async def _settle_invoices(
         progress(f"no invoice arrived for agreement {agreement_id[:12]}… within {wait:g}s")
 
 
-async def _end_agreement(client: Any, agreement_id: str) -> str:
+async def _end_agreement(client: YagnaClient, agreement_id: str) -> str:
     """Make sure the agreement no longer binds anyone; returns what was done.
 
     A crash can leave it in any state: Approved (terminate it), Pending (confirmed but not yet
@@ -229,3 +234,41 @@ def release(
             _release_market, held, api_url, app_key, journal, progress, invoice_wait
         )
     return problems
+
+
+def finish_down(deployment: DeploymentDir, *, progress: Progress) -> None:
+    """After the supervisor ended: release what the journal says is still held, holding the
+    deployment's lock so no `up` starts meanwhile. RecoveryError when something remains."""
+    held = journal.load(deployment.journal)
+    if held.empty:
+        return
+    progress("releasing what the journal says is still held:")
+    for line in held.summary():
+        progress(f"  {line}")
+    with lock.held(deployment.lock, name=deployment.name), Journal(deployment.journal) as jr:
+        problems = release(held, jr, progress=lambda m: progress(f"  {m}"))
+        if journal.load(deployment.journal).empty and not problems:
+            jr.append("DeploymentStopped", clean=True, recovered=True)
+    held = journal.load(deployment.journal)
+    if problems or not held.empty:
+        raise RecoveryError(
+            f"deployment {deployment.name} is down but some things were not released: "
+            + "; ".join(problems + held.summary()),
+            hint="run `golem-deploy down` again; if it persists, check the yagna daemon",
+        )
+
+
+def missing_invoices(deployment: DeploymentDir) -> list[str]:
+    """The last run's agreements whose provider never sent an invoice (the supervisor gave
+    up waiting for it): worth telling, since their last debit notes are all that was paid."""
+    lines: list[str] = []
+    for record in journal.read(deployment.journal):
+        if record["kind"] == "DeploymentStarted":
+            lines = []
+        elif record["kind"] == "InvoiceMissing":
+            agreement = str(record.get("agreement_id"))[:12]
+            lines.append(
+                f"  no invoice arrived for agreement {agreement}… within "
+                f"{record.get('waited')}s; its accepted debit notes cover the work"
+            )
+    return lines

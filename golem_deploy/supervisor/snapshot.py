@@ -1,20 +1,34 @@
-"""The snapshot: plain data describing a deployment at one moment.
+"""The snapshot: what a deployment looks like at one moment, typed, and its plain JSON form.
 
-Why a separate, dependency-free module: the supervisor builds snapshots, the CLI and the ui
-only read them, and `status --json` must start fast. A snapshot is JSON-ready dicts; the
-supervisor's API serves a superset (extra keys such as `expires_at`, `reason`, `held`) and
-`public_status()` cuts it to exactly the documented `status --json` shape.
+Why a separate, light module: the supervisor builds snapshots, the CLI and the ui only read
+them, and `status --json` must start fast, so this imports nothing heavy (the engine's and
+the journal's types only for the type checker).
+
+One builder, `build()`, makes every snapshot: the live one (the supervisor, from the
+engine's `InstanceSnapshot`s via `live_instance()`) and the one rebuilt from the journal
+when no supervisor answers (`from_journal()`). Both therefore list every instance the
+manifest declares, in manifest order, with the same fields. On the wire (the control API)
+a snapshot is `DeploymentSnapshot.plain()`: JSON-ready dicts, a superset of the documented
+`status --json` shape that `public_status()` cuts down to exactly that shape.
 
 Times are ISO-8601 UTC strings (or null); amounts are decimal strings.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING
 
-Snapshot = dict[str, Any]
+if TYPE_CHECKING:
+    from golem_deploy.engine.service import InstanceSnapshot
+    from golem_deploy.supervisor.journal import Held
+
+# The plain (JSON-ready) form, as the control API and `status --json` give it.
+Snapshot = dict[str, object]
 
 INSTANCE_KEYS = (
     "index",
@@ -29,7 +43,8 @@ INSTANCE_KEYS = (
     "last_output",
 )
 
-# Deployment-level states (the instance states are the lifecycle's own).
+# Deployment-level states: the live ones are supervisor.machine.DeploymentState's values;
+# GONE is the journal's verdict when the supervisor died without a clean down.
 STARTING, RUNNING, FAILED, STOPPING, STOPPED, GONE = (
     "starting",
     "running",
@@ -38,6 +53,199 @@ STARTING, RUNNING, FAILED, STOPPING, STOPPED, GONE = (
     "stopped",
     "gone",
 )
+
+
+@dataclass(frozen=True)
+class InstanceView:
+    """One row of the table: an instance as a user sees it."""
+
+    index: int
+    state: str = "pending"
+    provider_id: str | None = None
+    provider_name: str | None = None
+    agreement_id: str | None = None
+    activity_id: str | None = None
+    started_at: str | None = None
+    restarts: int = 0
+    cost: Decimal = Decimal(0)
+    last_output: str | None = None
+    expires_at: str | None = None
+    reason: str | None = None
+
+    def plain(self) -> Snapshot:
+        return {
+            "index": self.index,
+            "state": self.state,
+            "provider_id": self.provider_id,
+            "provider_name": self.provider_name,
+            "agreement_id": self.agreement_id,
+            "activity_id": self.activity_id,
+            "started_at": self.started_at,
+            "restarts": self.restarts,
+            "cost": str(self.cost),
+            "last_output": self.last_output,
+            "expires_at": self.expires_at,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class DeploymentSnapshot:
+    name: str
+    state: str
+    reason: str | None
+    supervisor_pid: int | None
+    supervisor_alive: bool
+    network_kind: str | None
+    api_url: str | None
+    budget: str | None  # the total, a decimal string (None: unknown)
+    spent: Decimal
+    services: tuple[tuple[str, tuple[InstanceView, ...]], ...]
+    held: tuple[str, ...] | None = field(default=None)  # journal snapshots: what is held
+
+    def plain(self) -> Snapshot:
+        remaining = None
+        if self.budget is not None:
+            try:
+                remaining = str(Decimal(self.budget) - self.spent)
+            except ArithmeticError:
+                remaining = None
+        plain: Snapshot = {
+            "name": self.name,
+            "state": self.state,
+            "reason": self.reason,
+            "supervisor": {"pid": self.supervisor_pid, "alive": self.supervisor_alive},
+            "network": {"kind": self.network_kind, "api_url": self.api_url},
+            "budget": {"total": self.budget, "spent": str(self.spent), "remaining": remaining},
+            "services": [
+                {"name": name, "instances": [row.plain() for row in rows]}
+                for name, rows in self.services
+            ],
+        }
+        if self.held is not None:
+            plain["held"] = list(self.held)
+        return plain
+
+
+def build(
+    *,
+    name: str,
+    state: str,
+    reason: str | None,
+    supervisor_pid: int | None,
+    supervisor_alive: bool,
+    network_kind: str | None,
+    api_url: str | None,
+    budget: str | None,
+    spent: Decimal,
+    services: Sequence[tuple[str, int]],
+    rows: Mapping[tuple[str, int], InstanceView],
+    held: Sequence[str] | None = None,
+) -> DeploymentSnapshot:
+    """The one builder: every declared instance (pending when nothing is known about it),
+    plus any extra instance `rows` knows, per service in manifest order."""
+    listed = []
+    for service, count in services:
+        indexes = set(range(count)) | {index for (s, index) in rows if s == service}
+        listed.append(
+            (
+                service,
+                tuple(rows.get((service, i)) or InstanceView(index=i) for i in sorted(indexes)),
+            )
+        )
+    return DeploymentSnapshot(
+        name=name,
+        state=state,
+        reason=reason,
+        supervisor_pid=supervisor_pid,
+        supervisor_alive=supervisor_alive,
+        network_kind=network_kind,
+        api_url=api_url,
+        budget=budget,
+        spent=spent,
+        services=tuple(listed),
+        held=tuple(held) if held is not None else None,
+    )
+
+
+def live_instance(
+    instance: InstanceSnapshot,
+    *,
+    expires_at: dt.datetime | None,
+    last_output: str | None,
+    redact: Callable[[str], str],
+) -> InstanceView:
+    """A row from the engine's own snapshot of an instance (the supervisor's case).
+
+    `last_output` is the supervisor's own record of the instance's output, used when the
+    engine has none; only its last non-empty line is shown, redacted."""
+    output = _last_line(instance.last_output or last_output or "")
+    return InstanceView(
+        index=instance.index,
+        state=instance.state.value,
+        provider_id=instance.provider_id,
+        provider_name=instance.provider_name,
+        agreement_id=instance.agreement_id,
+        activity_id=instance.activity_id,
+        started_at=iso(instance.started_at),
+        restarts=instance.restarts,
+        cost=instance.cost,
+        last_output=redact(output) if output else None,
+        expires_at=iso(expires_at) if instance.agreement_id else None,
+        reason=instance.reason or None,
+    )
+
+
+def from_journal(
+    held: Held, *, name: str, pid: int | None, alive: bool = False
+) -> DeploymentSnapshot:
+    """A snapshot rebuilt from the journal alone, for when no supervisor answers.
+
+    Its state is "stopped" after a clean down (or "failed" when the deployment failed),
+    otherwise "gone", with `held` listing what the journal says is still acquired (what
+    `down` will release)."""
+    clean = held.stopped and held.empty
+    state, reason = (STOPPED, held.ended) if clean else (GONE, None)
+    if clean and held.failure:
+        state, reason = FAILED, held.failure
+    if not clean:
+        reason = f"the supervisor (pid {pid}) is gone"
+        if not held.empty:
+            reason += "; run `golem-deploy down` to release what it still holds"
+    rows: dict[tuple[str, int], InstanceView] = {}
+    for service, count in held.services:
+        for index in range(count):
+            key = (service, index)
+            info = held.instance_info.get(key, {})
+            rows[key] = InstanceView(
+                index=index,
+                state="terminated" if clean else held.instance_states.get(key, "pending"),
+                provider_id=info.get("provider_id"),
+                provider_name=info.get("provider_name"),
+                agreement_id=info.get("agreement_id"),
+                activity_id=info.get("activity_id"),
+                restarts=held.instance_restarts.get(key, 0),
+                cost=held.instance_cost.get(key, Decimal(0)),
+            )
+    return build(
+        name=held.name or name,
+        state=state,
+        reason=reason,
+        supervisor_pid=pid,
+        supervisor_alive=alive,
+        network_kind=held.network_kind,
+        api_url=held.api_url,
+        budget=held.budget,
+        spent=held.spent,
+        services=held.services,
+        rows=rows,
+        held=held.summary(),
+    )
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
 
 
 def iso(value: float | dt.datetime | None) -> str | None:
@@ -51,7 +259,7 @@ def iso(value: float | dt.datetime | None) -> str | None:
     return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def parse_iso(value: Any) -> float | None:
+def parse_iso(value: object) -> float | None:
     """ISO-8601 string -> epoch seconds (None on anything else)."""
     if not isinstance(value, str) or not value:
         return None
@@ -61,46 +269,128 @@ def parse_iso(value: Any) -> float | None:
         return None
 
 
-def public_status(snapshot: Mapping[str, Any]) -> Snapshot:
+def public_status(snapshot: DeploymentSnapshot) -> Snapshot:
     """Exactly the `status --json` shape of the CLI reference (README.md, CLI reference)."""
-    supervisor = snapshot.get("supervisor") or {}
-    network = snapshot.get("network") or {}
-    budget = snapshot.get("budget") or {}
-    return {
-        "name": snapshot.get("name"),
-        "state": snapshot.get("state"),
-        "supervisor": {"pid": supervisor.get("pid"), "alive": bool(supervisor.get("alive"))},
-        "network": {"kind": network.get("kind"), "api_url": network.get("api_url")},
-        "budget": {
-            "total": budget.get("total"),
-            "spent": budget.get("spent"),
-            "remaining": budget.get("remaining"),
-        },
-        "services": [
-            {
-                "name": service.get("name"),
-                "instances": [
-                    {key: instance.get(key) for key in INSTANCE_KEYS}
-                    for instance in service.get("instances", [])
-                ],
-            }
-            for service in snapshot.get("services", [])
-        ],
-    }
-
-
-def instances(snapshot: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """Every (service name, instance dict) in manifest order."""
-    return [
-        (service.get("name", "?"), instance)
-        for service in snapshot.get("services", [])
-        for instance in service.get("instances", [])
+    public = snapshot.plain()
+    public.pop("reason", None)
+    public.pop("held", None)
+    public["services"] = [
+        {
+            "name": name,
+            "instances": [
+                {key: value for key, value in row.plain().items() if key in INSTANCE_KEYS}
+                for row in rows
+            ],
+        }
+        for name, rows in snapshot.services
     ]
+    return public
 
 
-def state_counts(snapshot: Mapping[str, Any]) -> dict[str, int]:
+def instances(snapshot: DeploymentSnapshot) -> list[tuple[str, InstanceView]]:
+    """Every (service name, instance) in manifest order."""
+    return [(name, row) for name, rows in snapshot.services for row in rows]
+
+
+def state_counts(snapshot: DeploymentSnapshot) -> dict[str, int]:
     counts: dict[str, int] = {}
     for _, instance in instances(snapshot):
-        state = str(instance.get("state"))
-        counts[state] = counts.get(state, 0) + 1
+        counts[instance.state] = counts.get(instance.state, 0) + 1
     return counts
+
+
+def merge_final(live: DeploymentSnapshot, ended: DeploymentSnapshot) -> DeploymentSnapshot:
+    """The last live picture with the journal's final word (states, spent): the journal
+    does not keep output lines, and the last picture should still show them."""
+    final_states = {(name, row.index): row.state for name, row in instances(ended)}
+    return dataclasses.replace(
+        live,
+        state=ended.state,
+        reason=ended.reason,
+        supervisor_pid=ended.supervisor_pid,
+        supervisor_alive=ended.supervisor_alive,
+        budget=ended.budget,
+        spent=ended.spent,
+        held=ended.held,
+        services=tuple(
+            (
+                name,
+                tuple(
+                    dataclasses.replace(row, state=final_states.get((name, row.index), row.state))
+                    for row in rows
+                ),
+            )
+            for name, rows in live.services
+        ),
+    )
+
+
+# ---- reading the plain form back (the CLI's side of the control API) -----------------------
+
+
+def from_plain(data: object) -> DeploymentSnapshot:
+    """The typed snapshot of a plain one (what /snapshot answers); missing or mistyped
+    fields read as unknown rather than failing: a newer supervisor may send more."""
+    top = _mapping(data)
+    supervisor, network, budget = (
+        _mapping(top.get(k)) for k in ("supervisor", "network", "budget")
+    )
+    services = []
+    for service in _list(top.get("services")):
+        entry = _mapping(service)
+        rows = tuple(_instance_from_plain(_mapping(row)) for row in _list(entry.get("instances")))
+        services.append((str(entry.get("name", "?")), rows))
+    held = top.get("held")
+    return DeploymentSnapshot(
+        name=str(top.get("name") or "?"),
+        state=str(top.get("state") or "?"),
+        reason=_str(top.get("reason")),
+        supervisor_pid=_int(supervisor.get("pid")),
+        supervisor_alive=bool(supervisor.get("alive")),
+        network_kind=_str(network.get("kind")),
+        api_url=_str(network.get("api_url")),
+        budget=_str(budget.get("total")),
+        spent=_decimal(budget.get("spent")),
+        services=tuple(services),
+        held=tuple(str(line) for line in _list(held)) if held is not None else None,
+    )
+
+
+def _instance_from_plain(row: Mapping[str, object]) -> InstanceView:
+    return InstanceView(
+        index=_int(row.get("index")) or 0,
+        state=str(row.get("state") or "?"),
+        provider_id=_str(row.get("provider_id")),
+        provider_name=_str(row.get("provider_name")),
+        agreement_id=_str(row.get("agreement_id")),
+        activity_id=_str(row.get("activity_id")),
+        started_at=_str(row.get("started_at")),
+        restarts=_int(row.get("restarts")) or 0,
+        cost=_decimal(row.get("cost")),
+        last_output=_str(row.get("last_output")),
+        expires_at=_str(row.get("expires_at")),
+        reason=_str(row.get("reason")),
+    )
+
+
+def _mapping(value: object) -> Mapping[str, object]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: object) -> list[object]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def _str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _decimal(value: object) -> Decimal:
+    try:
+        return Decimal(str(value)) if value is not None else Decimal(0)
+    except ArithmeticError:
+        return Decimal(0)

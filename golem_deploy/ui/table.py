@@ -2,7 +2,7 @@
 
 Why only snapshot data: the ui must draw the same picture whether the snapshot came from a
 live supervisor over its socket or was rebuilt from the journal after a crash, so it reads
-plain dicts and imports nothing from the engine.
+the typed DeploymentSnapshot (supervisor/snapshot.py) and imports nothing from the engine.
 
 Readability rules: one row per instance; every cell is one line (long values are cut with an
 ellipsis, never wrapped); when there are more instances than rows on screen, the rows that
@@ -14,14 +14,19 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
-from typing import Any
 
 from rich import box
 from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
 
-from golem_deploy.supervisor.snapshot import instances, parse_iso, state_counts
+from golem_deploy.supervisor.snapshot import (
+    DeploymentSnapshot,
+    InstanceView,
+    instances,
+    parse_iso,
+    state_counts,
+)
 
 STATE_STYLES = {
     "pending": "dim",
@@ -56,7 +61,7 @@ def duration(seconds: float | None) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
-def amount(value: Any, places: int = 4) -> str:
+def amount(value: object, places: int = 4) -> str:
     """A decimal string shortened for a cell: '0.012345' -> '0.0123'; '-' when unknown."""
     if value is None:
         return "-"
@@ -72,42 +77,40 @@ def amount(value: Any, places: int = 4) -> str:
     return text or "0"
 
 
-def _uptime(instance: Mapping[str, Any], now: float) -> str:
-    if instance.get("state") != "running":
+def _uptime(instance: InstanceView, now: float) -> str:
+    if instance.state != "running":
         return "-"
-    started = parse_iso(instance.get("started_at"))
+    started = parse_iso(instance.started_at)
     return duration(now - started) if started is not None else "-"
 
 
-def _expires(instance: Mapping[str, Any], now: float) -> str:
-    expires = parse_iso(instance.get("expires_at"))
-    if expires is None or instance.get("state") in ("terminated", "pending"):
+def _expires(instance: InstanceView, now: float) -> str:
+    expires = parse_iso(instance.expires_at)
+    if expires is None or instance.state in ("terminated", "pending"):
         return "-"
     return duration(expires - now)
 
 
-def _one_line(text: Any) -> str:
+def _one_line(text: str | None) -> str:
     if not text:
         return ""
     lines = [line for line in str(text).splitlines() if line.strip()]
     return lines[-1].strip() if lines else ""
 
 
-def header(snapshot: Mapping[str, Any]) -> Text:
+def header(snapshot: DeploymentSnapshot) -> Text:
     """'NAME  state  local network  budget 0.01/1 GLM  3 running · 1 starting'."""
-    state = str(snapshot.get("state") or "?")
-    network = snapshot.get("network") or {}
-    budget = snapshot.get("budget") or {}
-    kind = network.get("kind")
+    state = snapshot.state
+    kind = snapshot.network_kind
     network_text = {"local": "local network", "yagna": "yagna"}.get(str(kind), str(kind))
-    if kind == "yagna" and network.get("api_url"):
-        network_text += f" {network['api_url']}"
+    if kind == "yagna" and snapshot.api_url:
+        network_text += f" {snapshot.api_url}"
     text = Text()
-    text.append(str(snapshot.get("name") or "?"), style="bold")
+    text.append(snapshot.name, style="bold")
     text.append("  ")
     text.append(state, style=DEPLOYMENT_STYLES.get(state, ""))
     text.append(f"  {network_text}", style="cyan")
-    text.append(f"  budget {amount(budget.get('spent'))}/{amount(budget.get('total'))} GLM")
+    text.append(f"  budget {amount(snapshot.spent)}/{amount(snapshot.budget)} GLM")
     counts = state_counts(snapshot)
     parts = [f"{counts[s]} {s}" for s in STATE_ORDER if counts.get(s)]
     if parts:
@@ -116,21 +119,20 @@ def header(snapshot: Mapping[str, Any]) -> Text:
 
 
 def _select_rows(
-    rows: list[tuple[str, dict[str, Any]]], max_rows: int | None
-) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, int]]:
+    rows: list[tuple[str, InstanceView]], max_rows: int | None
+) -> tuple[list[tuple[str, InstanceView]], dict[str, int]]:
     """Keep at most max_rows rows, preferring those not running; count what was left out."""
     if max_rows is None or len(rows) <= max_rows:
         return rows, {}
     limit = max(1, max_rows - 1)  # one line goes to the "... more" summary
-    urgent = [i for i, (_, inst) in enumerate(rows) if inst.get("state") != "running"]
-    calm = [i for i, (_, inst) in enumerate(rows) if inst.get("state") == "running"]
+    urgent = [i for i, (_, inst) in enumerate(rows) if inst.state != "running"]
+    calm = [i for i, (_, inst) in enumerate(rows) if inst.state == "running"]
     keep = sorted((urgent + calm)[:limit])
     hidden: dict[str, int] = {}
     kept = set(keep)
     for i, (_, inst) in enumerate(rows):
         if i not in kept:
-            state = str(inst.get("state"))
-            hidden[state] = hidden.get(state, 0) + 1
+            hidden[inst.state] = hidden.get(inst.state, 0) + 1
     return [rows[i] for i in keep], hidden
 
 
@@ -150,26 +152,30 @@ class DeploymentView:
     OPTIONAL = ("EXPIRES", "RST", "UP", "COST", "PROVIDER")
 
     def __init__(
-        self, snapshot: Mapping[str, Any], *, now: float | None = None, max_rows: int | None = None
+        self,
+        snapshot: DeploymentSnapshot,
+        *,
+        now: float | None = None,
+        max_rows: int | None = None,
     ) -> None:
         self.snapshot = snapshot
         self.now = time.time() if now is None else now
         self.max_rows = max_rows
 
-    def _rows(self) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    def _rows(self) -> tuple[list[dict[str, str]], dict[str, int]]:
         selected, hidden = _select_rows(instances(self.snapshot), self.max_rows)
         rows = []
         for service, inst in selected:
             rows.append(
                 {
-                    "INSTANCE": f"{service}.{inst.get('index')}",
-                    "STATE": str(inst.get("state") or "?"),
-                    "PROVIDER": str(inst.get("provider_name") or "-"),
+                    "INSTANCE": f"{service}.{inst.index}",
+                    "STATE": inst.state or "?",
+                    "PROVIDER": inst.provider_name or "-",
                     "UP": _uptime(inst, self.now),
-                    "RST": str(inst.get("restarts") or 0),
-                    "COST": amount(inst.get("cost")),
+                    "RST": str(inst.restarts),
+                    "COST": amount(inst.cost),
                     "EXPIRES": _expires(inst, self.now),
-                    "LAST OUTPUT": _one_line(inst.get("last_output")),
+                    "LAST OUTPUT": _one_line(inst.last_output),
                 }
             )
         return rows, hidden
@@ -220,14 +226,14 @@ class DeploymentView:
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         snapshot = self.snapshot
         yield header(snapshot)
-        if snapshot.get("reason"):
-            yield Text(str(snapshot["reason"]), style="red")
+        if snapshot.reason:
+            yield Text(snapshot.reason, style="red")
         yield self.table(options.max_width)
         _, hidden = self._rows()
         if hidden:
             summary = ", ".join(f"{n} {s}" for s, n in sorted(hidden.items()))
             yield Text(f"… {sum(hidden.values())} more instances not shown ({summary})")
-        held = snapshot.get("held") or []
+        held = snapshot.held or ()
         if held:
             yield Text("The journal says these are still held:", style="bold red")
             for line in held:
@@ -235,37 +241,35 @@ class DeploymentView:
 
 
 def deployment_table(
-    snapshot: Mapping[str, Any], *, now: float | None = None, max_rows: int | None = None
+    snapshot: DeploymentSnapshot, *, now: float | None = None, max_rows: int | None = None
 ) -> RenderableType:
     """The renderable `up` and `status` show: header plus at most `max_rows` instance rows."""
     return DeploymentView(snapshot, now=now, max_rows=max_rows)
 
 
-def plain_lines(snapshot: Mapping[str, Any], *, now: float | None = None) -> list[str]:
+def plain_lines(snapshot: DeploymentSnapshot, *, now: float | None = None) -> list[str]:
     """The same information as lines without colour, for pipes and logs (non-TTY)."""
     now = time.time() if now is None else now
-    network = snapshot.get("network") or {}
-    budget = snapshot.get("budget") or {}
     lines = [
-        f"deployment {snapshot.get('name')} state={snapshot.get('state')} "
-        f"network={network.get('kind')} "
-        f"budget={amount(budget.get('spent'))}/{amount(budget.get('total'))} GLM"
+        f"deployment {snapshot.name} state={snapshot.state} "
+        f"network={snapshot.network_kind} "
+        f"budget={amount(snapshot.spent)}/{amount(snapshot.budget)} GLM"
     ]
-    if snapshot.get("reason"):
-        lines.append(f"reason: {snapshot['reason']}")
+    if snapshot.reason:
+        lines.append(f"reason: {snapshot.reason}")
     for service, inst in instances(snapshot):
         lines.append(
-            f"{service}.{inst.get('index')} {inst.get('state')} "
-            f"provider={inst.get('provider_name') or '-'} up={_uptime(inst, now)} "
-            f"restarts={inst.get('restarts') or 0} cost={amount(inst.get('cost'))} "
-            f"expires={_expires(inst, now)} | {_one_line(inst.get('last_output'))}".rstrip()
+            f"{service}.{inst.index} {inst.state} "
+            f"provider={inst.provider_name or '-'} up={_uptime(inst, now)} "
+            f"restarts={inst.restarts} cost={amount(inst.cost)} "
+            f"expires={_expires(inst, now)} | {_one_line(inst.last_output)}".rstrip()
         )
-    for line in snapshot.get("held") or []:
+    for line in snapshot.held or ():
         lines.append(f"still held: {line}")
     return lines
 
 
-def deployments_table(rows: Sequence[Mapping[str, Any]]) -> Table:
+def deployments_table(rows: Sequence[Mapping[str, object]]) -> Table:
     """`ls`: one row per known deployment."""
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for column in ("NAME", "STATE", "SUPERVISOR", "NETWORK", "INSTANCES", "SPENT"):

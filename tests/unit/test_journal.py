@@ -5,10 +5,13 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import logging
 import os
 import stat
 from decimal import Decimal
 from pathlib import Path
+
+import pytest
 
 from golem_deploy.supervisor import journal as jr
 
@@ -179,3 +182,75 @@ def test_agreements_with_work_but_no_accepted_invoice_are_known() -> None:
     held = jr.fold(records)
     assert held.worked - held.invoiced == {"a"}  # c never worked: no invoice is due
     assert held.accepted_by_agreement == {"a": Decimal("0.1"), "b": Decimal("0.2")}
+
+
+def _journal_with_a_last_record(path: Path) -> bytes:
+    with jr.Journal(path) as journal:
+        journal.append("DeploymentStarted", name="d", services=[{"name": "db", "instances": 1}])
+        journal.append("AllocationCreated", allocation_id="al", amount="1")
+        journal.append(
+            "AgreementCreated", agreement_id="ag", service="db", index=0, provider_id="0xp"
+        )
+    return path.read_bytes()
+
+
+def test_a_journal_torn_at_any_byte_of_its_last_record_replays_without_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Power loss mid-write: whatever prefix of the last record reached the disk, replay
+    skips it with a warning, keeps everything before it, and the next writer's records
+    are read again (not glued onto the torn line)."""
+    path = tmp_path / "journal.jsonl"
+    whole = _journal_with_a_last_record(path)
+    last_start = whole.rstrip(b"\n").rfind(b"\n") + 1
+    for cut in range(last_start, len(whole) + 1):
+        path.write_bytes(whole[:cut])
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="golem_deploy.supervisor.journal"):
+            held = jr.load(path)
+        complete = cut >= len(whole) - 1  # the record is whole (its newline may be missing)
+        assert set(held.allocations) == {"al"}, cut
+        assert set(held.agreements) == ({"ag"} if complete else set()), cut
+        torn = last_start < cut < len(whole) - 1
+        assert bool(caplog.records) == torn, cut
+        if torn:
+            assert "torn" in caplog.records[0].getMessage()
+        with jr.Journal(path) as journal:  # recovery appends to the same journal
+            journal.append("AllocationReleased", allocation_id="al")
+        assert jr.load(path).allocations == {}, cut
+
+
+def test_restarts_count_when_a_scheduled_restart_happens() -> None:
+    def changed(new: str) -> dict[str, object]:
+        return {"kind": "InstanceStateChanged", "service": "db", "index": 0, "new": new}
+
+    scheduled = {
+        "kind": "InstanceRestartScheduled",
+        "service": "db",
+        "index": 0,
+        "attempt": 1,
+        "delay": 5.0,
+        "reason": "run failed",
+    }
+    records = [changed("running"), changed("terminated"), scheduled, changed("pending")]
+    assert jr.fold(records).instance_restarts == {("db", 0): 1}
+    # a restart cancelled by a stop before it happened is not a restart
+    assert jr.fold(records[:3]).instance_restarts == {}
+    second = dict(scheduled, attempt=2)
+    records += [changed("running"), changed("unresponsive"), second, changed("pending")]
+    assert jr.fold(records).instance_restarts == {("db", 0): 2}
+
+
+def test_short_values_are_redacted_when_their_name_says_secret() -> None:
+    redactor = jr.Redactor()
+    for name, value in {"db_password": "pw", "API_KEY": "k1", "Token": "t", "LEVEL": "1"}.items():
+        redactor.add(value, named_secret=jr.secret_name(name))
+    assert redactor.text("pw k1 t 1") == "*** *** *** 1"
+    assert [jr.secret_name(n) for n in ("MY_SECRET_X", "passwordfile", "name", "level")] == [
+        True,
+        True,
+        False,
+        False,
+    ]
+    plain = jr.to_plain({"access_token": "x", "user": "bob", "nested": {"PASSWORD": "y"}})
+    assert plain == {"access_token": "***", "user": "bob", "nested": {"PASSWORD": "***"}}

@@ -1,14 +1,18 @@
 """The supervisor's own logic, driven in-process: waves, journaling, snapshots, control API.
 
 The engine is replaced by a small in-memory stand-in with the same surface the supervisor
-uses (run_service -> cluster with instances that change state); no HTTP is mocked. What
+uses (run_service -> a cluster whose instances change state and report it as the engine's
+own InstanceStateChanged events; wait_finished; Service.snapshot); no HTTP is mocked. What
 crosses the process boundary (the real engine on a real local network) is in tests/e2e.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -19,6 +23,7 @@ import pytest
 
 from golem_deploy.engine import events
 from golem_deploy.engine.lifecycle import ServiceState
+from golem_deploy.engine.service import InstanceSnapshot
 from golem_deploy.manifest.model import Manifest, Payload, ServiceSpec
 from golem_deploy.supervisor import api, client, journal, logs
 from golem_deploy.supervisor.daemon import Supervisor
@@ -48,31 +53,55 @@ class FakeInstance:
     last_output: str = ""
     reason: str = ""
 
+    def snapshot(self) -> InstanceSnapshot:
+        return InstanceSnapshot(
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(InstanceSnapshot)}
+        )
+
 
 class FakeCluster:
-    def __init__(self, service: str, n: int) -> None:
-        self.instances = [FakeInstance(service, i) for i in range(n)]
-        self.stopped = False
+    """Instances that change state the way the engine reports it: with an event each."""
 
-    @property
-    def finished(self) -> bool:
-        return all(inst.state == ServiceState.terminated for inst in self.instances)
+    def __init__(self, service: str, n: int, emit: Callable[[events.EngineEvent], None]) -> None:
+        self.instances = [FakeInstance(service, i) for i in range(n)]
+        self.expiration = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+        self.stopped = False
+        self._emit = emit
+        self._finished = anyio.Event()
+
+    def set_state(self, index: int, state: ServiceState, reason: str = "") -> None:
+        inst = self.instances[index]
+        old, inst.state, inst.reason = inst.state, state, reason
+        self._emit(
+            events.InstanceStateChanged(
+                service=inst.service, index=index, old=old, new=state, reason=reason
+            )
+        )
+        if all(i.state is ServiceState.terminated for i in self.instances):
+            self._finished.set()
+
+    def set_all(self, state: ServiceState, reason: str = "") -> None:
+        for inst in self.instances:
+            self.set_state(inst.index, state, reason)
+
+    async def wait_finished(self) -> None:
+        await self._finished.wait()
 
     def stop(self) -> None:
         self.stopped = True
-        for inst in self.instances:
-            inst.state = ServiceState.terminated
+        self.set_all(ServiceState.terminated)
 
 
 class FakeGolem:
-    def __init__(self) -> None:
+    def __init__(self, emit: Callable[[events.EngineEvent], None]) -> None:
         self.started: list[str] = []
         self.clusters: dict[str, FakeCluster] = {}
         self.spent = Decimal("0.25")
+        self._emit = emit
 
     async def run_service(self, cls: Any, *, num_instances: int, **_: Any) -> FakeCluster:
         self.started.append(cls)
-        cluster = FakeCluster(cls, num_instances)
+        cluster = FakeCluster(cls, num_instances, self._emit)
         self.clusters[cls] = cluster
         return cluster
 
@@ -110,55 +139,52 @@ def _supervisor(tmp_path: Path) -> Supervisor:
     )
 
 
-def _set_all(cluster: FakeCluster, state: ServiceState) -> None:
-    for inst in cluster.instances:
-        inst.state = state
+CLASSES = {"web": "web", "db": "db", "cache": "cache"}
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    with anyio.fail_after(5):
+        while not condition():
+            await anyio.sleep(0.01)
 
 
 async def test_a_wave_starts_only_when_every_earlier_instance_runs(tmp_path: Path) -> None:
     sup = _supervisor(tmp_path)
-    golem = FakeGolem()
-    classes = {"web": "web", "db": "db", "cache": "cache"}
+    golem = FakeGolem(sup.on_event)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(sup._start_waves, golem, classes)
-        with anyio.fail_after(5):
-            while len(golem.started) < 2:
-                await anyio.sleep(0.01)
+        tg.start_soon(sup._run_waves, golem, CLASSES)
+        await _until(lambda: len(golem.started) == 2)
         assert golem.started == ["db", "cache"]  # the first wave, in manifest order
-        _set_all(golem.clusters["db"], ServiceState.running)
-        await anyio.sleep(0.5)
+        golem.clusters["db"].set_all(ServiceState.running)
+        await anyio.sleep(0.2)
         assert golem.started == ["db", "cache"]  # cache is not running yet: web waits
-        _set_all(golem.clusters["cache"], ServiceState.running)
-        with anyio.fail_after(5):
-            while "web" not in golem.started:
-                await anyio.sleep(0.01)
+        golem.clusters["cache"].set_all(ServiceState.running)
+        await _until(lambda: "web" in golem.started)
         assert sup.state == "starting"
-        _set_all(golem.clusters["web"], ServiceState.running)
-        with anyio.fail_after(5):
-            while sup.state != "running":
-                await anyio.sleep(0.01)
+        golem.clusters["web"].set_all(ServiceState.running)
+        assert sup.state == "running"
         kinds = [r["kind"] for r in journal.read(sup.journal.path)]
         assert kinds.count("WaveRunning") == 2 and kinds[-1] == "DeploymentRunning"
         # Every instance ends by itself (say the budget ran out): the supervisor goes down.
         assert not sup.down.event.is_set()
         for cluster in golem.clusters.values():
-            for inst in cluster.instances:
-                inst.state, inst.reason = ServiceState.terminated, "budget exhausted"
-    assert sup.down.event.is_set()
+            cluster.set_all(ServiceState.terminated, "budget exhausted")
+        await _until(sup.down.event.is_set)
+        tg.cancel_scope.cancel()
     assert sup.reason == "every instance ended: budget exhausted"
     assert journal.load(sup.journal.path).ended == sup.reason
 
 
 async def test_an_instance_that_ends_before_running_fails_the_deployment(tmp_path: Path) -> None:
     sup = _supervisor(tmp_path)
-    golem = FakeGolem()
+    golem = FakeGolem(sup.on_event)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(sup._start_waves, golem, {"web": "web", "db": "db", "cache": "cache"})
-        with anyio.fail_after(5):
-            while len(golem.started) < 2:
-                await anyio.sleep(0.01)
-        golem.clusters["db"].instances[0].state = ServiceState.terminated
-        golem.clusters["db"].instances[0].reason = "start step failed: exit code 3"
+        tg.start_soon(sup._run_waves, golem, CLASSES)
+        await _until(lambda: len(golem.started) == 2)
+        golem.clusters["db"].set_state(0, ServiceState.terminated, "start step failed: exit code 3")
+        golem.clusters["cache"].set_all(ServiceState.running)
+        await anyio.sleep(0.2)
+        tg.cancel_scope.cancel()
     assert sup.state == "failed"
     assert sup.reason == "db.0 did not start: start step failed: exit code 3"
     assert "web" not in golem.started  # later waves never start
@@ -168,27 +194,40 @@ async def test_a_terminated_instance_with_a_restart_scheduled_has_not_ended(
     tmp_path: Path,
 ) -> None:
     sup = _supervisor(tmp_path)
-    golem = FakeGolem()
+    golem = FakeGolem(sup.on_event)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(sup._start_waves, golem, {"web": "web", "db": "db", "cache": "cache"})
-        with anyio.fail_after(5):
-            while len(golem.started) < 2:
-                await anyio.sleep(0.01)
-        db = golem.clusters["db"].instances[0]
+        tg.start_soon(sup._run_waves, golem, CLASSES)
+        await _until(lambda: len(golem.started) == 2)
         sup.on_event(
             events.InstanceRestartScheduled(
                 service="db", index=0, attempt=1, delay=5.0, reason="run failed"
             )
         )
-        db.state = ServiceState.terminated
-        await anyio.sleep(0.5)
+        golem.clusters["db"].set_state(0, ServiceState.terminated, "run failed")
         assert sup.state == "starting"  # waiting for the replacement, not failed
-        db.state = ServiceState.running
-        _set_all(golem.clusters["cache"], ServiceState.running)
-        with anyio.fail_after(5):
-            while "web" not in golem.started:
-                await anyio.sleep(0.01)
+        golem.clusters["db"].set_state(0, ServiceState.running)
+        golem.clusters["cache"].set_all(ServiceState.running)
+        await _until(lambda: "web" in golem.started)
         tg.cancel_scope.cancel()
+
+
+async def test_down_stops_services_in_reverse_wave_order(tmp_path: Path) -> None:
+    sup = _supervisor(tmp_path)
+    golem = FakeGolem(sup.on_event)
+    stopped: list[str] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sup._run_waves, golem, CLASSES)
+        await _until(lambda: len(golem.started) == 2)
+        for name in ("db", "cache"):
+            golem.clusters[name].set_all(ServiceState.running)
+        await _until(lambda: "web" in golem.started)
+        tg.cancel_scope.cancel()
+    for name, cluster in golem.clusters.items():
+        cluster.stop = (lambda n, c: lambda: (stopped.append(n), FakeCluster.stop(c)))(
+            name, cluster
+        )
+    await sup._stop_services()
+    assert stopped == ["web", "db", "cache"]
 
 
 async def test_events_are_journaled_and_logged_without_secrets(tmp_path: Path) -> None:
@@ -233,13 +272,13 @@ async def test_events_are_journaled_and_logged_without_secrets(tmp_path: Path) -
 
 async def test_snapshot_has_every_instance_in_manifest_order(tmp_path: Path) -> None:
     sup = _supervisor(tmp_path)
-    golem = FakeGolem()
-    sup.golem = golem
-    sup.clusters["db"] = await golem.run_service("db", num_instances=1)
+    golem = FakeGolem(sup.on_event)
+    sup.golem = golem  # type: ignore[assignment]
+    sup.clusters["db"] = await golem.run_service("db", num_instances=1)  # type: ignore[assignment]
     inst = sup.clusters["db"].instances[0]
     inst.state, inst.provider_name, inst.cost = ServiceState.running, "prov-1", Decimal("0.1")
     inst.last_output = "a\nb\n"
-    snap = sup.snapshot()
+    snap = sup.snapshot().plain()
     assert [s["name"] for s in snap["services"]] == ["web", "db", "cache"]
     web, db, _ = snap["services"]
     assert [i["state"] for i in web["instances"]] == ["pending", "pending"]

@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.console import Console
 
-from golem_deploy.supervisor.snapshot import iso, public_status
+from golem_deploy.supervisor.snapshot import DeploymentSnapshot, from_plain, iso, public_status
 from golem_deploy.ui import table as ui
 
 NOW = 1_800_000_000.0
@@ -49,6 +49,11 @@ def _snapshot(n_web: int = 2, states: dict[int, str] | None = None) -> dict[str,
     }
 
 
+def _typed(snap: dict[str, Any]) -> DeploymentSnapshot:
+    """The snapshot as the CLI reads it off the control socket (plain JSON -> typed)."""
+    return from_plain(snap)
+
+
 def _render(renderable: Any, width: int) -> str:
     console = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False)
     console.print(renderable)
@@ -58,7 +63,7 @@ def _render(renderable: Any, width: int) -> str:
 
 
 def test_one_row_per_instance_with_the_columns_users_read() -> None:
-    text = _render(ui.deployment_table(_snapshot(), now=NOW), 120)
+    text = _render(ui.deployment_table(_typed(_snapshot()), now=NOW), 120)
     assert "simple-service" in text and "running" in text and "local network" in text
     assert "budget 0.0123/1 GLM" in text
     assert "db.0" in text and "web.0" in text and "web.1" in text
@@ -72,7 +77,7 @@ def test_one_row_per_instance_with_the_columns_users_read() -> None:
 
 def test_fits_80_columns_with_100_instances() -> None:
     snap = _snapshot(n_web=100, states={7: "starting", 50: "unresponsive"})
-    text = _render(ui.deployment_table(snap, now=NOW), 80)
+    text = _render(ui.deployment_table(_typed(snap), now=NOW), 80)
     lines = text.splitlines()
     assert all(len(line) <= 80 for line in lines)
     assert sum(1 for line in lines if line.startswith("web.")) == 100
@@ -84,7 +89,7 @@ def test_fits_80_columns_with_100_instances() -> None:
 def test_long_output_is_cut_not_the_other_columns() -> None:
     snap = _snapshot(n_web=2)
     snap["services"][1]["instances"][1]["last_output"] = "x" * 300
-    text = _render(ui.deployment_table(snap, now=NOW), 80)
+    text = _render(ui.deployment_table(_typed(snap), now=NOW), 80)
     row = next(line for line in text.splitlines() if line.startswith("web.1"))
     assert len(row) <= 80
     assert "running" in row and "local-provider-2" in row and "2m05s" in row
@@ -93,7 +98,7 @@ def test_long_output_is_cut_not_the_other_columns() -> None:
 
 def test_rows_beyond_the_screen_keep_the_unhealthy_ones_and_say_what_is_hidden() -> None:
     snap = _snapshot(n_web=100, states={7: "starting", 88: "unresponsive"})
-    text = _render(ui.deployment_table(snap, now=NOW, max_rows=20), 80)
+    text = _render(ui.deployment_table(_typed(snap), now=NOW, max_rows=20), 80)
     rows = [line for line in text.splitlines() if line.startswith(("web.", "db."))]
     assert len(rows) == 19
     assert any(line.startswith("web.7 ") for line in rows)
@@ -102,12 +107,12 @@ def test_rows_beyond_the_screen_keep_the_unhealthy_ones_and_say_what_is_hidden()
 
 
 def test_header_counts_states() -> None:
-    text = _render(ui.header(_snapshot(n_web=3, states={2: "starting"})), 120)
+    text = _render(ui.header(_typed(_snapshot(n_web=3, states={2: "starting"}))), 120)
     assert "3 running · 1 starting" in text
 
 
 def test_plain_lines_for_pipes() -> None:
-    lines = ui.plain_lines(_snapshot(), now=NOW)
+    lines = ui.plain_lines(_typed(_snapshot()), now=NOW)
     assert lines[0] == "deployment simple-service state=running network=local budget=0.0123/1 GLM"
     assert lines[2].startswith("web.0 running provider=local-provider-1 up=2m05s restarts=1")
     assert lines[2].endswith("| observation 0")
@@ -116,7 +121,7 @@ def test_plain_lines_for_pipes() -> None:
 def test_gone_supervisor_lists_what_is_held() -> None:
     snap = _snapshot()
     snap.update(state="gone", held=["1 agreement(s): abc"], reason="supervisor pid 123 is gone")
-    text = _render(ui.deployment_table(snap, now=NOW), 100)
+    text = _render(ui.deployment_table(_typed(snap), now=NOW), 100)
     assert "supervisor pid 123 is gone" in text
     assert "still held" in text and "1 agreement(s): abc" in text
 
@@ -137,7 +142,7 @@ def test_durations_and_amounts() -> None:
 def test_status_json_has_exactly_the_documented_keys() -> None:
     snap = _snapshot()
     snap["held"] = ["x"]
-    public = public_status(snap)
+    public = public_status(_typed(snap))
     assert set(public) == {"name", "state", "supervisor", "network", "budget", "services"}
     assert set(public["supervisor"]) == {"pid", "alive"}
     assert set(public["network"]) == {"kind", "api_url"}

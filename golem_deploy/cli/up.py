@@ -1,0 +1,239 @@
+"""`golem-deploy up`: start a deployment's supervisor, then show it (attached) or wait for
+it to run (`-d`).
+
+Attached, the live table runs until Ctrl-C, which asks the supervisor for a graceful down
+(a second Ctrl-C forces it); what the supervisor leaves held is released from its journal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from golem_deploy.cli.common import (
+    DEFAULT_DOWN_TIMEOUT,
+    DeployError,
+    console,
+    finish_down,
+    load_manifest,
+    parse_duration,
+    snapshot,
+)
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from golem_deploy.supervisor.deployments import DeploymentDir
+    from golem_deploy.supervisor.snapshot import DeploymentSnapshot
+
+POLL = 0.1  # `up -d` polls the snapshot this often: the user waits on it
+REFRESH = 0.5  # the attached views redraw this often
+
+
+def up(
+    file: Annotated[Path, typer.Argument(help="The manifest to deploy.", show_default=False)],
+    detach: Annotated[
+        bool, typer.Option("-d", "--detach", help="Return once every instance runs (or it failed).")
+    ] = False,
+    timeout: Annotated[
+        str, typer.Option("--timeout", help="With -d: how long to wait for every instance to run.")
+    ] = "10m",
+    providers: Annotated[
+        int,
+        typer.Option("--providers", min=1, help="Local network only: how many providers to start."),
+    ] = 3,
+    faults: Annotated[
+        Path | None,
+        typer.Option("--faults", help="Local network only: a faults YAML file (fault injection)."),
+    ] = None,
+    env_file: Annotated[
+        Path | None,
+        typer.Option("--env-file", help="A .env file for ${VAR} interpolation in the manifest."),
+    ] = None,
+) -> None:
+    """Validate a manifest and deploy it (attached: a live table; Ctrl-C goes down)."""
+    from golem_deploy.supervisor import control, deployments, journal
+
+    wait = parse_duration(timeout, "--timeout")
+    if faults is not None and not faults.is_file():
+        raise DeployError(f"--faults: {faults}: no such file")
+    if faults is not None and os.environ.get("YAGNA_APPKEY"):
+        raise DeployError(
+            "--faults only applies to the private local network",
+            hint="unset YAGNA_APPKEY to deploy on a local network with injected faults",
+        )
+    if env_file is not None and not env_file.is_file():
+        raise DeployError(f"--env-file: {env_file}: no such file")
+    manifest = load_manifest(file, env_file)
+    deployment = deployments.of(manifest.name)
+    if deployment.supervisor_alive():
+        raise DeployError(
+            f"deployment {manifest.name!r} is already up (supervisor pid {deployment.pid()})",
+            hint=f"`golem-deploy status -n {manifest.name}` shows it; "
+            f"`golem-deploy down -n {manifest.name}` stops it",
+        )
+    held = journal.load(deployment.journal)
+    if not held.empty:
+        raise DeployError(
+            f"a previous run of {manifest.name!r} ended without releasing everything: "
+            + "; ".join(held.summary()),
+            hint=f"run `golem-deploy down -n {manifest.name}` first",
+        )
+    process = control.spawn(
+        Path(manifest.path), deployment, providers=providers, faults=faults, env_file=env_file
+    )
+    try:
+        control.wait_for_socket(process, deployment)
+    except KeyboardInterrupt:
+        # Not even answering yet: SIGTERM is its graceful down (or, this early, its end).
+        process.terminate()
+        process.wait()
+        finish_down(deployment, console())
+        raise typer.Exit(130) from None
+    if detach:
+        try:
+            _up_detached(deployment, wait)
+        except KeyboardInterrupt:
+            console(stderr=True).print(
+                f"stopped waiting; deployment {deployment.name} keeps starting "
+                f"(`golem-deploy down -n {deployment.name}` stops it)"
+            )
+            raise typer.Exit(130) from None
+    else:
+        _live(deployment)
+
+
+def _describe_failure(snap: DeploymentSnapshot) -> str:
+    from golem_deploy.supervisor.snapshot import instances
+
+    lines = [snap.reason or f"deployment is {snap.state}"]
+    for service, inst in instances(snap):
+        if inst.state != "running":
+            why = inst.reason or ""
+            lines.append(f"  {service}.{inst.index}: {inst.state} {why}".rstrip())
+    return "\n".join(lines)
+
+
+def _up_detached(deployment: DeploymentDir, timeout: float) -> None:
+    from golem_deploy.supervisor.snapshot import instances, state_counts
+
+    out = console(stderr=True)
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        snap = snapshot(deployment)
+        state = snap.state
+        counts = state_counts(snap)
+        line = f"{deployment.name}: {counts.pop('running', 0)}/{len(instances(snap))} running"
+        if counts:  # the others, e.g. "(1 pending, 2 starting)"
+            line += " (" + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ")"
+        if line != last:
+            out.print(line)
+            last = line
+        if state == "running":
+            out.print(f"[green]deployment {deployment.name} is up[/]")
+            return
+        if state in ("stopping", "stopped"):
+            raise DeployError(
+                f"deployment {deployment.name} went down before every instance was running"
+                + (f": {snap.reason}" if snap.reason else ""),
+                hint=f"`golem-deploy logs -n {deployment.name}` shows what happened",
+            )
+        if state in ("failed", "gone"):
+            raise DeployError(
+                f"deployment {deployment.name} failed to start: {_describe_failure(snap)}",
+                hint=f"see `golem-deploy logs -n {deployment.name}`; "
+                f"`golem-deploy down -n {deployment.name}` releases what it holds",
+            )
+        if time.monotonic() > deadline:
+            raise DeployError(
+                f"deployment {deployment.name} was not running after {timeout:g}s: "
+                f"{_describe_failure(snap)}",
+                hint=f"it keeps trying; `golem-deploy status -n {deployment.name}` shows it, "
+                f"`golem-deploy down -n {deployment.name}` stops it",
+            )
+        time.sleep(POLL)
+
+
+def _live(deployment: DeploymentDir) -> None:
+    """Attached `up`: the live table until Ctrl-C, then a graceful down (again: force)."""
+    from rich.live import Live
+
+    from golem_deploy.supervisor import control
+    from golem_deploy.supervisor.snapshot import merge_final
+    from golem_deploy.ui.table import deployment_table, plain_lines
+
+    out = console()
+    interrupts = 0
+    down_sent = False
+    last_live: DeploymentSnapshot | None = None
+
+    def view() -> RenderableType:
+        nonlocal last_live
+        snap = snapshot(deployment)
+        if snap.supervisor_alive:
+            last_live = snap
+        elif last_live is not None:
+            snap = merge_final(last_live, snap)
+        if down_sent and snap.state != "stopped":
+            going = ((snap.reason or "") + "  going down… (Ctrl-C again to force)").strip()
+            snap = dataclasses.replace(snap, reason=going)
+        return deployment_table(snap, max_rows=max(5, out.size.height - 6))
+
+    if not out.is_terminal:
+        _attached_plain(deployment, plain_lines)
+        return
+    with Live(view(), console=out, refresh_per_second=4, transient=False) as live:
+        while True:
+            try:
+                while deployment.supervisor_alive():
+                    live.update(view())
+                    time.sleep(REFRESH)
+                live.update(view())
+                break
+            except KeyboardInterrupt:
+                interrupts += 1
+                if interrupts == 1:
+                    down_sent = True
+                    control.request_down(deployment, DEFAULT_DOWN_TIMEOUT)
+                else:
+                    live.console.print("[red]forcing down[/]")
+                    control.kill(deployment)
+                    break
+    finish_down(deployment, out)
+
+
+def _attached_plain(
+    deployment: DeploymentDir, plain_lines: Callable[[DeploymentSnapshot], list[str]]
+) -> None:
+    """Attached `up` without a terminal: print the snapshot whenever it changes."""
+    from golem_deploy.supervisor import control
+
+    interrupts = 0
+    last: list[str] = []
+    while True:
+        try:
+            while deployment.supervisor_alive():
+                lines = plain_lines(snapshot(deployment))
+                comparable = [re.sub(r" up=\S+| expires=\S+", "", line) for line in lines]
+                if comparable != last:
+                    print("\n".join(lines), flush=True)
+                    last = comparable
+                time.sleep(REFRESH)
+            break
+        except KeyboardInterrupt:
+            interrupts += 1
+            if interrupts == 1:
+                print("going down… (Ctrl-C again to force)", flush=True)
+                control.request_down(deployment, DEFAULT_DOWN_TIMEOUT)
+            else:
+                control.kill(deployment)
+                break
+    finish_down(deployment, console())

@@ -1,0 +1,173 @@
+"""Acting on a deployment's supervisor from outside: start it, ask it, take it down.
+
+Why here and not in the CLI: these are the rules of how a supervisor is driven (it is
+started detached in its own session; a starting or exiting one holds its lock a moment
+before its socket answers or after it closed it; `down` asks gracefully, then forces after
+its timeout plus a margin for the engine's own cleanup), and they hold for any client. The
+CLI only parses arguments and renders what these functions report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from golem_deploy.errors import GolemDeployError
+from golem_deploy.supervisor import client, deployments
+from golem_deploy.supervisor.deployments import DeploymentDir
+from golem_deploy.supervisor.snapshot import DeploymentSnapshot, from_plain
+
+SOCKET_WAIT = 30.0  # how long a fresh supervisor may take to answer on its socket
+POLL = 0.1  # how often the lock is polled while a supervisor exits: the user waits on it
+SETTLE_WAIT = 3.0  # how long a live supervisor's socket may stay silent before it is an error
+FORCE_MARGIN = 15.0  # down: beyond the graceful timeout, time for the engine's own cleanup
+
+
+class ControlError(GolemDeployError):
+    pass
+
+
+def current_snapshot(deployment: DeploymentDir) -> DeploymentSnapshot:
+    """The live snapshot when the supervisor answers, else the journal's account.
+
+    A supervisor that is starting or exiting holds its lock a moment before its socket
+    answers or after it closed it; that moment is waited out, not reported as an error.
+    """
+    deadline = time.monotonic() + SETTLE_WAIT
+    while deployment.supervisor_alive():
+        try:
+            snap = client.request(deployment.socket, "GET", "/snapshot", timeout=5.0)
+        except client.SupervisorUnreachable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+            continue
+        if isinstance(snap, dict):
+            return from_plain(snap)
+    return deployments.journal_snapshot(deployment)
+
+
+def spawn(
+    manifest: Path,
+    deployment: DeploymentDir,
+    *,
+    providers: int,
+    faults: Path | None,
+    env_file: Path | None,
+) -> subprocess.Popen[bytes]:
+    """Start the supervisor detached (own session), its output going to supervisor.log."""
+    argv = [
+        sys.executable,
+        "-m",
+        "golem_deploy.supervisor",
+        "--manifest",
+        str(manifest.resolve()),
+        "--providers",
+        str(providers),
+    ]
+    if faults is not None:
+        argv += ["--faults", str(faults.resolve())]
+    if env_file is not None:
+        argv += ["--env-file", str(env_file.resolve())]
+    log_fd = os.open(deployment.supervisor_log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=log_fd,
+            start_new_session=True,  # Ctrl-C in this terminal must not reach it directly
+            cwd=str(manifest.resolve().parent),
+            close_fds=True,
+        )
+    finally:
+        os.close(log_fd)
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def wait_for_socket(process: subprocess.Popen[bytes], deployment: DeploymentDir) -> None:
+    """Until the fresh supervisor answers; ControlError when it exited or stays silent."""
+    deadline = time.monotonic() + SOCKET_WAIT
+    while time.monotonic() < deadline:
+        code = process.poll()
+        if code is not None:
+            tail = _log_tail(deployment.supervisor_log)
+            if code == deployments.EXIT_ALREADY_RUNNING:
+                raise ControlError(f"deployment {deployment.name!r} is already up")
+            raise ControlError(
+                f"the supervisor of {deployment.name!r} exited at start (code {code})",
+                hint=f"its log ({deployment.supervisor_log}) ends with:\n{tail}" if tail else None,
+            )
+        if deployment.socket.exists():
+            try:
+                client.request(deployment.socket, "GET", "/snapshot", timeout=2.0)
+                return
+            except (client.SupervisorUnreachable, GolemDeployError):
+                pass
+        time.sleep(0.1)
+    raise ControlError(
+        f"the supervisor of {deployment.name!r} did not answer within {SOCKET_WAIT:g}s",
+        hint=f"see {deployment.supervisor_log}",
+    )
+
+
+def request_down(deployment: DeploymentDir, timeout: float) -> None:
+    """Ask for a graceful down (answered at once); a supervisor that just exited is fine."""
+    with contextlib.suppress(client.SupervisorUnreachable):
+        client.request(deployment.socket, "POST", "/down", {"timeout": timeout}, timeout=5.0)
+
+
+def kill(deployment: DeploymentDir) -> None:
+    """SIGKILL the live supervisor (the pid that holds the deployment's lock) and wait."""
+    pid = deployment.pid()
+    if pid is None or not deployment.supervisor_alive():
+        return
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 10
+    while deployment.supervisor_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def graceful_down(
+    deployment: DeploymentDir,
+    timeout: float,
+    *,
+    on_record: Callable[[Mapping[str, object]], None],
+    on_forcing: Callable[[], None],
+) -> None:
+    """Ask for a graceful down and report every supervisor record until it exits.
+
+    Past `timeout` plus FORCE_MARGIN the supervisor is killed (`on_forcing` says so first);
+    recover.finish_down then releases whatever the journal still lists."""
+    try:
+        events = client.EventStream(deployment.socket)  # subscribe first: miss nothing
+    except client.SupervisorUnreachable:
+        events = None
+    request_down(deployment, timeout)
+    deadline = time.monotonic() + timeout + FORCE_MARGIN
+    for record in events or ():
+        on_record(record)
+        if time.monotonic() > deadline:
+            break
+    # The stream ended: the supervisor exited, or it is stuck; give it a moment, then force.
+    while deployment.supervisor_alive() and time.monotonic() < deadline:
+        time.sleep(POLL)
+    if deployment.supervisor_alive():
+        on_forcing()
+        kill(deployment)
