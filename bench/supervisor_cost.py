@@ -8,7 +8,8 @@ receiving output, debit notes and state polls: its steady state, not a frozen pr
 Once every instance runs, the supervisor's CPU time and RSS are sampled once a second for
 `seconds`; the local network's processes (requestor and provider yagna daemons, the host
 process with the provider agents and ExeUnits) are reported separately. `status --json`
-is also timed against this deployment (status_json_ms_N), then it goes down.
+is also timed against this deployment (status_json_ms_N, alternating with `python -c pass`
+as its yardstick: "ratio" = median / yardstick median), then it goes down.
 
 CPU% is of one core (100 = one core busy the whole time).
 """
@@ -37,6 +38,7 @@ from _common import (
     run_cli,
     stats,
 )
+from _yardstick import alternate, python_pass_s, ratio
 
 
 def network_pids(state_dir: Path) -> dict[str, int]:
@@ -103,10 +105,14 @@ def main() -> None:
                 result["supervisor"] = measured.pop("supervisor")
                 result["localnet"] = measured
                 status = ["status", "-n", name, "--json"]
-                result[f"status_json_ms_{n}"] = stats(
-                    [run_cli(*status, env=net_env)[0] * 1000 for _ in range(args.status_rounds)],
-                    digits=1,
+                ys, ms = alternate(
+                    python_pass_s, lambda: run_cli(*status, env=net_env)[0], args.status_rounds
                 )
+                result[f"status_json_ms_{n}"] = {
+                    **stats([m * 1000 for m in ms], digits=1),
+                    "yardstick_ms": stats([y * 1000 for y in ys], digits=1),
+                    "ratio": ratio(ms, ys),
+                }
             finally:
                 down, _ = run_cli("down", "-n", name, env=net_env, check=False)
         result.update(providers=count, up_s=round(up, 3), down_s=round(down, 3))
