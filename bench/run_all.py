@@ -68,8 +68,10 @@ def main() -> None:
         "market": bench("market_score.py", "--rounds", "2" if q else "5"),
         "validate": bench("validate_throughput.py", "--rounds", "1" if q else "3"),
         "cli": bench("cli_latency.py", "--rounds", "3" if q else "10"),
+        # --quick: 100 instances come up once, in supervisor_cost.py (with their yardstick).
         "up_down": bench(
             "up_down.py",
+            *(["--instances", "1", "10"] if q else []),
             "--rounds",
             "1" if q else "3",
             "--cold-rounds",
@@ -82,6 +84,9 @@ def main() -> None:
     }
     ud, sup, cli = results["up_down"], results["supervisor"], results["cli"]
     vs = results["vs_yapapi"]
+    if q:
+        ud["up"]["100"] = {"median": sup["up_s"], "ratio": sup["up_ratio"]}
+        ud["down"]["100"] = {"median": sup["down_s"], "ratio": sup["down_ratio"]}
     summary = {
         "up_1_s": ud["up"]["1"]["median"],
         "up_10_s": ud["up"]["10"]["median"],
