@@ -64,6 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     q = args.quick
     load_start = round(os.getloadavg()[0], 2)
+    measured_commit = commit()  # before the run: what was measured, even if HEAD moves
     results = {
         "market": bench("market_score.py", "--rounds", "2" if q else "5"),
         "validate": bench("validate_throughput.py", "--rounds", "1" if q else "3"),
@@ -129,7 +130,7 @@ def main() -> None:
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "load_start": load_start,
         "load_end": round(os.getloadavg()[0], 2),
-        "commit": commit(),
+        "commit": measured_commit,
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     if args.out:
