@@ -22,7 +22,8 @@ yapapi is not a dependency of golem-deploy: it comes from $GOLEM_DEPLOY_BENCH_YA
 (a Python that has yapapi 0.13.1), else bench/.venv-yapapi, created with pip on first use --
 before this process moves into its network namespace, where no index is reachable. yapapi
 also needs `gftp` on PATH: without one, bench/yapapi/gftp (a stand-in that transfers
-nothing) is put first on PATH. The image is bench/_image.py's, served from loopback.
+nothing) is copied into a temp dir put first on PATH. The image is bench/_image.py's,
+served from loopback.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from _yardstick import ratio
 HERE = Path(__file__).resolve().parent
 YAPAPI_VERSION = "0.13.1"
 YAPAPI_PROGRAM = HERE / "yapapi" / "hello.py"
-GFTP_STANDIN = HERE / "yapapi"  # the folder holding the stand-in `gftp`
+GFTP_STANDIN = HERE / "yapapi" / "gftp"  # drop once the local network brings a real gftp
 TIMEOUT_S = 300.0
 
 
@@ -75,12 +76,17 @@ def yapapi_python() -> Path:
     return python
 
 
-def with_gftp(env: dict[str, str]) -> dict[str, str]:
-    """env, with the gftp stand-in first on PATH unless a `gftp` is already there."""
+def with_gftp(env: dict[str, str], scratch: Path) -> dict[str, str]:
+    """env, with the gftp stand-in (copied into `scratch`) first on PATH, unless a `gftp` is
+    already on its PATH (as `golem-deploy localnet start` will print one)."""
     path = env.get("PATH", os.defpath)
     if shutil.which("gftp", path=path):
         return env
-    return {**env, "PATH": f"{GFTP_STANDIN}{os.pathsep}{path}"}
+    folder = scratch / "gftp-bin"
+    folder.mkdir()
+    shutil.copy(GFTP_STANDIN, folder / "gftp")
+    (folder / "gftp").chmod(0o755)
+    return {**env, "PATH": f"{folder}{os.pathsep}{path}"}
 
 
 def manifest(folder: Path, name: str, instances: int, image: Image) -> Path:
@@ -169,7 +175,11 @@ def main() -> None:
             served_image() as image,
             local_network(home, env, providers) as net_env,
         ):
-            yapapi_env = {**with_gftp(net_env), "IMAGE_URL": image.url, "IMAGE_HASH": image.sha3}
+            yapapi_env = {
+                **with_gftp(net_env, logs),
+                "IMAGE_URL": image.url,
+                "IMAGE_HASH": image.sha3,
+            }
             for n in args.instances:
                 samples: dict[str, list[float]] = {}
                 for round_ in range(args.rounds):
