@@ -8,7 +8,9 @@
                     (hello-world with --status-instances instances on a local network)
 
 Each command runs once untimed first (warm OS caches, .pyc files written), then `rounds`
-timed runs. Prints one JSON object with stats in milliseconds.
+timed runs, each right after a `python -c pass` (the yardstick, see _yardstick.py): every
+figure has its own yardstick samples ("yardstick_ms") and "ratio" = median / yardstick
+median. Prints one JSON object with stats in milliseconds.
 """
 
 from __future__ import annotations
@@ -31,11 +33,19 @@ from _common import (
     run_cli,
     stats,
 )
+from _yardstick import alternate, python_pass_s, ratio
 
 
 def timed_ms(args: list[str], env: dict[str, str], rounds: int) -> dict[str, object]:
+    """Stats of `golem-deploy *args` in ms, alternating with `python -c pass`, and their ratio."""
     run_cli(*args, env=env)  # warm-up, untimed
-    return stats([run_cli(*args, env=env)[0] * 1000 for _ in range(rounds)], digits=1)
+    python_pass_s()
+    ys, ms = alternate(python_pass_s, lambda: run_cli(*args, env=env)[0], rounds)
+    return {
+        **stats([m * 1000 for m in ms], digits=1),
+        "yardstick_ms": stats([y * 1000 for y in ys], digits=1),
+        "ratio": ratio(ms, ys),
+    }
 
 
 def main() -> None:

@@ -4,7 +4,10 @@ Invoked by bench/run. Each benchmark prints its own full JSON (median/min/max/sa
 this collects them and prints, as the last line, the medians the issue asks for:
 up_1_s, up_10_s, up_100_s, up_1_cold_s, down_100_s, help_ms, status_json_ms,
 validate_one_ms, validate_1000_s, supervisor_rss_mb_100, supervisor_cpu_pct_100,
-score_10000_offers_s, cores (plus a few more: down_1_s, down_10_s, status_json_ms_100, ...).
+score_10000_offers_s, cores (plus a few more: down_1_s, down_10_s, status_json_ms_100, ...);
+each timed figure's ratio to the yardstick measured alternately with it (`*_ratio`, see
+_yardstick.py), the yardsticks themselves (python_pass_ms, yagna_roundtrip_s), the race
+against yapapi (vs_yapapi_*), and where it ran: commit, load_start, load_end.
 """
 
 from __future__ import annotations
@@ -41,18 +44,35 @@ def bench(script: str, *args: str) -> dict[str, Any]:
     return result
 
 
+def commit() -> str:
+    """`git rev-parse --short HEAD`, with "-dirty" when tracked files differ from it."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args], cwd=HERE.parent, capture_output=True, text=True, check=False
+        )
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run every golem-deploy benchmark.")
     parser.add_argument("--quick", action="store_true", help="one round each, 20 s sampling")
     parser.add_argument("--out", type=Path, help="also write every full result to this file")
     args = parser.parse_args()
     q = args.quick
+    load_start = round(os.getloadavg()[0], 2)
+    measured_commit = commit()  # before the run: what was measured, even if HEAD moves
     results = {
         "market": bench("market_score.py", "--rounds", "2" if q else "5"),
         "validate": bench("validate_throughput.py", "--rounds", "1" if q else "3"),
         "cli": bench("cli_latency.py", "--rounds", "3" if q else "10"),
+        # --quick: 100 instances come up once, in supervisor_cost.py (with their yardstick).
         "up_down": bench(
             "up_down.py",
+            *(["--instances", "1", "10"] if q else []),
             "--rounds",
             "1" if q else "3",
             "--cold-rounds",
@@ -61,8 +81,13 @@ def main() -> None:
         "supervisor": bench(
             "supervisor_cost.py", "--seconds", "20" if q else "60", "--status-rounds", "5"
         ),
+        "vs_yapapi": bench("vs_yapapi.py", "--rounds", "1" if q else "3"),
     }
     ud, sup, cli = results["up_down"], results["supervisor"], results["cli"]
+    vs = results["vs_yapapi"]
+    if q:
+        ud["up"]["100"] = {"median": sup["up_s"], "ratio": sup["up_ratio"]}
+        ud["down"]["100"] = {"median": sup["down_s"], "ratio": sup["down_ratio"]}
     summary = {
         "up_1_s": ud["up"]["1"]["median"],
         "up_10_s": ud["up"]["10"]["median"],
@@ -81,9 +106,31 @@ def main() -> None:
         "yagna_requestor_cpu_pct_100": sup["localnet"].get("requestor", {}).get("cpu_pct"),
         "yagna_provider_cpu_pct_100": sup["localnet"].get("provider", {}).get("cpu_pct"),
         "score_10000_offers_s": results["market"]["score_s"]["median"],
+        # Ratios to the yardstick measured alternately with each figure (_yardstick.py).
+        "python_pass_ms": cli["help_ms"]["yardstick_ms"]["median"],
+        "yagna_roundtrip_s": ud["yardstick"]["1"]["median"],
+        **{f"{w}_{n}_ratio": ud[w][n]["ratio"] for w in ("up", "down") for n in ("1", "10", "100")},
+        "help_ratio": cli["help_ms"]["ratio"],
+        "status_json_ratio": cli["status_json_ms"]["ratio"],
+        "status_json_100_ratio": sup["status_json_ms_100"]["ratio"],
+        "validate_one_ratio": cli["validate_one_ms"]["ratio"],
+        # yapapi seconds / ours, same network, alternating: > 1 means golem-deploy is faster.
+        "vs_yapapi_up_1": vs["1"]["ratio_up"],
+        "vs_yapapi_up_10": vs["10"]["ratio_up"],
+        "vs_yapapi_down_1": vs["1"]["ratio_down"],
+        "vs_yapapi_down_10": vs["10"]["ratio_down"],
+        "vs_yapapi_s": {
+            f"{side}_{w}_{n}": vs[n][f"{side}_{w}"]["median"]
+            for side in ("yapapi", "ours")
+            for w in ("up", "down")
+            for n in ("1", "10")
+        },
         "cores": results["market"]["cores"],
         "quick": q,
         "load_avg_1m": round(os.getloadavg()[0], 2),
+        "load_start": load_start,
+        "load_end": round(os.getloadavg()[0], 2),
+        "commit": measured_commit,
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     if args.out:

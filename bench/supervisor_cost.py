@@ -8,7 +8,10 @@ receiving output, debit notes and state polls: its steady state, not a frozen pr
 Once every instance runs, the supervisor's CPU time and RSS are sampled once a second for
 `seconds`; the local network's processes (requestor and provider yagna daemons, the host
 process with the provider agents and ExeUnits) are reported separately. `status --json`
-is also timed against this deployment (status_json_ms_N), then it goes down.
+is also timed against this deployment (status_json_ms_N, alternating with `python -c pass`
+as its yardstick: "ratio" = median / yardstick median), then it goes down. up_s and down_s
+each come right after one sample of the yagna yardstick (_yardstick.YagnaRoundTrip):
+up_ratio, down_ratio.
 
 CPU% is of one core (100 = one core busy the whole time).
 """
@@ -37,6 +40,8 @@ from _common import (
     run_cli,
     stats,
 )
+from _image import served_image
+from _yardstick import YagnaRoundTrip, alternate, python_pass_s, ratio
 
 
 def network_pids(state_dir: Path) -> dict[str, int]:
@@ -80,12 +85,17 @@ def main() -> None:
     isolated = isolate()
     n = args.instances
     result: dict[str, object] = {"isolated_netns": isolated, "instances": n}
-    with bench_home("gd-bench-supervisor-") as (home, env):
+    with bench_home("gd-bench-supervisor-") as (home, env), served_image() as image:
         count = providers_for(n)
-        with local_network(home, env, count) as net_env:
+        with (
+            local_network(home, env, count) as net_env,
+            YagnaRoundTrip(net_env, image) as yardstick,
+        ):
             name = f"hello-{n}"
             manifest = hello_manifest(home, name, n)
             network = network_pids(home / "localnet" / f"p{count}")
+            yardstick.sample()  # warm-up, untimed
+            ys = [yardstick.sample()]
             before = {role: proc_cpu_seconds(pid) for role, pid in network.items()}
             up, _ = run_cli("up", "-d", "--timeout", "5m", str(manifest), env=net_env)
             try:
@@ -103,13 +113,22 @@ def main() -> None:
                 result["supervisor"] = measured.pop("supervisor")
                 result["localnet"] = measured
                 status = ["status", "-n", name, "--json"]
-                result[f"status_json_ms_{n}"] = stats(
-                    [run_cli(*status, env=net_env)[0] * 1000 for _ in range(args.status_rounds)],
-                    digits=1,
+                py, ms = alternate(
+                    python_pass_s, lambda: run_cli(*status, env=net_env)[0], args.status_rounds
                 )
+                result[f"status_json_ms_{n}"] = {
+                    **stats([m * 1000 for m in ms], digits=1),
+                    "yardstick_ms": stats([y * 1000 for y in py], digits=1),
+                    "ratio": ratio(ms, py),
+                }
+                ys.append(yardstick.sample())
             finally:
                 down, _ = run_cli("down", "-n", name, env=net_env, check=False)
         result.update(providers=count, up_s=round(up, 3), down_s=round(down, 3))
+        # One sample each, so bench/run --quick can take up_100/down_100 from here.
+        result.update(
+            yardstick_s=stats(ys), up_ratio=ratio([up], ys[:1]), down_ratio=ratio([down], ys[1:])
+        )
     result["seconds"] = args.seconds
     emit(result)
 

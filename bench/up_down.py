@@ -9,12 +9,18 @@ providers for N one-thread instances (32 per provider, at least 3); then each ro
 - up_N:   `golem-deploy up -d hello-N.yaml` until it returns, i.e. every instance running;
 - down_N: `golem-deploy down -n hello-N` until it returns, i.e. everything released.
 
+Each of them right after one sample of the yardstick (_yardstick.YagnaRoundTrip on the same
+network: a raw REST activity create + one exec batch), so a round is yardstick, up,
+yardstick, down; "ratio" = median / median of that network's yardstick samples.
+
 Cold (up_1_cold): no yagna configured, so `up -d` also starts the deployment's private
 local network before the instance can run (a new deployment each round, so its network's
 data dirs are new too); down stops it again.
 
-Prints one JSON object: {"up": {N: stats}, "down": {N: stats}, "up_cold": {1: stats},
-"down_cold": {1: stats}, "providers": {N: count}, "cores": ...}.
+Prints one JSON object: {"up": {N: stats + ratio}, "down": {N: stats + ratio},
+"yardstick": {N: stats}, "up_cold": {1: stats}, "down_cold": {1: stats},
+"providers": {N: count}, "cores": ...}. The cold figures have no ratio: there is no network
+to measure a yardstick on before `up` starts one.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ from _common import (
     run_cli,
     stats,
 )
+from _image import served_image
+from _yardstick import YagnaRoundTrip, ratio
 
 
 def up_down_rounds(
@@ -46,18 +54,26 @@ def up_down_rounds(
     extra: list[str],
     *,
     fresh: bool = False,
-) -> tuple[list[float], list[float]]:
-    """`rounds` times up -d then down; fresh: a new deployment (folder) every round."""
-    ups, downs = [], []
+    yardstick: YagnaRoundTrip | None = None,
+) -> tuple[list[float], list[float], list[float]]:
+    """`rounds` times up -d then down, each preceded by a yardstick sample if one is given;
+    fresh: a new deployment (folder) every round. (ups, downs, yardstick samples)"""
+    ups, downs, ys = [], [], []
     for round_ in range(rounds):
         name = f"hello-{instances}" + (f"-cold{round_}" if fresh else "")
         manifest = hello_manifest(home, name, instances)
+        if yardstick:
+            ys.append(yardstick.sample())
         up, _done = run_cli("up", "-d", "--timeout", "5m", *extra, str(manifest), env=env)
+        if yardstick:
+            ys.append(yardstick.sample())
         down, _done = run_cli("down", "-n", name, env=env)
         ups.append(up)
         downs.append(down)
         print(f"  {name}: up {up:.2f}s, down {down:.2f}s", file=sys.stderr, flush=True)
-    return ups, downs
+    if ys:
+        print(f"  yardstick: {', '.join(f'{y:.2f}s' for y in ys)}", file=sys.stderr, flush=True)
+    return ups, downs, ys
 
 
 def main() -> None:
@@ -70,24 +86,34 @@ def main() -> None:
     result: dict[str, object] = {"isolated_netns": isolated, "load_before": load_average()}
     up: dict[str, object] = {}
     down: dict[str, object] = {}
+    yardsticks: dict[str, object] = {}
     providers: dict[str, int] = {}
-    with bench_home("gd-bench-updown-") as (home, env):
+    with bench_home("gd-bench-updown-") as (home, env), served_image() as image:
         for n in args.instances:
             count = providers_for(n)
             providers[str(n)] = count
             print(f"warm local network, {count} providers", file=sys.stderr, flush=True)
-            with local_network(home, env, count) as net_env:
-                ups, downs = up_down_rounds(home, net_env, n, args.rounds, [])
-            up[str(n)] = stats(ups)
-            down[str(n)] = stats(downs)
+            with (
+                local_network(home, env, count) as net_env,
+                YagnaRoundTrip(net_env, image) as yardstick,
+            ):
+                yardstick.sample()  # warm-up: the provider's first activity, untimed
+                ups, downs, ys = up_down_rounds(
+                    home, net_env, n, args.rounds, [], yardstick=yardstick
+                )
+            up[str(n)] = {**stats(ups), "ratio": ratio(ups, ys)}
+            down[str(n)] = {**stats(downs), "ratio": ratio(downs, ys)}
+            yardsticks[str(n)] = stats(ys)
         if args.cold_rounds:
             print("cold: up -d starts its own local network", file=sys.stderr, flush=True)
-            ups, downs = up_down_rounds(
+            ups, downs, _ = up_down_rounds(
                 home, env, 1, args.cold_rounds, ["--providers", "3"], fresh=True
             )
             result["up_cold"] = {"1": stats(ups)}
             result["down_cold"] = {"1": stats(downs)}
-    result.update(up=up, down=down, providers=providers, load_after=load_average())
+    result.update(
+        up=up, down=down, yardstick=yardsticks, providers=providers, load_after=load_average()
+    )
     emit(result)
 
 

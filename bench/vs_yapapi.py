@@ -1,0 +1,216 @@
+"""golem-deploy against yapapi 0.13.1: the same service, the same local network, in turns.
+
+    .venv/bin/python bench/vs_yapapi.py [--instances 1 10] [--rounds 3]
+
+hello-world is deployed by a yapapi program (bench/yapapi/hello.py, the Services API as a
+yapapi user writes it) and by `golem-deploy up -d` (manifests/hello-world.yaml with the same
+image), on ONE local network with one provider per instance (as on the real network, where
+a provider rarely takes more than one of your instances). Whole processes are timed from
+the outside:
+
+- up:   from starting the process until every instance runs (yapapi: the program prints
+        UP; ours: `up -d` returns);
+- down: from asking to stop until the process ends, which on both sides includes
+        terminating the agreements and accepting the providers' invoices (yapapi: a line on
+        the program's stdin, then `async with Golem` exits; ours: `golem-deploy down`).
+
+Rounds alternate yapapi / ours, then ours / yapapi (so a load trend hurts neither side);
+medians of `rounds`. "ratio_up"/"ratio_down" = yapapi median / ours (our figure is the
+yardstick here): above 1, golem-deploy is faster.
+
+yapapi is not a dependency of golem-deploy: it comes from $GOLEM_DEPLOY_BENCH_YAPAPI_PYTHON
+(a Python that has yapapi 0.13.1), else bench/.venv-yapapi, created with pip on first use --
+before this process moves into its network namespace, where no index is reachable. yapapi
+also needs `gftp` on PATH: without one, bench/yapapi/gftp (a stand-in that transfers
+nothing) is copied into a temp dir put first on PATH. The image is bench/_image.py's,
+served from loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    bench_home,
+    emit,
+    hello_manifest,
+    isolate,
+    load_average,
+    local_network,
+    run_cli,
+    stats,
+)
+from _image import Image, served_image
+from _yardstick import ratio
+
+HERE = Path(__file__).resolve().parent
+YAPAPI_VERSION = "0.13.1"
+YAPAPI_PROGRAM = HERE / "yapapi" / "hello.py"
+GFTP_STANDIN = HERE / "yapapi" / "gftp"  # drop once the local network brings a real gftp
+TIMEOUT_S = 300.0
+
+
+def yapapi_python() -> Path:
+    """A Python with yapapi 0.13.1 (see the module docstring); installs it if needed."""
+    given = os.environ.get("GOLEM_DEPLOY_BENCH_YAPAPI_PYTHON")
+    if given:
+        return Path(given)
+    venv = HERE / ".venv-yapapi"
+    python = venv / "bin" / "python"
+    probe = [str(python), "-c", "import yapapi, sys; sys.exit(yapapi.__version__ != sys.argv[1])"]
+    if python.exists() and subprocess.run([*probe, YAPAPI_VERSION], check=False).returncode == 0:
+        return python
+    print(f"installing yapapi {YAPAPI_VERSION} into {venv}", file=sys.stderr, flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "pip"), "install", "-q", f"yapapi=={YAPAPI_VERSION}"]
+    subprocess.run(pip, check=True, timeout=600)
+    return python
+
+
+def with_gftp(env: dict[str, str], scratch: Path) -> dict[str, str]:
+    """env, with the gftp stand-in (copied into `scratch`) first on PATH, unless a `gftp` is
+    already on its PATH (as `golem-deploy localnet start` will print one)."""
+    path = env.get("PATH", os.defpath)
+    if shutil.which("gftp", path=path):
+        return env
+    folder = scratch / "gftp-bin"
+    folder.mkdir()
+    shutil.copy(GFTP_STANDIN, folder / "gftp")
+    (folder / "gftp").chmod(0o755)
+    return {**env, "PATH": f"{folder}{os.pathsep}{path}"}
+
+
+def manifest(folder: Path, name: str, instances: int, image: Image) -> Path:
+    """hello-world with `instances` instances, asking for the benchmark image."""
+    path = hello_manifest(folder, name, instances)
+    lines = []
+    for line in path.read_text().splitlines():
+        if line.strip().startswith("image_hash:"):
+            indent = line.split("image_hash:")[0]
+            lines += [f'{indent}image_url: "{image.url}"', f'{indent}image_hash: "{image.sha3}"']
+        else:
+            lines.append(line)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def yapapi_run(python: Path, env: dict[str, str], instances: int, log: Path) -> tuple[float, float]:
+    """(up, down) seconds of one run of the yapapi program."""
+    began = time.perf_counter()
+    process = subprocess.Popen(
+        [str(python), str(YAPAPI_PROGRAM), str(instances)],
+        env={**env, "YAPAPI_LOG": str(log), "HOME": str(log.parent)},
+        cwd=log.parent,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        output: list[str] = []
+        while not output or output[-1] != "UP":
+            line = process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"yapapi exited before UP:\n{chr(10).join(output)[-3000:]}")
+            output.append(line.strip())
+            if time.perf_counter() - began > TIMEOUT_S:
+                raise RuntimeError("yapapi: the service did not come up in time")
+        up = time.perf_counter() - began
+        stopping = time.perf_counter()
+        process.stdin.write("down\n")
+        process.stdin.flush()
+        rest, _ = process.communicate(timeout=TIMEOUT_S)
+        down = time.perf_counter() - stopping
+        if process.returncode != 0 or "DOWN" not in rest.split():
+            raise RuntimeError(f"yapapi failed (exit {process.returncode}):\n{rest[-3000:]}")
+        # Its down must have settled every invoice, as ours does, or the race is unfair.
+        accepted = log.read_text().count("Accepted invoice from")
+        if accepted < instances:
+            tail = log.read_text()[-2000:]
+            raise RuntimeError(f"yapapi accepted {accepted} of {instances} invoices:\n{tail}")
+        return up, down
+    finally:
+        if process.poll() is None:
+            process.kill()  # only on failure: the process this function started
+            process.wait()
+
+
+def ours_run(home: Path, env: dict[str, str], instances: int, image: Image) -> tuple[float, float]:
+    """(up, down) seconds of `golem-deploy up -d` and `down` of the same service."""
+    name = f"vs-{instances}"
+    path = manifest(home, name, instances, image)
+    up, _ = run_cli("up", "-d", "--timeout", "5m", str(path), env=env)
+    down, _ = run_cli("down", "-n", name, env=env)
+    return up, down
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--instances", type=int, nargs="+", default=[1, 10])
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    python = yapapi_python()  # before isolate(): pip may need the package index
+    isolated = isolate()
+    providers = max(args.instances)
+    result: dict[str, object] = {
+        "isolated_netns": isolated,
+        "load_before": load_average(),
+        "providers": providers,
+        "yapapi": YAPAPI_VERSION,
+    }
+    logs = Path(tempfile.mkdtemp(prefix="gd-bench-yapapi-"))
+    try:
+        with (
+            bench_home("gd-bench-vs-") as (home, env),
+            served_image() as image,
+            local_network(home, env, providers) as net_env,
+        ):
+            yapapi_env = {
+                **with_gftp(net_env, logs),
+                "IMAGE_URL": image.url,
+                "IMAGE_HASH": image.sha3,
+            }
+            for n in args.instances:
+                samples: dict[str, list[float]] = {}
+                for round_ in range(args.rounds):
+                    order = ["yapapi", "ours"] if round_ % 2 == 0 else ["ours", "yapapi"]
+                    for side in order:
+                        if side == "yapapi":
+                            log = logs / f"yapapi-{n}-{round_}.log"
+                            up, down = yapapi_run(python, yapapi_env, n, log)
+                        else:
+                            up, down = ours_run(home, net_env, n, image)
+                        samples.setdefault(f"{side}_up", []).append(up)
+                        samples.setdefault(f"{side}_down", []).append(down)
+                        print(
+                            f"  {n} instances, {side}: up {up:.2f}s, down {down:.2f}s",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                figures: dict[str, object] = {k: stats(v) for k, v in samples.items()}
+                for what in ("up", "down"):
+                    figures[f"ratio_{what}"] = ratio(
+                        samples[f"yapapi_{what}"], samples[f"ours_{what}"]
+                    )
+                result[str(n)] = figures
+    finally:
+        if os.environ.get("GOLEM_DEPLOY_BENCH_KEEP_LOGS"):
+            print(f"yapapi logs kept in {logs}", file=sys.stderr)
+        else:
+            shutil.rmtree(logs, ignore_errors=True)
+    result["load_after"] = load_average()
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()
