@@ -59,7 +59,7 @@ def up(
     ] = None,
 ) -> None:
     """Validate a manifest and deploy it (attached: a live table; Ctrl-C goes down)."""
-    from golem_deploy.supervisor import control, deployments, journal
+    from golem_deploy.supervisor import control, deployments, journal, ports
 
     wait = parse_duration(timeout, "--timeout")
     if faults is not None and not faults.is_file():
@@ -72,6 +72,7 @@ def up(
     if env_file is not None and not env_file.is_file():
         raise DeployError(f"--env-file: {env_file}: no such file")
     manifest = load_manifest(file, env_file)
+    ports.check_ports_free(manifest)  # before anything starts: nothing to clean up
     deployment = deployments.of(manifest.name)
     if deployment.supervisor_alive():
         raise DeployError(

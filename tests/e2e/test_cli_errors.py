@@ -99,3 +99,26 @@ def test_up_refuses_while_a_crashed_run_still_holds_something(cli: Cli) -> None:
     assert "golem-deploy down -n hello-world" in up.stderr
     _no_traceback(up.stderr)
     assert not (folder / "supervisor.pid").exists()  # no second supervisor was started
+
+
+def test_a_forwarded_port_in_use_is_one_error_before_anything_starts(
+    cli: Cli, tmp_path: Path
+) -> None:
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        manifest = tmp_path / "web.yaml"
+        manifest.write_text(
+            'version: "1"\nname: busy-port\nbudget: 1\nservices:\n  web:\n'
+            "    payload: {image_hash: d646d7b93083d817846c2ae5c62c72ca0507782385a2e29291a3d376}\n"
+            f'    ports: ["{busy}:8000"]\n'
+        )
+        up = cli("up", "-d", str(manifest))
+    assert up.returncode == 1
+    _no_traceback(up.stderr)
+    assert f"service web: cannot forward 127.0.0.1:{busy} -> 8000" in up.stderr
+    assert "pick another local port" in up.stderr
+    assert not (cli.home / "deployments" / "busy-port").exists()  # nothing was started

@@ -1,0 +1,111 @@
+"""A deployment's forwarded ports: checked before `up`, served by the supervisor.
+
+Each `ports` entry of a service becomes one local listener (a :class:`TcpProxy`) that pipes
+every accepted connection into the VPN to one running instance of the service, round robin.
+Listeners are bound when the supervisor starts, before anything is negotiated, so a port
+another program holds is one clear error that leaves nothing behind; `up` checks the same
+thing even earlier, before it starts a supervisor at all.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import anyio
+from anyio.abc import TaskGroup
+
+from golem_deploy.engine.proxy import PortInUse, TcpProxy
+from golem_deploy.errors import GolemDeployError
+from golem_deploy.manifest.model import Manifest, PortSpec
+from golem_deploy.yagna.net import NetApi
+
+__all__ = ["Forward", "PortForwards", "PortInUse", "PortsBusy", "check_ports_free"]
+
+
+class PortsBusy(GolemDeployError):
+    """A forwarded port's local address is taken."""
+
+
+def _busy(host: str, port: int) -> OSError | None:
+    """Why ``host:port`` cannot be listened on, or None when it can."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the listener will
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            return error
+    return None
+
+
+def check_ports_free(manifest: Manifest) -> None:
+    """Raise PortsBusy, naming the service and the port, when a local port is taken."""
+    for name, spec in manifest.services.items():
+        for forward in spec.ports:
+            if forward.host_port is None:
+                continue  # a free port is chosen when the listener starts
+            error = _busy(forward.host, forward.host_port)
+            if error is not None:
+                raise PortsBusy(
+                    f"service {name}: cannot forward {forward.host}:{forward.host_port} -> "
+                    f"{forward.port}: {error.strerror or error}",
+                    hint="another program listens there: stop it, or pick another local port "
+                    f'in `ports` (or write just "{forward.port}" to have a free one chosen)',
+                )
+
+
+@dataclass
+class Forward:
+    """One listening forward: what the table and `status --json` show."""
+
+    service: str
+    spec: PortSpec
+    proxy: TcpProxy
+    host_port: int  # the bound port (chosen by the system when spec.host_port is None)
+
+    def describe(self) -> str:
+        return f"{self.spec.host}:{self.host_port} -> {self.service}:{self.spec.port}"
+
+
+def _targets_of(
+    targets: Callable[[str], Sequence[str]], service: str
+) -> Callable[[], Sequence[str]]:
+    return lambda: targets(service)
+
+
+class PortForwards:
+    """Every forwarded port of a deployment, listening while the deployment lives."""
+
+    def __init__(self) -> None:
+        self.forwards: list[Forward] = []
+        self._scope = anyio.CancelScope()
+
+    async def open(
+        self,
+        tg: TaskGroup,
+        manifest: Manifest,
+        api: NetApi,
+        network_id: str,
+        targets: Callable[[str], Sequence[str]],
+    ) -> None:
+        """Bind every listener (PortInUse at the first that cannot be) and serve them in
+        ``tg``; ``targets(service)`` lists the addresses of its running instances."""
+        for name, spec in manifest.services.items():
+            for forward in spec.ports:
+                proxy = TcpProxy(api, network_id, forward.port, _targets_of(targets, name))
+                bound = await tg.start(self._serve, proxy, forward)
+                self.forwards.append(Forward(name, forward, proxy, bound))
+
+    async def _serve(
+        self, proxy: TcpProxy, forward: PortSpec, *, task_status: anyio.abc.TaskStatus[int]
+    ) -> None:
+        with self._scope:
+            await proxy.serve(forward.host, forward.host_port or 0, task_status=task_status)
+
+    def close(self) -> None:
+        """Stop listening (`down` does this first, so no new connection starts)."""
+        self._scope.cancel()
+
+    def refused(self) -> int:
+        return sum(forward.proxy.stats.refused for forward in self.forwards)
