@@ -37,7 +37,12 @@ from golem_deploy.engine.service import (
     WorkContext,
 )
 from golem_deploy.errors import GolemDeployError
-from golem_deploy.yagna.errors import ActivityGone, YagnaError, YagnaUnreachable
+from golem_deploy.yagna.errors import (
+    ActivityGone,
+    YagnaError,
+    YagnaStatusError,
+    YagnaUnreachable,
+)
 from golem_deploy.yagna.models import ExeResult
 
 if TYPE_CHECKING:
@@ -266,9 +271,7 @@ class _InstanceRunner:
         self._recv: MemoryObjectReceiveStream[tuple[int, lc.Event]]
         self._send, self._recv = anyio.create_memory_object_stream[tuple[int, lc.Event]](math.inf)
         self._tg: TaskGroup | None = None
-        self._bus_misses = 0
-        self._vanished = False  # the current provider stopped answering (no invoice expected)
-        self._terminated_by_provider = False
+        self._last_batch: str | None = None  # of the current activity, for CheckProvider
 
     @property
     def name(self) -> str:
@@ -294,23 +297,18 @@ class _InstanceRunner:
         finally:
             self._send.close()
             with anyio.CancelScope(shield=True):
-                await self._release("instance finished")
+                await self._release(lc.ReleaseActivity("instance finished"))
 
     async def _apply(self, event: lc.Event) -> None:
+        """Feed one event to the machine and carry out what it decides. IllegalTransition
+        propagates: the races that can happen are no-ops in the machine, so anything it
+        refuses is a bug and must not pass quietly."""
         old = self.lifecycle.state
-        try:
-            actions = self.lifecycle.handle(event)
-        except lc.IllegalTransition as e:
-            log.debug("%s[%d]: ignored %s", self.name, self.instance.index, e)
-            return
+        actions = self.lifecycle.handle(event)
         new = self.lifecycle.state
-        if actions and self.agreement is not None:  # the event applied to this provider
-            if isinstance(event, lc.ActivityUnresponsive):
-                self._vanished = True
-            if isinstance(event, lc.AgreementTerminatedByProvider):
-                self._terminated_by_provider = True
         self.instance.restarts = self.lifecycle.restarts
         self.instance.reason = self.lifecycle.last_reason
+        self.instance.restart_scheduled = self.lifecycle.restart_scheduled
         if new is not old:
             self.instance.state = new
             if new is ServiceState.running:
@@ -321,7 +319,7 @@ class _InstanceRunner:
                     index=self.instance.index,
                     old=old,
                     new=new,
-                    reason=_reason_for(event, self.lifecycle.last_reason),
+                    reason=self.lifecycle.transition_reason,
                 )
             )
         for action in actions:
@@ -330,8 +328,13 @@ class _InstanceRunner:
     async def _do(self, action: lc.Action) -> None:
         assert self._tg is not None
         match action:
-            case lc.AcquireAgreement():
-                self.attempt += 1
+            case lc.AcquireAgreement(restart=restart):
+                if restart:
+                    self.engine.emit(
+                        ev.InstanceRestarted(
+                            service=self.name, index=self.instance.index, attempt=restart
+                        )
+                    )
                 self._spawn(self.attempt, self._acquire)
             case lc.RunHandler(name=name):
                 if name == "start":
@@ -342,22 +345,37 @@ class _InstanceRunner:
                     self.engine.avoid(
                         self.agreement.provider_id, self.agreement.provider_name, reason
                     )
-            case lc.ReleaseActivity(reason=reason):
+            case lc.ReleaseActivity():
+                # This provider attempt is over: cancel its tasks, and anything they still
+                # send carries the old attempt number and is dropped unread.
                 for scope in self._scopes.pop(self.attempt, []):
                     scope.cancel()
+                self.attempt += 1
                 with anyio.CancelScope(shield=True):
-                    await self._release(reason)
-            case lc.ScheduleRestart(delay=delay, attempt=n):
+                    await self._release(action)
+            case lc.ScheduleRestart(delay=delay, attempt=n, reason=reason):
                 self.engine.emit(
                     ev.InstanceRestartScheduled(
                         service=self.name,
                         index=self.instance.index,
                         attempt=n,
                         delay=delay,
-                        reason=self.lifecycle.last_reason,
+                        reason=reason,
                     )
                 )
                 self._tg.start_soon(self._restart_after, delay)
+            case lc.CheckProvider():
+                self._spawn(self.attempt, self._check_provider)
+            case lc.ReportHealth(ok=ok, consecutive_failures=failures, message=message):
+                self.engine.emit(
+                    ev.HealthCheckResult(
+                        service=self.name,
+                        index=self.instance.index,
+                        ok=ok,
+                        consecutive_failures=failures,
+                        message=message,
+                    )
+                )
 
     def _spawn(self, attempt: int, fn: Callable[[int], Awaitable[None]]) -> None:
         assert self._tg is not None
@@ -409,10 +427,10 @@ class _InstanceRunner:
                 )
                 engine.avoid(signed.provider_id, signed.provider_name, reason)
                 with anyio.CancelScope(shield=True):
-                    await self._release(reason)
+                    await self._release(lc.ReleaseActivity(reason))
                 continue
             self.activity_id = activity_id
-            self._bus_misses = 0
+            self._last_batch = None
             inst.activity_id = activity_id
             engine.emit(
                 ev.ActivityCreated(
@@ -428,17 +446,17 @@ class _InstanceRunner:
     def _add_cost(self, amount: Decimal) -> None:
         self.instance.cost += amount
 
-    async def _release(self, reason: str) -> None:
-        """Destroy the activity and terminate the agreement (bounded).
+    async def _release(self, release: lc.ReleaseActivity) -> None:
+        """Destroy the activity and terminate the agreement (bounded), as `release` says.
 
         The Activity/AgreementTerminated events are emitted only for what really ended (or
         what the provider ended itself), so a journal keeps anything still open for a later
         cleanup (`golem-deploy down` after a crash)."""
-        engine = self.engine
+        engine, reason = self.engine, release.reason
         activity_id, self.activity_id = self.activity_id, None
         signed, self.agreement = self.agreement, None
-        vanished, self._vanished = self._vanished, False
-        by_provider, self._terminated_by_provider = self._terminated_by_provider, False
+        vanished = release.cause is lc.ReleaseCause.vanished
+        by_provider = not release.terminate_agreement
         self.instance.activity_id = None
         self.instance.agreement_id = None
         # A vanished provider cannot answer: don't let yagna's forwarding hold us up long.
@@ -469,7 +487,7 @@ class _InstanceRunner:
                     terminated = True
                 except YagnaError as e:
                     log.warning("terminate agreement %s: %s", signed.agreement_id, e)
-        engine.payments.agreement_ended(signed.agreement_id, expect_invoice=not vanished)
+        engine.payments.agreement_ended(signed.agreement_id, expect_invoice=release.expect_invoice)
         if terminated:
             engine.emit(
                 ev.AgreementTerminated(
@@ -594,6 +612,7 @@ class _InstanceRunner:
         for tries_left in range(3, -1, -1):
             try:
                 batch_id = await client.exec(activity_id, [s.command for s in steps])
+                self._last_batch = batch_id
                 break
             except YagnaError as e:
                 if not tries_left:
@@ -682,12 +701,12 @@ class _InstanceRunner:
     async def _check_gone(self, activity_id: str, error: YagnaError) -> None:
         """After an exec error: raise ProviderGone if the activity is lost, else pause.
 
-        yagna answers "endpoint address not found" when the provider's ExeUnit is no longer
-        on the bus; like yapapi we give it one more chance before calling it gone.
-
-        When yagna itself did not answer (status 0: connection refused or dropped), that
-        says nothing about the provider: wait for yagna to come back (bounded) instead of
-        spending the caller's few retries within a second of a yagna restart."""
+        ActivityGone is yagna saying the provider's ExeUnit is no longer on the bus. When
+        yagna itself did not answer, that says nothing about the provider: wait for yagna to
+        come back (bounded) instead of spending the caller's few retries within a second of
+        a yagna restart."""
+        if isinstance(error, ActivityGone):
+            raise ProviderGone(f"the provider's ExeUnit is gone ({error.detail})") from error
         if isinstance(error, YagnaUnreachable):
             await self._wait_for_yagna()
         state = None
@@ -695,11 +714,47 @@ class _InstanceRunner:
             state = await self.engine.client.activity_state(activity_id)
         if state is not None and state.state in VANISHED_STATES:
             raise ProviderGone(f"activity {state.state.lower()} on the provider") from error
-        if isinstance(error, ActivityGone):
-            self._bus_misses += 1
-            if self._bus_misses >= 2:
-                raise ProviderGone(f"the provider's ExeUnit is gone ({error.detail})") from error
         await anyio.sleep(1.0)
+
+    async def _check_provider(self, attempt: int) -> None:
+        """Answer the machine's CheckProvider: is this attempt's provider still there?"""
+        activity_id = self.activity_id
+        gone = "the activity is gone" if activity_id is None else None
+        if activity_id is not None:
+            gone = await self._provider_gone(activity_id)
+        self.send(lc.ActivityUnresponsive(gone) if gone else lc.ProviderAlive(), attempt)
+
+    async def _provider_gone(self, activity_id: str) -> str | None:
+        """Why the provider of `activity_id` is gone, or None when it is still there.
+
+        First the provider's yagna (it marks the activity Unresponsive/Terminated), then
+        the ExeUnit itself: asking it for a batch's results is answered by the ExeUnit when
+        it is there (with the results, or an error for an unknown batch) and by yagna with
+        ActivityGone when it is not."""
+        client = self.engine.client
+        failures = 0
+        while True:
+            try:
+                with anyio.fail_after(10):
+                    state = await client.activity_state(activity_id)
+                if state.state in VANISHED_STATES:
+                    why = state.reason or state.error_message or f"activity {state.state.lower()}"
+                    return f"provider lost the activity: {why}"
+                with anyio.fail_after(10):
+                    await client.exec_results(activity_id, self._last_batch or "probe", timeout=0)
+                return None
+            except ActivityGone as e:
+                return f"the provider's ExeUnit is gone ({e.detail})"
+            except YagnaUnreachable:
+                await self._wait_for_yagna()
+            except YagnaStatusError:
+                return None  # the ExeUnit answered, if only that it knows no such batch
+            except (YagnaError, TimeoutError) as e:
+                failures += 1
+                log.info("%s[%d]: provider check: %s", self.name, self.instance.index, e)
+                if failures >= 3:
+                    return "activity not answering"
+                await anyio.sleep(1.0)
 
     async def _wait_for_yagna(self) -> None:
         """Until yagna answers again (any answer), at most YAGNA_OUTAGE_GRACE seconds."""
@@ -753,7 +808,10 @@ class _InstanceRunner:
             if failures >= 3:
                 self.send(lc.ActivityUnresponsive("activity not answering"), attempt)
                 return
-            if self.lifecycle.state is ServiceState.running:
+            if (
+                self.lifecycle.state is ServiceState.running
+                and not self.lifecycle.checking_provider
+            ):
                 now = anyio.current_time()
                 running_since = running_since if running_since is not None else now
                 due = now - running_since >= hc.start_period and now - last_check >= hc.interval
@@ -788,19 +846,16 @@ class _InstanceRunner:
                     message = (res[-1].message or res[-1].stderr or "").strip()[-200:]
         except TimeoutError:
             message = f"no answer within {hc.timeout:g} s"
+        except ActivityGone as e:
+            gone = f"the provider's ExeUnit is gone ({e.detail})"
+            self.send(lc.ActivityUnresponsive(gone), attempt)
+            return
         except YagnaError as e:
             message = e.detail
-        failures = 0 if ok else self.lifecycle.health_failures + 1
-        self.engine.emit(
-            ev.HealthCheckResult(
-                service=self.name,
-                index=self.instance.index,
-                ok=ok,
-                consecutive_failures=failures,
-                message=message or ("ok" if ok else "failed"),
-            )
-        )
-        self.send(lc.HealthCheckPassed() if ok else lc.HealthCheckFailed(message), attempt)
+        if ok:
+            self.send(lc.HealthCheckPassed(message or "ok"), attempt)
+        else:
+            self.send(lc.HealthCheckFailed(message or "failed"), attempt)
 
 
 def _handler_event(name: str, error: str | None) -> lc.Event:
@@ -819,13 +874,3 @@ def _exit_code(message: str | None) -> int:
         if tail.lstrip("-").isdigit():
             return int(tail)
     return -1
-
-
-def _reason_for(event: lc.Event, fallback: str) -> str:
-    names = {
-        lc.Spawn: "instance created",
-        lc.ActivityReady: "activity created",
-        lc.StartReturned: "started",
-        lc.RestartDue: "restarting",
-    }
-    return names.get(type(event), fallback)

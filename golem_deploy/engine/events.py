@@ -37,6 +37,7 @@ __all__ = [
     "EngineEvent",
     "HealthCheckResult",
     "InstanceRestartScheduled",
+    "InstanceRestarted",
     "InstanceStateChanged",
     "InvoiceAccepted",
     "PaymentRejected",
@@ -159,6 +160,15 @@ class InstanceRestartScheduled(EngineEvent):
     attempt: int
     delay: float
     reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceRestarted(EngineEvent):
+    """A scheduled restart is due: the instance looks for a new provider (the n-th time)."""
+
+    service: str
+    index: int
+    attempt: int
 
 
 @dataclass(frozen=True, kw_only=True)

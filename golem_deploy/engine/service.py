@@ -281,6 +281,7 @@ class InstanceSnapshot:
     cost: Decimal
     last_output: str
     reason: str
+    restart_scheduled: bool = False  # ended on this provider, a restart will follow
 
 
 HandlerGen = AsyncGenerator[Script, Any]
@@ -315,6 +316,7 @@ class Service:
         self.cost: Decimal = Decimal(0)
         self.last_output: str = ""
         self.reason: str = ""
+        self.restart_scheduled: bool = False
 
     @classmethod
     def service_name(cls) -> str:
@@ -367,6 +369,7 @@ class Service:
             cost=self.cost,
             last_output=self.last_output,
             reason=self.reason,
+            restart_scheduled=self.restart_scheduled,
         )
 
     def __repr__(self) -> str:
