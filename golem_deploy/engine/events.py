@@ -139,9 +139,14 @@ class ActivityCreateFailed(EngineEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class ActivityDestroyed(EngineEvent):
+    """The activity ended. `abandoned`: its provider vanished, so yagna could not confirm
+    the end (DELETE needs the provider) and never will; its agreement is terminated, nothing
+    runs or bills there, and there is nothing left to clean up."""
+
     service: str
     index: int
     activity_id: str
+    abandoned: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

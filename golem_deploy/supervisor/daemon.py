@@ -286,7 +286,7 @@ class Supervisor:
         api_url, app_key, subnet, driver, network = await self._network()
         if self.down.event.is_set():
             return  # asked to go down while the network was starting
-        from golem_deploy.compiler import compile_manifest
+        from golem_deploy.compiler import compile_manifest, price_caps
         from golem_deploy.engine import Golem
 
         # Local mounts work on any golem-deploy local network: the private one, or one
@@ -301,7 +301,7 @@ class Supervisor:
             api_url=api_url,
             app_key=app_key,
             event_consumer=self.on_event,
-            max_price=self.manifest.market.max_price,
+            max_price=price_caps(self.manifest.market.max_price),
             blacklist=self.manifest.market.blacklist,
         )
         # The down timeout bounds the graceful part (shutdown steps). Releasing comes after
@@ -447,7 +447,7 @@ class Supervisor:
                 if hasattr(cluster, "wait_finished"):
                     await cluster.wait_finished()
             while any(
-                str(to_plain(getattr(inst, "state", ""))) != "terminated"
+                str(to_plain(getattr(inst, "state", ""))) not in ("terminated", "unresponsive")
                 for cluster in clusters
                 for inst in list(getattr(cluster, "instances", []))
             ):
