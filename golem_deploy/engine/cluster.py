@@ -21,7 +21,7 @@ from golem_deploy.engine.context import EngineContext
 from golem_deploy.engine.market import Demand, MarketSession
 from golem_deploy.engine.payload import VmPayload
 from golem_deploy.engine.runner import InstanceRunner
-from golem_deploy.engine.service import Service
+from golem_deploy.engine.service import InstanceSnapshot, Service
 from golem_deploy.errors import GolemDeployError
 
 __all__ = ["Cluster", "instance_params_list"]
@@ -77,7 +77,12 @@ class Cluster:
 
     @property
     def finished(self) -> bool:
+        """Every instance is final (terminated/unresponsive with no restart to come)."""
         return self._finished.is_set()
+
+    def snapshot(self) -> list[InstanceSnapshot]:
+        """A plain, typed copy of every instance's visible state (for supervisors and UIs)."""
+        return [r.instance.snapshot() for r in self._runners]
 
     def stop(self) -> None:
         """Ask every instance to stop (running ones run their shutdown handler once)."""

@@ -96,4 +96,5 @@ def test_service_snapshot_fields() -> None:
 
     snap = Web(port=80).snapshot()
     assert snap.service == "Web" and snap.state.value == "pending" and snap.cost == 0
+    assert snap.restart_scheduled is False
     assert Web(port=80).params == {"port": 80}
