@@ -4,8 +4,10 @@
 after it (`simple-service` -> `SimpleService`), exactly as a yapapi user would have written
 it by hand: `get_payload()` builds the VM payload with `vm.repo(...)`, `start()` deploys and
 starts the VM and then runs the manifest's start steps, `run()` repeats its steps every
-`run.every`, `shutdown()` runs the shutdown steps. The engine and supervisor read the class
-attributes `spec`, `restart` and `healthcheck`.
+`run.every`, `shutdown()` runs the shutdown steps. The manifest's restart policy, health
+check and price caps are translated into the engine's own typed configuration
+(`engine.RestartPolicy`, `engine.HealthCheck`, `engine.PriceCaps`): the engine never sees a
+manifest object. The class keeps its `spec` for the handlers and the supervisor.
 
 Why generate classes instead of interpreting the manifest inside the engine: the engine then
 has a single way to run services (the yapapi-shaped API, which is also its public library
@@ -17,7 +19,6 @@ The manifest's `env` is applied by wrapping every command as
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import AsyncGenerator, Mapping
 from pathlib import Path
@@ -25,14 +26,14 @@ from typing import Any, ClassVar
 
 import anyio
 
-from golem_deploy.engine import Service, vm
+from golem_deploy.engine import HealthCheck, PriceCaps, RestartPolicy, Service, vm
 from golem_deploy.engine.service import Script
 from golem_deploy.errors import GolemDeployError
 from golem_deploy.manifest.model import (
     DownloadStep,
     Healthcheck,
     Manifest,
-    RestartPolicy,
+    MaxPrice,
     RunStep,
     ServiceSpec,
     Step,
@@ -45,6 +46,9 @@ __all__ = [
     "class_name",
     "compile_manifest",
     "export_source",
+    "health_check",
+    "price_caps",
+    "restart_policy",
     "with_env",
 ]
 
@@ -72,9 +76,11 @@ class ManifestService(Service):
     """The base of every generated class: handlers driven by the class's `spec`."""
 
     spec: ClassVar[ServiceSpec]
-    restart: ClassVar[RestartPolicy]
-    healthcheck: ClassVar[Healthcheck | None]
     local_mounts: ClassVar[Mapping[str, Path]] = {}
+
+    @classmethod
+    def service_name(cls) -> str:
+        return cls.spec.name
 
     @classmethod
     async def _payload(cls) -> Any:
@@ -136,6 +142,35 @@ class ManifestService(Service):
         yield self._script(self.spec.shutdown)
 
 
+def restart_policy(spec: ServiceSpec) -> RestartPolicy:
+    """The engine's restart policy for a service of the manifest."""
+    r = spec.restart
+    return RestartPolicy(policy=r.policy, max_restarts=r.max_restarts, backoff=r.backoff)
+
+
+def health_check(spec: ServiceSpec) -> HealthCheck | None:
+    """The engine's health check for a service (its command run with the service's env)."""
+    hc: Healthcheck | None = spec.healthcheck
+    if hc is None or hc.run is None:  # http/tcp probes: see the engine's networking
+        return None
+    return HealthCheck(
+        argv=with_env(hc.run.argv, spec.env),
+        interval=hc.interval,
+        timeout=hc.timeout,
+        retries=hc.retries,
+        start_period=hc.start_period,
+    )
+
+
+def price_caps(max_price: MaxPrice) -> PriceCaps:
+    """The engine's price caps for the manifest's `market.max_price`."""
+    return PriceCaps(
+        start=max_price.start,
+        cpu_per_hour=max_price.cpu_per_hour,
+        env_per_hour=max_price.env_per_hour,
+    )
+
+
 def compile_manifest(manifest: Manifest, *, local: bool = False) -> dict[str, type[Service]]:
     """One generated Service subclass per service, in manifest order.
 
@@ -156,10 +191,6 @@ def compile_manifest(manifest: Manifest, *, local: bool = False) -> dict[str, ty
 
 def _compile_service(cls_name: str, spec: ServiceSpec, folder: Path, *, local: bool) -> type:
     _check_local_paths(spec, folder)
-    healthcheck = spec.healthcheck
-    if healthcheck is not None and healthcheck.run is not None:
-        wrapped = RunStep(with_env(healthcheck.run.argv, spec.env), healthcheck.run.shell)
-        healthcheck = dataclasses.replace(healthcheck, run=wrapped)
 
     async def get_payload() -> Any:
         return await cls._payload()
@@ -169,8 +200,9 @@ def _compile_service(cls_name: str, spec: ServiceSpec, folder: Path, *, local: b
         "__qualname__": cls_name,
         "__doc__": f"Service {spec.name!r} generated from the manifest.",
         "spec": spec,
-        "restart": spec.restart,
-        "healthcheck": healthcheck,
+        "restart": restart_policy(spec),
+        "healthcheck": health_check(spec),
+        "respawn_unstarted_instances": spec.respawn_unstarted_instances,
         "local_mounts": dict(spec.mounts) if local else {},
         "get_payload": staticmethod(get_payload),
     }

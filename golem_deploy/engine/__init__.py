@@ -1,13 +1,17 @@
 """The embedded lifecycle engine: a yapapi-shaped Services API over yagna's REST API.
 
 from golem_deploy.engine import Golem, Service, Cluster, ServiceState, vm
+
+Layout (imports run one way): golem -> cluster -> runner -> {attempt, executor, watcher,
+handlers} -> context; lifecycle (the pure instance state machine), config (typed service
+configuration), market, payments, storage and events are used by all of them.
 """
 
 from golem_deploy.engine import payload as vm
-from golem_deploy.engine.cluster import Cluster, HealthcheckConfig
+from golem_deploy.engine.cluster import Cluster
+from golem_deploy.engine.config import HealthCheck, HealthcheckConfig, PriceCaps, RestartPolicy
 from golem_deploy.engine.golem import EngineError, Golem
 from golem_deploy.engine.lifecycle import ServiceState
-from golem_deploy.engine.market import PriceCaps
 from golem_deploy.engine.payload import VmPayload
 from golem_deploy.engine.service import (
     CommandFailed,
@@ -17,6 +21,7 @@ from golem_deploy.engine.service import (
     Service,
     WorkContext,
 )
+from golem_deploy.engine.timing import Timings
 
 __all__ = [
     "Cluster",
@@ -24,12 +29,15 @@ __all__ = [
     "CommandResult",
     "EngineError",
     "Golem",
+    "HealthCheck",
     "HealthcheckConfig",
     "InstanceSnapshot",
     "PriceCaps",
+    "RestartPolicy",
     "Script",
     "Service",
     "ServiceState",
+    "Timings",
     "VmPayload",
     "WorkContext",
     "vm",

@@ -37,6 +37,7 @@ __all__ = [
     "EngineEvent",
     "HealthCheckResult",
     "InstanceRestartScheduled",
+    "InstanceRestarted",
     "InstanceStateChanged",
     "InvoiceAccepted",
     "PaymentRejected",
@@ -138,9 +139,14 @@ class ActivityCreateFailed(EngineEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class ActivityDestroyed(EngineEvent):
+    """The activity ended. `abandoned`: its provider vanished, so yagna could not confirm
+    the end (DELETE needs the provider) and never will; its agreement is terminated, nothing
+    runs or bills there, and there is nothing left to clean up."""
+
     service: str
     index: int
     activity_id: str
+    abandoned: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -159,6 +165,15 @@ class InstanceRestartScheduled(EngineEvent):
     attempt: int
     delay: float
     reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceRestarted(EngineEvent):
+    """A scheduled restart is due: the instance looks for a new provider (the n-th time)."""
+
+    service: str
+    index: int
+    attempt: int
 
 
 @dataclass(frozen=True, kw_only=True)

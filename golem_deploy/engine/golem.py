@@ -29,12 +29,15 @@ from anyio.abc import TaskGroup
 
 from golem_deploy.engine import events as ev
 from golem_deploy.engine import lifecycle as lc
-from golem_deploy.engine.cluster import Cluster, HealthcheckConfig, instance_params_list
-from golem_deploy.engine.market import Demand, PriceCaps, build_demand
+from golem_deploy.engine.cluster import Cluster, instance_params_list
+from golem_deploy.engine.config import HealthCheck, PriceCaps, RestartPolicy
+from golem_deploy.engine.context import AgreementRouter, EngineContext, Providers
+from golem_deploy.engine.market import Demand, build_demand
 from golem_deploy.engine.payload import VmPayload
 from golem_deploy.engine.payments import PaymentManager, payment_platform
 from golem_deploy.engine.service import Service, Storage
 from golem_deploy.engine.storage import GsbApiStorage
+from golem_deploy.engine.timing import Timings
 from golem_deploy.errors import GolemDeployError
 from golem_deploy.yagna.client import YagnaClient, YagnaConfig
 from golem_deploy.yagna.errors import YagnaError, YagnaStatusError
@@ -62,11 +65,12 @@ class Golem:
         api_url: str | None = None,
         app_key: str | None = None,
         event_consumer: Callable[[ev.EngineEvent], None] | None = None,
-        max_price: PriceCaps | Any = None,
+        max_price: PriceCaps | None = None,
         blacklist: Iterable[str] = (),
         stop_timeout: float = 60.0,
         invoice_timeout: float = 30.0,
         storage: Storage | None = None,
+        timings: Timings | None = None,
     ) -> None:
         try:
             self.budget = Decimal(str(budget))
@@ -83,17 +87,14 @@ class Golem:
         self._api_url = api_url
         self._app_key = app_key
         self._consumer = event_consumer
-        if max_price is None:
-            self.price_caps = PriceCaps()
-        elif isinstance(max_price, PriceCaps):
-            self.price_caps = max_price
-        else:
-            self.price_caps = PriceCaps.from_manifest(max_price)
-        self._blacklist = set(blacklist)
+        self.price_caps = max_price if max_price is not None else PriceCaps()
+        self.timings = timings or Timings()
         self.stop_timeout = stop_timeout
         self.invoice_timeout = invoice_timeout
         self.storage: Storage | None = storage
-        self._avoided: dict[str, str] = {}
+        self._providers = Providers(self.emit, blacklist)
+        self._router = AgreementRouter()
+        self._ctx: EngineContext | None = None
         self._clusters: list[Cluster] = []
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
@@ -123,7 +124,7 @@ class Golem:
     @property
     def avoided_providers(self) -> dict[str, str]:
         """provider id -> why we no longer sign with it."""
-        return dict(self._avoided)
+        return dict(self._providers.avoided)
 
     # ------------------------------------------------------------ engine internals
 
@@ -146,15 +147,10 @@ class Golem:
             self._consumer(event)
 
     def is_avoided(self, provider_id: str) -> bool:
-        return provider_id in self._avoided or provider_id in self._blacklist
+        return self._providers.is_avoided(provider_id)
 
     def avoid(self, provider_id: str, provider_name: str, reason: str) -> None:
-        if provider_id in self._avoided:
-            return
-        self._avoided[provider_id] = reason
-        self.emit(
-            ev.ProviderAvoided(provider_id=provider_id, provider_name=provider_name, reason=reason)
-        )
+        self._providers.avoid(provider_id, provider_name, reason)
 
     def build_demand(self, payload: VmPayload, expiration: datetime) -> Demand:
         decoration = self.payments.decoration
@@ -204,6 +200,17 @@ class Golem:
                 gsb_storage = GsbApiStorage(self._client, identity.node_id)
                 await self._tg.start(gsb_storage.run)
                 self.storage = gsb_storage
+            self._ctx = EngineContext(
+                client=self._client,
+                payments=self._payments,
+                storage=self.storage,
+                emit=self.emit,
+                providers=self._providers,
+                platform=self.platform,
+                price_caps=self.price_caps,
+                timings=self.timings,
+                router=self._router,
+            )
             self._stack = stack.pop_all()
 
     async def stop(self) -> None:
@@ -234,12 +241,13 @@ class Golem:
             await stack.aclose()
             self._tg = None
             self._client = None
+            self._ctx = None
 
     async def _cancel_clusters(self) -> None:
         for cluster in self._clusters:
             if not cluster.finished:
                 cluster.scope.cancel()
-        with anyio.move_on_after(20):
+        with anyio.move_on_after(self.timings.cluster_cancel_grace):
             for cluster in self._clusters:
                 await cluster.done_running.wait()
 
@@ -252,15 +260,15 @@ class Golem:
         expiration: datetime | timedelta | None = None,
         respawn_unstarted_instances: bool | None = None,
         *,
-        restart: Any = None,
-        healthcheck: Any = None,
+        restart: RestartPolicy | None = None,
+        healthcheck: HealthCheck | None = None,
     ) -> Cluster:
         """Start `num_instances` instances of `service_class`; returns their Cluster.
 
-        `restart` (RestartPolicy-like: policy, max_restarts, backoff) and `healthcheck`
-        default to the class attributes of the same name (set by the compiler); `expiration`
+        `restart`, `healthcheck` and `respawn_unstarted_instances` default to the class
+        attributes of the same name (the compiler sets them from the manifest); `expiration`
         is an absolute datetime or a timedelta from now (default 180 min)."""
-        if self._tg is None:
+        if self._tg is None or self._ctx is None:
             raise EngineError("run_service needs `async with Golem(...)` first")
         if payload is None:
             payload = await service_class.get_payload()
@@ -277,24 +285,23 @@ class Golem:
             expires = expiration if expiration.tzinfo else expiration.replace(tzinfo=UTC)
         if expires <= now:
             raise EngineError("expiration is in the past")
-        spec = getattr(service_class, "spec", None)
         if respawn_unstarted_instances is None:
-            respawn_unstarted_instances = bool(getattr(spec, "respawn_unstarted_instances", True))
-        restart = restart if restart is not None else getattr(service_class, "restart", None)
-        hc_spec = healthcheck if healthcheck is not None else service_class.healthcheck
-        hc = HealthcheckConfig.from_spec(hc_spec)
+            respawn_unstarted_instances = service_class.respawn_unstarted_instances is not False
+        restart = restart or service_class.restart or RestartPolicy()
+        hc = healthcheck or service_class.healthcheck or HealthCheck()
         config = lc.LifecycleConfig(
             respawn_unstarted_instances=respawn_unstarted_instances,
-            restart_policy=getattr(restart, "policy", "never"),
-            max_restarts=int(getattr(restart, "max_restarts", 3)),
-            backoff=float(getattr(restart, "backoff", 5.0)),
+            restart_policy=restart.policy,
+            max_restarts=restart.max_restarts,
+            backoff=restart.backoff,
             healthcheck_retries=hc.retries,
         )
         params = _params(num_instances, instance_params)
         cluster = Cluster(
-            self,
+            self._ctx,
             service_class,
             payload=payload,
+            demand=self.build_demand(payload, expires),
             expiration=expires,
             lifecycle_config=config,
             healthcheck=hc,
@@ -319,20 +326,18 @@ class Golem:
     # ------------------------------------------------------------------ callbacks
 
     def _over_budget(self, agreement_id: str, reason: str) -> None:
-        for cluster in self._clusters:
-            runner = cluster.runner_for_agreement(agreement_id)
-            if runner is not None:
-                runner.send(lc.StopRequested(reason))
+        self._router.send(agreement_id, lc.StopRequested(reason))
 
     async def _agreement_events(self) -> None:
         """Learn about agreements the provider terminated (yapapi misses these)."""
         cursor: str | None = datetime.now(UTC).isoformat()
+        poll = self.timings.agreement_events_poll
         while True:
             try:
-                events = await self.client.agreement_events(cursor, timeout=3.0)
+                events = await self.client.agreement_events(cursor, timeout=poll)
             except YagnaError as e:
                 log.debug("agreement events: %s", e)
-                await anyio.sleep(2.0)
+                await anyio.sleep(self.timings.negotiation_retry)
                 continue
             for event in events:
                 cursor = event.event_date
@@ -340,11 +345,8 @@ class Golem:
                     continue
                 if (event.terminator or "").lower() != "provider":
                     continue
-                for cluster in self._clusters:
-                    runner = cluster.runner_for_agreement(event.agreement_id)
-                    if runner is not None:
-                        reason = f"provider terminated the agreement: {event.reason or '-'}"
-                        runner.send(lc.AgreementTerminatedByProvider(reason), runner.attempt)
+                reason = f"provider terminated the agreement: {event.reason or '-'}"
+                self._router.send(event.agreement_id, lc.AgreementTerminatedByProvider(reason))
 
 
 def _params(

@@ -1,10 +1,14 @@
 """The lifecycle of one service instance as a pure state machine (no I/O, no clock).
 
-Like h11 does for HTTP, this module only *decides*: the instance runner (cluster.py) feeds it
-what happened (a handler returned, the provider vanished, a stop was requested, ...) and gets
-back the new state plus a list of actions to perform (acquire an agreement, run a handler,
-release the activity, schedule a restart). Every rule of the Services API lives here, so it can
-be tested exhaustively without a network.
+Like h11 does for HTTP, this module only *decides*: the instance runner feeds it what
+happened (a handler returned, the provider vanished, a stop was requested, ...) and gets back
+the new state plus the actions to perform (acquire an agreement, run a handler, check the
+provider, release the activity with its cause, schedule a restart). Every rule that moves an
+instance lives here, so it can be tested exhaustively without a network; TRANSITIONS lists
+every state change the rules make (docs/engine.md's diagram is rendered from it and a test
+pins the code to it), RACES every event that may arrive when it no longer matters. Anything
+else raises IllegalTransition: it is a bug in the runner, and must be loud. (About 400
+lines on purpose: every rule of an instance's life, and the table of them, in one place.)
 
 Rules (yapapi's, plus restart and health checks):
 - `start` runs once per provider. If it fails, the instance is respawned on ANOTHER provider
@@ -12,7 +16,11 @@ Rules (yapapi's, plus restart and health checks):
 - `run` runs while running. When it returns or raises, or a stop is requested, or the
   agreement expires, the instance goes to stopping and `shutdown` runs exactly once.
 - When the provider vanishes (activity unresponsive, agreement terminated by the provider)
-  the instance goes to unresponsive / terminated WITHOUT running shutdown.
+  the instance goes to unresponsive / terminated WITHOUT running shutdown, and no invoice is
+  expected from a vanished provider.
+- A handler failure (or the last allowed health check failure) first asks for CheckProvider:
+  a step that failed because the provider vanished is the provider vanishing, not the
+  service failing. Only ProviderAlive makes it the service's failure.
 - A failure after the instance reached running (run raised, shutdown raised, provider
   vanished, health check failed `retries` times) is replaced on another provider when the
   restart policy says so (on-failure / always), at most `max_restarts` times, after a backoff
@@ -23,15 +31,49 @@ Rules (yapapi's, plus restart and health checks):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+
+from golem_deploy.engine.lifecycle_types import (
+    AcquireAgreement,
+    Action,
+    ActivityReady,
+    ActivityUnresponsive,
+    AgreementTerminatedByProvider,
+    AvoidProvider,
+    CheckProvider,
+    Event,
+    ExpirationReached,
+    HealthCheckFailed,
+    HealthCheckPassed,
+    IllegalTransition,
+    LifecycleConfig,
+    ProviderAlive,
+    ReleaseActivity,
+    ReleaseCause,
+    ReportHealth,
+    RestartDue,
+    RunHandler,
+    RunRaised,
+    RunReturned,
+    ScheduleRestart,
+    ServiceState,
+    ShutdownRaised,
+    ShutdownReturned,
+    Spawn,
+    StartRaised,
+    StartReturned,
+    StopRequested,
+)
 
 __all__ = [
+    "RACES",
+    "TRANSITIONS",
     "AcquireAgreement",
     "Action",
     "ActivityReady",
     "ActivityUnresponsive",
     "AgreementTerminatedByProvider",
     "AvoidProvider",
+    "CheckProvider",
     "Event",
     "ExpirationReached",
     "HealthCheckFailed",
@@ -39,7 +81,10 @@ __all__ = [
     "IllegalTransition",
     "Lifecycle",
     "LifecycleConfig",
+    "ProviderAlive",
     "ReleaseActivity",
+    "ReleaseCause",
+    "ReportHealth",
     "RestartDue",
     "RunHandler",
     "RunRaised",
@@ -52,173 +97,68 @@ __all__ = [
     "StartRaised",
     "StartReturned",
     "StopRequested",
+    "Transition",
+    "render_mermaid",
+    "render_races",
 ]
 
-
-class ServiceState(Enum):
-    """The state of one instance; the values are the names users see."""
-
-    pending = "pending"
-    starting = "starting"
-    running = "running"
-    stopping = "stopping"
-    terminated = "terminated"
-    unresponsive = "unresponsive"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-# ---------------------------------------------------------------------------------- events
+S = ServiceState
+_STOP = ("StopRequested", "ExpirationReached")
+_VANISH = ("ActivityUnresponsive", "AgreementTerminatedByProvider")
 
 
 @dataclass(frozen=True)
-class Spawn:
-    """The instance was created: go find a provider."""
+class Transition:
+    """One edge of the state diagram: any of `events` may take `source` to `target`."""
+
+    source: ServiceState
+    target: ServiceState
+    events: tuple[str, ...]
+    note: str = ""
 
 
-@dataclass(frozen=True)
-class ActivityReady:
-    """An agreement was signed and an activity created on a provider."""
-
-
-@dataclass(frozen=True)
-class StartReturned:
-    """The start handler finished normally."""
-
-
-@dataclass(frozen=True)
-class StartRaised:
-    reason: str
-
-
-@dataclass(frozen=True)
-class RunReturned:
-    """The run handler finished normally."""
-
-
-@dataclass(frozen=True)
-class RunRaised:
-    reason: str
-
-
-@dataclass(frozen=True)
-class ShutdownReturned:
-    """The shutdown handler finished normally."""
-
-
-@dataclass(frozen=True)
-class ShutdownRaised:
-    reason: str
-
-
-@dataclass(frozen=True)
-class StopRequested:
-    reason: str = "stop requested"
-
-
-@dataclass(frozen=True)
-class ExpirationReached:
-    """The cluster's expiration time passed; stop cleanly, never restart."""
-
-
-@dataclass(frozen=True)
-class ActivityUnresponsive:
-    reason: str = "activity unresponsive"
-
-
-@dataclass(frozen=True)
-class AgreementTerminatedByProvider:
-    reason: str = "agreement terminated by the provider"
-
-
-@dataclass(frozen=True)
-class HealthCheckPassed:
-    """A health check succeeded; the consecutive failure count starts over."""
-
-
-@dataclass(frozen=True)
-class HealthCheckFailed:
-    reason: str = "health check failed"
-
-
-@dataclass(frozen=True)
-class RestartDue:
-    """The backoff of a scheduled restart elapsed."""
-
-
-Event = (
-    Spawn
-    | ActivityReady
-    | StartReturned
-    | StartRaised
-    | RunReturned
-    | RunRaised
-    | ShutdownReturned
-    | ShutdownRaised
-    | StopRequested
-    | ExpirationReached
-    | ActivityUnresponsive
-    | AgreementTerminatedByProvider
-    | HealthCheckPassed
-    | HealthCheckFailed
-    | RestartDue
+TRANSITIONS: tuple[Transition, ...] = (
+    Transition(S.pending, S.starting, ("ActivityReady",)),
+    Transition(S.pending, S.terminated, _STOP),
+    Transition(S.starting, S.running, ("StartReturned",)),
+    Transition(S.starting, S.pending, ("ProviderAlive", *_VANISH), "start failed: respawn"),
+    Transition(S.starting, S.terminated, ("ProviderAlive", *_STOP, *_VANISH[1:]), "no respawn"),
+    Transition(S.starting, S.unresponsive, _VANISH[:1], "no respawn"),
+    Transition(S.running, S.stopping, ("RunReturned", "ProviderAlive", *_STOP), "shutdown"),
+    Transition(S.running, S.unresponsive, _VANISH[:1], "no shutdown"),
+    Transition(S.running, S.terminated, _VANISH[1:], "no shutdown"),
+    Transition(S.stopping, S.terminated, ("ShutdownReturned", "ProviderAlive", *_VANISH)),
+    Transition(S.terminated, S.pending, ("RestartDue",), "restart"),
+    Transition(S.unresponsive, S.pending, ("RestartDue",), "restart"),
 )
 
-# --------------------------------------------------------------------------------- actions
+RACES: tuple[tuple[str, str], ...] = (
+    ("StopRequested, ExpirationReached in stopping", "shutdown already runs; no restart"),
+    ("StopRequested, ExpirationReached in terminated, unresponsive", "cancels a restart"),
+    ("StopRequested, ExpirationReached while a provider check runs", "decided after it"),
+    ("RunReturned, RunRaised in stopping", "run may finish while shutdown runs"),
+    ("RunReturned, RunRaised while a provider check runs", "the check decides"),
+    ("HealthCheckPassed, HealthCheckFailed outside running", "a check outlived running"),
+    ("HealthCheckPassed, HealthCheckFailed while a provider check runs", "the check decides"),
+    ("AgreementTerminatedByProvider in pending", "the acquisition sees it fail"),
+    ("ActivityUnresponsive, AgreementTerminatedByProvider when final", "already released"),
+    ("RestartDue after a stop cancelled the restart", "the timer still fired"),
+)
 
 
-@dataclass(frozen=True)
-class AcquireAgreement:
-    """Negotiate an agreement and create an activity (avoiding providers that failed us)."""
+def render_mermaid() -> str:
+    """TRANSITIONS as a mermaid state diagram (what docs/engine.md shows)."""
+    lines = ["stateDiagram-v2", "    [*] --> pending: Spawn"]
+    for t in TRANSITIONS:
+        label = ", ".join(t.events) + (f" ({t.note})" if t.note else "")
+        lines.append(f"    {t.source.value} --> {t.target.value}: {label}")
+    lines += ["    terminated --> [*]", "    unresponsive --> [*]"]
+    return "\n".join(lines) + "\n"
 
 
-@dataclass(frozen=True)
-class RunHandler:
-    name: str  # "start" | "run" | "shutdown"
-
-
-@dataclass(frozen=True)
-class AvoidProvider:
-    """Never sign with the current provider again in this deployment."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
-class ReleaseActivity:
-    """Stop everything running for the current provider, destroy the activity, terminate the
-    agreement (or cancel a pending acquisition)."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
-class ScheduleRestart:
-    """Wait `delay` seconds, then feed RestartDue."""
-
-    delay: float
-    attempt: int  # 1 for the first restart
-
-
-Action = AcquireAgreement | RunHandler | AvoidProvider | ReleaseActivity | ScheduleRestart
-
-
-class IllegalTransition(Exception):
-    """An event that cannot happen in the current state (a bug in the runner)."""
-
-
-@dataclass(frozen=True)
-class LifecycleConfig:
-    respawn_unstarted_instances: bool = True
-    restart_policy: str = "never"  # never | on-failure | always
-    max_restarts: int = 3
-    backoff: float = 5.0
-    healthcheck_retries: int = 3
-
-    def __post_init__(self) -> None:
-        if self.restart_policy not in ("never", "on-failure", "always"):
-            raise ValueError(f"unknown restart policy {self.restart_policy!r}")
+def render_races() -> str:
+    """RACES as a markdown list (what docs/engine.md shows)."""
+    return "".join(f"- {when}: {why}\n" for when, why in RACES)
 
 
 @dataclass
@@ -230,15 +170,18 @@ class Lifecycle:
     restarts: int = 0  # replacements after running (respawns of unstarted ones don't count)
     respawns: int = 0
     health_failures: int = 0
-    last_reason: str = ""
+    last_reason: str = ""  # why the instance is where it is (shown to users)
+    transition_reason: str = ""  # why the last event changed the state
     # set when entering stopping: why we stop, and whether that counts as a failure
     _stop_is_failure: bool = False
     _stop_may_restart: bool = True
     _restart_scheduled: bool = False
+    _restart_cancelled: bool = False
     _stop_requested: bool = False
     _spawned: bool = False
+    _acquiring: bool = False
     _shutdown_ran: bool = False  # per provider attempt
-    _start_ran: bool = False  # per provider attempt
+    _suspect: Event | None = None  # the failure waiting for CheckProvider's answer
 
     @property
     def final(self) -> bool:
@@ -252,149 +195,206 @@ class Lifecycle:
     def restart_scheduled(self) -> bool:
         return self._restart_scheduled
 
-    def handle(self, event: Event) -> list[Action]:
-        """Apply `event`; return the actions to perform, in order.
+    @property
+    def checking_provider(self) -> bool:
+        """A CheckProvider is out and its answer not yet in."""
+        return self._suspect is not None
 
-        External events (stop, expiration, provider vanished, health results) that do not
-        apply in the current state are ignored (they race with the runner). Events that only
-        the runner's own tasks produce raise IllegalTransition when out of place.
-        """
+    def handle(self, event: Event) -> list[Action]:
+        """Apply `event`; return the actions to perform, in order. Events listed in RACES
+        change nothing; any other event out of place raises IllegalTransition."""
+        before = self.state
+        self.transition_reason = ""
+        actions = self._dispatch(event)
+        if self.state is not before and not self.transition_reason:
+            self.transition_reason = self.last_reason
+        return actions
+
+    def _dispatch(self, event: Event) -> list[Action]:
         s = self.state
-        S = ServiceState
         match event:
             case Spawn():
                 if self._spawned:
                     raise IllegalTransition("spawned twice")
-                self._spawned = True
+                self._spawned = self._acquiring = True
+                self.transition_reason = "instance created"
                 return [AcquireAgreement()]
             case ActivityReady():
-                self._require(S.pending, event)
-                if self._restart_scheduled or self._stop_requested:
-                    raise IllegalTransition("activity ready while not acquiring")
+                if s is not S.pending or not self._acquiring:
+                    raise IllegalTransition(f"activity ready in {s.value}, not acquiring")
+                self._acquiring = False
                 self.state = S.starting
-                self._start_ran = True
                 self._shutdown_ran = False
                 self.health_failures = 0
+                self.transition_reason = "activity created"
                 return [RunHandler("start")]
             case StartReturned():
                 self._require(S.starting, event)
                 self.state = S.running
+                self.transition_reason = "started"
                 return [RunHandler("run")]
             case StartRaised(reason=reason):
                 self._require(S.starting, event)
-                return self._unstarted_failure(f"start failed: {reason}")
-            case RunReturned():
+                return self._suspect_failure(event, f"start failed: {reason}")
+            case RunReturned() | RunRaised():
+                if s is S.stopping or (s is S.running and self._suspect is not None):
+                    return []  # RACES
                 self._require(S.running, event)
-                return self._begin_stop("run finished", failure=False, may_restart=True)
-            case RunRaised(reason=reason):
-                self._require(S.running, event)
-                return self._begin_stop(f"run failed: {reason}", failure=True, may_restart=True)
-            case ShutdownReturned() | ShutdownRaised():
+                if isinstance(event, RunReturned):
+                    return self._begin_stop("run finished", failure=False, may_restart=True)
+                return self._suspect_failure(event, f"run failed: {event.reason}")
+            case ShutdownReturned():
                 self._require(S.stopping, event)
-                if isinstance(event, ShutdownRaised):
-                    self._stop_is_failure = True
-                    self.last_reason = f"{self.last_reason}; shutdown failed: {event.reason}"
-                self.state = S.terminated
-                actions: list[Action] = [ReleaseActivity(self.last_reason)]
-                return actions + self._maybe_restart(self._stop_is_failure)
+                return self._shutdown_over()
+            case ShutdownRaised(reason=reason):
+                self._require(S.stopping, event)
+                why = f"{self.last_reason}; shutdown failed: {reason}"
+                return self._suspect_failure(event, why)
+            case ProviderAlive():
+                return self._provider_alive(event)
             case StopRequested() | ExpirationReached():
                 reason = event.reason if isinstance(event, StopRequested) else "expiration reached"
-                self._stop_requested = True
-                if self._restart_scheduled:  # waiting for a restart: just don't
-                    self._restart_scheduled = False
-                    self.last_reason = reason
-                    return []
-                if s is S.pending:
-                    self.state = S.terminated
-                    self.last_reason = reason
-                    return [ReleaseActivity(reason)]
-                if s is S.starting:  # yapapi: a stop while starting terminates at once
-                    self.state = S.terminated
-                    self.last_reason = reason
-                    return [ReleaseActivity(reason)]
-                if s is S.running:
-                    return self._begin_stop(reason, failure=False, may_restart=False)
-                if s is S.stopping:
-                    self._stop_may_restart = False
-                return []
-            case ActivityUnresponsive(reason=reason) | AgreementTerminatedByProvider(reason=reason):
-                new = S.unresponsive if isinstance(event, ActivityUnresponsive) else S.terminated
-                if s is S.starting:
-                    self.state = new
-                    return self._unstarted_failure(reason, released_state=new)
-                if s is S.running:
-                    self.state = new
-                    self.last_reason = reason
-                    self._stop_may_restart = True
-                    return [
-                        AvoidProvider(reason),
-                        ReleaseActivity(reason),
-                        *self._maybe_restart(True),
-                    ]
-                if s is S.stopping:  # shutdown can't finish; don't wait for it
-                    self.state = S.terminated
-                    self.last_reason = f"{self.last_reason}; {reason}"
-                    return [
-                        AvoidProvider(reason),
-                        ReleaseActivity(reason),
-                        *self._maybe_restart(self._stop_is_failure),
-                    ]
-                return []
-            case HealthCheckPassed():
-                if s is S.running:
-                    self.health_failures = 0
-                return []
+                return self._stop(reason)
+            case ActivityUnresponsive() | AgreementTerminatedByProvider():
+                return self._vanished(event)
+            case HealthCheckPassed(message=message):
+                if s is not S.running or self._suspect is not None:
+                    return []  # RACES
+                self.health_failures = 0
+                return [ReportHealth(True, 0, message)]
             case HealthCheckFailed(reason=reason):
-                if s is not S.running:
-                    return []
+                if s is not S.running or self._suspect is not None:
+                    return []  # RACES
                 self.health_failures += 1
+                report = ReportHealth(False, self.health_failures, reason)
                 if self.health_failures < self.config.healthcheck_retries:
-                    return []
+                    return [report]
                 why = f"unhealthy: {self.health_failures} health checks failed ({reason})"
-                return [
-                    AvoidProvider(why),
-                    *self._begin_stop(why, failure=True, may_restart=True),
-                ]
+                return [report, *self._suspect_failure(event, why)]
             case RestartDue():
                 if not self._restart_scheduled:
+                    if self._restart_cancelled:
+                        return []  # RACES
                     raise IllegalTransition("restart due but none scheduled")
                 self._restart_scheduled = False
+                self._acquiring = True
                 self.restarts += 1
                 self.state = S.pending
-                return [AcquireAgreement()]
+                self.transition_reason = "restarting"
+                return [AcquireAgreement(restart=self.restarts)]
         raise IllegalTransition(f"unknown event {event!r}")  # pragma: no cover
 
-    # ------------------------------------------------------------------------- helpers
+    # ------------------------------------------------------------------------- rules
+
+    def _suspect_failure(self, event: Event, reason: str) -> list[Action]:
+        """A failure that may only be the provider vanishing: ask before deciding."""
+        if self._suspect is not None:
+            raise IllegalTransition(f"{type(event).__name__} while a provider check runs")
+        self._suspect = event
+        self.last_reason = reason
+        return [CheckProvider(reason)]
+
+    def _provider_alive(self, event: ProviderAlive) -> list[Action]:
+        """The provider is there: the suspected failure was the service's own."""
+        failure, self._suspect = self._suspect, None
+        reason = self.last_reason
+        match failure:
+            case StartRaised():
+                return self._unstarted_failure(reason, ReleaseCause.requestor)
+            case RunRaised():
+                return self._begin_stop(reason, failure=True, may_restart=True)
+            case HealthCheckFailed():
+                return [AvoidProvider(reason), *self._begin_stop(reason, True, True)]
+            case ShutdownRaised():
+                self._stop_is_failure = True
+                return self._shutdown_over()
+        raise IllegalTransition(f"{type(event).__name__} but no provider check asked")
+
+    def _stop(self, reason: str) -> list[Action]:
+        s = self.state
+        self._stop_requested = True
+        if self._restart_scheduled:  # waiting for a restart: just don't
+            self._restart_scheduled = False
+            self._restart_cancelled = True
+            self.last_reason = reason
+            return []
+        if s in (S.pending, S.starting):  # yapapi: a stop while starting terminates at once
+            self.state = S.terminated
+            self._suspect = None
+            self._acquiring = False
+            self.last_reason = reason
+            return [ReleaseActivity(reason)]
+        if s is S.running and self._suspect is None:
+            return self._begin_stop(reason, failure=False, may_restart=False)
+        # stopping, final, or a provider check out: RACES (the stop forbids any restart)
+        self._stop_may_restart = False
+        return []
+
+    def _vanished(
+        self, event: ActivityUnresponsive | AgreementTerminatedByProvider
+    ) -> list[Action]:
+        """The provider is gone: never run shutdown on it, expect no invoice if it vanished."""
+        s, reason = self.state, event.reason
+        if isinstance(event, ActivityUnresponsive):
+            new, cause = S.unresponsive, ReleaseCause.vanished
+        else:
+            new, cause = S.terminated, ReleaseCause.provider
+        if s in (S.terminated, S.unresponsive) or (
+            s is S.pending and cause is ReleaseCause.provider
+        ):
+            return []  # RACES
+        if s is S.pending:
+            raise IllegalTransition(f"{type(event).__name__} while acquiring")
+        self._suspect = None
+        if s is S.starting:
+            self.state = new
+            return self._unstarted_failure(reason, cause, released_state=new)
+        release: list[Action] = [AvoidProvider(reason), ReleaseActivity(reason, cause)]
+        if s is S.running:
+            self.state = new
+            self.last_reason = reason
+            self._stop_may_restart = not self._stop_requested
+            return [*release, *self._maybe_restart(True, reason)]
+        # stopping: shutdown can't finish; don't wait for it
+        self.state = S.terminated
+        self.last_reason = f"{self.last_reason}; {reason}"
+        return [*release, *self._maybe_restart(self._stop_is_failure, self.last_reason)]
+
+    def _shutdown_over(self) -> list[Action]:
+        self.state = S.terminated
+        actions: list[Action] = [ReleaseActivity(self.last_reason)]
+        return actions + self._maybe_restart(self._stop_is_failure, self.last_reason)
 
     def _require(self, state: ServiceState, event: Event) -> None:
-        if self.state is not state:
+        if self.state is not state or self._suspect is not None:
             raise IllegalTransition(f"{type(event).__name__} in state {self.state.value}")
 
     def _unstarted_failure(
-        self, reason: str, released_state: ServiceState | None = None
+        self, reason: str, cause: ReleaseCause, released_state: ServiceState | None = None
     ) -> list[Action]:
         """`start` never completed on this provider: respawn elsewhere or give up."""
         self.last_reason = reason
-        actions: list[Action] = [AvoidProvider(reason), ReleaseActivity(reason)]
+        actions: list[Action] = [AvoidProvider(reason), ReleaseActivity(reason, cause)]
         if self.config.respawn_unstarted_instances and not self._stop_requested:
-            self.state = ServiceState.pending
+            self.state = S.pending
+            self._acquiring = True
             self.respawns += 1
             return [*actions, AcquireAgreement()]
-        self.state = released_state or ServiceState.terminated
+        self.state = released_state or S.terminated
         return actions
 
-    def _begin_stop(self, reason: str, *, failure: bool, may_restart: bool) -> list[Action]:
+    def _begin_stop(self, reason: str, failure: bool, may_restart: bool) -> list[Action]:
         """running -> stopping; shutdown runs exactly once per provider."""
-        self.state = ServiceState.stopping
+        if self._shutdown_ran:  # pragma: no cover - guarded by the state checks
+            raise IllegalTransition("shutdown already ran")
+        self.state = S.stopping
         self.last_reason = reason
         self._stop_is_failure = failure
         self._stop_may_restart = may_restart and not self._stop_requested
-        if self._shutdown_ran:  # pragma: no cover - guarded by the state checks above
-            raise IllegalTransition("shutdown already ran")
         self._shutdown_ran = True
         return [RunHandler("shutdown")]
 
-    def _maybe_restart(self, failure: bool) -> list[Action]:
+    def _maybe_restart(self, failure: bool, reason: str) -> list[Action]:
         """After the instance left running for good on this provider: replace it?"""
         policy = self.config.restart_policy
         if self._stop_requested or not self._stop_may_restart:
@@ -404,4 +404,4 @@ class Lifecycle:
             return []
         self._restart_scheduled = True
         delay = self.config.backoff * (2**self.restarts)
-        return [ScheduleRestart(delay=delay, attempt=self.restarts + 1)]
+        return [ScheduleRestart(delay=delay, attempt=self.restarts + 1, reason=reason)]

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import anyio
 
+from golem_deploy.engine.config import HealthCheck, RestartPolicy
 from golem_deploy.engine.lifecycle import ServiceState
 from golem_deploy.engine.payload import VmPayload
 from golem_deploy.errors import GolemDeployError
@@ -281,6 +282,7 @@ class InstanceSnapshot:
     cost: Decimal
     last_output: str
     reason: str
+    restart_scheduled: bool = False  # ended on this provider, a restart will follow
 
 
 HandlerGen = AsyncGenerator[Script, Any]
@@ -294,10 +296,12 @@ class Service:
     attributes (service, index, state, provider_id, ...) are maintained by the engine.
     """
 
-    # Read by the engine when set (the compiler sets them from the manifest).
-    spec: ClassVar[Any] = None  # ServiceSpec
-    restart: ClassVar[Any] = None  # RestartPolicy
-    healthcheck: ClassVar[Any] = None  # Healthcheck
+    # Defaults of `Golem.run_service` for this class (the compiler sets them from the
+    # manifest): the restart policy, the health check, and whether an instance whose start
+    # failed is tried on another provider (None: yes).
+    restart: ClassVar[RestartPolicy | None] = None
+    healthcheck: ClassVar[HealthCheck | None] = None
+    respawn_unstarted_instances: ClassVar[bool | None] = None
 
     def __init__(self, **params: Any) -> None:
         self.params = params
@@ -315,12 +319,12 @@ class Service:
         self.cost: Decimal = Decimal(0)
         self.last_output: str = ""
         self.reason: str = ""
+        self.restart_scheduled: bool = False
 
     @classmethod
     def service_name(cls) -> str:
-        spec = getattr(cls, "spec", None)
-        name = getattr(spec, "name", None)
-        return name if isinstance(name, str) else cls.__name__
+        """The name events and snapshots use (the class name unless overridden)."""
+        return cls.__name__
 
     @staticmethod
     async def get_payload() -> VmPayload | None:
@@ -367,6 +371,7 @@ class Service:
             cost=self.cost,
             last_output=self.last_output,
             reason=self.reason,
+            restart_scheduled=self.restart_scheduled,
         )
 
     def __repr__(self) -> str:

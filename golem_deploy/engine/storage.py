@@ -32,7 +32,8 @@ from flatbuffers import flexbuffers
 
 from golem_deploy.errors import GolemDeployError
 from golem_deploy.yagna.client import YagnaClient
-from golem_deploy.yagna.errors import YagnaError
+from golem_deploy.yagna.errors import YagnaBadAnswer, YagnaError
+from golem_deploy.yagna.gsb_api import bind_service, connect_service, unbind_service
 
 __all__ = ["GsbApiStorage", "TransferError"]
 
@@ -125,23 +126,16 @@ class GsbApiStorage:
         if self._tg is None:
             raise TransferError("file transfer is not running (GsbApiStorage.run)")
         resource = uuid.uuid4().hex
-        body = {"listen": {"on": f"/public/gftp/{resource}", "components": components}}
         try:
-            _, answer_json = await self.client.request("POST", f"{GSB_API}/services", body=body)
+            services_id = await bind_service(self.client, f"/public/gftp/{resource}", components)
+        except YagnaBadAnswer as e:
+            raise TransferError(f"gsb-api bind: {e.detail}") from e
         except YagnaError as e:
             raise TransferError(
                 f"cannot publish a file through yagna's gsb-api: {e.detail}",
                 hint="file transfer needs yagna >= 0.13 (gsb-api)",
             ) from e
-        services_id = answer_json.get("servicesId") if isinstance(answer_json, dict) else None
-        if not isinstance(services_id, str):
-            raise TransferError("gsb-api bind answered without servicesId")
-        ws = await self.client.session.ws_connect(
-            f"{self.client.config.api_url}{GSB_API}/services/{services_id}",
-            protocols=("gsb+flexbuffers",),
-            heartbeat=20,
-            max_msg_size=64 * 1024 * 1024,
-        )
+        ws = await connect_service(self.client, services_id)
         scope = anyio.CancelScope()
 
         async def serve() -> None:
@@ -163,9 +157,7 @@ class GsbApiStorage:
             scope.cancel()
             with anyio.move_on_after(10):
                 try:
-                    await self.client.request(
-                        "DELETE", f"{GSB_API}/services/{services_id}", ok=(200, 204, 404)
-                    )
+                    await unbind_service(self.client, services_id)
                 except YagnaError as e:
                     log.debug("unbind %s: %s", services_id, e)
 

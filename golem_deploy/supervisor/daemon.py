@@ -280,7 +280,7 @@ class Supervisor:
         if self.down.event.is_set():  # asked to go down while the network was starting
             self.feed(dm.DownRequested(self.down.reason))
             return
-        from golem_deploy.compiler import compile_manifest
+        from golem_deploy.compiler import compile_manifest, price_caps
         from golem_deploy.engine import Golem
 
         # Local mounts work on any golem-deploy local network: the private one, or one
@@ -295,7 +295,7 @@ class Supervisor:
             api_url=api_url,
             app_key=app_key,
             event_consumer=self.on_event,
-            max_price=self.manifest.market.max_price,
+            max_price=price_caps(self.manifest.market.max_price),
             blacklist=self.manifest.market.blacklist,
         )
         # The down timeout bounds the graceful part (shutdown steps). Releasing comes after

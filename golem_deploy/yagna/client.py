@@ -10,8 +10,8 @@ exponential backoff; then no answer raises YagnaUnreachable and any other error 
 YagnaStatusError(status, message, "METHOD /path") -- or its subclass ActivityGone, chosen by
 `wire.status_error`, the one place that reads yagna's error text. Answers that are not JSON,
 miss required fields, or exceed MAX_BODY bytes raise YagnaBadAnswer -- never a hang, never a
-KeyError. The app key only ever goes into the
-Authorization header; it is not part of any repr, log line or error.
+KeyError. The app key only ever goes into the Authorization header; it is not part of any
+repr, log line or error. (About 400 lines: one short method per REST call the engine makes.)
 """
 
 from __future__ import annotations
@@ -45,10 +45,12 @@ from golem_deploy.yagna.models import (
 )
 from golem_deploy.yagna.wire import (
     MAX_BODY,
+    JsonValue,
     decode,
     expect_list,
     expect_string,
     read_limited,
+    runtime_events,
     status_error,
 )
 
@@ -57,7 +59,6 @@ __all__ = ["MAX_BODY", "YagnaClient", "YagnaConfig"]
 log = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "http://127.0.0.1:7465"
-MAX_SSE_LINE = 4 * 1024 * 1024
 MARKET = "/market-api/v1"
 ACTIVITY = "/activity-api/v1"
 PAYMENT = "/payment-api/v1"
@@ -203,7 +204,7 @@ class YagnaClient:
 
     # ------------------------------------------------------------------------ market
 
-    async def subscribe_demand(self, properties: dict[str, Any], constraints: str) -> str:
+    async def subscribe_demand(self, properties: dict[str, JsonValue], constraints: str) -> str:
         path = f"{MARKET}/demands"
         body = {"properties": properties, "constraints": constraints}
         return expect_string(await self._post(path, body, retry=False), f"POST {path}")
@@ -222,7 +223,11 @@ class YagnaClient:
         return [MarketEvent.parse(e, f"GET {path}") for e in expect_list(data, f"GET {path}")]
 
     async def counter_proposal(
-        self, subscription_id: str, proposal_id: str, properties: dict[str, Any], constraints: str
+        self,
+        subscription_id: str,
+        proposal_id: str,
+        properties: dict[str, JsonValue],
+        constraints: str,
     ) -> str:
         path = f"{MARKET}/demands/{subscription_id}/proposals/{proposal_id}"
         body = {"properties": properties, "constraints": constraints}
@@ -287,7 +292,7 @@ class YagnaClient:
         )
         return expect_string(data, f"POST {path}")
 
-    async def exec(self, activity_id: str, commands: list[dict[str, Any]]) -> str:
+    async def exec(self, activity_id: str, commands: list[dict[str, JsonValue]]) -> str:
         path = f"{ACTIVITY}/activity/{activity_id}/exec"
         body = {"text": json.dumps(commands)}
         return expect_string(await self._post(path, body, retry=False), f"POST {path}")
@@ -309,30 +314,18 @@ class YagnaClient:
     async def sse(self, path: str) -> AsyncIterator[RuntimeEvent]:
         """Parse `event: runtime` frames of a server-sent-event stream at `path`."""
         what = f"GET {path} (stream)"
-        async with self.session.get(
-            self.config.api_url + path, headers={"Accept": "text/event-stream"}
-        ) as resp:
-            if resp.status != 200:
-                raise status_error(resp.status, await read_limited(resp, what), what)
-            event, data_lines = "", list[str]()
-            while True:
-                line_b = await resp.content.readline()
-                if not line_b:
-                    return
-                if len(line_b) > MAX_SSE_LINE:
-                    raise YagnaBadAnswer("stream line too long", what)
-                line = line_b.decode("utf-8", errors="replace").rstrip("\r\n")
-                if line == "":
-                    if data_lines and event in ("runtime", ""):
-                        payload = decode("\n".join(data_lines).encode(), what)
-                        yield RuntimeEvent.parse(payload, what)
-                    event, data_lines = "", []
-                elif line.startswith(":"):
-                    continue  # comment / keep-alive ping
-                elif line.startswith("event:"):
-                    event = line[6:].strip()
-                elif line.startswith("data:"):
-                    data_lines.append(line[5:].lstrip())
+        try:
+            async with self.session.get(
+                self.config.api_url + path, headers={"Accept": "text/event-stream"}
+            ) as resp:
+                if resp.status != 200:
+                    raise status_error(resp.status, await read_limited(resp, what), what)
+                async for event in runtime_events(resp, what):
+                    yield event
+        except aiohttp.ClientError as e:
+            raise YagnaUnreachable(f"stream broken ({type(e).__name__}: {e})", what) from e
+        except ValueError as e:  # aiohttp's reader refusing an over-long line
+            raise YagnaBadAnswer(f"stream unreadable: {e}", what) from e
 
     async def activity_state(self, activity_id: str, timeout: float = 5.0) -> ActivityState:
         path = f"{ACTIVITY}/activity/{activity_id}/state"

@@ -4,6 +4,9 @@ Each `parse` takes decoded JSON and either returns a dataclass or raises YagnaBa
 the missing/ill-typed field, so a malformed answer becomes one clear error instead of a
 KeyError deep in the engine. Only the fields the engine reads are modelled; the raw
 properties of proposals and agreements are kept as flat dicts.
+
+Slightly over 400 lines on purpose: one small dataclass per kind of answer of the REST API,
+kept together so the wire format the engine relies on is readable in one place.
 """
 
 from __future__ import annotations
@@ -328,6 +331,11 @@ class ActivityState:
     next_state: str | None
     reason: str | None = None
     error_message: str | None = None
+
+    @property
+    def lost(self) -> bool:
+        """yagna says the provider lost the activity (it stopped reporting, or ended it)."""
+        return self.state in ("Unresponsive", "Terminated")
 
     @classmethod
     def parse(cls, data: Any, request: str) -> ActivityState:

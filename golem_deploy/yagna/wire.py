@@ -8,7 +8,8 @@ client branches on exception types only.
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, TypeAlias
 
 import aiohttp
 
@@ -17,18 +18,24 @@ from golem_deploy.yagna.errors import (
     YagnaBadAnswer,
     YagnaStatusError,
 )
+from golem_deploy.yagna.models import RuntimeEvent
 
 __all__ = [
     "MAX_BODY",
+    "JsonValue",
     "decode",
     "error_message",
     "expect_list",
     "expect_string",
     "read_limited",
+    "runtime_events",
     "status_error",
 ]
 
+#: What a JSON document may hold: what the typed API methods accept as bodies.
+JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
 MAX_BODY = 16 * 1024 * 1024  # no legitimate requestor answer comes near this
+MAX_SSE_LINE = 4 * 1024 * 1024
 ACTIVITY_PATH = "/activity-api/v1/activity/"
 #: What yagna's GSB router answers when the address of an activity's ExeUnit is no longer
 #: bound: the provider's side of the activity is gone (crashed, killed, disconnected).
@@ -92,3 +99,26 @@ def expect_list(data: Any, what: str) -> list[Any]:
     if not isinstance(data, list):
         raise YagnaBadAnswer(f"expected a JSON array, got {type(data).__name__}", what)
     return data
+
+
+async def runtime_events(resp: aiohttp.ClientResponse, what: str) -> AsyncIterator[RuntimeEvent]:
+    """The `event: runtime` frames of a server-sent-event stream, until it ends."""
+    event, data_lines = "", list[str]()
+    while True:
+        line_b = await resp.content.readline()
+        if not line_b:
+            return
+        if len(line_b) > MAX_SSE_LINE:
+            raise YagnaBadAnswer("stream line too long", what)
+        line = line_b.decode("utf-8", errors="replace").rstrip("\r\n")
+        if line == "":
+            if data_lines and event in ("runtime", ""):
+                payload = decode("\n".join(data_lines).encode(), what)
+                yield RuntimeEvent.parse(payload, what)
+            event, data_lines = "", []
+        elif line.startswith(":"):
+            continue  # comment / keep-alive ping
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data_lines.append(line[5:].lstrip())

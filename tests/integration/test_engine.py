@@ -16,7 +16,7 @@ import anyio
 import pytest
 from _engine_helpers import Recorder, _payload, assert_settled, golem_for, wait_for
 
-from golem_deploy.engine import Service, ServiceState
+from golem_deploy.engine import RestartPolicy, Service, ServiceState
 from golem_deploy.engine import events as ev
 from golem_deploy.engine.payload import VmPayload
 from golem_deploy.localnet import LocalNetInfo
@@ -146,18 +146,16 @@ async def test_no_respawn_when_disabled(localnet: Any) -> None:
     assert_settled(rec, Decimal("5"), golem)
 
 
-class Restart:
-    policy = "on-failure"
-    max_restarts = 2
-    backoff = 0.5
-
-
 async def test_provider_dying_after_running_is_replaced(localnet: Any) -> None:
     info = localnet(providers=2, faults={"local-provider-1": {"die_after": "6s"}})
     names = {node: name for name, node in info.providers}
     rec = Recorder()
     async with golem_for(info, rec) as golem:
-        cluster = await golem.run_service(HelloService, num_instances=2, restart=Restart())
+        cluster = await golem.run_service(
+            HelloService,
+            num_instances=2,
+            restart=RestartPolicy("on-failure", max_restarts=2, backoff=0.5),
+        )
         await wait_for(
             lambda: all(i.state is ServiceState.running for i in cluster.instances),
             60,

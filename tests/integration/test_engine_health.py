@@ -9,11 +9,10 @@ import anyio
 import pytest
 from _engine_helpers import Recorder, _payload, assert_settled, golem_for, wait_for
 
-from golem_deploy.engine import Service, ServiceState
+from golem_deploy.engine import HealthCheck, RestartPolicy, Service, ServiceState
 from golem_deploy.engine import events as ev
 from golem_deploy.engine.payload import VmPayload
 from golem_deploy.localnet import LocalNetInfo
-from golem_deploy.manifest.model import Healthcheck, RestartPolicy, RunStep
 
 pytestmark = [pytest.mark.localnet, pytest.mark.anyio]
 
@@ -33,8 +32,8 @@ class Idle(Service):
 
 class Probed(Idle):
     restart = RestartPolicy(policy="on-failure", max_restarts=2, backoff=0.2)
-    healthcheck = Healthcheck(
-        run=RunStep(argv=("/bin/echo", "healthprobe")), interval=1.0, timeout=5.0, retries=2
+    healthcheck = HealthCheck(
+        argv=("/bin/echo", "healthprobe"), interval=1.0, timeout=5.0, retries=2
     )
 
 

@@ -8,7 +8,7 @@ import anyio
 import pytest
 from _engine_helpers import Recorder, assert_settled, golem_for, wait_for
 
-from golem_deploy.compiler import compile_manifest
+from golem_deploy.compiler import compile_manifest, price_caps
 from golem_deploy.engine import ServiceState
 from golem_deploy.localnet import LocalNetInfo
 from golem_deploy.manifest import load_manifest
@@ -38,7 +38,7 @@ async def test_example_reaches_running_with_two_instances(
     cls = compile_manifest(manifest, local=True)[service]
     rec = Recorder()
     golem = golem_for(
-        shared_localnet, rec, str(manifest.budget), max_price=manifest.market.max_price
+        shared_localnet, rec, str(manifest.budget), max_price=price_caps(manifest.market.max_price)
     )
     async with golem:
         cluster = await golem.run_service(cls, num_instances=2)

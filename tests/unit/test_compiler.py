@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from golem_deploy.compiler import CompileError, class_name, compile_manifest, with_env
-from golem_deploy.engine import Service
+from golem_deploy.engine import RestartPolicy, Service
 from golem_deploy.engine.payload import LOCAL_MOUNTS_PROPERTY
 from golem_deploy.engine.service import Script, WorkContext
 from golem_deploy.manifest import Manifest, UploadStep, load_manifest
@@ -108,11 +108,15 @@ def test_class_attributes_carry_the_spec(tmp_path: Path) -> None:
     m = manifest(tmp_path, SERVICE)
     cls = compile_manifest(m)["web-app"]
     spec = m.services["web-app"]
-    assert cls.spec is spec and cls.restart == spec.restart
-    assert cls.restart.policy == "on-failure"
+    assert cls.spec is spec
+    # the engine gets its own typed configuration, translated from the manifest's
+    assert cls.restart == RestartPolicy(
+        policy="on-failure", max_restarts=spec.restart.max_restarts, backoff=spec.restart.backoff
+    )
     assert cls.healthcheck is not None and cls.healthcheck.interval == 1.0
     # the health check runs with the service's env, like every other command
-    assert cls.healthcheck.run.argv == ("/usr/bin/env", "MODE=prod", "N=2", "/bin/true")
+    assert cls.healthcheck.argv == ("/usr/bin/env", "MODE=prod", "N=2", "/bin/true")
+    assert cls.respawn_unstarted_instances is spec.respawn_unstarted_instances
     assert cls.service_name() == "web-app"
 
 

@@ -1,13 +1,16 @@
-"""Pure helpers of the cluster runner and the Service/Script API (no network)."""
+"""Pure helpers of the cluster, the script executor and the Service/Script API (no network)."""
 
 from __future__ import annotations
 
 import pytest
 
-from golem_deploy.engine.cluster import HealthcheckConfig, _exit_code, instance_params_list
+from golem_deploy.compiler import health_check
+from golem_deploy.engine import HealthCheck
+from golem_deploy.engine.cluster import instance_params_list
+from golem_deploy.engine.executor import exit_code
 from golem_deploy.engine.service import CommandFailed, CommandResult, Service, WorkContext
 from golem_deploy.errors import GolemDeployError
-from golem_deploy.manifest.model import Healthcheck, RunStep
+from golem_deploy.manifest.model import Healthcheck, Payload, RunStep, ServiceSpec
 
 pytestmark = pytest.mark.anyio
 
@@ -28,17 +31,19 @@ def test_instance_params_follow_yapapi_rules() -> None:
 
 
 def test_exit_code_from_yagna_message() -> None:
-    assert _exit_code("ExeScript command exited with code 3") == 3
-    assert _exit_code("Local service error: boom") == -1
-    assert _exit_code(None) == -1
+    assert exit_code("ExeScript command exited with code 3") == 3
+    assert exit_code("Local service error: boom") == -1
+    assert exit_code(None) == -1
 
 
 def test_healthcheck_from_manifest() -> None:
-    hc = HealthcheckConfig.from_spec(
-        Healthcheck(run=RunStep(argv=("/bin/true",)), interval=2, timeout=1, retries=4)
-    )
-    assert hc == HealthcheckConfig(argv=("/bin/true",), interval=2.0, timeout=1.0, retries=4)
-    assert HealthcheckConfig.from_spec(None).argv is None  # activity-state check
+    """The compiler translates the manifest's health check into the engine's own type."""
+    check = Healthcheck(run=RunStep(argv=("/bin/true",)), interval=2, timeout=1, retries=4)
+    spec = ServiceSpec(name="s", payload=Payload(image_hash="h"), healthcheck=check)
+    hc = health_check(spec)
+    assert hc == HealthCheck(argv=("/bin/true",), interval=2.0, timeout=1.0, retries=4)
+    assert health_check(ServiceSpec(name="s", payload=Payload(image_hash="h"))) is None
+    assert HealthCheck().argv is None  # without a command: the activity-state check
 
 
 def ctx() -> WorkContext:
@@ -91,4 +96,5 @@ def test_service_snapshot_fields() -> None:
 
     snap = Web(port=80).snapshot()
     assert snap.service == "Web" and snap.state.value == "pending" and snap.cost == 0
+    assert snap.restart_scheduled is False
     assert Web(port=80).params == {"port": 80}

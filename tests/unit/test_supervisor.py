@@ -52,6 +52,7 @@ class FakeInstance:
     cost: Decimal = Decimal(0)
     last_output: str = ""
     reason: str = ""
+    restart_scheduled: bool = False
 
     def snapshot(self) -> InstanceSnapshot:
         return InstanceSnapshot(

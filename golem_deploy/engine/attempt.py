@@ -1,0 +1,168 @@
+"""What an instance holds on its current provider (agreement + activity): getting it and
+giving it back.
+
+Acquiring signs an agreement with a provider we do not avoid and creates an activity on it,
+trying the next provider whenever one fails us. Releasing destroys the activity and
+terminates the agreement, bounded, as the lifecycle's ReleaseActivity says (a vanished
+provider gets little patience and no invoice is expected from it; an agreement the provider
+terminated is not terminated again)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from decimal import Decimal
+
+import anyio
+
+from golem_deploy.engine import events as ev
+from golem_deploy.engine import lifecycle as lc
+from golem_deploy.engine.context import EngineContext
+from golem_deploy.engine.market import AgreementFailed, MarketSession, SignedAgreement
+from golem_deploy.engine.service import Service
+from golem_deploy.yagna.errors import YagnaError
+
+__all__ = ["ProviderAttempt"]
+
+log = logging.getLogger(__name__)
+
+
+class ProviderAttempt:
+    """The agreement and activity one instance holds (None while it holds none)."""
+
+    def __init__(self, ctx: EngineContext, market: MarketSession, instance: Service) -> None:
+        self.ctx = ctx
+        self.market = market
+        self.instance = instance
+        self.agreement: SignedAgreement | None = None
+        self.activity_id: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.instance.service}[{self.instance.index}]"
+
+    async def acquire(self, deliver: Callable[[lc.Event], None]) -> None:
+        """Until an agreement is signed and an activity created on it. News about the
+        agreement (terminated by the provider, over budget) goes to `deliver`."""
+        ctx, inst = self.ctx, self.instance
+        while True:
+            try:
+                signed = await self.market.sign(inst.index)
+            except AgreementFailed as e:
+                ctx.providers.avoid(e.provider_id, e.provider_name, e.reason)
+                continue
+            except YagnaError as e:
+                log.warning("%s: negotiation: %s", self.name, e)
+                await anyio.sleep(ctx.timings.negotiation_retry)
+                continue
+            self.agreement = signed
+            inst.agreement_id = signed.agreement_id
+            inst.provider_id = signed.provider_id
+            inst.provider_name = signed.provider_name
+            ctx.router.register(signed.agreement_id, deliver)
+            ctx.payments.track(signed.agreement_id, self._add_cost)
+            try:
+                activity_id = await ctx.client.create_activity(signed.agreement_id)
+            except YagnaError as e:
+                reason = f"activity creation failed: {e.detail}"
+                ctx.emit(
+                    ev.ActivityCreateFailed(
+                        service=inst.service,
+                        index=inst.index,
+                        agreement_id=signed.agreement_id,
+                        reason=reason,
+                    )
+                )
+                ctx.providers.avoid(signed.provider_id, signed.provider_name, reason)
+                with anyio.CancelScope(shield=True):
+                    await self.release(lc.ReleaseActivity(reason))
+                continue
+            self.activity_id = inst.activity_id = activity_id
+            ctx.emit(
+                ev.ActivityCreated(
+                    service=inst.service,
+                    index=inst.index,
+                    activity_id=activity_id,
+                    agreement_id=signed.agreement_id,
+                )
+            )
+            return
+
+    async def _confirm_lost(self, activity_id: str) -> bool:
+        """True once yagna itself reports the activity lost (bounded): only then is an
+        activity that could not be destroyed reported abandoned."""
+        t = self.ctx.timings
+        with anyio.move_on_after(t.loss_confirmation):
+            while True:
+                try:
+                    if (await self.ctx.client.activity_state(activity_id)).lost:
+                        return True
+                except YagnaError as e:
+                    log.debug("state of abandoned activity %s: %s", activity_id, e)
+                await anyio.sleep(t.retry_pause)
+        return False
+
+    def _add_cost(self, amount: Decimal) -> None:
+        self.instance.cost += amount
+
+    async def release(self, release: lc.ReleaseActivity) -> None:
+        """Destroy the activity and terminate the agreement (bounded), as `release` says.
+
+        The Activity/AgreementTerminated events are emitted only for what really ended (or
+        what the provider ended itself), so a journal keeps anything still open for a later
+        cleanup (`golem-deploy down` after a crash)."""
+        ctx, inst, reason = self.ctx, self.instance, release.reason
+        activity_id, self.activity_id = self.activity_id, None
+        signed, self.agreement = self.agreement, None
+        inst.activity_id = None
+        inst.agreement_id = None
+        t = ctx.timings
+        vanished = release.cause is lc.ReleaseCause.vanished
+        patience = t.release_patience_vanished if vanished else t.release_patience
+        destroyed = False
+        if activity_id is not None:
+            with anyio.move_on_after(patience):
+                try:
+                    await ctx.client.destroy_activity(activity_id, timeout=patience)
+                    destroyed = True
+                except YagnaError as e:
+                    log.info("destroy activity %s: %s", activity_id, e)
+            if destroyed:
+                self._ended(activity_id, abandoned=False)
+        if signed is not None:
+            ctx.router.unregister(signed.agreement_id)
+            terminated = not release.terminate_agreement
+            if release.terminate_agreement:
+                with anyio.move_on_after(patience):
+                    try:
+                        await ctx.client.terminate_agreement(
+                            signed.agreement_id, reason[:200] or "Work finished", "Success"
+                        )
+                        terminated = True
+                    except YagnaError as e:
+                        log.warning("terminate agreement %s: %s", signed.agreement_id, e)
+            ctx.payments.agreement_ended(signed.agreement_id, expect_invoice=release.expect_invoice)
+            if terminated:
+                ctx.emit(
+                    ev.AgreementTerminated(
+                        agreement_id=signed.agreement_id,
+                        provider_id=signed.provider_id,
+                        by="requestor" if release.terminate_agreement else "provider",
+                        reason=reason,
+                    )
+                )
+        # A vanished provider's activity can never be confirmed destroyed (DELETE needs the
+        # provider); once its agreement is terminated and yagna itself reports it lost,
+        # nothing runs or bills there: report it abandoned rather than leave it for `down`.
+        if vanished and not destroyed and activity_id is not None:
+            lost = await self._confirm_lost(activity_id)
+            if lost:
+                self._ended(activity_id, abandoned=True)
+
+    def _ended(self, activity_id: str, *, abandoned: bool) -> None:
+        inst = self.instance
+        self.ctx.emit(
+            ev.ActivityDestroyed(
+                service=inst.service, index=inst.index, activity_id=activity_id, abandoned=abandoned
+            )
+        )

@@ -1,0 +1,247 @@
+"""The instance runner: one instance's lifecycle decisions in, effects out.
+
+The runner owns a pure `Lifecycle`, feeds it events through one inbox (from its own tasks:
+acquisition, handlers, the watcher, the provider check; and from outside: stop, expiration,
+the agreement router), and carries out the actions it returns with its helpers: a
+ProviderAttempt (agreement + activity), a ScriptExecutor and a Watcher. Every task lives
+in the runner's task group; the tasks of one provider attempt carry the attempt number, and
+releasing an attempt cancels exactly its tasks and bumps the number, so a late result from
+an abandoned provider is dropped unread instead of confusing the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from golem_deploy.engine import events as ev
+from golem_deploy.engine import lifecycle as lc
+from golem_deploy.engine.attempt import ProviderAttempt
+from golem_deploy.engine.config import HealthCheck
+from golem_deploy.engine.context import EngineContext
+from golem_deploy.engine.executor import ProviderGone, ScriptExecutor
+from golem_deploy.engine.handlers import drive, handler_event
+from golem_deploy.engine.lifecycle import ServiceState
+from golem_deploy.engine.market import MarketSession, SignedAgreement
+from golem_deploy.engine.service import CommandResult, Script, Service, WorkContext
+from golem_deploy.engine.watcher import Watcher
+
+__all__ = ["ANY_ATTEMPT", "InstanceRunner"]
+
+log = logging.getLogger(__name__)
+ANY_ATTEMPT = -1
+
+
+class InstanceRunner:
+    """Drives one instance: lifecycle decisions in, effects out."""
+
+    def __init__(
+        self,
+        ctx: EngineContext,
+        market: MarketSession,
+        instance: Service,
+        *,
+        lifecycle_config: lc.LifecycleConfig,
+        healthcheck: HealthCheck,
+    ) -> None:
+        self.ctx = ctx
+        self.instance = instance
+        self.name = instance.service
+        self.lifecycle = lc.Lifecycle(lifecycle_config)
+        self.attempt = 0
+        self.provider = ProviderAttempt(ctx, market, instance)
+        self.executor = ScriptExecutor(
+            ctx.client,
+            storage=ctx.storage,
+            emit=ctx.emit,
+            service=self.name,
+            index=instance.index,
+            timings=ctx.timings,
+            on_stdout=self._last_output,
+        )
+        self.watcher = Watcher(
+            ctx.client, self.executor, healthcheck, ctx.timings, f"{self.name}[{instance.index}]"
+        )
+        self._scopes: dict[int, list[anyio.CancelScope]] = {}
+        self._send: MemoryObjectSendStream[tuple[int, lc.Event]]
+        self._recv: MemoryObjectReceiveStream[tuple[int, lc.Event]]
+        self._send, self._recv = anyio.create_memory_object_stream[tuple[int, lc.Event]](math.inf)
+        self._tg: TaskGroup | None = None
+
+    @property
+    def agreement(self) -> SignedAgreement | None:
+        return self.provider.agreement
+
+    def send(self, event: lc.Event, attempt: int = ANY_ATTEMPT) -> None:
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._send.send_nowait((attempt, event))
+
+    async def run(self) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                await self._apply(lc.Spawn())
+                async with self._recv:
+                    async for attempt, event in self._recv:
+                        if attempt not in (ANY_ATTEMPT, self.attempt):
+                            continue  # a late result from an abandoned provider
+                        await self._apply(event)
+                        if self.lifecycle.final:
+                            break
+                tg.cancel_scope.cancel()
+        finally:
+            self._send.close()
+            with anyio.CancelScope(shield=True):
+                await self.provider.release(lc.ReleaseActivity("instance finished"))
+
+    async def _apply(self, event: lc.Event) -> None:
+        """Feed one event to the machine and carry out what it decides. IllegalTransition
+        propagates: the races that can happen are no-ops in the machine, so anything it
+        refuses is a bug and must not pass quietly."""
+        old = self.lifecycle.state
+        actions = self.lifecycle.handle(event)
+        new = self.lifecycle.state
+        inst = self.instance
+        inst.restarts = self.lifecycle.restarts
+        inst.reason = self.lifecycle.last_reason
+        inst.restart_scheduled = self.lifecycle.restart_scheduled
+        if new is not old:
+            inst.state = new
+            if new is ServiceState.running:
+                inst.started_at = datetime.now(UTC)
+            self.ctx.emit(
+                ev.InstanceStateChanged(
+                    service=self.name,
+                    index=inst.index,
+                    old=old,
+                    new=new,
+                    reason=self.lifecycle.transition_reason,
+                )
+            )
+        for action in actions:
+            await self._do(action)
+
+    async def _do(self, action: lc.Action) -> None:
+        assert self._tg is not None
+        index = self.instance.index
+        match action:
+            case lc.AcquireAgreement(restart=restart):
+                if restart:
+                    self.ctx.emit(
+                        ev.InstanceRestarted(service=self.name, index=index, attempt=restart)
+                    )
+                self._spawn(self._acquire)
+            case lc.RunHandler(name=name):
+                if name == "start":
+                    self._spawn(self._watch)
+                self._spawn(lambda attempt: self._handler(attempt, name))
+            case lc.AvoidProvider(reason=reason):
+                signed = self.provider.agreement
+                if signed is not None:
+                    self.ctx.providers.avoid(signed.provider_id, signed.provider_name, reason)
+            case lc.ReleaseActivity():
+                # This provider attempt is over: cancel its tasks, and anything they still
+                # send carries the old attempt number and is dropped unread.
+                for scope in self._scopes.pop(self.attempt, []):
+                    scope.cancel()
+                self.attempt += 1
+                with anyio.CancelScope(shield=True):
+                    await self.provider.release(action)
+            case lc.ScheduleRestart(delay=delay, attempt=n, reason=reason):
+                self.ctx.emit(
+                    ev.InstanceRestartScheduled(
+                        service=self.name, index=index, attempt=n, delay=delay, reason=reason
+                    )
+                )
+                self._tg.start_soon(self._restart_after, delay)
+            case lc.CheckProvider():
+                self._spawn(self._check_provider)
+            case lc.ReportHealth(ok=ok, consecutive_failures=failures, message=message):
+                self.ctx.emit(
+                    ev.HealthCheckResult(
+                        service=self.name,
+                        index=index,
+                        ok=ok,
+                        consecutive_failures=failures,
+                        message=message,
+                    )
+                )
+
+    def _spawn(self, fn: Callable[[int], Awaitable[None]]) -> None:
+        """Start `fn(attempt)` as a task of the current provider attempt."""
+        assert self._tg is not None
+        attempt = self.attempt
+        scope = anyio.CancelScope()
+        self._scopes.setdefault(attempt, []).append(scope)
+
+        async def task() -> None:
+            with scope:
+                await fn(attempt)
+
+        self._tg.start_soon(task)
+
+    def _sender(self, attempt: int) -> Callable[[lc.Event], None]:
+        return lambda event: self.send(event, attempt)
+
+    async def _restart_after(self, delay: float) -> None:
+        await anyio.sleep(delay)
+        self.send(lc.RestartDue())
+
+    def _last_output(self, line: str) -> None:
+        self.instance.last_output = line
+
+    # ------------------------------------------------------------- attempt tasks
+
+    async def _acquire(self, attempt: int) -> None:
+        await self.provider.acquire(self._sender(attempt))
+        self.executor.last_batch = None
+        self.send(lc.ActivityReady(), attempt)
+
+    async def _watch(self, attempt: int) -> None:
+        activity_id = self.provider.activity_id
+        if activity_id is None:
+            return
+
+        def checks_due() -> bool:
+            m = self.lifecycle
+            return m.state is ServiceState.running and not m.checking_provider
+
+        await self.watcher.watch(activity_id, checks_due, self._sender(attempt))
+
+    async def _check_provider(self, attempt: int) -> None:
+        await self.watcher.check_provider(self.provider.activity_id, self._sender(attempt))
+
+    async def _handler(self, attempt: int, name: str) -> None:
+        signed = self.provider.agreement
+        activity_id = self.provider.activity_id
+        assert signed is not None and activity_id is not None
+        inst = self.instance
+        inst._ctx = WorkContext(
+            activity_id=activity_id,
+            agreement_id=signed.agreement_id,
+            provider_id=signed.provider_id,
+            provider_name=signed.provider_name,
+        )
+
+        async def execute(script: Script) -> list[CommandResult]:
+            return await self.executor.execute(self.provider.activity_id, script)
+
+        try:
+            await drive(getattr(inst, name)(), execute)
+        except ProviderGone as e:
+            log.info("%s[%d] %s: %s", self.name, inst.index, name, e)
+            self.send(lc.ActivityUnresponsive(str(e)), attempt)
+            return
+        except Exception as e:  # a handler is user code: whatever it raises is its failure
+            reason = str(e) or type(e).__name__
+            log.info("%s[%d] %s failed: %s", self.name, inst.index, name, reason)
+            self.send(handler_event(name, reason), attempt)
+            return
+        self.send(handler_event(name, None), attempt)

@@ -1,0 +1,54 @@
+"""Every wait of the engine's instance runner, named in one place.
+
+The values are what the engine always used; the reasons are next to each. `Golem(...,
+timings=Timings(...))` may change them (tests shorten them; a slow network may lengthen
+them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Timings"]
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Seconds (and a few counts) the runner waits for yagna and providers."""
+
+    #: How long a running instance waits for an unreachable yagna (restarting, overloaded)
+    #: to answer again before a failed call counts against the instance.
+    yagna_outage_grace: float = 60.0
+    #: Pause between attempts to reach yagna or retry a failed call.
+    retry_pause: float = 1.0
+    #: Pause after yagna failed a negotiation step, before signing is tried again.
+    negotiation_retry: float = 2.0
+    #: Bound on destroying the activity and on terminating the agreement, each.
+    release_patience: float = 15.0
+    #: The same for a vanished provider: it cannot answer, don't let yagna hold us up.
+    release_patience_vanished: float = 3.0
+    #: How long to wait for yagna to report a vanished provider's activity lost (the
+    #: provider's node marks it Unresponsive after 5 s without usage reports) before
+    #: reporting it abandoned; unconfirmed, it stays in the journal for `down`.
+    loss_confirmation: float = 15.0
+    #: Tries to create an exec batch (an error in between is checked, then retried).
+    exec_tries: int = 4
+    #: Server-side long poll for batch results.
+    exec_poll: float = 5.0
+    #: Failed result polls in a row before the script fails.
+    exec_poll_failures: int = 4
+    #: After a batch finished: how long trailing output may still arrive over SSE.
+    output_grace: float = 0.5
+    #: Bound on the activity-state query made after an exec error.
+    state_check_timeout: float = 6.0
+    #: Bound on one activity-state query of the watcher and the provider check.
+    state_query_timeout: float = 10.0
+    #: The watcher's longest sleep between two looks at the activity.
+    watch_interval: float = 5.0
+    #: State queries failing in a row before the activity counts as not answering.
+    watch_failures: int = 3
+    #: Long poll for a health check command's result.
+    health_poll: float = 2.0
+    #: Long poll for agreement events (terminations by providers).
+    agreement_events_poll: float = 3.0
+    #: After stopping timed out: how long cancelled clusters get to clean up.
+    cluster_cancel_grace: float = 20.0

@@ -1,0 +1,167 @@
+"""Watching one provider attempt: is the activity still there, is the service healthy, and
+(when the lifecycle asks, after a failure) is the provider still there at all.
+
+These tasks only observe and report events to the lifecycle; what the events mean is
+decided there."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import anyio
+
+from golem_deploy.engine import lifecycle as lc
+from golem_deploy.engine.config import HealthCheck
+from golem_deploy.engine.executor import ScriptExecutor
+from golem_deploy.engine.timing import Timings
+from golem_deploy.yagna.client import YagnaClient
+from golem_deploy.yagna.errors import (
+    ActivityGone,
+    YagnaError,
+    YagnaStatusError,
+    YagnaUnreachable,
+)
+from golem_deploy.yagna.wire import JsonValue
+
+__all__ = ["Watcher"]
+
+log = logging.getLogger(__name__)
+Send = Callable[[lc.Event], None]
+
+
+class Watcher:
+    """The observing side of one instance; `send` delivers events to its lifecycle."""
+
+    def __init__(
+        self,
+        client: YagnaClient,
+        executor: ScriptExecutor,
+        healthcheck: HealthCheck,
+        timings: Timings,
+        name: str,
+    ) -> None:
+        self.client = client
+        self.executor = executor
+        self.healthcheck = healthcheck
+        self.timings = timings
+        self.name = name  # "service[index]", for logs
+
+    async def watch(self, activity_id: str, checks_due: Callable[[], bool], send: Send) -> None:
+        """While this provider attempt lives: report a vanished activity; while
+        `checks_due()` (the instance runs), run the health check command when one is set."""
+        hc, t = self.healthcheck, self.timings
+        pause = min(hc.interval, t.watch_interval)
+        failures = 0
+        await anyio.sleep(pause)
+        running_since: float | None = None
+        last_check = anyio.current_time()
+        while True:
+            state = None
+            try:
+                with anyio.fail_after(t.state_query_timeout):
+                    state = await self.client.activity_state(activity_id)
+                failures = 0
+            except (YagnaError, TimeoutError) as e:
+                failures += 1
+                log.info("%s: activity state: %s", self.name, e)
+            if state is not None and state.lost:
+                reason = state.reason or state.error_message or f"activity {state.state.lower()}"
+                send(lc.ActivityUnresponsive(f"provider lost the activity: {reason}"))
+                return
+            if failures >= t.watch_failures:
+                send(lc.ActivityUnresponsive("activity not answering"))
+                return
+            if checks_due():
+                now = anyio.current_time()
+                running_since = running_since if running_since is not None else now
+                due = now - running_since >= hc.start_period and now - last_check >= hc.interval
+                if hc.argv is not None and due:
+                    last_check = now
+                    await self._health_command(activity_id, hc.argv, send)
+            await anyio.sleep(pause)
+
+    async def _health_command(self, activity_id: str, argv: tuple[str, ...], send: Send) -> None:
+        hc = self.healthcheck
+        if self.executor.lock.locked():
+            return  # a script is running; the ExeUnit would answer Busy
+        ok, message = False, ""
+        try:
+            async with self.executor.lock:
+                with anyio.fail_after(hc.timeout):
+                    body: dict[str, JsonValue] = {
+                        "entry_point": argv[0],
+                        "args": list(argv[1:]),
+                        "capture": {
+                            "stdout": {"atEnd": {"tail": 512}},
+                            "stderr": {"atEnd": {"tail": 512}},
+                        },
+                    }
+                    batch = await self.client.exec(activity_id, [{"run": body}])
+                    while True:
+                        res = await self.client.exec_results(
+                            activity_id, batch, timeout=self.timings.health_poll
+                        )
+                        if res and res[-1].is_batch_finished:
+                            break
+                    ok = res[-1].result == "Ok"
+                    message = (res[-1].message or res[-1].stderr or "").strip()[-200:]
+        except TimeoutError:
+            message = f"no answer within {hc.timeout:g} s"
+        except ActivityGone as e:
+            send(lc.ActivityUnresponsive(f"the provider's ExeUnit is gone ({e.detail})"))
+            return
+        except YagnaError as e:
+            message = e.detail
+        if ok:
+            send(lc.HealthCheckPassed(message or "ok"))
+        else:
+            send(lc.HealthCheckFailed(message or "failed"))
+
+    async def check_provider(self, activity_id: str | None, send: Send) -> None:
+        """Answer the lifecycle's CheckProvider: ProviderAlive, or ActivityUnresponsive."""
+        gone = "the activity is gone"
+        if activity_id is not None:
+            gone = await self.provider_gone(activity_id) or ""
+        send(lc.ActivityUnresponsive(gone) if gone else lc.ProviderAlive())
+
+    async def provider_gone(self, activity_id: str) -> str | None:
+        """Why the provider of `activity_id` is gone, or None when it is still there.
+
+        First the provider's yagna (it marks the activity Unresponsive/Terminated), then
+        the ExeUnit itself: asking it for a batch's results is answered by the ExeUnit when
+        it is there (with the results, or an error for an unknown batch) and by yagna with
+        ActivityGone when it is not. Only an answer from the ExeUnit proves it alive."""
+        t = self.timings
+        for _ in range(t.watch_failures):
+            try:
+                with anyio.fail_after(t.state_query_timeout):
+                    state = await self.client.activity_state(activity_id)
+                if state.lost:
+                    why = state.reason or state.error_message or f"activity {state.state.lower()}"
+                    return f"provider lost the activity: {why}"
+            except ActivityGone as e:
+                return f"the provider's ExeUnit is gone ({e.detail})"
+            except (YagnaError, TimeoutError) as e:
+                await self._pause_after(e)
+                continue
+            try:
+                batch = self.executor.last_batch or "liveness-check"
+                with anyio.fail_after(t.state_query_timeout):
+                    await self.client.exec_results(activity_id, batch, timeout=0)
+                return None
+            except ActivityGone as e:
+                return f"the provider's ExeUnit is gone ({e.detail})"
+            except YagnaStatusError:
+                return None  # the ExeUnit answered, if only that it knows no such batch
+            except (YagnaError, TimeoutError) as e:
+                await self._pause_after(e)
+        return "activity not answering"
+
+    async def _pause_after(self, error: Exception) -> None:
+        """Before asking again: wait for an unreachable yagna, else a short pause."""
+        log.info("%s: provider check: %s", self.name, error)
+        if isinstance(error, YagnaUnreachable):
+            await self.executor.wait_for_yagna()
+        else:
+            await anyio.sleep(self.timings.retry_pause)

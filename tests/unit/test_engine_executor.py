@@ -1,0 +1,140 @@
+"""Script execution on its own: no Golem, no network, a scripted stand-in for the client.
+
+The stand-in is not yagna: it answers exec / results / stream / state calls with what the
+case needs (results, an ActivityGone, an outage), so each rule of the executor is checked
+once. The protocol itself is exercised against real yagna in tests/integration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from golem_deploy.engine import events as ev
+from golem_deploy.engine.executor import ProviderGone, ScriptExecutor
+from golem_deploy.engine.service import CommandFailed, WorkContext
+from golem_deploy.engine.timing import Timings
+from golem_deploy.yagna.errors import ActivityGone, YagnaUnreachable
+from golem_deploy.yagna.models import ActivityState, ExeResult, Identity, RuntimeEvent
+
+pytestmark = pytest.mark.anyio
+FAST = Timings(retry_pause=0.0, output_grace=0.0, exec_poll=0.0)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Client:
+    """Answers like yagna would for one activity; `exec_errors` are raised first."""
+
+    def __init__(
+        self,
+        results: list[ExeResult],
+        *,
+        exec_errors: list[Exception] | None = None,
+        stream: list[RuntimeEvent] | None = None,
+        state: str = "Ready",
+    ) -> None:
+        self.results = results
+        self.exec_errors = list(exec_errors or [])
+        self.stream = stream or []
+        self.state = state
+        self.calls: list[str] = []
+
+    async def exec(self, activity_id: str, commands: list[dict[str, Any]]) -> str:
+        self.calls.append("exec")
+        if self.exec_errors:
+            raise self.exec_errors.pop(0)
+        return "b1"
+
+    async def exec_results(self, activity_id: str, batch_id: str, *, timeout: float = 5.0) -> Any:
+        self.calls.append("results")
+        return self.results
+
+    async def stream_exec(self, activity_id: str, batch_id: str) -> AsyncIterator[RuntimeEvent]:
+        for event in self.stream:
+            yield event
+
+    async def activity_state(self, activity_id: str, timeout: float = 5.0) -> ActivityState:
+        self.calls.append("state")
+        return ActivityState(self.state, None)
+
+    async def me(self) -> Identity:
+        self.calls.append("me")
+        return Identity(node_id="0xr", name="r")
+
+
+def executor(client: Client, events: list[ev.EngineEvent]) -> ScriptExecutor:
+    return ScriptExecutor(
+        client,  # type: ignore[arg-type]  # a stand-in with the methods the executor uses
+        storage=None,
+        emit=events.append,
+        service="svc",
+        index=0,
+        timings=FAST,
+    )
+
+
+def script() -> Any:
+    ctx = WorkContext(activity_id="a1", agreement_id="g", provider_id="p", provider_name="n")
+    s = ctx.new_script()
+    s.run("/bin/echo", "one")
+    s.run("/bin/echo", "two")
+    return s
+
+
+def ok(index: int, stdout: str, last: bool = False) -> ExeResult:
+    return ExeResult(index, "Ok", last, stdout=stdout)
+
+
+async def test_results_come_back_in_order_with_the_output_the_stream_missed() -> None:
+    events: list[ev.EngineEvent] = []
+    streamed = [RuntimeEvent("b1", 0, "stdout", text="one\n")]
+    client = Client([ok(0, "one\n"), ok(1, "two\n", last=True)], stream=streamed)
+    s = script()
+    results = await executor(client, events).execute("a1", s)
+    assert [r.stdout for r in results] == ["one\n", "two\n"]
+    outputs = [e.text for e in events if isinstance(e, ev.CommandOutput)]
+    assert outputs == ["one\n", "two\n"]  # "one" from the stream, "two" from the results
+    assert (await s.steps[1].future).stdout == "two\n"
+
+
+async def test_a_failed_command_is_thrown_with_its_exit_code() -> None:
+    failed = ExeResult(1, "Error", True, message="ExeScript command exited with code 3")
+    client = Client([ok(0, ""), failed])
+    with pytest.raises(CommandFailed) as error:
+        await executor(client, []).execute("a1", script())
+    assert error.value.result.return_code == 3
+
+
+async def test_activity_gone_is_the_provider_gone_at_once() -> None:
+    gone = ActivityGone(500, "GSB error: endpoint address not found", "POST /exec")
+    client = Client([], exec_errors=[gone])
+    with pytest.raises(ProviderGone, match="ExeUnit is gone"):
+        await executor(client, []).execute("a1", script())
+    assert client.calls == ["exec"]  # no retry, no guessing from the text
+
+
+async def test_an_unresponsive_activity_is_the_provider_gone() -> None:
+    client = Client(
+        [], exec_errors=[YagnaUnreachable("dropped", "POST /exec")], state="Unresponsive"
+    )
+    with pytest.raises(ProviderGone, match="unresponsive"):
+        await executor(client, []).execute("a1", script())
+
+
+async def test_an_unreachable_yagna_is_waited_for_not_blamed_on_the_provider() -> None:
+    outage = YagnaUnreachable("connection refused", "POST /exec")
+    client = Client([ok(0, ""), ok(1, "", last=True)], exec_errors=[outage])
+    results = await executor(client, []).execute("a1", script())
+    assert len(results) == 2
+    assert client.calls[:4] == ["exec", "me", "state", "exec"]
+
+
+async def test_no_activity_means_the_provider_is_gone() -> None:
+    with pytest.raises(ProviderGone):
+        await executor(Client([]), []).execute(None, script())

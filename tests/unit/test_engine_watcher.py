@@ -1,0 +1,110 @@
+"""The provider check on its own: is the provider of an activity still there?
+
+This is what decides, after a step failed, whether the provider vanished (the instance goes
+unresponsive, no shutdown) or the service failed. A scripted stand-in for the client plays
+yagna's answers; no Golem, no network.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from golem_deploy.engine import lifecycle as lc
+from golem_deploy.engine.config import HealthCheck
+from golem_deploy.engine.executor import ScriptExecutor
+from golem_deploy.engine.timing import Timings
+from golem_deploy.engine.watcher import Watcher
+from golem_deploy.yagna.errors import ActivityGone, YagnaStatusError, YagnaUnreachable
+from golem_deploy.yagna.models import ActivityState, Identity
+
+pytestmark = pytest.mark.anyio
+FAST = Timings(retry_pause=0.0)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Client:
+    """Plays yagna: each call pops its next answer (an exception is raised)."""
+
+    def __init__(self, states: list[Any], results: list[Any] | None = None) -> None:
+        self.states = states
+        self.results = results or []
+        self.asked_results: list[str] = []
+
+    async def activity_state(self, activity_id: str, timeout: float = 5.0) -> ActivityState:
+        answer = self.states.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return ActivityState(answer, None, reason=None, error_message=None)
+
+    async def exec_results(self, activity_id: str, batch_id: str, *, timeout: float = 5.0) -> Any:
+        self.asked_results.append(batch_id)
+        answer = self.results.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def me(self) -> Identity:
+        return Identity(node_id="0xr", name="r")
+
+
+def watcher(client: Client) -> Watcher:
+    executor = ScriptExecutor(
+        client,  # type: ignore[arg-type]  # a stand-in with the methods used
+        storage=None,
+        emit=lambda event: None,
+        service="svc",
+        index=0,
+        timings=FAST,
+    )
+    executor.last_batch = "b7"
+    return Watcher(client, executor, HealthCheck(), FAST, "svc[0]")  # type: ignore[arg-type]
+
+
+GONE = ActivityGone(500, "GSB error: endpoint address not found", "GET /exec/b7")
+
+
+async def test_yagna_reporting_the_activity_lost_is_the_provider_gone() -> None:
+    assert "lost the activity" in str(await watcher(Client(["Unresponsive"])).provider_gone("a"))
+
+
+async def test_an_exeunit_off_the_bus_is_the_provider_gone_even_while_state_says_ready() -> None:
+    """The provider's node reports Unresponsive only 5 s after the last heartbeat; the
+    ExeUnit itself is asked, so a step that failed because of it is classified at once."""
+    client = Client(["Ready"], [GONE])
+    assert "ExeUnit is gone" in str(await watcher(client).provider_gone("a"))
+    assert client.asked_results == ["b7"]  # the last batch: answered only by the ExeUnit
+
+
+async def test_an_exeunit_that_answers_at_all_is_alive() -> None:
+    unknown = YagnaStatusError(404, "batch_id = b7", "GET /exec/b7")
+    assert await watcher(Client(["Ready"], [unknown])).provider_gone("a") is None
+    assert await watcher(Client(["Ready"], [[]])).provider_gone("a") is None
+
+
+async def test_a_refusing_provider_node_is_not_proof_of_life() -> None:
+    refused = YagnaStatusError(500, "GSB error: timeout", "GET /state")
+    gone = await watcher(Client([refused, refused, refused])).provider_gone("a")
+    assert gone == "activity not answering"
+
+
+async def test_an_unreachable_yagna_is_waited_for_then_asked_again() -> None:
+    outage = YagnaUnreachable("connection refused", "GET /state")
+    assert await watcher(Client([outage, "Ready"], [[]])).provider_gone("a") is None
+
+
+async def test_the_answer_goes_to_the_lifecycle() -> None:
+    sent: list[lc.Event] = []
+    await watcher(Client(["Ready"], [[]])).check_provider("a", sent.append)
+    await watcher(Client(["Terminated"])).check_provider("a", sent.append)
+    await watcher(Client([])).check_provider(None, sent.append)
+    assert [type(e) for e in sent] == [
+        lc.ProviderAlive,
+        lc.ActivityUnresponsive,
+        lc.ActivityUnresponsive,
+    ]
