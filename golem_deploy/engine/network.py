@@ -177,16 +177,23 @@ class Network:
         instance's IP): the old owner is forgotten first."""
         address = ip or self.next_free_ip()
         self.check_address(address)
+        node_id = node_id.lower()
+        previous = self.nodes.get(address)
+        if previous is not None and previous != node_id:
+            # its release could not remove it; yagna would refuse the address as taken
+            await self.remove_node(Node(self, previous, address))
         await self.api.add_node(self.network_id, node_id, address)
-        self.nodes[address] = node_id.lower()
-        return Node(self, node_id.lower(), address)
+        self.nodes[address] = node_id
+        return Node(self, node_id, address)
 
     async def remove_node(self, node: Node) -> None:
-        """Forget ``node``'s address (yagna tells the other members)."""
+        """Forget ``node``'s address (yagna tells the other members). Until yagna confirms,
+        the address stays listed as the node's, so a later ``add_node`` tries again."""
+        others = [ip for ip, owner in self.nodes.items() if owner == node.node_id]
+        if others == [node.ip] or not others:  # yagna removes by node, not address
+            await self.api.remove_node(self.network_id, node.node_id)
         if self.nodes.get(node.ip) == node.node_id:
             del self.nodes[node.ip]
-        if node.node_id not in self.nodes.values():  # yagna removes by node, not address
-            await self.api.remove_node(self.network_id, node.node_id)
 
     async def remove(self) -> None:
         """Delete the network from yagna (a second call does nothing)."""
