@@ -3,9 +3,9 @@
 Every instance's provider is a node of the network at the instance's address (read back
 with `GET /net-api/v1/net/{id}/nodes`), the deploy command carries the network and the
 hosts, a replacement on another provider (after the first one died) takes over the same
-address, and the network is
-gone from yagna once the Golem exits. (Traffic between instances needs the local ExeUnit's
-VPN side; the forwarded-port and probe tests cover the path through yagna.)
+address, and the network is gone from yagna once the Golem exits. (Traffic between
+instances needs the local ExeUnit's VPN side; test_engine_probe.py covers the path
+through yagna's TCP WebSocket.)
 """
 
 from __future__ import annotations
