@@ -15,6 +15,9 @@ API), and `golem-deploy export` can print the very same classes as Python source
 
 The manifest's `env` is applied by wrapping every command as
 `/usr/bin/env K=V ... argv` -- portable to real VMs, where an ExeScript `run` has no env.
+
+Size: one translation with two outputs, the classes and the same classes as yapapi source
+(`export`), kept side by side so they cannot drift apart.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ terminated agreement and accept them within the budget, remove the networks it c
 release the allocation.
 Configuration not given explicitly comes from the environment, as yapapi reads it:
 YAGNA_API_URL, YAGNA_APPKEY, YAGNA_SUBNET, YAGNA_PAYMENT_DRIVER, YAGNA_PAYMENT_NETWORK.
+
+Size: yapapi's whole `Golem` surface (start/stop, run_service, create_network) in one place;
+what each part does lives in the modules it calls.
 """
 
 from __future__ import annotations

@@ -15,13 +15,15 @@ import ipaddress
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TypedDict
 
 from golem_deploy.errors import GolemDeployError
 from golem_deploy.yagna.net import NetApi
 
 __all__ = [
     "DEFAULT_CIDR",
+    "DeployArgs",
+    "NetEntry",
     "Network",
     "NetworkError",
     "NetworkPlan",
@@ -33,6 +35,23 @@ DEFAULT_CIDR = "192.168.0.0/24"
 
 class NetworkError(GolemDeployError):
     """A network cannot be made as asked (too small, address taken, outside the range)."""
+
+
+class NetEntry(TypedDict):
+    """One network of the ``deploy`` command, with yagna's names (vpn-protocol.md §1)."""
+
+    id: str
+    ip: str
+    mask: str
+    nodeIp: str  # yagna's name
+    nodes: dict[str, str]  # ip -> node id
+
+
+class DeployArgs(TypedDict, total=False):
+    """The network part of the ``deploy`` command's arguments."""
+
+    net: list[NetEntry]
+    hosts: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -54,10 +73,10 @@ class Node:
     node_id: str
     ip: str
 
-    def get_deploy_args(self) -> dict[str, Any]:
+    def get_deploy_args(self) -> DeployArgs:
         """The ``deploy`` command's ``net`` (and ``hosts``) for this node, as yagna reads them."""
         net = self.network
-        args: dict[str, Any] = {
+        args: DeployArgs = {
             "net": [
                 {
                     "id": net.network_id,

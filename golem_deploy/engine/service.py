@@ -7,6 +7,9 @@ instance's activity and sends back an awaitable of its results; every step metho
 `StepFuture` whose await gives that step's `CommandResult`. A failed command (non-zero exit
 or an ExeUnit error) is thrown into the generator as `CommandFailed`, so a handler may catch
 it; uncaught, the handler fails and the lifecycle decides what happens.
+
+Size: the whole yapapi-shaped surface a user programs against (Service, Script,
+WorkContext), which yapapi users expect to find together.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import anyio
 
 from golem_deploy.engine.config import HealthCheck, RestartPolicy
 from golem_deploy.engine.lifecycle import ServiceState
-from golem_deploy.engine.network import Network, Node
+from golem_deploy.engine.network import DeployArgs, Network, Node
 from golem_deploy.engine.payload import VmPayload
 from golem_deploy.errors import GolemDeployError
 
@@ -353,7 +356,7 @@ class Service:
         ``.node_id``, ``.get_websocket_uri(port)``), else None."""
         return self._network_node
 
-    def get_deploy_args(self) -> dict[str, Any]:
+    def get_deploy_args(self) -> DeployArgs:
         """The ``deploy`` command's arguments: the network and hosts when on one, else {}."""
         return self._network_node.get_deploy_args() if self._network_node is not None else {}
 
