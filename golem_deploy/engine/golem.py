@@ -419,12 +419,15 @@ def _reserve(network: Network | None, addresses: Sequence[str] | None) -> tuple[
         raise EngineError(f"{network} was removed")
     if len(set(addresses)) != len(addresses):
         raise EngineError(f"network_addresses has duplicates: {list(addresses)}")
+    reserved: list[str] = []
     try:
         for address in addresses:
-            network.check_address(address)
-        return tuple(network.reserve(address) for address in addresses)
+            reserved.append(network.reserve(address))
     except NetworkError as e:
+        for address in reserved:
+            network.unreserve(address)
         raise EngineError(str(e)) from e
+    return tuple(reserved)
 
 
 def _params(

@@ -176,6 +176,10 @@ class Network:
         self._reserved.add(address)
         return address
 
+    def unreserve(self, ip: str) -> None:
+        """Give a reserved address back (nothing will take it over any more)."""
+        self._reserved.discard(ip)
+
     def check_address(self, ip: str) -> None:
         """NetworkError unless ``ip`` is an address a node may take in this network."""
         try:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
+import anyio
 import pytest
 
 from golem_deploy.compiler import network_plan
+from golem_deploy.engine.golem import EngineError, _reserve
 from golem_deploy.engine.network import Network, NetworkError, Node
 from golem_deploy.engine.service import Service
 from golem_deploy.manifest import load_manifest
@@ -125,3 +127,90 @@ def test_the_compiler_hands_the_manifests_plan_to_the_engine(tmp_path: Path) -> 
 
 def test_no_network_no_plan(tmp_path: Path) -> None:
     assert network_plan(load_manifest(_manifest(tmp_path, "network: false\n"))) is None
+
+
+class RecordingNetApi(NetApi):
+    """Records the Net API calls instead of making them (the real ones are integration
+    tested); only what Network calls is overridden."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str]] = []
+
+    async def add_node(self, network_id: str, node_id: str, ip: str) -> None:
+        self.calls.append(("add", node_id, ip))
+
+    async def remove_node(self, network_id: str, node_id: str) -> None:
+        self.calls.append(("remove", node_id, ""))
+
+    async def remove_network(self, network_id: str) -> None:
+        self.calls.append(("remove network", network_id, ""))
+
+
+def _recording() -> tuple[Network, RecordingNetApi]:
+    api = RecordingNetApi()
+    net = Network(api, "abc", ipaddress.IPv4Network("10.0.0.0/24"), "0xREQ", "10.0.0.1", None)
+    return net, api
+
+
+def test_a_replacement_takes_over_an_address_its_predecessor_still_holds() -> None:
+    """The predecessor's release could not remove it: yagna would refuse the address."""
+    network, api = _recording()
+
+    async def main() -> None:
+        await network.add_node("0xOLD", "10.0.0.2")
+        node = await network.add_node("0xNEW", "10.0.0.2")
+        assert (node.node_id, node.ip) == ("0xnew", "10.0.0.2")
+        await network.add_node("0xnew", "10.0.0.2")  # repeating it is harmless
+
+    anyio.run(main)
+    assert api.calls == [
+        ("add", "0xold", "10.0.0.2"),
+        ("remove", "0xold", ""),
+        ("add", "0xnew", "10.0.0.2"),
+        ("add", "0xnew", "10.0.0.2"),
+    ]
+    assert network.nodes == {"10.0.0.1": "0xreq", "10.0.0.2": "0xnew"}
+
+
+def test_removing_the_network_reports_once() -> None:
+    network, api = _recording()
+    removed: list[str] = []
+    network.on_removed = lambda n: removed.append(n.network_id)
+
+    async def main() -> None:
+        async with network:
+            pass
+        await network.remove()
+
+    anyio.run(main)
+    assert removed == ["abc"] and network.removed
+    assert api.calls == [("remove network", "abc", "")]
+
+
+@pytest.mark.parametrize(
+    ("addresses", "why"),
+    [
+        (["10.0.0.2", "10.0.0.2"], "duplicates"),
+        (["10.0.0.1"], "requestor's own"),
+        (["10.9.0.2"], "outside"),
+    ],
+)
+def test_planned_addresses_are_checked_before_anything_starts(
+    addresses: list[str], why: str
+) -> None:
+    network, _ = _recording()
+    with pytest.raises(EngineError, match=why):
+        _reserve(network, addresses)
+
+
+def test_planned_addresses_need_a_network() -> None:
+    with pytest.raises(EngineError, match="without a network"):
+        _reserve(None, ["10.0.0.2"])
+    assert _reserve(None, None) == ()
+    network, _ = _recording()
+    assert _reserve(network, ["10.0.0.9", "10.0.0.3"]) == ("10.0.0.9", "10.0.0.3")
+    assert network.reserve() == "10.0.0.2"  # the planned ones are taken
+    assert network.reserve() == "10.0.0.4"
+    with pytest.raises(EngineError, match=r"10\.0\.0\.9 is already held"):
+        _reserve(network, ["10.0.0.5", "10.0.0.9"])
+    assert network.reserve() == "10.0.0.5"  # a refused plan holds nothing
