@@ -209,14 +209,18 @@ class Network:
         self.nodes[address] = node_id
         return Node(self, node_id, address)
 
-    async def remove_node(self, node: Node) -> None:
-        """Forget ``node``'s address (yagna tells the other members). Until yagna confirms,
-        the address stays listed as the node's, so a later ``add_node`` tries again."""
-        others = [ip for ip, owner in self.nodes.items() if owner == node.node_id]
-        if others == [node.ip] or not others:  # yagna removes by node, not address
-            await self.api.remove_node(self.network_id, node.node_id)
-        if self.nodes.get(node.ip) == node.node_id:
-            del self.nodes[node.ip]
+    async def remove_node(self, node: Node | str) -> None:
+        """Forget ``node``'s address, or every address of a node id (yapapi's form); yagna
+        tells the other members. Until yagna confirms, the address stays listed as the
+        node's, so a later ``add_node`` tries again."""
+        node_id = node.node_id if isinstance(node, Node) else node.lower()
+        held = [ip for ip, owner in self.nodes.items() if owner == node_id]
+        gone = [node.ip] if isinstance(node, Node) else held
+        if not set(held) - set(gone):  # yagna removes by node, not address
+            await self.api.remove_node(self.network_id, node_id)
+        for ip in gone:
+            if self.nodes.get(ip) == node_id:
+                del self.nodes[ip]
 
     async def remove(self) -> None:
         """Delete the network from yagna (a second call does nothing)."""

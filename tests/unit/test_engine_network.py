@@ -172,6 +172,21 @@ def test_a_replacement_takes_over_an_address_its_predecessor_still_holds() -> No
     assert network.nodes == {"10.0.0.1": "0xreq", "10.0.0.2": "0xnew"}
 
 
+def test_a_node_is_removed_from_yagna_once_it_holds_no_address() -> None:
+    network, api = _recording()
+
+    async def main() -> None:
+        first = await network.add_node("0xP", "10.0.0.2")
+        await network.add_node("0xP", "10.0.0.3")  # one provider, two instances
+        await network.remove_node(first)
+        assert api.calls[-1][0] == "add"  # it still holds .3
+        await network.remove_node("0xP")  # yapapi's form: by node id
+        assert api.calls[-1] == ("remove", "0xp", "")
+
+    anyio.run(main)
+    assert network.nodes == {"10.0.0.1": "0xreq"}
+
+
 def test_removing_the_network_reports_once() -> None:
     network, api = _recording()
     removed: list[str] = []
