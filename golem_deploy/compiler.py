@@ -15,6 +15,9 @@ API), and `golem-deploy export` can print the very same classes as Python source
 
 The manifest's `env` is applied by wrapping every command as
 `/usr/bin/env K=V ... argv` -- portable to real VMs, where an ExeScript `run` has no env.
+
+Size: one translation with two outputs, the classes and the same classes as yapapi source
+(`export`), kept side by side so they cannot drift apart.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from typing import Any, ClassVar
 import anyio
 
 from golem_deploy.engine import HealthCheck, PriceCaps, RestartPolicy, Service, vm
+from golem_deploy.engine.config import HttpProbe
+from golem_deploy.engine.network import NetworkPlan
 from golem_deploy.engine.service import Script
 from golem_deploy.errors import GolemDeployError
 from golem_deploy.manifest.model import (
@@ -39,6 +44,7 @@ from golem_deploy.manifest.model import (
     Step,
     UploadStep,
 )
+from golem_deploy.manifest.network import hosts, instance_addresses
 
 __all__ = [
     "CompileError",
@@ -47,6 +53,7 @@ __all__ = [
     "compile_manifest",
     "export_source",
     "health_check",
+    "network_plan",
     "price_caps",
     "restart_policy",
     "with_env",
@@ -149,17 +156,38 @@ def restart_policy(spec: ServiceSpec) -> RestartPolicy:
 
 
 def health_check(spec: ServiceSpec) -> HealthCheck | None:
-    """The engine's health check for a service (its command run with the service's env)."""
+    """The engine's health check for a service: its command (run with the service's env),
+    or an http/tcp probe over the VPN."""
     hc: Healthcheck | None = spec.healthcheck
-    if hc is None or hc.run is None:  # http/tcp probes: see the engine's networking
+    if hc is None:
         return None
     return HealthCheck(
-        argv=with_env(hc.run.argv, spec.env),
+        argv=with_env(hc.run.argv, spec.env) if hc.run is not None else None,
+        http=HttpProbe(port=hc.http.port, path=hc.http.path) if hc.http is not None else None,
+        tcp=hc.tcp,
         interval=hc.interval,
         timeout=hc.timeout,
         retries=hc.retries,
         start_period=hc.start_period,
     )
+
+
+def network_plan(manifest: Manifest) -> NetworkPlan | None:
+    """The deployment's VPN for the engine, None without one: its range, every service's
+    instance addresses in index order, and the hosts map. Used as::
+
+        net = await golem.create_network(plan.cidr)
+        net.hosts.update(plan.hosts)
+        await golem.run_service(cls, ..., network=net, network_addresses=plan.addresses[name])
+    """
+    if manifest.network is None:
+        return None
+    planned = instance_addresses(manifest)
+    addresses = {
+        name: tuple(planned[(name, index)] for index in range(spec.instances))
+        for name, spec in manifest.services.items()
+    }
+    return NetworkPlan(cidr=manifest.network.cidr, addresses=addresses, hosts=hosts(manifest))
 
 
 def price_caps(max_price: MaxPrice) -> PriceCaps:
@@ -268,7 +296,7 @@ SUBNET = {subnet}
 PAYMENT_DRIVER = {driver}
 PAYMENT_NETWORK = {network}
 BLACKLIST = {blacklist}  # provider ids never to sign agreements with
-'''
+{vpn}'''
 
 _EXPORT_MAIN = '''
 
@@ -312,16 +340,20 @@ async def main():
         strategy=make_strategy(),
     ) as golem:
         clusters = []
+        # One VPN for the deployment (removed when the Golem exits), or none.
+        network = await golem.create_network(NETWORK_CIDR) if NETWORK_CIDR else None
         try:
             # Start in waves: a service starts once everything it depends on is running.
             for wave in START_ORDER:
                 started = []
-                for service_class, instances, expiration_seconds in wave:
+                for service_class, instances, expiration_seconds, addresses in wave:
                     cluster = await golem.run_service(
                         service_class,
                         num_instances=instances,
                         expiration=datetime.now(timezone.utc)
                         + timedelta(seconds=expiration_seconds),
+                        network=network,
+                        network_addresses=addresses,
                     )
                     clusters.append(cluster)
                     started.append(cluster)
@@ -360,10 +392,22 @@ def export_source(manifest: Manifest, *, output: Path | None = None) -> str:
     manifest_dir = Path(os.path.relpath(manifest.folder.resolve(), target_dir)).as_posix()
     missing = [
         "restart policies",
-        "health checks",
+        "health checks (run, http and tcp probes)",
         "respawn_unstarted_instances",
         "local.mounts (local network only)",
+        "forwarded ports (`ports`; yapapi's LocalHttpProxy can forward HTTP by hand)",
     ]
+    plan = network_plan(manifest)
+    if plan is None:
+        vpn = "NETWORK_CIDR = None  # the deployment has no VPN\n"
+    else:
+        entries = "".join(f"    {name!r}: {ip!r},\n" for name, ip in plan.hosts.items())
+        vpn = (
+            "\n# The deployment's VPN; every instance keeps its address across restarts, and\n"
+            "# these names resolve in every instance (sent with the deploy command).\n"
+            f"NETWORK_CIDR = {plan.cidr!r}\n"
+            f"HOSTS = {{\n{entries}}}\n"
+        )
     parts = [
         _EXPORT_HEADER.format(
             name=manifest.name,
@@ -378,6 +422,7 @@ def export_source(manifest: Manifest, *, output: Path | None = None) -> str:
             blacklist=repr(set(manifest.market.blacklist))
             if manifest.market.blacklist
             else "set()",
+            vpn=vpn,
         )
     ]
     names: dict[str, str] = {}
@@ -386,17 +431,19 @@ def export_source(manifest: Manifest, *, output: Path | None = None) -> str:
         while cls_name in names.values():
             cls_name += "_"
         names[name] = cls_name
-        parts.append(_export_class(cls_name, spec, manifest.folder))
+        parts.append(_export_class(cls_name, spec, manifest.folder, networked=plan is not None))
     waves = []
     for wave in manifest.start_order():
         entries = "".join(
             f"        ({names[n]}, {manifest.services[n].instances}, "
-            f"{manifest.services[n].expiration!r}),\n"
+            f"{manifest.services[n].expiration!r}, "
+            f"{list(plan.addresses[n]) if plan is not None else None!r}),\n"
             for n in wave
         )
         waves.append(f"    [\n{entries}    ],\n")
     parts.append(
-        "\n\n# (service class, instances, expiration in seconds), in waves by depends_on\n"
+        "\n\n# (service class, instances, expiration in seconds, network addresses), in waves\n"
+        "# by depends_on\n"
         f"START_ORDER = [\n{''.join(waves)}]\n"
     )
     caps = manifest.market.max_price
@@ -409,7 +456,7 @@ def export_source(manifest: Manifest, *, output: Path | None = None) -> str:
     return "".join(parts)
 
 
-def _export_class(cls_name: str, spec: ServiceSpec, folder: Path) -> str:
+def _export_class(cls_name: str, spec: ServiceSpec, folder: Path, *, networked: bool) -> str:
     p = spec.payload
     repo_args = [
         f"{key}={getattr(p, key)!r}"
@@ -442,6 +489,16 @@ def _export_class(cls_name: str, spec: ServiceSpec, folder: Path) -> str:
         *(f"            {arg},\n" for arg in repo_args),
         "        )\n",
     ]
+    if networked:
+        lines += [
+            "\n",
+            "    def get_deploy_args(self):\n",
+            "        # yapapi sends the network only; add the names of the other instances\n",
+            "        args = super().get_deploy_args()\n",
+            "        if args:\n",
+            '            args["hosts"] = HOSTS\n',
+            "        return args\n",
+        ]
     if spec.start:
         lines += [
             "\n",

@@ -9,9 +9,16 @@ configuration), market, payments, storage and events are used by all of them.
 
 from golem_deploy.engine import payload as vm
 from golem_deploy.engine.cluster import Cluster
-from golem_deploy.engine.config import HealthCheck, HealthcheckConfig, PriceCaps, RestartPolicy
+from golem_deploy.engine.config import (
+    HealthCheck,
+    HealthcheckConfig,
+    HttpProbe,
+    PriceCaps,
+    RestartPolicy,
+)
 from golem_deploy.engine.golem import EngineError, Golem
 from golem_deploy.engine.lifecycle import ServiceState
+from golem_deploy.engine.network import Network, NetworkPlan, Node
 from golem_deploy.engine.payload import VmPayload
 from golem_deploy.engine.service import (
     CommandFailed,
@@ -31,7 +38,11 @@ __all__ = [
     "Golem",
     "HealthCheck",
     "HealthcheckConfig",
+    "HttpProbe",
     "InstanceSnapshot",
+    "Network",
+    "NetworkPlan",
+    "Node",
     "PriceCaps",
     "RestartPolicy",
     "Script",

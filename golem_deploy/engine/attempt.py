@@ -1,5 +1,5 @@
-"""What an instance holds on its current provider (agreement + activity): getting it and
-giving it back.
+"""What an instance holds on its current provider (agreement + activity, and its node on
+the instance's network): getting it and giving it back.
 
 Acquiring signs an agreement with a provider we do not avoid and creates an activity on it,
 trying the next provider whenever one fails us. Releasing destroys the activity and
@@ -129,6 +129,7 @@ class ProviderAttempt:
                     log.info("destroy activity %s: %s", activity_id, e)
             if destroyed:
                 self._ended(activity_id, abandoned=False)
+        await self._leave_network(patience)
         if signed is not None:
             ctx.router.unregister(signed.agreement_id)
             terminated = not release.terminate_agreement
@@ -158,6 +159,19 @@ class ProviderAttempt:
             lost = await self._confirm_lost(activity_id)
             if lost:
                 self._ended(activity_id, abandoned=True)
+
+    async def _leave_network(self, patience: float) -> None:
+        """Take the provider off the instance's network (best effort, bounded: a node left
+        behind goes with the network; the instance keeps its address for a replacement)."""
+        inst = self.instance
+        node, inst._network_node = inst._network_node, None
+        if node is None or node.network.removed:
+            return
+        with anyio.move_on_after(patience):
+            try:
+                await node.network.remove_node(node)
+            except YagnaError as e:
+                log.info("%s: remove node %s from network: %s", self.name, node.node_id, e)
 
     def _ended(self, activity_id: str, *, abandoned: bool) -> None:
         inst = self.instance

@@ -8,7 +8,7 @@ EngineContext it is given.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ from golem_deploy.engine import lifecycle as lc
 from golem_deploy.engine.config import HealthCheck
 from golem_deploy.engine.context import EngineContext
 from golem_deploy.engine.market import Demand, MarketSession
+from golem_deploy.engine.network import Network
 from golem_deploy.engine.payload import VmPayload
 from golem_deploy.engine.runner import InstanceRunner
 from golem_deploy.engine.service import InstanceSnapshot, Service
@@ -42,6 +43,8 @@ class Cluster:
         expiration: datetime,
         lifecycle_config: lc.LifecycleConfig,
         healthcheck: HealthCheck,
+        network: Network | None = None,
+        network_addresses: Sequence[str] = (),
     ) -> None:
         self._ctx = ctx
         self.service_class = service_class
@@ -50,6 +53,10 @@ class Cluster:
         self.expiration = expiration
         self.lifecycle_config = lifecycle_config
         self.healthcheck = healthcheck
+        self.network = network
+        # instance index -> its address, when given (reserved on the network by the Golem);
+        # other instances reserve the next free address when they first start
+        self.network_addresses = tuple(network_addresses)
         self._runners: list[InstanceRunner] = []
         self._tg: TaskGroup | None = None
         self._active = 0
@@ -108,6 +115,9 @@ class Cluster:
             instance = self.service_class(**p)
             instance.index = len(self._runners)
             instance.cluster = self
+            instance._network = self.network
+            if self.network is not None and instance.index < len(self.network_addresses):
+                instance._network_address = self.network_addresses[instance.index]
             runner = InstanceRunner(
                 self._ctx,
                 self.market,

@@ -40,6 +40,8 @@ __all__ = [
     "InstanceRestarted",
     "InstanceStateChanged",
     "InvoiceAccepted",
+    "NetworkCreated",
+    "NetworkRemoved",
     "PaymentRejected",
     "ProposalRejected",
     "ProviderAvoided",
@@ -67,6 +69,19 @@ class AllocationCreated(EngineEvent):
 @dataclass(frozen=True, kw_only=True)
 class AllocationReleased(EngineEvent):
     allocation_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworkCreated(EngineEvent):
+    """A VPN now exists in yagna (removed by the Golem on exit; after a crash, by `down`)."""
+
+    network_id: str
+    cidr: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworkRemoved(EngineEvent):
+    network_id: str
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,16 +9,20 @@
 Entering: GET /me, one allocation for the whole budget, its demand decorations, then the
 background loops (debit notes, invoices, agreement events). Leaving: stop every cluster
 (shutdown handlers run), wait for them (bounded), wait (bounded) for the invoices of every
-terminated agreement and accept them within the budget, release the allocation.
+terminated agreement and accept them within the budget, remove the networks it created,
+release the allocation.
 Configuration not given explicitly comes from the environment, as yapapi reads it:
 YAGNA_API_URL, YAGNA_APPKEY, YAGNA_SUBNET, YAGNA_PAYMENT_DRIVER, YAGNA_PAYMENT_NETWORK.
+
+Size: yapapi's whole `Golem` surface (start/stop, run_service, create_network) in one place;
+what each part does lives in the modules it calls.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -33,6 +37,7 @@ from golem_deploy.engine.cluster import Cluster, instance_params_list
 from golem_deploy.engine.config import HealthCheck, PriceCaps, RestartPolicy
 from golem_deploy.engine.context import AgreementRouter, EngineContext, Providers
 from golem_deploy.engine.market import Demand, build_demand
+from golem_deploy.engine.network import Network, NetworkError
 from golem_deploy.engine.payload import VmPayload
 from golem_deploy.engine.payments import PaymentManager, payment_platform
 from golem_deploy.engine.service import Service, Storage
@@ -41,6 +46,7 @@ from golem_deploy.engine.timing import Timings
 from golem_deploy.errors import GolemDeployError
 from golem_deploy.yagna.client import YagnaClient, YagnaConfig
 from golem_deploy.yagna.errors import YagnaError, YagnaStatusError
+from golem_deploy.yagna.net import NetApi
 
 __all__ = ["DEFAULT_EXPIRATION", "EngineError", "Golem"]
 
@@ -96,6 +102,7 @@ class Golem:
         self._router = AgreementRouter()
         self._ctx: EngineContext | None = None
         self._clusters: list[Cluster] = []
+        self._networks: list[Network] = []
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
         self._client: YagnaClient | None = None
@@ -115,6 +122,11 @@ class Golem:
     @property
     def clusters(self) -> list[Cluster]:
         return list(self._clusters)
+
+    @property
+    def networks(self) -> list[Network]:
+        """The networks created by `create_network` and not removed yet."""
+        return [n for n in self._networks if not n.removed]
 
     @property
     def unpaid_agreements(self) -> list[str]:
@@ -236,12 +248,53 @@ class Golem:
             if self._tg is not None:
                 self._tg.cancel_scope.cancel()
         finally:
+            await self._remove_networks()
             # not inside another cancel scope: the stack holds our task group, whose own
             # scope must be the current one when it exits
             await stack.aclose()
             self._tg = None
             self._client = None
             self._ctx = None
+
+    async def _remove_networks(self) -> None:
+        """Delete every network still in yagna (shielded and bounded, like all cleanup). One
+        that cannot be deleted is not reported removed, so a journal keeps it for `down`."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self.timings.release_patience):
+            for network in self.networks:
+                try:
+                    await network.remove()
+                except YagnaError as e:
+                    log.warning("cannot remove network %s: %s", network.network_id, e)
+
+    async def create_network(
+        self,
+        ip: str,
+        owner_ip: str | None = None,
+        mask: str | None = None,
+        gateway: str | None = None,
+    ) -> Network:
+        """Create a VPN in yagna (yapapi's signature): ``ip`` is the range in CIDR form, or
+        an address with ``mask``; the requestor is ``owner_ip`` (default: the first host).
+
+        Use it with ``async with`` to remove it early; whatever is left is removed when the
+        Golem exits, after its clusters stopped."""
+        if self._client is None or self.node_id is None:
+            raise EngineError("create_network needs `async with Golem(...)` first")
+        network = await Network.create(
+            NetApi(self._client),
+            ip,
+            self.node_id,
+            owner_ip=owner_ip,
+            mask=mask,
+            gateway=gateway,
+        )
+        network.on_removed = self._network_removed
+        self._networks.append(network)
+        self.emit(ev.NetworkCreated(network_id=network.network_id, cidr=network.cidr))
+        return network
+
+    def _network_removed(self, network: Network) -> None:
+        self.emit(ev.NetworkRemoved(network_id=network.network_id))
 
     async def _cancel_clusters(self) -> None:
         for cluster in self._clusters:
@@ -260,6 +313,8 @@ class Golem:
         expiration: datetime | timedelta | None = None,
         respawn_unstarted_instances: bool | None = None,
         *,
+        network: Network | None = None,
+        network_addresses: Sequence[str] | None = None,
         restart: RestartPolicy | None = None,
         healthcheck: HealthCheck | None = None,
     ) -> Cluster:
@@ -267,9 +322,12 @@ class Golem:
 
         `restart`, `healthcheck` and `respawn_unstarted_instances` default to the class
         attributes of the same name (the compiler sets them from the manifest); `expiration`
-        is an absolute datetime or a timedelta from now (default 180 min)."""
+        is an absolute datetime or a timedelta from now (default 180 min). On a `network`,
+        instance i takes `network_addresses[i]` (when given; else the next free address when
+        it first starts) and keeps it on every provider it moves to."""
         if self._tg is None or self._ctx is None:
             raise EngineError("run_service needs `async with Golem(...)` first")
+        addresses = _reserve(network, network_addresses)
         if payload is None:
             payload = await service_class.get_payload()
         if payload is None:
@@ -305,6 +363,8 @@ class Golem:
             expiration=expires,
             lifecycle_config=config,
             healthcheck=hc,
+            network=network,
+            network_addresses=addresses,
         )
         self._clusters.append(cluster)
         await self._tg.start(self._run_cluster, cluster, params)
@@ -347,6 +407,27 @@ class Golem:
                     continue
                 reason = f"provider terminated the agreement: {event.reason or '-'}"
                 self._router.send(event.agreement_id, lc.AgreementTerminatedByProvider(reason))
+
+
+def _reserve(network: Network | None, addresses: Sequence[str] | None) -> tuple[str, ...]:
+    """Hold the given addresses on the network for the cluster's instances (all or none)."""
+    if not addresses:
+        return ()
+    if network is None:
+        raise EngineError("network_addresses given without a network")
+    if network.removed:
+        raise EngineError(f"{network} was removed")
+    if len(set(addresses)) != len(addresses):
+        raise EngineError(f"network_addresses has duplicates: {list(addresses)}")
+    reserved: list[str] = []
+    try:
+        for address in addresses:
+            reserved.append(network.reserve(address))
+    except NetworkError as e:
+        for address in reserved:
+            network.unreserve(address)
+        raise EngineError(str(e)) from e
+    return tuple(reserved)
 
 
 def _params(

@@ -2,30 +2,32 @@
 
 The shape is yapapi's (``Golem.create_network`` -> :class:`Network`, ``network.add_node``
 -> :class:`Node` with ``get_deploy_args()`` and ``get_websocket_uri(port)``), so yapapi
-programs port unchanged. What golem-deploy adds is pure and sits on top:
-:func:`plan_addresses` gives every (service, index) its address before anything starts, so a
-replacement after a restart takes over the same IP, and :func:`host_names` turns the plan
-into the ``hosts`` map every instance's ``/etc/hosts`` is made from (``db``, ``db-0``, ...).
+programs port unchanged. What golem-deploy adds: a ``hosts`` map sent with every deploy
+(service names resolve in each instance), and reserved addresses: an instance keeps its
+address while it moves between providers, so nobody else takes it in between.
+Which instance gets which address is the manifest's decision (manifest/network.py); the
+compiler hands it over as a :class:`NetworkPlan`.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TypedDict
 
 from golem_deploy.errors import GolemDeployError
 from golem_deploy.yagna.net import NetApi
 
 __all__ = [
     "DEFAULT_CIDR",
+    "DeployArgs",
+    "NetEntry",
     "Network",
     "NetworkError",
+    "NetworkPlan",
     "Node",
-    "host_names",
-    "plan_addresses",
 ]
 
 DEFAULT_CIDR = "192.168.0.0/24"
@@ -35,39 +37,32 @@ class NetworkError(GolemDeployError):
     """A network cannot be made as asked (too small, address taken, outside the range)."""
 
 
-def plan_addresses(cidr: str, instances: Iterable[tuple[str, int]]) -> dict[tuple[str, int], str]:
-    """An address for every (service, index), in the order given, after the requestor's.
+class NetEntry(TypedDict):
+    """One network of the ``deploy`` command, with yagna's names (vpn-protocol.md §1)."""
 
-    The requestor (and gateway) is the first host; instances take the next ones. Raises
-    NetworkError when the range is too small, with the size it would need.
-    """
-    network = ipaddress.IPv4Network(cidr, strict=False)
-    wanted = [(service, index) for service, count in instances for index in range(count)]
-    hosts = network.hosts()
-    next(hosts, None)  # the requestor's own address
-    plan: dict[tuple[str, int], str] = {}
-    for key in wanted:
-        address = next(hosts, None)
-        if address is None:
-            # network and broadcast addresses, the requestor, then every instance
-            prefix = 32 - (len(wanted) + 3 - 1).bit_length()
-            raise NetworkError(
-                f"network {network} has room for {max(network.num_addresses - 3, 0)} "
-                f"instances, the deployment has {len(wanted)}",
-                hint=f"use a larger range, e.g. /{prefix}",
-            )
-        plan[key] = str(address)
-    return plan
+    id: str
+    ip: str
+    mask: str
+    nodeIp: str  # yagna's name
+    nodes: dict[str, str]  # ip -> node id
 
 
-def host_names(plan: Mapping[tuple[str, int], str]) -> dict[str, str]:
-    """``<service>-<index>`` for every instance and ``<service>`` for its instance 0."""
-    names: dict[str, str] = {}
-    for (service, index), ip in plan.items():
-        names[f"{service}-{index}"] = ip
-        if index == 0:
-            names[service] = ip
-    return names
+class DeployArgs(TypedDict, total=False):
+    """The network part of the ``deploy`` command's arguments."""
+
+    net: list[NetEntry]
+    hosts: dict[str, str]
+
+
+@dataclass(frozen=True)
+class NetworkPlan:
+    """A deployment's VPN decided before anything starts (the compiler makes it from the
+    manifest): the range, each service's instance addresses in index order, and the
+    ``hosts`` map (name -> address) every instance's ``/etc/hosts`` is made from."""
+
+    cidr: str
+    addresses: Mapping[str, Sequence[str]]
+    hosts: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -78,10 +73,10 @@ class Node:
     node_id: str
     ip: str
 
-    def get_deploy_args(self) -> dict[str, Any]:
+    def get_deploy_args(self) -> DeployArgs:
         """The ``deploy`` command's ``net`` (and ``hosts``) for this node, as yagna reads them."""
         net = self.network
-        args: dict[str, Any] = {
+        args: DeployArgs = {
             "net": [
                 {
                     "id": net.network_id,
@@ -122,6 +117,11 @@ class Network:
         self.gateway = gateway
         self.nodes: dict[str, str] = {owner_ip: self.owner_id}  # ip -> node id
         self.hosts: dict[str, str] = {}  # name -> ip, written into every node's /etc/hosts
+        # Addresses held for instances between providers: never handed out as "free".
+        self._reserved: set[str] = set()
+        self.removed = False
+        # Told once the network is gone from yagna (the Golem reports it as an event).
+        self.on_removed: Callable[[Network], None] | None = None
 
     @classmethod
     async def create(
@@ -162,9 +162,36 @@ class Network:
 
     def next_free_ip(self) -> str:
         for host in self._network.hosts():
-            if str(host) not in self.nodes:
+            if str(host) not in self.nodes and str(host) not in self._reserved:
                 return str(host)
         raise NetworkError(f"network {self._network} has no free address left")
+
+    def reserve(self, ip: str | None = None) -> str:
+        """Hold ``ip`` (the next free address when None) for one instance for as long as
+        the network lives, so a replacement on another provider takes over the same one."""
+        address = ip or self.next_free_ip()
+        self.check_address(address)
+        if address in self._reserved:
+            raise NetworkError(f"address {address} is already held by another instance")
+        self._reserved.add(address)
+        return address
+
+    def unreserve(self, ip: str) -> None:
+        """Give a reserved address back (nothing will take it over any more)."""
+        self._reserved.discard(ip)
+
+    def check_address(self, ip: str) -> None:
+        """NetworkError unless ``ip`` is an address a node may take in this network."""
+        try:
+            address = ipaddress.IPv4Address(ip)
+        except ValueError as e:
+            raise NetworkError(f"not an IPv4 address: {ip!r}") from e
+        if address not in self._network:
+            raise NetworkError(f"address {ip} is outside {self._network}")
+        if address in (self._network.network_address, self._network.broadcast_address):
+            raise NetworkError(f"address {ip} is not a host address of {self._network}")
+        if ip == self.owner_ip:
+            raise NetworkError(f"address {ip} is the requestor's own")
 
     async def add_node(self, node_id: str, ip: str | None = None) -> Node:
         """Give provider ``node_id`` an address (the next free one unless ``ip`` is given).
@@ -172,23 +199,37 @@ class Network:
         An address may pass from one node to another (a replacement taking over an
         instance's IP): the old owner is forgotten first."""
         address = ip or self.next_free_ip()
-        if ipaddress.IPv4Address(address) not in self._network:
-            raise NetworkError(f"address {address} is outside {self._network}")
-        if address == self.owner_ip:
-            raise NetworkError(f"address {address} is the requestor's own")
-        self.nodes[address] = node_id.lower()
+        self.check_address(address)
+        node_id = node_id.lower()
+        previous = self.nodes.get(address)
+        if previous is not None and previous != node_id:
+            # its release could not remove it; yagna would refuse the address as taken
+            await self.remove_node(Node(self, previous, address))
         await self.api.add_node(self.network_id, node_id, address)
-        return Node(self, node_id.lower(), address)
+        self.nodes[address] = node_id
+        return Node(self, node_id, address)
 
-    async def remove_node(self, node: Node) -> None:
-        """Forget ``node``'s address (yagna tells the other members)."""
-        if self.nodes.get(node.ip) == node.node_id:
-            del self.nodes[node.ip]
-        if node.node_id not in self.nodes.values():  # yagna removes by node, not address
-            await self.api.remove_node(self.network_id, node.node_id)
+    async def remove_node(self, node: Node | str) -> None:
+        """Forget ``node``'s address, or every address of a node id (yapapi's form); yagna
+        tells the other members. Until yagna confirms, the address stays listed as the
+        node's, so a later ``add_node`` tries again."""
+        node_id = node.node_id if isinstance(node, Node) else node.lower()
+        held = [ip for ip, owner in self.nodes.items() if owner == node_id]
+        gone = [node.ip] if isinstance(node, Node) else held
+        if not set(held) - set(gone):  # yagna removes by node, not address
+            await self.api.remove_node(self.network_id, node_id)
+        for ip in gone:
+            if self.nodes.get(ip) == node_id:
+                del self.nodes[ip]
 
     async def remove(self) -> None:
+        """Delete the network from yagna (a second call does nothing)."""
+        if self.removed:
+            return
         await self.api.remove_network(self.network_id)
+        self.removed = True
+        if self.on_removed is not None:
+            self.on_removed(self)
 
     async def __aenter__(self) -> Network:
         return self

@@ -67,7 +67,12 @@ class InstanceRunner:
             on_stdout=self._last_output,
         )
         self.watcher = Watcher(
-            ctx.client, self.executor, healthcheck, ctx.timings, f"{self.name}[{instance.index}]"
+            ctx.client,
+            self.executor,
+            healthcheck,
+            ctx.timings,
+            f"{self.name}[{instance.index}]",
+            node=lambda: instance.network_node,
         )
         self._scopes: dict[int, list[anyio.CancelScope]] = {}
         self._send: MemoryObjectSendStream[tuple[int, lc.Event]]
@@ -218,6 +223,18 @@ class InstanceRunner:
     async def _check_provider(self, attempt: int) -> None:
         await self.watcher.check_provider(self.provider.activity_id, self._sender(attempt))
 
+    async def _join_network(self, provider_id: str) -> None:
+        """Before the deploy: make the provider a node of the instance's network, at the
+        address the instance keeps (reserved at its first start when none was planned). A
+        failure here fails the start, like a failed deploy."""
+        inst = self.instance
+        network = inst._network
+        if network is None or network.removed:
+            return
+        if inst._network_address is None:
+            inst._network_address = network.reserve()
+        inst._network_node = await network.add_node(provider_id, inst._network_address)
+
     async def _handler(self, attempt: int, name: str) -> None:
         signed = self.provider.agreement
         activity_id = self.provider.activity_id
@@ -234,6 +251,8 @@ class InstanceRunner:
             return await self.executor.execute(self.provider.activity_id, script)
 
         try:
+            if name == "start":
+                await self._join_network(signed.provider_id)
             await drive(getattr(inst, name)(), execute)
         except ProviderGone as e:
             log.info("%s[%d] %s: %s", self.name, inst.index, name, e)

@@ -7,6 +7,9 @@ instance's activity and sends back an awaitable of its results; every step metho
 `StepFuture` whose await gives that step's `CommandResult`. A failed command (non-zero exit
 or an ExeUnit error) is thrown into the generator as `CommandFailed`, so a handler may catch
 it; uncaught, the handler fails and the lifecycle decides what happens.
+
+Size: the whole yapapi-shaped surface a user programs against (Service, Script,
+WorkContext), which yapapi users expect to find together.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import anyio
 
 from golem_deploy.engine.config import HealthCheck, RestartPolicy
 from golem_deploy.engine.lifecycle import ServiceState
+from golem_deploy.engine.network import DeployArgs, Network, Node
 from golem_deploy.engine.payload import VmPayload
 from golem_deploy.errors import GolemDeployError
 
@@ -283,6 +287,7 @@ class InstanceSnapshot:
     last_output: str
     reason: str
     restart_scheduled: bool = False  # ended on this provider, a restart will follow
+    ip: str | None = None  # the instance's address on its network (kept across restarts)
 
 
 HandlerGen = AsyncGenerator[Script, Any]
@@ -320,6 +325,11 @@ class Service:
         self.last_output: str = ""
         self.reason: str = ""
         self.restart_scheduled: bool = False
+        # Set by the engine (yapapi's names): the network, the address this instance keeps
+        # across providers, and its node on the current provider (None between providers).
+        self._network: Network | None = None
+        self._network_address: str | None = None
+        self._network_node: Node | None = None
 
     @classmethod
     def service_name(cls) -> str:
@@ -336,13 +346,28 @@ class Service:
         return f"{self.service}-{self.index}"
 
     @property
+    def network(self) -> Network | None:
+        """The network the instance is on (``run_service(network=...)``), or None."""
+        return self._network
+
+    @property
+    def network_node(self) -> Node | None:
+        """The instance's node on its network while it holds a provider (``.ip``,
+        ``.node_id``, ``.get_websocket_uri(port)``), else None."""
+        return self._network_node
+
+    def get_deploy_args(self) -> DeployArgs:
+        """The ``deploy`` command's arguments: the network and hosts when on one, else {}."""
+        return self._network_node.get_deploy_args() if self._network_node is not None else {}
+
+    @property
     def is_available(self) -> bool:
         return self.state in (ServiceState.starting, ServiceState.running, ServiceState.stopping)
 
     async def start(self) -> HandlerGen:
         """Deploy and start the VM; override and call `async for s in super().start()`."""
         script = self._ctx.new_script()
-        script.deploy()
+        script.deploy(**self.get_deploy_args())
         script.start()
         yield script
 
@@ -372,6 +397,7 @@ class Service:
             last_output=self.last_output,
             reason=self.reason,
             restart_scheduled=self.restart_scheduled,
+            ip=self._network_address,
         )
 
     def __repr__(self) -> str:

@@ -1,8 +1,9 @@
 """Watching one provider attempt: is the activity still there, is the service healthy, and
 (when the lifecycle asks, after a failure) is the provider still there at all.
 
-These tasks only observe and report events to the lifecycle; what the events mean is
-decided there."""
+Health is a command run on the provider, or an http/tcp probe sent from the requestor over
+the instance's VPN (engine/probe.py). These tasks only observe and report events to the
+lifecycle; what the events mean is decided there."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import anyio
 from golem_deploy.engine import lifecycle as lc
 from golem_deploy.engine.config import HealthCheck
 from golem_deploy.engine.executor import ScriptExecutor
+from golem_deploy.engine.network import Node
+from golem_deploy.engine.probe import http_probe, tcp_probe
 from golem_deploy.engine.timing import Timings
 from golem_deploy.yagna.client import YagnaClient
 from golem_deploy.yagna.errors import (
@@ -40,8 +43,10 @@ class Watcher:
         healthcheck: HealthCheck,
         timings: Timings,
         name: str,
+        node: Callable[[], Node | None] = lambda: None,
     ) -> None:
         self.client = client
+        self.node = node  # the instance's place on its network, for http/tcp probes
         self.executor = executor
         self.healthcheck = healthcheck
         self.timings = timings
@@ -76,9 +81,12 @@ class Watcher:
                 now = anyio.current_time()
                 running_since = running_since if running_since is not None else now
                 due = now - running_since >= hc.start_period and now - last_check >= hc.interval
-                if hc.argv is not None and due:
+                if hc.probes and due:
                     last_check = now
-                    await self._health_command(activity_id, hc.argv, send)
+                    if hc.argv is not None:
+                        await self._health_command(activity_id, hc.argv, send)
+                    else:
+                        await self._vpn_probe(send)
             await anyio.sleep(pause)
 
     async def _health_command(self, activity_id: str, argv: tuple[str, ...], send: Send) -> None:
@@ -117,6 +125,24 @@ class Watcher:
             send(lc.HealthCheckPassed(message or "ok"))
         else:
             send(lc.HealthCheckFailed(message or "failed"))
+
+    async def _vpn_probe(self, send: Send) -> None:
+        """The http or tcp probe, from the requestor over the instance's network."""
+        hc, node = self.healthcheck, self.node()
+        if node is None:
+            send(lc.HealthCheckFailed("the instance is on no network: http/tcp probes need one"))
+            return
+        net = node.network
+        try:
+            with anyio.fail_after(hc.timeout):
+                if hc.http is not None:
+                    ok, message = await http_probe(net.api, net.network_id, node.ip, hc.http)
+                else:
+                    assert hc.tcp is not None
+                    ok, message = await tcp_probe(net.api, net.network_id, node.ip, hc.tcp)
+        except TimeoutError:
+            ok, message = False, f"no answer within {hc.timeout:g} s"
+        send(lc.HealthCheckPassed(message) if ok else lc.HealthCheckFailed(message))
 
     async def check_provider(self, activity_id: str | None, send: Send) -> None:
         """Answer the lifecycle's CheckProvider: ProviderAlive, or ActivityUnresponsive."""

@@ -18,7 +18,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from golem_deploy.engine.network import Network, plan_addresses
+from golem_deploy.engine.network import Network
 from golem_deploy.engine.proxy import PortInUse, TcpProxy
 from golem_deploy.localnet import LocalNetInfo
 from golem_deploy.localnet.vpn_host import NetSpec, VpnHost
@@ -80,7 +80,7 @@ def test_a_forwarded_port_round_robins_over_running_instances(
 ) -> None:
     ready = json.loads((shared_localnet.state_dir / "ready.json").read_text())
     providers = [node_id for _, node_id in shared_localnet.providers]
-    plan = plan_addresses("192.168.10.0/24", [("web", 2)])
+    plan = {("web", 0): "192.168.10.2", ("web", 1): "192.168.10.3"}
 
     async def main() -> None:
         config = YagnaConfig(api_url=shared_localnet.api_url, app_key=shared_localnet.app_key)

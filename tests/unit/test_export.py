@@ -65,9 +65,59 @@ def test_export_compiles_and_defines_the_services(example: Path) -> None:
         "budget", "subnet_tag", "payment_driver", "payment_network", "strategy",
     }  # fmt: skip
     [run_service] = calls(tree, "run_service")
-    assert {k.arg for k in run_service.keywords} == {"num_instances", "expiration"}
+    assert {k.arg for k in run_service.keywords} == {
+        "num_instances", "expiration", "network", "network_addresses",
+    }  # fmt: skip
+    [create_network] = calls(tree, "create_network")
+    assert [ast.unparse(a) for a in create_network.args] == ["NETWORK_CIDR"]
+    cidr = manifest.network.cidr if manifest.network is not None else None
+    assert f"NETWORK_CIDR = {cidr!r}" in source
     assert "from yapapi import Golem" in source
     assert f"BUDGET = Decimal({str(manifest.budget)!r})" in source
+
+
+def test_export_puts_every_instance_at_its_planned_address(
+    tmp_path: Path, fake_yapapi: None
+) -> None:
+    path = tmp_path / "app.yaml"
+    path.write_text(
+        textwrap.dedent(f"""\
+        budget: 1
+        network: {{cidr: 10.8.0.0/24}}
+        services:
+          db: {{payload: {{image_hash: {HASH}}}}}
+          web:
+            instances: 2
+            depends_on: [db]
+            payload: {{image_hash: {HASH}}}
+            ports: ["8080:8000"]
+            healthcheck: {{http: {{port: 8000, path: /health}}}}
+        """)
+    )
+    source = export_source(load_manifest(path))
+    namespace: dict[str, Any] = {"__file__": str(tmp_path / "program.py")}
+    exec(compile(source, "program.py", "exec"), namespace)
+    assert namespace["NETWORK_CIDR"] == "10.8.0.0/24"
+    assert namespace["HOSTS"] == {
+        "db": "10.8.0.2", "db-0": "10.8.0.2",
+        "web": "10.8.0.3", "web-0": "10.8.0.3", "web-1": "10.8.0.4",
+    }  # fmt: skip
+    waves = [[(cls.__name__, *rest) for cls, *rest in wave] for wave in namespace["START_ORDER"]]
+    assert waves == [
+        [("Db", 1, 3600.0, ["10.8.0.2"])],
+        [("Web", 2, 3600.0, ["10.8.0.3", "10.8.0.4"])],
+    ]
+    docstring = ast.get_docstring(ast.parse(source)) or ""
+    assert "forwarded ports" in docstring and "http and tcp probes" in docstring
+
+
+def test_export_without_a_network_passes_none(tmp_path: Path, fake_yapapi: None) -> None:
+    path = tmp_path / "app.yaml"
+    path.write_text(f"budget: 1\nservices:\n  db: {{payload: {{image_hash: {HASH}}}}}\n")
+    namespace: dict[str, Any] = {"__file__": str(tmp_path / "program.py")}
+    exec(compile(export_source(load_manifest(path)), "program.py", "exec"), namespace)
+    assert namespace["NETWORK_CIDR"] is None and "HOSTS" not in namespace
+    assert [entry[3] for wave in namespace["START_ORDER"] for entry in wave] == [None]
 
 
 def test_export_to_a_file(tmp_path: Path) -> None:
@@ -202,6 +252,30 @@ def test_exported_handlers_send_what_the_engine_sends(tmp_path: Path, fake_yapap
     anyio.run(both)
 
 
+# With the real yapapi: run_service takes the network arguments the program passes, and an
+# instance on the network deploys with yapapi's `net` plus the deployment's `hosts`.
+_YAPAPI_NETWORK_CHECK = """
+import inspect, types
+from yapapi import Golem
+from yapapi.network import Node
+params = inspect.signature(Golem.run_service).parameters
+assert {"network", "network_addresses"} <= set(params), params
+if ns["NETWORK_CIDR"]:
+    # what yapapi's Node reads of its network (a real Network needs a yagna to be created)
+    net = types.SimpleNamespace(
+        network_id="n1", network_address="192.168.0.0", netmask="255.255.255.0", nodes_dict={}
+    )
+    for service_class, _, _, addresses in ns["START_ORDER"][0]:
+        instance = service_class()
+        instance._set_network_node(Node(net, "0xp1", addresses[0]))
+        args = instance.get_deploy_args()
+        assert args["net"][0]["nodeIp"] == addresses[0], args
+        assert args["hosts"] == ns["HOSTS"], args
+        instance._clear_network_node()
+        assert instance.get_deploy_args() == {}
+"""
+
+
 def test_export_with_real_yapapi_when_available(tmp_path: Path) -> None:
     """With GOLEM_DEPLOY_TEST_YAPAPI_PYTHON (a python with yapapi 0.13.1), the program
     imports and builds its market strategy with the real library."""
@@ -214,7 +288,7 @@ def test_export_with_real_yapapi_when_available(tmp_path: Path) -> None:
         check = (
             "import runpy, sys; ns = runpy.run_path(sys.argv[1], run_name='exported'); "
             "ns['make_strategy'](); print(sorted(n for n in ns if n[:1].isupper()))"
-        )
+        ) + _YAPAPI_NETWORK_CHECK
         result = subprocess.run(
             [python, "-c", check, str(out)], capture_output=True, text=True, timeout=120
         )

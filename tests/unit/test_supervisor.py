@@ -53,6 +53,7 @@ class FakeInstance:
     last_output: str = ""
     reason: str = ""
     restart_scheduled: bool = False
+    ip: str | None = None
 
     def snapshot(self) -> InstanceSnapshot:
         return InstanceSnapshot(
