@@ -21,7 +21,8 @@ from pathlib import Path
 from golem_deploy.errors import GolemDeployError
 from golem_deploy.supervisor import client, deployments
 from golem_deploy.supervisor.deployments import DeploymentDir
-from golem_deploy.supervisor.snapshot import DeploymentSnapshot, from_plain
+from golem_deploy.supervisor.snapshot import DeploymentSnapshot
+from golem_deploy.supervisor.snapshot_plain import from_plain
 
 SOCKET_WAIT = 30.0  # how long a fresh supervisor may take to answer on its socket
 POLL = 0.1  # how often the lock is polled while a supervisor exits: the user waits on it

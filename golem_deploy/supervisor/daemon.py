@@ -26,7 +26,6 @@ import os
 import signal
 import sys
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,18 +33,22 @@ import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
 from golem_deploy.engine import events as ev
+from golem_deploy.protocol import LOCAL_SUBNET
 from golem_deploy.supervisor import deployments, snapshot
 from golem_deploy.supervisor import machine as dm
+from golem_deploy.supervisor.backend import Backend
 from golem_deploy.supervisor.journal import Journal, Redactor, load, to_plain
 from golem_deploy.supervisor.logs import InstanceLogs
 from golem_deploy.supervisor.narrate import journal_worthy, log_line
 
 if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
     from golem_deploy.engine import Cluster, Golem, Service
     from golem_deploy.manifest.model import Manifest
+    from golem_deploy.supervisor.ports import DeploymentVpn
 
 DEFAULT_DOWN_TIMEOUT = 120.0
-LOCAL_SUBNET = "local-dev"  # the subnet of every golem-deploy local network
 
 
 class DownRequest:
@@ -63,14 +66,6 @@ class DownRequest:
         if timeout is not None:
             self.timeout = timeout
         self.event.set()
-
-
-@dataclass
-class Network:
-    """Where the deployment runs: "local" (its private network) or "yagna" (the user's)."""
-
-    kind: str | None = None
-    api_url: str | None = None
 
 
 class Supervisor:
@@ -102,12 +97,12 @@ class Supervisor:
         ]
         self.machine = dm.DeploymentMachine(self.waves)
         self.down = DownRequest()
-        self.network = Network()
+        self.backend = Backend(manifest, folder, providers, faults, self.note, redactor)
         self.golem: Golem | None = None
         self.clusters: dict[str, Cluster] = {}
+        self.vpn: DeploymentVpn | None = None  # the VPN and forwarded ports, when it has one
         self.last_output: dict[tuple[str, int], str] = {}
         self._subscribers: list[MemoryObjectSendStream[dict[str, Any]]] = []
-        self._localnet_started = False
         # Waves the machine asked to start, launched by _run_waves (run_service awaits).
         self._wave_send, self._wave_receive = anyio.create_memory_object_stream[dm.StartWave](100)
         self.done = anyio.Event()
@@ -224,12 +219,14 @@ class Supervisor:
             reason=self.reason,
             supervisor_pid=os.getpid(),
             supervisor_alive=True,
-            network_kind=self.network.kind,
-            api_url=self.network.api_url,
+            network_kind=self.backend.kind,
+            api_url=self.backend.api_url,
             budget=str(self.manifest.budget),
             spent=spent,
             services=[(name, spec.instances) for name, spec in self.manifest.services.items()],
             rows=rows,
+            ports=self.vpn.ports() if self.vpn else (),
+            vpn=self.vpn.view() if self.vpn else None,
         )
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -269,14 +266,14 @@ class Supervisor:
                 print(self.redactor.text(traceback.format_exc()), file=sys.stderr, flush=True)
         finally:
             with anyio.CancelScope(shield=True):
-                await self._stop_localnet()
+                await self.backend.close()
                 self.logs.close()
                 held = load(self.journal.path)
                 self.note("DeploymentStopped", clean=held.empty, still_held=held.summary())
                 self.feed(dm.Finished())
 
     async def _deploy(self) -> None:
-        api_url, app_key, subnet, driver, network = await self._network()
+        api_url, app_key, subnet, driver, network = await self.backend.open()
         if self.down.event.is_set():  # asked to go down while the network was starting
             self.feed(dm.DownRequested(self.down.reason))
             return
@@ -285,7 +282,7 @@ class Supervisor:
 
         # Local mounts work on any golem-deploy local network: the private one, or one
         # started with `golem-deploy localnet start` and exported (its subnet is local-dev).
-        local = self.network.kind == "local" or subnet == LOCAL_SUBNET
+        local = self.backend.kind == "local" or subnet == LOCAL_SUBNET
         classes = compile_manifest(self.manifest, local=local)
         golem = Golem(
             self.manifest.budget,
@@ -305,6 +302,7 @@ class Supervisor:
         async with golem:
             self.golem = golem
             async with anyio.create_task_group() as tg:
+                await self._open_vpn(golem, tg)  # listeners close first on down
                 tg.start_soon(self._run_waves, golem, classes)
                 await self.down.event.wait()
                 tg.cancel_scope.cancel()  # no further waves once down is asked
@@ -324,45 +322,16 @@ class Supervisor:
         for agreement_id in golem.unpaid_agreements:
             self.note("InvoiceMissing", agreement_id=agreement_id, waited=golem.invoice_timeout)
 
-    async def _network(self) -> tuple[str | None, str | None, str, str, str]:
-        """(api_url, app_key, subnet, driver, network): the user's yagna or a private one."""
-        manifest = self.manifest
-        app_key = os.environ.get("YAGNA_APPKEY")
-        if app_key:
-            api_url = os.environ.get("YAGNA_API_URL", "http://127.0.0.1:7465")
-            self.network = Network("yagna", api_url)
-            self.note("NetworkReady", network_kind="yagna", api_url=api_url)
-            subnet = os.environ.get("YAGNA_SUBNET") or manifest.subnet
-            return api_url, app_key, subnet, manifest.payment.driver, manifest.payment.network
-        from golem_deploy import localnet
+    async def _open_vpn(self, golem: Golem, tg: TaskGroup) -> None:
+        """The deployment's VPN and forwarded ports, before anything is negotiated."""
+        from golem_deploy.compiler import network_plan
+        from golem_deploy.supervisor.ports import DeploymentVpn
 
-        state_dir = self.folder.localnet
-        self.network = Network("local")
-        # Journal the folder before starting: a crash mid-start must still be cleaned up.
-        self.note("LocalnetStarting", state_dir=state_dir, providers=self.providers)
-        self._localnet_started = True
-        info = await anyio.to_thread.run_sync(
-            lambda: localnet.start(
-                state_dir, providers=self.providers, faults=self.faults, timeout=60.0
-            )
-        )
-        self.redactor.add(info.app_key)
-        self.network = Network("local", info.api_url)
-        self.note("LocalnetStarted", state_dir=state_dir, api_url=info.api_url)
-        return info.api_url, info.app_key, info.subnet, info.payment_driver, info.payment_network
-
-    async def _stop_localnet(self) -> None:
-        if not self._localnet_started:
-            return
-        from golem_deploy import localnet
-
-        state_dir = self.folder.localnet
-        try:
-            await anyio.to_thread.run_sync(lambda: localnet.stop(state_dir))
-        except Exception as error:
-            self.note("LocalnetStopFailed", state_dir=state_dir, error=str(error))
-            return
-        self.note("LocalnetStopped", state_dir=state_dir)
+        plan = network_plan(self.manifest)
+        if plan is not None:
+            self.vpn = await DeploymentVpn.open(golem, plan, self.manifest, tg, self.clusters)
+            ports = [port.describe() for port in self.vpn.ports()]
+            self.note("NetworkPlanned", addresses=self.vpn.addresses(), ports=ports)
 
     async def _run_waves(self, golem: Golem, classes: dict[str, type[Service]]) -> None:
         """Launch the waves the machine asks for, and tell it when a service finished.
@@ -380,6 +349,8 @@ class Supervisor:
                         num_instances=spec.instances,
                         expiration=expiration,
                         respawn_unstarted_instances=spec.respawn_unstarted_instances,
+                        network=self.vpn.network if self.vpn else None,
+                        network_addresses=self.vpn.plan.addresses[name] if self.vpn else None,
                     )
                     self.clusters[name] = cluster
                     tg.start_soon(self._watch_finished, name, cluster)

@@ -167,6 +167,8 @@ class Held:
     # The private local network's state folder: its own pid files there name every
     # process it started, which is what `golem_deploy.localnet.stop` ends.
     localnet_dir: str | None = None
+    networks: dict[str, str] = field(default_factory=dict)  # VPN id -> cidr, not yet removed
+    instance_ips: dict[tuple[str, int], str] = field(default_factory=dict)
     services: list[tuple[str, int]] = field(default_factory=list)  # (name, instances)
     instance_states: dict[tuple[str, int], str] = field(default_factory=dict)
     # last known agreement/provider/activity per instance, for a snapshot after a crash
@@ -192,7 +194,13 @@ class Held:
     @property
     def empty(self) -> bool:
         """True when nothing costs money or runs any more."""
-        return not (self.allocations or self.agreements or self.activities or self.localnet_dir)
+        return not (
+            self.allocations
+            or self.agreements
+            or self.activities
+            or self.networks
+            or self.localnet_dir
+        )
 
     def summary(self) -> list[str]:
         """Human lines: one per kind of thing still held."""
@@ -209,6 +217,8 @@ class Held:
                 f"{len(self.activities)} activity(ies): "
                 + ", ".join(_short(a) for a in self.activities)
             )
+        if self.networks:
+            lines.append(f"{len(self.networks)} VPN network(s): {', '.join(self.networks)}")
         if self.localnet_dir:
             lines.append(f"local network in {self.localnet_dir}")
         return lines
@@ -262,6 +272,17 @@ def fold(records: Iterable[Mapping[str, Any]]) -> Held:
                 held.api_url = rec["api_url"]
         elif kind == "LocalnetStopped":
             held.localnet_dir = None
+        elif kind == "NetworkCreated":
+            if rec.get("network_id"):
+                held.networks[str(rec["network_id"])] = str(rec.get("cidr"))
+        elif kind == "NetworkRemoved":
+            held.networks.pop(str(rec.get("network_id")), None)
+        elif kind == "NetworkPlanned":  # the supervisor's: every instance's fixed address
+            for entry in rec.get("addresses") or []:
+                if isinstance(entry, list) and len(entry) == 3:
+                    service, index, ip = entry
+                    if isinstance(service, str) and isinstance(index, int):
+                        held.instance_ips[(service, index)] = str(ip)
         elif kind == "AllocationCreated":
             alloc = _get(rec, "allocation_id", "id")
             if alloc:

@@ -1,4 +1,4 @@
-"""A deployment's forwarded ports: checked before `up`, served by the supervisor.
+"""A deployment's VPN and forwarded ports: checked before `up`, served by the supervisor.
 
 Each `ports` entry of a service becomes one local listener (a :class:`TcpProxy`) that pipes
 every accepted connection into the VPN to one running instance of the service, round robin.
@@ -10,18 +10,33 @@ thing even earlier, before it starts a supervisor at all.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskGroup
 
+from golem_deploy.engine.lifecycle import ServiceState
 from golem_deploy.engine.proxy import PortInUse, TcpProxy
 from golem_deploy.errors import GolemDeployError
 from golem_deploy.manifest.model import Manifest, PortSpec
+from golem_deploy.supervisor.snapshot import PortView, VpnView
 from golem_deploy.yagna.net import NetApi
 
-__all__ = ["Forward", "PortForwards", "PortInUse", "PortsBusy", "check_ports_free"]
+if TYPE_CHECKING:
+    from golem_deploy.compiler import NetworkPlan
+    from golem_deploy.engine import Cluster, Golem
+    from golem_deploy.engine.network import Network
+
+__all__ = [
+    "DeploymentVpn",
+    "Forward",
+    "PortForwards",
+    "PortInUse",
+    "PortsBusy",
+    "check_ports_free",
+]
 
 
 class PortsBusy(GolemDeployError):
@@ -109,3 +124,54 @@ class PortForwards:
 
     def refused(self) -> int:
         return sum(forward.proxy.stats.refused for forward in self.forwards)
+
+
+class DeploymentVpn:
+    """The deployment's network: made before anything is negotiated, its forwards serving
+    while the deployment lives, removed by the engine when the Golem ends."""
+
+    def __init__(self, network: Network, plan: NetworkPlan) -> None:
+        self.network = network
+        self.plan = plan
+        self.forwards = PortForwards()
+
+    @classmethod
+    async def open(
+        cls,
+        golem: Golem,
+        plan: NetworkPlan,
+        manifest: Manifest,
+        tg: TaskGroup,
+        clusters: Mapping[str, Cluster],
+    ) -> DeploymentVpn:
+        """Create the VPN with its names, then bind every forwarded port (PortInUse)."""
+        network = await golem.create_network(plan.cidr)
+        network.hosts.update(plan.hosts)
+        vpn = cls(network, plan)
+
+        def running(service: str) -> list[str]:
+            cluster = clusters.get(service)
+            if cluster is None:
+                return []
+            views = [instance.snapshot() for instance in cluster.instances]
+            return [v.ip for v in views if v.ip and v.state is ServiceState.running]
+
+        await vpn.forwards.open(tg, manifest, network.api, network.network_id, running)
+        return vpn
+
+    def addresses(self) -> list[list[str | int]]:
+        """[service, index, ip] for every planned instance (journaled for `status`)."""
+        return [
+            [service, index, ip]
+            for service, ips in self.plan.addresses.items()
+            for index, ip in enumerate(ips)
+        ]
+
+    def ports(self) -> list[PortView]:
+        return [
+            PortView(f.service, f.spec.host, f.host_port, f.spec.port)
+            for f in self.forwards.forwards
+        ]
+
+    def view(self) -> VpnView:
+        return VpnView(self.network.network_id, self.network.cidr)

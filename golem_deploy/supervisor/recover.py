@@ -48,6 +48,7 @@ async def _release_market(
     """Terminate agreements, destroy activities, release allocations; returns problems."""
     from golem_deploy.yagna.client import YagnaClient, YagnaConfig
     from golem_deploy.yagna.errors import YagnaError
+    from golem_deploy.yagna.net import NetApi
 
     problems: list[str] = []
     async with YagnaClient(YagnaConfig(api_url=api_url, app_key=app_key), retries=2) as client:
@@ -76,6 +77,16 @@ async def _release_market(
                 continue
             journal.append("ActivityDestroyed", activity_id=activity_id, reason="recovery")
             progress(f"activity {activity_id[:12]}… destroyed")
+        net = NetApi(client)
+        for network_id in list(held.networks):
+            try:
+                with anyio.fail_after(30):
+                    await net.remove_network(network_id)
+            except (YagnaError, TimeoutError) as error:
+                problems.append(f"network {network_id}: {error}")
+                continue
+            journal.append("NetworkRemoved", network_id=network_id, reason="recovery")
+            progress(f"network {network_id[:12]}… removed")
         if held.allocations:
             await _settle_invoices(
                 client, held, next(iter(held.allocations)), journal, progress, invoice_wait
@@ -189,7 +200,9 @@ def _forget_market(held: Held, journal: Journal, why: str, progress: Progress) -
         journal.append("ActivityDestroyed", activity_id=activity_id, reason=why)
     for allocation_id in held.allocations:
         journal.append("AllocationReleased", allocation_id=allocation_id, reason=why)
-    if held.agreements or held.activities or held.allocations:
+    for network_id in held.networks:
+        journal.append("NetworkRemoved", network_id=network_id, reason=why)
+    if held.agreements or held.activities or held.allocations or held.networks:
         progress(f"market state dropped: {why}")
 
 
@@ -198,7 +211,7 @@ def release(
 ) -> list[str]:
     """Release everything `held` lists; returns what could not be released (empty: all)."""
     problems: list[str] = []
-    market_held = bool(held.agreements or held.activities or held.allocations)
+    market_held = bool(held.agreements or held.activities or held.allocations or held.networks)
     if held.network_kind == "local" or held.localnet_dir:
         from golem_deploy import localnet
 

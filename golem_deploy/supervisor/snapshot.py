@@ -9,7 +9,8 @@ engine's `InstanceSnapshot`s via `live_instance()`) and the one rebuilt from the
 when no supervisor answers (`from_journal()`). Both therefore list every instance the
 manifest declares, in manifest order, with the same fields. On the wire (the control API)
 a snapshot is `DeploymentSnapshot.plain()`: JSON-ready dicts, a superset of the documented
-`status --json` shape that `public_status()` cuts down to exactly that shape.
+`status --json` shape that `public_status()` cuts down to exactly that shape; the CLI reads
+it back with `snapshot_plain.from_plain()`.
 
 Times are ISO-8601 UTC strings (or null); amounts are decimal strings.
 """
@@ -33,6 +34,7 @@ Snapshot = dict[str, object]
 INSTANCE_KEYS = (
     "index",
     "state",
+    "ip",
     "provider_id",
     "provider_name",
     "agreement_id",
@@ -71,11 +73,13 @@ class InstanceView:
     last_output: str | None = None
     expires_at: str | None = None
     reason: str | None = None
+    ip: str | None = None  # the instance's address in the deployment's VPN
 
     def plain(self) -> Snapshot:
         return {
             "index": self.index,
             "state": self.state,
+            "ip": self.ip,
             "provider_id": self.provider_id,
             "provider_name": self.provider_name,
             "agreement_id": self.agreement_id,
@@ -87,6 +91,29 @@ class InstanceView:
             "expires_at": self.expires_at,
             "reason": self.reason,
         }
+
+
+@dataclass(frozen=True)
+class PortView:
+    """A forwarded port: `host:host_port` here -> `port` of `service`'s instances."""
+
+    service: str
+    host: str
+    host_port: int | None  # None until the listener is bound (a free port is chosen)
+    port: int
+
+    def plain(self) -> Snapshot:
+        return {"host": self.host, "host_port": self.host_port, "port": self.port}
+
+    def describe(self) -> str:
+        where = f"{self.host}:{self.host_port}" if self.host_port else f"{self.host}:?"
+        return f"{where} -> {self.service}:{self.port}"
+
+
+@dataclass(frozen=True)
+class VpnView:
+    id: str
+    cidr: str
 
 
 @dataclass(frozen=True)
@@ -102,6 +129,8 @@ class DeploymentSnapshot:
     spent: Decimal
     services: tuple[tuple[str, tuple[InstanceView, ...]], ...]
     held: tuple[str, ...] | None = field(default=None)  # journal snapshots: what is held
+    ports: tuple[PortView, ...] = ()
+    vpn: VpnView | None = None
 
     def plain(self) -> Snapshot:
         remaining = None
@@ -115,10 +144,18 @@ class DeploymentSnapshot:
             "state": self.state,
             "reason": self.reason,
             "supervisor": {"pid": self.supervisor_pid, "alive": self.supervisor_alive},
-            "network": {"kind": self.network_kind, "api_url": self.api_url},
+            "network": {
+                "kind": self.network_kind,
+                "api_url": self.api_url,
+                "vpn": {"id": self.vpn.id, "cidr": self.vpn.cidr} if self.vpn else None,
+            },
             "budget": {"total": self.budget, "spent": str(self.spent), "remaining": remaining},
             "services": [
-                {"name": name, "instances": [row.plain() for row in rows]}
+                {
+                    "name": name,
+                    "ports": [p.plain() for p in self.ports if p.service == name],
+                    "instances": [row.plain() for row in rows],
+                }
                 for name, rows in self.services
             ],
         }
@@ -141,6 +178,8 @@ def build(
     services: Sequence[tuple[str, int]],
     rows: Mapping[tuple[str, int], InstanceView],
     held: Sequence[str] | None = None,
+    ports: Sequence[PortView] = (),
+    vpn: VpnView | None = None,
 ) -> DeploymentSnapshot:
     """The one builder: every declared instance (pending when nothing is known about it),
     plus any extra instance `rows` knows, per service in manifest order."""
@@ -165,6 +204,8 @@ def build(
         spent=spent,
         services=tuple(listed),
         held=tuple(held) if held is not None else None,
+        ports=tuple(ports),
+        vpn=vpn,
     )
 
 
@@ -193,6 +234,7 @@ def live_instance(
         last_output=redact(output) if output else None,
         expires_at=iso(expires_at) if instance.agreement_id else None,
         reason=instance.reason or None,
+        ip=instance.ip,
     )
 
 
@@ -226,6 +268,7 @@ def from_journal(
                 activity_id=info.get("activity_id"),
                 restarts=held.instance_restarts.get(key, 0),
                 cost=held.instance_cost.get(key, Decimal(0)),
+                ip=held.instance_ips.get(key),
             )
     return build(
         name=held.name or name,
@@ -240,6 +283,7 @@ def from_journal(
         services=held.services,
         rows=rows,
         held=held.summary(),
+        vpn=VpnView(*next(iter(held.networks.items()))) if held.networks else None,
     )
 
 
@@ -277,6 +321,7 @@ def public_status(snapshot: DeploymentSnapshot) -> Snapshot:
     public["services"] = [
         {
             "name": name,
+            "ports": [p.plain() for p in snapshot.ports if p.service == name],
             "instances": [
                 {key: value for key, value in row.plain().items() if key in INSTANCE_KEYS}
                 for row in rows
@@ -323,74 +368,3 @@ def merge_final(live: DeploymentSnapshot, ended: DeploymentSnapshot) -> Deployme
             for name, rows in live.services
         ),
     )
-
-
-# ---- reading the plain form back (the CLI's side of the control API) -----------------------
-
-
-def from_plain(data: object) -> DeploymentSnapshot:
-    """The typed snapshot of a plain one (what /snapshot answers); missing or mistyped
-    fields read as unknown rather than failing: a newer supervisor may send more."""
-    top = _mapping(data)
-    supervisor, network, budget = (
-        _mapping(top.get(k)) for k in ("supervisor", "network", "budget")
-    )
-    services = []
-    for service in _list(top.get("services")):
-        entry = _mapping(service)
-        rows = tuple(_instance_from_plain(_mapping(row)) for row in _list(entry.get("instances")))
-        services.append((str(entry.get("name", "?")), rows))
-    held = top.get("held")
-    return DeploymentSnapshot(
-        name=str(top.get("name") or "?"),
-        state=str(top.get("state") or "?"),
-        reason=_str(top.get("reason")),
-        supervisor_pid=_int(supervisor.get("pid")),
-        supervisor_alive=bool(supervisor.get("alive")),
-        network_kind=_str(network.get("kind")),
-        api_url=_str(network.get("api_url")),
-        budget=_str(budget.get("total")),
-        spent=_decimal(budget.get("spent")),
-        services=tuple(services),
-        held=tuple(str(line) for line in _list(held)) if held is not None else None,
-    )
-
-
-def _instance_from_plain(row: Mapping[str, object]) -> InstanceView:
-    return InstanceView(
-        index=_int(row.get("index")) or 0,
-        state=str(row.get("state") or "?"),
-        provider_id=_str(row.get("provider_id")),
-        provider_name=_str(row.get("provider_name")),
-        agreement_id=_str(row.get("agreement_id")),
-        activity_id=_str(row.get("activity_id")),
-        started_at=_str(row.get("started_at")),
-        restarts=_int(row.get("restarts")) or 0,
-        cost=_decimal(row.get("cost")),
-        last_output=_str(row.get("last_output")),
-        expires_at=_str(row.get("expires_at")),
-        reason=_str(row.get("reason")),
-    )
-
-
-def _mapping(value: object) -> Mapping[str, object]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: object) -> list[object]:
-    return list(value) if isinstance(value, list | tuple) else []
-
-
-def _str(value: object) -> str | None:
-    return None if value is None else str(value)
-
-
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _decimal(value: object) -> Decimal:
-    try:
-        return Decimal(str(value)) if value is not None else Decimal(0)
-    except ArithmeticError:
-        return Decimal(0)

@@ -149,7 +149,7 @@ class DeploymentView:
     """
 
     # Dropped in this order when the console is narrow.
-    OPTIONAL = ("EXPIRES", "RST", "UP", "COST", "PROVIDER")
+    OPTIONAL = ("EXPIRES", "RST", "UP", "COST", "IP", "PROVIDER")
 
     def __init__(
         self,
@@ -171,6 +171,7 @@ class DeploymentView:
                     "INSTANCE": f"{service}.{inst.index}",
                     "STATE": inst.state or "?",
                     "PROVIDER": inst.provider_name or "-",
+                    "IP": inst.ip or "-",
                     "UP": _uptime(inst, self.now),
                     "RST": str(inst.restarts),
                     "COST": amount(inst.cost),
@@ -182,12 +183,15 @@ class DeploymentView:
 
     def table(self, width: int) -> Table:
         rows, _ = self._rows()
-        caps = {"INSTANCE": 24, "STATE": 12, "PROVIDER": 20, "UP": 6, "RST": 3, "COST": 8}
+        caps = {"INSTANCE": 24, "STATE": 12, "PROVIDER": 20, "IP": 15, "UP": 6, "RST": 3}
+        caps["COST"] = 8
         caps["EXPIRES"] = 7
         widths = {
             name: _cell_width([r[name] for r in rows], name, cap) for name, cap in caps.items()
         }
         columns = list(widths)
+        if not any(r["IP"] != "-" for r in rows):
+            columns.remove("IP")  # no VPN: no column for it
 
         def output_room() -> int:
             return width - sum(widths[c] for c in columns) - len(columns) - 1
@@ -228,6 +232,8 @@ class DeploymentView:
         yield header(snapshot)
         if snapshot.reason:
             yield Text(snapshot.reason, style="red")
+        if snapshot.ports:
+            yield Text("ports: " + ", ".join(p.describe() for p in snapshot.ports), style="cyan")
         yield self.table(options.max_width)
         _, hidden = self._rows()
         if hidden:
@@ -257,10 +263,13 @@ def plain_lines(snapshot: DeploymentSnapshot, *, now: float | None = None) -> li
     ]
     if snapshot.reason:
         lines.append(f"reason: {snapshot.reason}")
+    for port in snapshot.ports:
+        lines.append(f"port {port.describe()}")
     for service, inst in instances(snapshot):
+        ip = f" ip={inst.ip}" if inst.ip else ""
         lines.append(
             f"{service}.{inst.index} {inst.state} "
-            f"provider={inst.provider_name or '-'} up={_uptime(inst, now)} "
+            f"provider={inst.provider_name or '-'}{ip} up={_uptime(inst, now)} "
             f"restarts={inst.restarts} cost={amount(inst.cost)} "
             f"expires={_expires(inst, now)} | {_one_line(inst.last_output)}".rstrip()
         )

@@ -10,6 +10,7 @@ from golem_deploy.engine.lifecycle import ServiceState
 from golem_deploy.engine.service import InstanceSnapshot
 from golem_deploy.supervisor import journal as jr
 from golem_deploy.supervisor import snapshot as sn
+from golem_deploy.supervisor.snapshot_plain import from_plain
 
 STARTED = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -76,10 +77,10 @@ def test_live_rows_come_from_the_engine_snapshot_and_undeclared_ones_are_pending
 
 def test_the_plain_form_reads_back_as_the_same_snapshot() -> None:
     snap = _live()
-    assert sn.from_plain(snap.plain()) == snap
+    assert from_plain(snap.plain()) == snap
     plain = snap.plain()
     assert plain["budget"] == {"total": "1", "spent": "0.25", "remaining": "0.75"}
-    assert sn.from_plain({"services": [{"instances": [{"cost": "x"}]}]}).name == "?"
+    assert from_plain({"services": [{"instances": [{"cost": "x"}]}]}).name == "?"
 
 
 def test_status_json_is_cut_to_the_documented_keys() -> None:

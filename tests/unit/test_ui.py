@@ -7,7 +7,8 @@ from typing import Any
 
 from rich.console import Console
 
-from golem_deploy.supervisor.snapshot import DeploymentSnapshot, from_plain, iso, public_status
+from golem_deploy.supervisor.snapshot import DeploymentSnapshot, iso, public_status
+from golem_deploy.supervisor.snapshot_plain import from_plain
 from golem_deploy.ui import table as ui
 
 NOW = 1_800_000_000.0
