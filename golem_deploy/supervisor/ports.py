@@ -25,9 +25,8 @@ from golem_deploy.supervisor.snapshot import PortView, VpnView
 from golem_deploy.yagna.net import NetApi
 
 if TYPE_CHECKING:
-    from golem_deploy.compiler import NetworkPlan
     from golem_deploy.engine import Cluster, Golem
-    from golem_deploy.engine.network import Network
+    from golem_deploy.engine.network import Network, NetworkPlan
 
 __all__ = [
     "DeploymentVpn",

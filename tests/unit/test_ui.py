@@ -146,12 +146,14 @@ def test_status_json_has_exactly_the_documented_keys() -> None:
     public = public_status(_typed(snap))
     assert set(public) == {"name", "state", "supervisor", "network", "budget", "services"}
     assert set(public["supervisor"]) == {"pid", "alive"}
-    assert set(public["network"]) == {"kind", "api_url"}
+    assert set(public["network"]) == {"kind", "api_url", "vpn"}  # vpn: null without a VPN
+    assert public["network"]["vpn"] is None
     assert set(public["budget"]) == {"total", "spent", "remaining"}
-    assert set(public["services"][0]) == {"name", "instances"}
+    assert set(public["services"][0]) == {"name", "ports", "instances"}
     assert set(public["services"][1]["instances"][0]) == {
         "index",
         "state",
+        "ip",
         "provider_id",
         "provider_name",
         "agreement_id",
