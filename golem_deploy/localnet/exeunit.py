@@ -648,8 +648,11 @@ class ExeUnit:
         if scheme == "container":
             assert self._sandbox is not None
             dest = self._sandbox.host_path(_container_part(url), write=True)
+            missing = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]
             dest.parent.mkdir(parents=True, exist_ok=True)
             data.replace(dest)
+            for path in (dest, *missing):  # root inside the sandbox owns what it received
+                self._sandbox.adopt(path)
         elif scheme == "gftp":
             assert self._bus is not None
             await gftp.upload(self._bus, data, url)

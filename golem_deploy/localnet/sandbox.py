@@ -1,20 +1,24 @@
-"""Where an activity's commands run: a private /golem per activity.
+"""Where an activity's commands run: a sealed sandbox per activity, like a small VM.
 
-A Golem VM gives every activity its own /golem/work, /golem/input, /golem/output and
-/golem/resource; service scripts hard-code those paths. To run such scripts unchanged on
-the local network, each activity gets a *sandbox*:
+A Golem VM gives every activity its own machine: the payload's image as root file system,
+/golem/work, /golem/input, /golem/output and /golem/resource, no view of the provider's
+host. Locally each activity gets a *sandbox* that seals it the same way:
 
-* **Isolated mode** (Linux, root or unprivileged user namespaces, `unshare` + `nsenter`):
-  one long-lived init process per activity owns a mount namespace and a pid namespace
-  (see :mod:`exeunit_init`). Inside it the activity's private directories appear at exactly
-  /golem/*, and the manifest's ``local.mounts`` appear read-only at their container paths.
-  Each command runs in that namespace via ``nsenter``; background processes a command
-  leaves behind keep running (the init adopts them) until the activity ends; ending the
-  init ends every process of the activity -- the kernel guarantees it.
-* **Fallback mode** (anything else): commands run in the private work directory with
+* **Sealed mode** (the default; Linux, as root or with unprivileged user namespaces):
+  one long-lived init process per activity (:mod:`exeunit_init`) owns new user, mount, pid,
+  network, ipc and uts namespaces. Its root file system is the image (or, offline, the
+  sealed host root -- :mod:`rootfs`) with a private writable layer; /golem/* are the
+  activity's private directories; ``local.mounts`` appear read-only at their container
+  paths; no other host path exists inside; the network is ``lo`` only; uid 0 inside is an
+  unprivileged id outside. Each command enters those namespaces via ``nsenter``;
+  background processes a command leaves behind keep running (the init adopts them) until
+  the activity ends; ending the init ends every process of the activity -- the kernel
+  guarantees it. Where sealing is impossible, creating the sandbox fails with one clear
+  message: nothing runs unsealed unless asked for.
+* **Unsafe host mode** (``isolate=False``, the ``--unsafe-host-exec`` opt-out): today's old
+  behaviour, commands run as the invoking user in the private work directory with
   ``GOLEM_WORK``/``GOLEM_INPUT``/``GOLEM_OUTPUT``/``GOLEM_RESOURCE`` pointing at the
-  private directories. Absolute /golem/... paths and mounts at their container paths cannot
-  be emulated there; :attr:`Sandbox.limitations` says so, and the ExeUnit reports it.
+  private directories; :attr:`Sandbox.limitations` says what that means.
 
 Commands are exec'd directly (argv as given, never through a shell unless argv[0] is one),
 so arguments with ``;``, ``$(...)``, quotes or newlines arrive unchanged.
@@ -37,6 +41,7 @@ import anyio
 import anyio.abc
 
 from golem_deploy.errors import GolemDeployError
+from golem_deploy.localnet.rootfs import HOST_ROOT, RootFs, host_root_entries
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +61,19 @@ OutputCallback = Callable[[bytes], Awaitable[None]]
 _INIT_SCRIPT = Path(__file__).with_name("exeunit_init.py")
 """The sandbox's pid 1, and (with --exec) the wrapper that measures each command's CPU."""
 
+SANDBOX_ID_BASE = 0x70000000
+"""As root: host uid/gid of root inside every sandbox (see exeunit_init.SANDBOX_ID_BASE)."""
+
+DEFAULT_LAYER_BYTES = 2 * 1024**3
+"""Size of the private writable layer when the agreement names no storage (2 GiB, the
+default storage a local provider reserves)."""
+
+UNSEALED_HINT = (
+    "run as root, or allow unprivileged user namespaces (sysctl user.max_user_namespaces > 0,"
+    " and kernel.unprivileged_userns_clone=1 where it exists); --unsafe-host-exec runs the"
+    " commands unsealed on this host instead (only for manifests you trust)"
+)
+
 
 class SandboxError(GolemDeployError):
     """The sandbox could not be created, or a path would leave it."""
@@ -66,13 +84,17 @@ class CommandTimeout(SandboxError):
 
 
 def namespaces_available() -> bool:
-    """Whether isolated mode can be tried here (the real test is starting the init)."""
+    """Whether sealed mode can be tried here (the real test is starting the init)."""
     return (
         sys.platform == "linux"
         and shutil.which("unshare") is not None
         and shutil.which("nsenter") is not None
-        and shutil.which("mount") is not None
     )
+
+
+def sandbox_owner() -> tuple[int, int] | None:
+    """Host uid/gid of root inside a sandbox; None as an ordinary user (then: our own ids)."""
+    return (SANDBOX_ID_BASE, SANDBOX_ID_BASE) if os.geteuid() == 0 else None
 
 
 class Sandbox:
@@ -89,11 +111,16 @@ class Sandbox:
         mounts: Mapping[str, Path] | None = None,
         *,
         isolate: bool | None = None,
+        rootfs: RootFs = HOST_ROOT,
+        layer_bytes: int = DEFAULT_LAYER_BYTES,
     ) -> None:
         self.work_dir = work_dir
         self.root = work_dir / "golem"
         self.mounts = {_container_path(k): Path(v).resolve() for k, v in (mounts or {}).items()}
-        self._want_isolation = namespaces_available() if isolate is None else isolate
+        self._want_isolation = isolate is not False  # False: the explicit unsafe opt-out
+        self.rootfs = rootfs
+        self.layer_bytes = layer_bytes
+        self.owner = sandbox_owner() if self._want_isolation else None
         self.isolated = False
         self.limitations: str | None = None
         self._init: anyio.abc.Process | None = None
@@ -114,6 +141,8 @@ class Sandbox:
         """Create the sandbox, then keep it (and output drainers) alive until closed."""
         for sub in VOLUMES:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        for directory in (self.root, *(self.root / sub for sub in VOLUMES)):
+            self.adopt(directory)
         for container_path, host_path in self.mounts.items():
             if not host_path.exists():
                 raise SandboxError(
@@ -122,17 +151,26 @@ class Sandbox:
                 )
         try:
             if self._want_isolation:
+                if not namespaces_available():
+                    raise SandboxError(
+                        "cannot seal the activity: Linux namespaces (util-linux unshare and "
+                        "nsenter) are not available here",
+                        hint=UNSEALED_HINT,
+                    )
                 try:
                     await self._start_init()
                 except SandboxError as exc:
-                    log.warning("no namespace sandbox (%s); running without isolation", exc)
-                    self.limitations = f"namespace sandbox unavailable: {exc}"
-            if not self.isolated:
-                self.limitations = (self.limitations or "no mount/pid namespaces here") + (
-                    "; commands run in the activity's work dir with GOLEM_WORK, GOLEM_INPUT, "
-                    "GOLEM_OUTPUT, GOLEM_RESOURCE set: absolute /golem/... paths and "
-                    "local.mounts at their container paths are not available, and background "
-                    "processes that leave their process group are not tracked"
+                    raise SandboxError(
+                        f"cannot seal the activity: {exc}", hint=UNSEALED_HINT
+                    ) from exc
+            else:
+                self.limitations = (
+                    "UNSAFE: --unsafe-host-exec: commands run unsealed as "
+                    f"uid {os.geteuid()} on this host's file system and network, in the "
+                    "activity's work dir with GOLEM_WORK, GOLEM_INPUT, GOLEM_OUTPUT, "
+                    "GOLEM_RESOURCE set: absolute /golem/... paths and local.mounts at their "
+                    "container paths are not available, and background processes that leave "
+                    "their process group are not tracked"
                 )
                 log.warning("sandbox %s: %s", self.work_dir, self.limitations)
             async with anyio.create_task_group() as tg:
@@ -192,14 +230,38 @@ class Sandbox:
         finally:
             self._reaping.set()
 
-    async def _start_init(self) -> None:
-        unshare = ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc"]
-        if os.geteuid() != 0:
-            unshare.insert(1, "--map-root-user")
-        spec = {
-            "root": str(self.root),
+    def adopt(self, path: Path) -> None:
+        """Give a file the host made in a volume to root inside the sandbox (as root only:
+        otherwise root inside could not change what a transfer delivered)."""
+        if self.owner is not None:
+            with contextlib.suppress(OSError):
+                os.lchown(path, *self.owner)
+
+    def _init_spec(self) -> dict[str, object]:
+        new_root = self.work_dir / "rootfs"
+        layer = self.work_dir / "layer"
+        for directory in (new_root, layer):
+            directory.mkdir(parents=True, exist_ok=True)
+        image = self.rootfs.image
+        return {
+            "new_root": str(new_root),
+            "layer": str(layer),
+            "layer_bytes": self.layer_bytes,
+            "image": None if image is None else str(image),
+            "host": [] if image is not None else host_root_entries(),
+            "golem": str(self.root),
             "mounts": [[c, str(h)] for c, h in self.mounts.items()],
+            "workdir": self.rootfs.workdir or "/golem/work",
+            "owner": None if self.owner is None else list(self.owner),
+            "map_base": None if self.owner is None else self.owner[0],
         }
+
+    async def _start_init(self) -> None:
+        unshare = ["unshare", "--mount", "--pid", "--net", "--ipc", "--uts"]
+        unshare += ["--fork", "--kill-child"]
+        if os.geteuid() != 0:
+            unshare += ["--user", "--map-root-user"]
+        spec = self._init_spec()
         process = await anyio.open_process(
             [*unshare, "--", sys.executable, "-I", "-S", str(_INIT_SCRIPT), json.dumps(spec)],
             stdin=PIPE,
@@ -234,7 +296,9 @@ class Sandbox:
     def command_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """A clean environment (nothing of the provider agent's leaks in) plus ``extra``."""
         env = {"PATH": DEFAULT_PATH, "HOME": "/root", "LANG": "C.UTF-8"}
-        if not self.isolated:
+        if self.isolated:
+            env.update(self.rootfs.env)  # the image's Env, as in the VM
+        else:
             for sub in VOLUMES:
                 env[f"GOLEM_{sub.upper()}"] = str(self.root / sub)
         env.update(extra or {})
@@ -265,12 +329,13 @@ class Sandbox:
         wrapper = [sys.executable, "-I", "-S", str(_INIT_SCRIPT), "--exec", str(cpu_file), "--"]
         if self.isolated:
             assert self._init_pid is not None
-            # --wd without a value: the init's working directory, /golem/work (older nsenter
-            # versions lack --wdns).
-            prefix = ["nsenter", "-t", str(self._init_pid), "-m", "-p", "--wd"]
+            # --root/--wd without a value: the init's root and working directory (older
+            # nsenter versions lack --wdns). As root, nsenter enters the user namespace last
+            # and becomes its uid 0 (the unprivileged SANDBOX_ID_BASE on the host).
+            target = ["nsenter", "-t", str(self._init_pid), "-U", "-m", "-p", "-n", "-i", "-u"]
             if os.geteuid() != 0:
-                prefix[3:3] = ["-U", "--preserve-credentials"]
-            command = [*prefix, "--", *wrapper, *argv]
+                target.append("--preserve-credentials")
+            command = [*wrapper, *target, "--root", "--wd", "--", *argv]
             cwd = None
         else:
             command = [*wrapper, *argv]
