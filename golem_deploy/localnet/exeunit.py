@@ -35,10 +35,11 @@ import aiohttp
 import anyio
 import anyio.abc
 
-from golem_deploy.localnet import gftp
+from golem_deploy.localnet import exeunit_image, gftp
 from golem_deploy.localnet.exeunit_capture import Capture, Output
 from golem_deploy.localnet.gsb import CALL_BAD_REQUEST, GsbClient, GsbError, IncomingCall
-from golem_deploy.localnet.sandbox import Sandbox, SandboxError
+from golem_deploy.localnet.image import ImageError
+from golem_deploy.localnet.sandbox import DEFAULT_LAYER_BYTES, Sandbox, SandboxError
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,10 @@ class ExeUnitConfig:
     requestor_id: str
     fail_commands_matching: re.Pattern[str] | None = None  # fault: matching runs exit 1
     slow_start: float = 0.0  # fault: seconds added to deploy and start
+    task_package: str | None = None  # the demand's golem.srv.comp.task_package
+    local_image: Path | None = None  # local.image: a .gvmi file or extracted tree on disk
+    storage_gib: float | None = None  # the agreement's storage: size of the writable layer
+    unsafe_host_exec: bool = False  # --unsafe-host-exec: run commands unsealed on the host
 
 
 class CommandError(Exception):
@@ -123,6 +128,7 @@ class ExeUnit:
         self._error: str | None = None
         self._batches: dict[str, _Batch] = {}
         self._sandbox: Sandbox | None = None
+        self._image_digest: str | None = None  # the cached image the sandbox uses
         self._env: dict[str, str] = {}
         self._ready_ops = 0  # run/transfer commands in flight in state Ready
         self._epoch = 0  # bumped by `terminate`: commands of an older epoch change no state
@@ -532,9 +538,7 @@ class ExeUnit:
         for other in self._batches.values():
             if other is not batch and not other.finished:
                 other.scope.cancel()
-        if self._sandbox is not None:
-            await self._sandbox.close()
-            self._sandbox = None
+        await self._close_sandbox()
         self._epoch += 1
         self._ready_ops = 0
         await self._report_state("Initialized", None)
@@ -546,21 +550,55 @@ class ExeUnit:
             await anyio.sleep(self.config.slow_start)
         env = body.get("env") or {}
         self._env = {str(k): str(v) for k, v in env.items()}
-        if self._sandbox is not None:
-            await self._sandbox.close()
-        sandbox = Sandbox(self.config.work_dir, self.config.mounts)
+        await self._close_sandbox()
+        notices = []
+        if self.config.unsafe_host_exec:
+            root = exeunit_image.ResolvedRoot(exeunit_image.HOST_ROOT)
+        else:
+            progress = None
+            if body.get("progress") is not None:
+                progress = exeunit_image.ProgressThrottle(
+                    body["progress"], lambda kind: self._emit(batch, index, kind)
+                )
+            try:
+                root = await exeunit_image.resolve_root(
+                    self.config.task_package, self.config.local_image, progress
+                )
+            except ImageError as exc:
+                raise CommandError(f"deploy failed: {exc}") from exc
+            if root.notice:
+                notices.append(root.notice)
+        storage = self.config.storage_gib
+        sandbox = Sandbox(
+            self.config.work_dir,
+            self.config.mounts,
+            isolate=False if self.config.unsafe_host_exec else None,
+            rootfs=root.rootfs,
+            layer_bytes=int(storage * 1024**3) if storage else DEFAULT_LAYER_BYTES,
+        )
         assert self._tg is not None
         try:
             await self._tg.start(sandbox.serve)
         except SandboxError as exc:
+            exeunit_image.release(root.digest)
             raise CommandError(f"deploy failed: {exc}") from exc
         self._sandbox = sandbox
+        self._image_digest = root.digest
         if sandbox.limitations:
-            notice = f"golem-deploy local ExeUnit: {sandbox.limitations}\n"
-            self.notices.append(notice.strip())
+            notices.append(sandbox.limitations)
+        if notices:
+            notice = "".join(f"golem-deploy local ExeUnit: {n}\n" for n in notices)
+            self.notices.extend(line.strip() for line in notice.splitlines())
             self._emit(batch, index, {"stdout": notice})
             return _Outcome(0, stdout=notice)
         return _Outcome(0)
+
+    async def _close_sandbox(self) -> None:
+        if self._sandbox is not None:
+            await self._sandbox.close()
+            self._sandbox = None
+        exeunit_image.release(self._image_digest)
+        self._image_digest = None
 
     async def _start(self, body: dict[str, Any]) -> _Outcome:
         if self.config.slow_start:
@@ -671,6 +709,8 @@ class ExeUnit:
                 batch.scope.cancel()
         if self._sandbox is not None:
             await self._sandbox.close()
+        exeunit_image.release(self._image_digest)
+        self._image_digest = None
 
 
 def _scheme(url: str) -> str:

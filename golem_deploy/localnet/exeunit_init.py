@@ -255,6 +255,12 @@ def setup(spec: dict) -> None:  # type: ignore[type-arg]
             os.chmod(path, mode)
             if spec.get("owner") is not None:
                 os.chown(path, *spec["owner"])
+    for volume in spec.get("volumes") or []:  # the image's volumes: writable directories
+        path = _inside(new_root, volume)
+        if not os.path.lexists(path):
+            os.makedirs(path)
+            if spec.get("owner") is not None:
+                os.chown(path, *spec["owner"])
     loopback_up()
     _check(_libc.sethostname(b"golem", 5), "sethostname")
     # pivot_root(".", "."): the old root ends up stacked on the new one; detach it.
@@ -265,7 +271,9 @@ def setup(spec: dict) -> None:  # type: ignore[type-arg]
     _check(_libc.syscall(number, b".", b"."), "pivot_root")
     _check(_libc.umount2(b".", MNT_DETACH), "detach the host's root")
     os.chdir("/")
-    os.chdir(spec.get("workdir") or "/golem/work")
+    workdir = spec.get("workdir") or "/golem/work"
+    os.makedirs(workdir, exist_ok=True)
+    os.chdir(workdir)
 
 
 def enter_user_namespace(base: int) -> None:

@@ -252,6 +252,7 @@ class Sandbox:
             "golem": str(self.root),
             "mounts": [[c, str(h)] for c, h in self.mounts.items()],
             "workdir": self.rootfs.workdir or "/golem/work",
+            "volumes": [v for v in self.rootfs.volumes if v.startswith("/")],
             "owner": None if self.owner is None else list(self.owner),
             "map_base": None if self.owner is None else self.owner[0],
         }
