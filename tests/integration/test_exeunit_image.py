@@ -10,12 +10,15 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 from _gvmi import MARKER, Gvmi, build_gvmi, mksquashfs_available, serve_files
+from test_exeunit_direct import READY, exec_payload, with_exeunit
 
-from golem_deploy.localnet import exeunit_image
+from golem_deploy.localnet import LocalNetInfo, exeunit_image
+from golem_deploy.localnet.exeunit import ExeUnit
 from golem_deploy.localnet.image import (
     ImageCache,
     ImageConfig,
@@ -140,5 +143,64 @@ def test_unreachable_image_falls_back_to_the_sealed_host_root(tmp_path: Path) ->
         assert resolved.notice == (
             "image abababab… not reachable offline: using the sealed host root"
         )
+
+    anyio.run(main)
+
+
+@pytest.mark.localnet
+def test_deploy_downloads_with_progress_and_fails_with_the_providers_reason(
+    shared_localnet: LocalNetInfo, tmp_path: Path, gvmi: Gvmi
+) -> None:
+    """Through the ExeUnit's bus API: what a requestor sees of deploy and its image."""
+
+    async def main() -> None:
+        async with serve_files({"img.gvmi": gvmi.path}) as server:
+            good = f"hash:sha3:{gvmi.digest}:{server.url('img.gvmi')}"
+            # Another hash (the good one is cached by now: a cached image needs no server).
+            missing = f"hash:sha3:{'1' * 56}:{server.url('missing.gvmi')}"
+
+            async def deploys(unit: ExeUnit, call: Callable[..., Awaitable[Any]]) -> None:
+                me = unit.config.activity_id
+                deploy = {"deploy": {"progress": {"updateInterval": None, "updateStep": 1}}}
+                marker = {
+                    "run": {
+                        "entry_point": "/bin/cat",
+                        "args": ["/etc/image-marker"],
+                        "capture": {"stdout": {"atEnd": {}}},
+                    }
+                }
+                await call("Exec", exec_payload(unit, "b1", [deploy, READY[1], marker]))
+                results = await call(
+                    "GetExecBatchResults",
+                    {"activityId": me, "batchId": "b1", "commandIndex": None, "timeout": 20.0},
+                )
+                assert [r["result"] for r in results["Ok"]] == ["Ok"] * 3, results
+                assert results["Ok"][2]["stdout"] == MARKER + "\n"
+                progress = [
+                    e["kind"]["progress"]
+                    for e in unit._batches["b1"].events
+                    if "progress" in e["kind"]
+                ]
+                assert progress and progress[-1]["progress"] == [gvmi.size, gvmi.size]
+                assert progress[-1]["unit"] == "Bytes"
+
+            async def fails(unit: ExeUnit, call: Callable[..., Awaitable[Any]]) -> None:
+                me = unit.config.activity_id
+                await call("Exec", exec_payload(unit, "b1", [{"deploy": {}}]))
+                results = await call(
+                    "GetExecBatchResults",
+                    {"activityId": me, "batchId": "b1", "commandIndex": None, "timeout": 20.0},
+                )
+                (only,) = results["Ok"]
+                assert only["result"] == "Error"
+                assert only["message"].startswith("deploy failed: image download failed: ")
+                assert "HTTP 404" in only["message"]
+
+            await anyio.to_thread.run_sync(
+                lambda: with_exeunit(shared_localnet, tmp_path, deploys, task_package=good)
+            )
+            await anyio.to_thread.run_sync(
+                lambda: with_exeunit(shared_localnet, tmp_path, fails, task_package=missing)
+            )
 
     anyio.run(main)
