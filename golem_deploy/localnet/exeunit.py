@@ -39,7 +39,12 @@ from golem_deploy.localnet import exeunit_image, gftp
 from golem_deploy.localnet.exeunit_capture import Capture, Output
 from golem_deploy.localnet.gsb import CALL_BAD_REQUEST, GsbClient, GsbError, IncomingCall
 from golem_deploy.localnet.image import ImageError
-from golem_deploy.localnet.sandbox import DEFAULT_LAYER_BYTES, Sandbox, SandboxError
+from golem_deploy.localnet.sandbox import (
+    DEFAULT_LAYER_BYTES,
+    Sandbox,
+    SandboxError,
+    unsafe_host_exec_requested,
+)
 
 log = logging.getLogger(__name__)
 
@@ -552,7 +557,8 @@ class ExeUnit:
         self._env = {str(k): str(v) for k, v in env.items()}
         await self._close_sandbox()
         notices = []
-        if self.config.unsafe_host_exec:
+        unsafe = self.config.unsafe_host_exec or unsafe_host_exec_requested()
+        if unsafe:
             root = exeunit_image.ResolvedRoot(exeunit_image.HOST_ROOT)
         else:
             progress = None
@@ -566,13 +572,13 @@ class ExeUnit:
                 )
             except ImageError as exc:
                 raise CommandError(f"deploy failed: {exc}") from exc
-            if root.notice:
-                notices.append(root.notice)
+            if root.notice:  # logged once per image by resolve_root; not in the result,
+                self.notices.append(root.notice)  # which requestors compare as in the VM
         storage = self.config.storage_gib
         sandbox = Sandbox(
             self.config.work_dir,
             self.config.mounts,
-            isolate=False if self.config.unsafe_host_exec else None,
+            isolate=False if unsafe else None,
             rootfs=root.rootfs,
             layer_bytes=int(storage * 1024**3) if storage else DEFAULT_LAYER_BYTES,
         )
@@ -663,8 +669,7 @@ class ExeUnit:
         scheme = _scheme(url)
         if scheme == "container":
             assert self._sandbox is not None
-            src = self._sandbox.host_path(_container_part(url), write=False)
-            await anyio.to_thread.run_sync(shutil.copyfile, src, into)
+            await anyio.to_thread.run_sync(self._sandbox.copy_out, _container_part(url), into)
         elif scheme == "gftp":
             assert self._bus is not None
             await gftp.download(self._bus, url, into)
@@ -685,12 +690,7 @@ class ExeUnit:
         scheme = _scheme(url)
         if scheme == "container":
             assert self._sandbox is not None
-            dest = self._sandbox.host_path(_container_part(url), write=True)
-            missing = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            data.replace(dest)
-            for path in (dest, *missing):  # root inside the sandbox owns what it received
-                self._sandbox.adopt(path)
+            self._sandbox.deliver(data, _container_part(url))
         elif scheme == "gftp":
             assert self._bus is not None
             await gftp.upload(self._bus, data, url)

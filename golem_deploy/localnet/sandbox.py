@@ -27,6 +27,7 @@ so arguments with ``;``, ``$(...)``, quotes or newlines arrive unchanged.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -63,6 +64,15 @@ _INIT_SCRIPT = Path(__file__).with_name("exeunit_init.py")
 
 SANDBOX_ID_BASE = 0x70000000
 """As root: host uid/gid of root inside every sandbox (see exeunit_init.SANDBOX_ID_BASE)."""
+
+UNSAFE_HOST_EXEC_ENV = "GOLEM_DEPLOY_UNSAFE_HOST_EXEC"
+"""Set to 1 (by ``golem-deploy up --unsafe-host-exec``; inherited by the local network's
+processes): activities run unsealed on the host."""
+
+
+def unsafe_host_exec_requested() -> bool:
+    return os.environ.get(UNSAFE_HOST_EXEC_ENV) == "1"
+
 
 DEFAULT_LAYER_BYTES = 2 * 1024**3
 """Size of the private writable layer when the agreement names no storage (2 GiB, the
@@ -427,6 +437,79 @@ class Sandbox:
         if resolved != root and root not in resolved.parents:
             raise SandboxError(f"{container_path} leaves the sandbox (via a symlink)")
         return resolved
+
+    # The sandbox's root can change its volumes while the host works on them: a file checked
+    # by host_path() could be a symlink to a host file a moment later. Transfers therefore
+    # walk a volume one component at a time, never following a symlink (O_NOFOLLOW).
+
+    def copy_out(self, container_path: str, into: Path) -> None:
+        """Copy a file of the sandbox (volume or read-only mount) to the host file ``into``."""
+        path = _container_path(container_path)
+        volume = self._volume_of(path)
+        if volume is None:  # a read-only mount: host content the sandbox cannot change
+            fd = os.open(self.host_path(path, write=False), os.O_RDONLY | os.O_CLOEXEC)
+        else:
+            parent, name = self._walk(container_path, volume, create=False)
+            try:
+                fd = self._open_at(container_path, name, os.O_RDONLY, parent)
+            finally:
+                os.close(parent)
+        with os.fdopen(fd, "rb") as source, open(into, "wb") as out:
+            shutil.copyfileobj(source, out, 1 << 20)
+
+    def deliver(self, data: Path, container_path: str) -> None:
+        """Move the host file ``data`` into a volume at ``container_path`` (owned by root
+        inside), creating missing directories."""
+        path = _container_path(container_path)
+        volume = self._volume_of(path)
+        self.host_path(path, write=True)  # refuses what is not in a volume, with the reason
+        assert volume is not None
+        parent, name = self._walk(container_path, volume, create=True)
+        try:
+            if not name:
+                raise SandboxError(f"{container_path} is a directory")
+            os.replace(data, name, dst_dir_fd=parent)
+            if self.owner is not None:
+                os.chown(name, *self.owner, dir_fd=parent, follow_symlinks=False)
+        finally:
+            os.close(parent)
+
+    def _volume_of(self, path: str) -> str | None:
+        """The volume (/golem/work, ...) ``path`` is in, unless a mount inside it is closer."""
+        for sub in VOLUMES:
+            prefix = f"/golem/{sub}"
+            if path == prefix or path.startswith(prefix + "/"):
+                nested = [m for m in self.mounts if m == path or path.startswith(m + "/")]
+                return None if any(len(m) > len(prefix) for m in nested) else sub
+        return None
+
+    def _walk(self, container_path: str, volume: str, *, create: bool) -> tuple[int, str]:
+        """(fd of the parent directory, last name) of a path in a volume, no symlinks."""
+        parts = _container_path(container_path).split("/")[3:]
+        fd = os.open(self.root / volume, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for part in parts[:-1]:
+                if create:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(part, dir_fd=fd)
+                        if self.owner is not None:
+                            os.chown(part, *self.owner, dir_fd=fd, follow_symlinks=False)
+                child = self._open_at(container_path, part, os.O_RDONLY | os.O_DIRECTORY, fd)
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, parts[-1] if parts else ""
+
+    @staticmethod
+    def _open_at(container_path: str, name: str, flags: int, dir_fd: int) -> int:
+        try:
+            return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise SandboxError(f"{container_path} leaves the sandbox (via a symlink)") from exc
+            raise
 
     # ---- usage ----
 

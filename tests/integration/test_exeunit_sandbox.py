@@ -227,3 +227,33 @@ def test_cpu_of_background_processes_is_counted_while_they_run_and_after(
             assert sandbox.cpu_seconds() >= 0.9  # reaped by the init: counted in full
 
     anyio.run(main)
+
+
+def test_transfers_never_follow_a_symlink_the_activity_planted(tmp_path: Path) -> None:
+    """A check-then-copy could be raced by the activity swapping in a symlink to a host file;
+    copy_out/deliver open each component with O_NOFOLLOW, so any symlink is refused."""
+    host_dir = tmp_path / "host"
+    host_dir.mkdir()
+    (host_dir / "secret").write_text("host secret")
+    sandbox = Sandbox(tmp_path / "a", isolate=False)
+    work = tmp_path / "a" / "golem" / "work"
+    work.mkdir(parents=True)
+    (tmp_path / "a" / "golem" / "input").mkdir()
+    os.symlink(host_dir / "secret", work / "file-link")
+    os.symlink(host_dir, work / "dir-link")
+    (work / "real").mkdir()
+    (work / "real" / "ok.txt").write_text("fine")
+    with pytest.raises(SandboxError, match="leaves"):
+        sandbox.copy_out("/golem/work/file-link", tmp_path / "out1")
+    with pytest.raises(SandboxError, match="leaves"):
+        sandbox.copy_out("/golem/work/dir-link/secret", tmp_path / "out2")
+    data = tmp_path / "data"
+    data.write_text("payload")
+    with pytest.raises(SandboxError, match="leaves"):
+        sandbox.deliver(data, "/golem/work/dir-link/planted")
+    assert sorted(p.name for p in host_dir.iterdir()) == ["secret"]
+    # Plain files and new directories work.
+    sandbox.copy_out("/golem/work/real/ok.txt", tmp_path / "out3")
+    assert (tmp_path / "out3").read_text() == "fine"
+    sandbox.deliver(data, "/golem/input/new/dir/file.txt")
+    assert (tmp_path / "a/golem/input/new/dir/file.txt").read_text() == "payload"
