@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 SUBNET = "local-dev"
 PLATFORM = "erc20-holesky-tglm"
 MOUNTS_PROPERTY = "golem_deploy.local.mounts"
+LOCAL_IMAGE_PROPERTY = "golem_deploy.local.image"
+TASK_PACKAGE_PROPERTY = "golem.srv.comp.task_package"
 USAGE_VECTOR = ("golem.usage.cpu_sec", "golem.usage.duration_sec")
 
 #: What every local provider declares. Agreements reserve the demand's minimum threads,
@@ -148,6 +150,12 @@ def demand_requirements(constraints: str) -> Resources:
     return Resources(found["cpu.threads"], found["mem.gib"], found["storage.gib"])
 
 
+def parse_local_image(properties: Mapping[str, Any]) -> Path | None:
+    """The demand's `golem_deploy.local.image`: a .gvmi file or image tree on this host."""
+    raw = properties.get(LOCAL_IMAGE_PROPERTY)
+    return Path(raw) if isinstance(raw, str) and Path(raw).is_absolute() else None
+
+
 def parse_mounts(properties: Mapping[str, Any]) -> dict[str, Path]:
     """The demand's local read-only mounts {container path: absolute host path}.
 
@@ -207,6 +215,10 @@ def _final(reason: str) -> bool:
     return not reason.startswith((OVER_CAPACITY, SHUTTING_DOWN))
 
 
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def _now_cursor() -> str:
     """An RFC 3339 event cursor one second in the past (events are strictly after it)."""
     return (datetime.now(UTC) - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -237,6 +249,10 @@ class ExeUnitFactory(Protocol):
         requestor_id: str,
         fail_commands_matching: re.Pattern[str] | None,
         slow_start: float,
+        task_package: str | None = None,
+        local_image: Path | None = None,
+        storage_gib: float | None = None,
+        unsafe_host_exec: bool = False,
     ) -> ExeUnitLike: ...
 
 
@@ -339,6 +355,7 @@ class ProviderConfig:
     work_root: Path
     faults: ProviderFaults = NO_FAULTS
     debit_note_interval: float = DEBIT_NOTE_INTERVAL
+    unsafe_host_exec: bool = False  # --unsafe-host-exec: activities run unsealed on the host
 
 
 class ProviderAgent:
@@ -836,6 +853,10 @@ class ProviderAgent:
                 requestor_id=agreement.requestor_id,
                 fail_commands_matching=self.config.faults.fail_commands_matching,
                 slow_start=self.config.faults.slow_start,
+                task_package=_str_or_none(agreement.demand.get(TASK_PACKAGE_PROPERTY)),
+                local_image=parse_local_image(agreement.demand),
+                storage_gib=agreement.reserved.storage_gib,
+                unsafe_host_exec=self.config.unsafe_host_exec,
             )
             activity.exeunit = unit
             async with anyio.create_task_group() as tg:

@@ -2,10 +2,11 @@
 
 yapapi is not a dependency of golem-deploy: the test installs it into a throwaway virtualenv
 under its tmp dir, or uses $GOLEM_DEPLOY_TEST_YAPAPI_PYTHON (skipped when neither works).
-Two things a real requestor machine has are provided by the test: an HTTP server answering
-yapapi's HEAD check of the image URL (the local provider never downloads the image), and a
-stand-in for yagna's `gftp` binary, which the golem-node wheel does not ship and yapapi
-always starts.
+Two things a real requestor machine has are provided by the test: an image registry (a
+loopback HTTP server with a real .gvmi built at test time, which yapapi checks with HEAD and
+the local provider downloads, verifies and runs the service in, as a real provider does),
+and a stand-in for yagna's `gftp` binary, which the golem-node wheel does not ship and
+yapapi always starts.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _gvmi import Gvmi, build_gvmi, mksquashfs_available
 
 from golem_deploy.localnet import LocalNetInfo
+from golem_deploy.localnet.image import ImageConfig
 
 pytestmark = pytest.mark.localnet
 
@@ -66,11 +69,18 @@ def yapapi_python(scratch: Path) -> Path:
 
 
 @pytest.fixture
-def image_url(tmp_path: Path) -> Iterator[str]:
-    """A loopback URL that answers HEAD with 200, as an image registry would."""
+def image(tmp_path: Path) -> Gvmi:
+    if not mksquashfs_available():
+        pytest.skip("needs squashfs-tools to build the service's image")
+    return build_gvmi(tmp_path / "image", ImageConfig(workdir="/golem/work"))
+
+
+@pytest.fixture
+def image_url(tmp_path: Path, image: Gvmi) -> Iterator[str]:
+    """A loopback URL of the image, answering HEAD and GET as an image registry would."""
     www = tmp_path / "www"
     www.mkdir()
-    (www / "image.gvmi").write_bytes(b"not a real image")
+    shutil.copyfile(image.path, www / "image.gvmi")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -84,12 +94,17 @@ def image_url(tmp_path: Path) -> Iterator[str]:
 
 
 def test_yapapi_services_api_runs_a_service_unchanged(
-    shared_localnet: LocalNetInfo, yapapi_python: Path, image_url: str, tmp_path: Path
+    shared_localnet: LocalNetInfo,
+    yapapi_python: Path,
+    image_url: str,
+    image: Gvmi,
+    tmp_path: Path,
 ) -> None:
     env = {
         "PATH": f"{HERE}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "HOME": str(tmp_path),
         "IMAGE_URL": image_url,
+        "IMAGE_HASH": image.digest,
         "YAPAPI_LOG": str(tmp_path / "yapapi.log"),
         **shared_localnet.env(),
     }

@@ -1,7 +1,8 @@
 """A yapapi 0.13 Services API program, written as for the real Golem network.
 
-Run with the YAGNA_* variables of `golem-deploy localnet start` and IMAGE_URL pointing at a
-URL that answers HEAD (yapapi checks it; the local provider never downloads it).
+Run with the YAGNA_* variables of `golem-deploy localnet start`, IMAGE_URL pointing at a
+.gvmi image (yapapi checks it with HEAD; the local provider downloads it) and IMAGE_HASH its
+sha3-224.
 """
 
 import asyncio
@@ -16,7 +17,9 @@ from yapapi.services import Service, ServiceState
 class Hello(Service):
     @staticmethod
     async def get_payload():
-        return await vm.repo(image_hash="0" * 56, image_url=os.environ["IMAGE_URL"])
+        return await vm.repo(
+            image_hash=os.environ.get("IMAGE_HASH", "0" * 56), image_url=os.environ["IMAGE_URL"]
+        )
 
     async def start(self):
         async for script in super().start():
