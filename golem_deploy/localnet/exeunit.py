@@ -39,6 +39,7 @@ from golem_deploy.localnet import exeunit_image, gftp
 from golem_deploy.localnet.exeunit_capture import Capture, Output
 from golem_deploy.localnet.gsb import CALL_BAD_REQUEST, GsbClient, GsbError, IncomingCall
 from golem_deploy.localnet.image import ImageError
+from golem_deploy.localnet.limits import Limits
 from golem_deploy.localnet.sandbox import (
     DEFAULT_LAYER_BYTES,
     Sandbox,
@@ -55,6 +56,7 @@ report every second."""
 CPU_SEC = "golem.usage.cpu_sec"
 DURATION_SEC = "golem.usage.duration_sec"
 STATEFUL = ("deploy", "start", "run", "transfer")
+_LOGGED: set[str] = set()  # notes already logged by this process
 KEEP_BATCHES = 200
 """Finished batches older than the newest 200 are forgotten (their results were read)."""
 
@@ -75,6 +77,8 @@ class ExeUnitConfig:
     task_package: str | None = None  # the demand's golem.srv.comp.task_package
     local_image: Path | None = None  # local.image: a .gvmi file or extracted tree on disk
     storage_gib: float | None = None  # the agreement's storage: size of the writable layer
+    cpu_threads: float | None = None  # the agreement's threads: CPU quota (cgroups)
+    mem_gib: float | None = None  # the agreement's memory: memory limit (cgroups)
     unsafe_host_exec: bool = False  # --unsafe-host-exec: run commands unsealed on the host
 
 
@@ -575,12 +579,16 @@ class ExeUnit:
             if root.notice:  # logged once per image by resolve_root; not in the result,
                 self.notices.append(root.notice)  # which requestors compare as in the VM
         storage = self.config.storage_gib
+        limits = None
+        if self.config.cpu_threads and self.config.mem_gib:
+            limits = Limits(self.config.cpu_threads, int(self.config.mem_gib * 1024**3))
         sandbox = Sandbox(
             self.config.work_dir,
             self.config.mounts,
             isolate=False if unsafe else None,
             rootfs=root.rootfs,
             layer_bytes=int(storage * 1024**3) if storage else DEFAULT_LAYER_BYTES,
+            limits=limits,
         )
         assert self._tg is not None
         try:
@@ -590,6 +598,11 @@ class ExeUnit:
             raise CommandError(f"deploy failed: {exc}") from exc
         self._sandbox = sandbox
         self._image_digest = root.digest
+        if sandbox.limits_note:  # logged once per process; the result stays as in the VM
+            self.notices.append(sandbox.limits_note)
+            if sandbox.limits_note not in _LOGGED:
+                _LOGGED.add(sandbox.limits_note)
+                log.warning("local ExeUnit: %s", sandbox.limits_note)
         if sandbox.limitations:
             notices.append(sandbox.limitations)
         if notices:

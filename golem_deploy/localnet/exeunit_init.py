@@ -315,7 +315,7 @@ def _reap(signum: int, frame: object) -> None:
         pass
 
 
-def run_command(cpu_file: str, argv: list[str]) -> None:
+def run_command(cpu_file: str, argv: list[str], cgroups: list[str] | None = None) -> None:
     """``--exec`` mode: run ``argv`` as our child and record the CPU time it used.
 
     The ExeUnit starts every command through this wrapper because only a parent's wait4()
@@ -323,8 +323,16 @@ def run_command(cpu_file: str, argv: list[str]) -> None:
     waits for the command it starts in the sandbox) after it ended; sampling /proc would
     miss whatever ran between two samples. The wrapper exits like its child did (same code,
     or the same signal), so it is invisible to the caller. It also lowers the hard resource
-    limits the command inherits, which the sandbox's root cannot raise again.
+    limits the command inherits, which the sandbox's root cannot raise again, and joins the
+    activity's cgroups (CPU and memory limits), which the command and its children inherit.
     """
+    for cgroup in cgroups or []:
+        try:
+            with open(os.path.join(cgroup, "cgroup.procs"), "w") as procs:
+                procs.write(str(os.getpid()))
+        except OSError as exc:
+            sys.stderr.write(f"golem-deploy: cannot join the activity's cgroup: {exc}\n")
+            os._exit(126)
     pid = os.fork()
     if pid == 0:
         for limit, ceiling in HARD_LIMITS.items():
@@ -351,8 +359,13 @@ def run_command(cpu_file: str, argv: list[str]) -> None:
 
 
 def main() -> None:
-    if sys.argv[1] == "--exec":  # --exec CPU_FILE -- ARGV...
-        run_command(sys.argv[2], sys.argv[4:])
+    if sys.argv[1] == "--exec":  # --exec CPU_FILE [--cgroup DIR]... -- ARGV...
+        args = sys.argv[3:]
+        cgroups = []
+        while args[0] == "--cgroup":
+            cgroups.append(args[1])
+            args = args[2:]
+        run_command(sys.argv[2], args[1:], cgroups)
         return
     try:
         spec = json.loads(sys.argv[1])

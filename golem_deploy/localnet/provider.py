@@ -253,6 +253,8 @@ class ExeUnitFactory(Protocol):
         local_image: Path | None = None,
         storage_gib: float | None = None,
         unsafe_host_exec: bool = False,
+        cpu_threads: float | None = None,
+        mem_gib: float | None = None,
     ) -> ExeUnitLike: ...
 
 
@@ -856,6 +858,8 @@ class ProviderAgent:
                 task_package=_str_or_none(agreement.demand.get(TASK_PACKAGE_PROPERTY)),
                 local_image=parse_local_image(agreement.demand),
                 storage_gib=agreement.reserved.storage_gib,
+                cpu_threads=agreement.reserved.threads,
+                mem_gib=agreement.reserved.mem_gib,
                 unsafe_host_exec=self.config.unsafe_host_exec,
             )
             activity.exeunit = unit

@@ -42,6 +42,7 @@ import anyio
 import anyio.abc
 
 from golem_deploy.errors import GolemDeployError
+from golem_deploy.localnet.limits import CgroupLimits, Limits
 from golem_deploy.localnet.rootfs import HOST_ROOT, RootFs, host_root_entries
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class Sandbox:
         isolate: bool | None = None,
         rootfs: RootFs = HOST_ROOT,
         layer_bytes: int = DEFAULT_LAYER_BYTES,
+        limits: Limits | None = None,
     ) -> None:
         self.work_dir = work_dir
         self.root = work_dir / "golem"
@@ -131,6 +133,8 @@ class Sandbox:
         self.rootfs = rootfs
         self.layer_bytes = layer_bytes
         self.owner = sandbox_owner() if self._want_isolation else None
+        self._cgroups = None if limits is None else CgroupLimits(_cgroup_name(work_dir), limits)
+        self.limits_note: str | None = None  # why the agreement's limits are not enforced
         self.isolated = False
         self.limitations: str | None = None
         self._init: anyio.abc.Process | None = None
@@ -153,6 +157,11 @@ class Sandbox:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         for directory in (self.root, *(self.root / sub for sub in VOLUMES)):
             self.adopt(directory)
+        if self._cgroups is not None:
+            reason = self._cgroups.create()
+            if reason is not None:
+                self._cgroups = None
+                self.limits_note = f"CPU and memory limits not enforced: {reason}"
         for container_path, host_path in self.mounts.items():
             if not host_path.exists():
                 raise SandboxError(
@@ -196,6 +205,15 @@ class Sandbox:
             self.kill_now()
             with anyio.CancelScope(shield=True):
                 await self._reap_init()
+                await self._remove_cgroups()
+
+    async def _remove_cgroups(self) -> None:
+        """Killed processes leave their cgroup once the kernel reaped them: retry a moment."""
+        if self._cgroups is None:
+            return
+        with anyio.move_on_after(2):
+            while not self._cgroups.remove():
+                await anyio.sleep(0.02)
 
     async def close(self) -> None:
         """End every process of the activity (idempotent)."""
@@ -337,7 +355,10 @@ class Sandbox:
         self._commands += 1
         cpu_file = self.work_dir / "cpu" / str(self._commands)
         cpu_file.parent.mkdir(parents=True, exist_ok=True)
-        wrapper = [sys.executable, "-I", "-S", str(_INIT_SCRIPT), "--exec", str(cpu_file), "--"]
+        wrapper = [sys.executable, "-I", "-S", str(_INIT_SCRIPT), "--exec", str(cpu_file)]
+        for cgroup in self._cgroups.dirs if self._cgroups is not None else []:
+            wrapper += ["--cgroup", str(cgroup)]
+        wrapper.append("--")
         if self.isolated:
             assert self._init_pid is not None
             # --root/--wd without a value: the init's root and working directory (older
@@ -541,6 +562,10 @@ class Sandbox:
                 if stat is not None and stat[2] in self._groups:  # pgid: one of our commands
                     total += (stat[11] + stat[12]) / tick
         return total
+
+
+def _cgroup_name(work_dir: Path) -> str:
+    return f"golem-deploy-{os.getpid()}-{work_dir.name}"
 
 
 def _pids(proc: str) -> list[int]:
