@@ -11,7 +11,8 @@ It builds the activity's whole world, then seals it:
 1. a fresh root file system: the image's extracted tree under an overlay whose upper layer
    is a size-limited tmpfs (the private writable layer), or -- offline -- a tmpfs with the
    host's system directories bind-mounted read-only (the "sealed host root"); private
-   ``/golem/*`` volumes; ``local.mounts`` read-only; ``/proc`` of the new pid namespace; a
+   ``/golem/*`` volumes; ``local.mounts`` read-only (id-mapped into the sandbox's uid range
+   as root); ``/proc`` of the new pid namespace; a
    minimal ``/dev``; loopback up in the new network namespace; hostname ``golem``;
 2. ``pivot_root`` into it and detach the host's tree, so no host path is reachable;
 3. as root on the host: move itself into a new user namespace in which uid/gid 0..65535
@@ -61,6 +62,15 @@ MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
 CLONE_NEWUSER = 0x10000000
+SYS_OPEN_TREE = 428  # the same number on every architecture (new system calls)
+SYS_MOVE_MOUNT = 429
+SYS_MOUNT_SETATTR = 442
+OPEN_TREE_CLONE = 1
+AT_EMPTY_PATH = 0x1000
+MOVE_MOUNT_F_EMPTY_PATH = 4
+MOUNT_ATTR_RDONLY = 1
+MOUNT_ATTR_NOSUID = 2
+MOUNT_ATTR_IDMAP = 0x100000
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "armv7l": 218, "ppc64le": 203, "s390x": 217}
 
 SANDBOX_ID_BASE = 0x70000000
@@ -103,6 +113,14 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int, data:
 
 def bind(source: str, target: str, *, read_only: bool, extra: int = 0) -> None:
     """Bind ``source`` at ``target`` (not recursive: submounts of the source stay hidden)."""
+    _prepare_target(source, target)
+    mount(source, target, None, MS_BIND)
+    if read_only or extra:
+        flags = MS_REMOUNT | MS_BIND | extra | (MS_RDONLY if read_only else 0)
+        mount(None, target, None, flags | _locked_flags(source))
+
+
+def _prepare_target(source: str, target: str) -> None:
     if os.path.isdir(source):
         os.makedirs(target, exist_ok=True)
     else:
@@ -110,10 +128,65 @@ def bind(source: str, target: str, *, read_only: bool, extra: int = 0) -> None:
         if not os.path.lexists(target):
             with open(target, "a"):
                 pass
-    mount(source, target, None, MS_BIND)
-    if read_only or extra:
-        flags = MS_REMOUNT | MS_BIND | extra | (MS_RDONLY if read_only else 0)
-        mount(None, target, None, flags | _locked_flags(source))
+
+
+def id_map_namespace(base: int) -> int:
+    """An fd of a user namespace mapping 0..65535 to ``base``.. (the sandbox's own map).
+
+    Used to idmap ``local.mounts``: through such a mount a file the host's root owns is
+    owned by the sandbox's root, as if the folder had been copied into the VM. A child
+    makes the namespace; we (still in the host's user namespace) write its map and keep
+    a handle on it.
+    """
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(ready_r)
+        os.close(done_w)
+        ok = _libc.unshare(CLONE_NEWUSER) == 0
+        # Our pid as the host's /proc (still mounted here) numbers it: not os.getpid().
+        os.write(ready_w, os.readlink("/proc/self").encode() if ok else b"-")
+        os.read(done_r, 1)
+        os._exit(0)
+    os.close(ready_w)
+    os.close(done_r)
+    try:
+        host_pid = os.read(ready_r, 32).decode()
+        if not host_pid.isdigit():
+            raise OSError(errno.EPERM, "cannot make the id-mapping user namespace")
+        for name in ("uid_map", "gid_map"):
+            with open(f"/proc/{host_pid}/{name}", "w") as out:
+                out.write(f"0 {base} {ID_COUNT}\n")
+        return os.open(f"/proc/{host_pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(done_w)
+        os.close(ready_r)
+        os.waitpid(child, 0)
+
+
+def idmapped_bind(source: str, target: str, userns_fd: int) -> None:
+    """A read-only, nosuid bind of ``source`` at ``target``, id-mapped through ``userns_fd``
+    (open_tree + mount_setattr + move_mount, Linux 5.12+)."""
+    tree = _libc.syscall(SYS_OPEN_TREE, -100, source.encode(), OPEN_TREE_CLONE | os.O_CLOEXEC)
+    if tree < 0:
+        _check(-1, f"open_tree {source}")
+    try:
+        attr = struct.pack(
+            "QQQQ", MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0, 0, userns_fd
+        )
+        _check(
+            _libc.syscall(SYS_MOUNT_SETATTR, tree, b"", AT_EMPTY_PATH, attr, len(attr)),
+            f"id-map the mount of {source}",
+        )
+        _check(
+            _libc.syscall(
+                SYS_MOVE_MOUNT, tree, b"", -100, target.encode(), MOVE_MOUNT_F_EMPTY_PATH
+            ),
+            f"mount {source} on {target}",
+        )
+    finally:
+        os.close(tree)
 
 
 def _locked_flags(path: str) -> int:
@@ -140,6 +213,11 @@ def build_root(spec: dict, new_root: str) -> None:  # type: ignore[type-arg]
     if image is not None:
         for sub in ("upper", "work", "root"):
             os.mkdir(os.path.join(layer, sub))
+        # The merged root takes the upper directory's owner and mode: make them the
+        # image's, so root inside owns / as in the VM.
+        info = os.stat(image)
+        os.chown(os.path.join(layer, "upper"), info.st_uid, info.st_gid)
+        os.chmod(os.path.join(layer, "upper"), info.st_mode & 0o7777)
         lower = image.replace(",", "\\,").replace(":", "\\:")
         options = f"lowerdir={lower},upperdir={layer}/upper,workdir={layer}/work"
         try:
@@ -240,8 +318,21 @@ def setup(spec: dict) -> None:  # type: ignore[type-arg]
     mount(spec["golem"], golem, None, MS_BIND)
     mount(None, golem, None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV)
     # Parents before children, so /a/b is mounted on top of /a, not hidden by it.
+    userns_fd = None
+    if spec["mounts"] and spec.get("map_base") is not None:
+        userns_fd = id_map_namespace(int(spec["map_base"]))
     for container_path, host_path in sorted(spec["mounts"], key=lambda m: m[0].count("/")):
-        bind(host_path, _inside(new_root, container_path), read_only=True, extra=MS_NOSUID)
+        target = _inside(new_root, container_path)
+        if userns_fd is not None:
+            _prepare_target(host_path, target)
+            try:
+                idmapped_bind(host_path, target, userns_fd)
+                continue
+            except OSError:
+                pass  # a file system without id-mapped mounts: as the host's files are
+        bind(host_path, target, read_only=True, extra=MS_NOSUID)
+    if userns_fd is not None:
+        os.close(userns_fd)
     proc = _inside(new_root, "/proc")
     os.makedirs(proc, exist_ok=True)
     mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -367,6 +458,7 @@ def main() -> None:
             args = args[2:]
         run_command(sys.argv[2], args[1:], cgroups)
         return
+    os.umask(0o022)  # the provider's umask (often 077) must not make the sandbox unusable
     try:
         spec = json.loads(sys.argv[1])
         setup(spec)

@@ -83,7 +83,8 @@ def test_commands_see_the_image_and_not_the_host_and_the_cache_is_reused(
             sandbox,
             "cat /etc/image-marker; pwd; echo $FROM_IMAGE; ls /data && echo data-ok; "
             "ls /usr/bin/python3 || echo no-host-python; "
-            "echo changed > /etc/image-marker && cat /etc/image-marker",
+            "echo changed > /etc/image-marker && cat /etc/image-marker; "
+            "touch /new-at-the-root && echo root-owns-slash",
         )
         assert code == 0, out
         assert out.splitlines() == [
@@ -94,6 +95,7 @@ def test_commands_see_the_image_and_not_the_host_and_the_cache_is_reused(
             *[line for line in out.splitlines() if "python3" in line],
             "no-host-python",
             "changed",  # the root is writable: a private layer over the image
+            "root-owns-slash",  # ... also / itself, as in the VM
         ]
 
     async def second(sandbox: Sandbox) -> None:
@@ -111,7 +113,12 @@ def test_commands_see_the_image_and_not_the_host_and_the_cache_is_reused(
         await in_image(tmp_path, again, package, second)
         assert again.downloads == 0
 
-    anyio.run(main)
+    # A provider process with umask 077 (a 0700 state dir) must not make the image unusable.
+    umask = os.umask(0o077)
+    try:
+        anyio.run(main)
+    finally:
+        os.umask(umask)
     assert not list((tmp_path / "images" / ".partial").iterdir())  # nothing half-made left
 
 

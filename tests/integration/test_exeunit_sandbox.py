@@ -257,3 +257,28 @@ def test_transfers_never_follow_a_symlink_the_activity_planted(tmp_path: Path) -
     assert (tmp_path / "out3").read_text() == "fine"
     sandbox.deliver(data, "/golem/input/new/dir/file.txt")
     assert (tmp_path / "a/golem/input/new/dir/file.txt").read_text() == "payload"
+
+
+@isolated_only
+def test_local_mounts_keep_their_owners_as_if_copied_into_the_vm(tmp_path: Path) -> None:
+    """As root, a mount is id-mapped into the sandbox's uid range: the host root's 0700
+    folder and 0600 file are root's inside too (readable), and still read-only."""
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    (private / "key.txt").write_text("root only\n")
+    (private / "key.txt").chmod(0o600)
+
+    async def main() -> None:
+        async with open_sandbox(tmp_path / "a", {"/golem/keys": private}) as sandbox:
+            code, out, _ = await output_of(
+                sandbox,
+                ["/bin/sh", "-c", "stat -c %U /golem/keys/key.txt; cat /golem/keys/key.txt"],
+            )
+            assert (code, out) == (0, "root\nroot only\n")
+            code, _, err = await output_of(
+                sandbox, ["/bin/sh", "-c", "echo x > /golem/keys/key.txt"]
+            )
+            assert code != 0 and "Read-only" in err
+
+    anyio.run(main)
+    assert (private / "key.txt").read_text() == "root only\n"
