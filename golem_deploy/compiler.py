@@ -39,6 +39,9 @@ from golem_deploy.manifest.model import (
     UploadStep,
 )
 
+LOCAL_IMAGE_PROPERTY = "golem_deploy.local.image"
+"""Demand property with local.image's absolute path (read by the local network's provider)."""
+
 __all__ = [
     "CompileError",
     "ManifestService",
@@ -75,6 +78,7 @@ class ManifestService(Service):
     restart: ClassVar[RestartPolicy]
     healthcheck: ClassVar[Healthcheck | None]
     local_mounts: ClassVar[Mapping[str, Path]] = {}
+    local_image: ClassVar[Path | None] = None
 
     @classmethod
     async def _payload(cls) -> Any:
@@ -90,6 +94,8 @@ class ManifestService(Service):
         )
         if cls.local_mounts:
             payload = payload.with_local_mounts(cls.local_mounts)
+        if cls.local_image is not None:
+            payload = payload.with_properties(**{LOCAL_IMAGE_PROPERTY: str(cls.local_image)})
         return payload
 
     def _script(self, steps: tuple[Step, ...]) -> Script:
@@ -172,6 +178,7 @@ def _compile_service(cls_name: str, spec: ServiceSpec, folder: Path, *, local: b
         "restart": spec.restart,
         "healthcheck": healthcheck,
         "local_mounts": dict(spec.mounts) if local else {},
+        "local_image": spec.local_image if local else None,
         "get_payload": staticmethod(get_payload),
     }
     cls: type[ManifestService] = type(cls_name, (ManifestService,), attrs)
@@ -330,7 +337,7 @@ def export_source(manifest: Manifest, *, output: Path | None = None) -> str:
         "restart policies",
         "health checks",
         "respawn_unstarted_instances",
-        "local.mounts (local network only)",
+        "local.mounts and local.image (local network only)",
     ]
     parts = [
         _EXPORT_HEADER.format(

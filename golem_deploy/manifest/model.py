@@ -104,6 +104,8 @@ class ServiceSpec:
     depends_on: tuple[str, ...] = ()
     # container path -> absolute host path; read only by the embedded local network
     mounts: dict[str, Path] = field(default_factory=dict)
+    # local.image: a .gvmi file or unpacked image folder on this host (local network only)
+    local_image: Path | None = None
 
 
 @dataclass(frozen=True)

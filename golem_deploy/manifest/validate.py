@@ -494,6 +494,15 @@ def _check_durations(service: dict[str, Any], base: JsonPath, error: Any) -> Non
 
 def _check_paths(service: dict[str, Any], base: JsonPath, folder: Path, error: Any) -> None:
     local = service.get("local")
+    image = local.get("image") if isinstance(local, dict) else None
+    if isinstance(image, str) and image:
+        source = (folder / Path(image).expanduser()).resolve()
+        if not source.exists():
+            error(
+                (*base, "local", "image"),
+                f"local image {image!r} does not exist (looked for {source})",
+                "give a .gvmi file or an unpacked image folder (relative to the manifest)",
+            )
     mounts = local.get("mounts") if isinstance(local, dict) else None
     if isinstance(mounts, dict):
         for container, host in mounts.items():
@@ -693,6 +702,9 @@ def _service(name: str, data: dict[str, Any], folder: Path) -> ServiceSpec:
         kwargs["healthcheck"] = Healthcheck(**check)
     if "depends_on" in data:
         kwargs["depends_on"] = tuple(data["depends_on"])
+    image = (data.get("local") or {}).get("image")
+    if image:
+        kwargs["local_image"] = (folder / Path(image).expanduser()).resolve()
     mounts = (data.get("local") or {}).get("mounts")
     if mounts:
         kwargs["mounts"] = {

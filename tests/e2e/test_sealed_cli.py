@@ -3,7 +3,7 @@
 `golem-deploy up` of a manifest whose start step writes into a host directory and lists the
 host's /root: sealed (the default), nothing of it reaches the host and the step sees root
 as an unprivileged, private root; with the explicit `--unsafe-host-exec` it runs on the host,
-and the CLI says so in red.
+and the CLI says so in red. And `local.image` runs a service in an image file on disk.
 """
 
 from __future__ import annotations
@@ -14,6 +14,11 @@ from pathlib import Path
 
 import pytest
 from _cli_helpers import Cli, wait_until
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+from _gvmi import MARKER, build_gvmi, mksquashfs_available
+
+from golem_deploy.localnet.image import ImageConfig
 
 pytestmark = [
     pytest.mark.localnet,
@@ -70,3 +75,31 @@ def test_unsafe_host_exec_runs_on_the_host_and_says_so(cli: Cli, tmp_path: Path)
         assert (tmp_path / "ESCAPED").read_text().strip() == str(os.geteuid())
     finally:
         assert cli("down", "-n", "unsafe").returncode == 0
+
+
+@pytest.mark.skipif(not mksquashfs_available(), reason="needs squashfs-tools")
+def test_local_image_runs_the_service_in_that_image(cli: Cli, tmp_path: Path) -> None:
+    build_gvmi(tmp_path, ImageConfig(workdir="/golem/work"))
+    manifest = tmp_path / "imaged.yaml"
+    manifest.write_text(
+        'version: "1"\n'
+        "name: imaged\n"
+        "budget: 1.0\n"
+        "services:\n"
+        "  app:\n"
+        "    payload: {image_hash: d646d7b93083d817846c2ae5c62c72ca0507782385a2e29291a3d376}\n"
+        "    run:\n"
+        "      every: 2s\n"
+        '      steps: [{run: ["/bin/cat", "/etc/image-marker"]}]\n'
+        "    local: {image: ./image.gvmi}\n"
+    )
+    up = cli("up", "-d", str(manifest), "--timeout", "3m")
+    assert up.returncode == 0, up.stderr
+    try:
+        wait_until(
+            lambda: f"app.0 | {MARKER}" in cli.ok("logs", "-n", "imaged").stdout,
+            60,
+            "the image's own file in the logs",
+        )
+    finally:
+        assert cli("down", "-n", "imaged").returncode == 0
