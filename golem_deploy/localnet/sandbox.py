@@ -27,7 +27,6 @@ so arguments with ``;``, ``$(...)``, quotes or newlines arrive unchanged.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -35,20 +34,30 @@ import shutil
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from subprocess import DEVNULL, PIPE
 
 import anyio
 import anyio.abc
 
-from golem_deploy.errors import GolemDeployError
 from golem_deploy.localnet.limits import CgroupLimits, Limits
 from golem_deploy.localnet.rootfs import HOST_ROOT, RootFs, host_root_entries
+from golem_deploy.localnet.sandbox_paths import VOLUMES, SandboxError, SandboxPaths, normalize_path
+
+__all__ = [
+    "DEFAULT_LAYER_BYTES",
+    "SANDBOX_ID_BASE",
+    "UNSAFE_HOST_EXEC_ENV",
+    "VOLUMES",
+    "CommandTimeout",
+    "Sandbox",
+    "SandboxError",
+    "namespaces_available",
+    "sandbox_owner",
+    "unsafe_host_exec_requested",
+]
 
 log = logging.getLogger(__name__)
-
-VOLUMES = ("work", "input", "output", "resource")
-"""The directories every activity gets under /golem."""
 
 DRAIN_GRACE = 0.2
 """How long to keep reading a finished command's output pipes for what it wrote last.
@@ -84,10 +93,6 @@ UNSEALED_HINT = (
     " and kernel.unprivileged_userns_clone=1 where it exists); --unsafe-host-exec runs the"
     " commands unsealed on this host instead (only for manifests you trust)"
 )
-
-
-class SandboxError(GolemDeployError):
-    """The sandbox could not be created, or a path would leave it."""
 
 
 class CommandTimeout(SandboxError):
@@ -128,13 +133,14 @@ class Sandbox:
     ) -> None:
         self.work_dir = work_dir
         self.root = work_dir / "golem"
-        self.mounts = {_container_path(k): Path(v).resolve() for k, v in (mounts or {}).items()}
+        self.mounts = {normalize_path(k): Path(v).resolve() for k, v in (mounts or {}).items()}
         self._want_isolation = isolate is not False  # False: the explicit unsafe opt-out
         self.rootfs = rootfs
         self.layer_bytes = layer_bytes
         self.owner = sandbox_owner() if self._want_isolation else None
         self._cgroups = None if limits is None else CgroupLimits(_cgroup_name(work_dir), limits)
         self.limits_note: str | None = None  # why the agreement's limits are not enforced
+        self._paths = SandboxPaths(self.root, self.mounts, self.owner)
         self.isolated = False
         self.limitations: str | None = None
         self._init: anyio.abc.Process | None = None
@@ -429,108 +435,19 @@ class Sandbox:
                 self._cpu_finished += float(cpu_file.read_text())
                 cpu_file.unlink()
 
-    # ---- paths ----
+    # ---- paths (see sandbox_paths) ----
 
-    def host_path(self, container_path: str, *, write: bool) -> Path:
-        """The host file behind a path inside the sandbox; refuses paths that leave it.
+    def host_path(self, path: str, *, write: bool) -> Path:
+        """The host file behind a path inside the sandbox; refuses paths that leave it."""
+        return self._paths.host_path(path, write=write)
 
-        Writable: the four /golem volumes. Readable additionally: the read-only mounts.
-        """
-        path = _container_path(container_path)
-        candidates: list[tuple[str, Path]] = [(f"/golem/{sub}", self.root / sub) for sub in VOLUMES]
-        if not write:
-            candidates += list(self.mounts.items())
-        best: tuple[str, Path] | None = None
-        for prefix, host in candidates:
-            if (path == prefix or path.startswith(prefix + "/")) and (
-                best is None or len(prefix) > len(best[0])
-            ):
-                best = (prefix, host)
-        if best is None:
-            where = "a /golem/{work,input,output,resource} path"
-            if not write and self.mounts:
-                where += " or a local mount (" + ", ".join(sorted(self.mounts)) + ")"
-            raise SandboxError(f"{container_path} is outside the sandbox; use {where}")
-        prefix, host_root = best
-        relative = path[len(prefix) :].lstrip("/")
-        resolved = (host_root / relative).resolve()
-        root = host_root.resolve()
-        if resolved != root and root not in resolved.parents:
-            raise SandboxError(f"{container_path} leaves the sandbox (via a symlink)")
-        return resolved
-
-    # The sandbox's root can change its volumes while the host works on them: a file checked
-    # by host_path() could be a symlink to a host file a moment later. Transfers therefore
-    # walk a volume one component at a time, never following a symlink (O_NOFOLLOW).
-
-    def copy_out(self, container_path: str, into: Path) -> None:
+    def copy_out(self, path: str, into: Path) -> None:
         """Copy a file of the sandbox (volume or read-only mount) to the host file ``into``."""
-        path = _container_path(container_path)
-        volume = self._volume_of(path)
-        if volume is None:  # a read-only mount: host content the sandbox cannot change
-            fd = os.open(self.host_path(path, write=False), os.O_RDONLY | os.O_CLOEXEC)
-        else:
-            parent, name = self._walk(container_path, volume, create=False)
-            try:
-                fd = self._open_at(container_path, name, os.O_RDONLY, parent)
-            finally:
-                os.close(parent)
-        with os.fdopen(fd, "rb") as source, open(into, "wb") as out:
-            shutil.copyfileobj(source, out, 1 << 20)
+        self._paths.copy_out(path, into)
 
-    def deliver(self, data: Path, container_path: str) -> None:
-        """Move the host file ``data`` into a volume at ``container_path`` (owned by root
-        inside), creating missing directories."""
-        path = _container_path(container_path)
-        volume = self._volume_of(path)
-        self.host_path(path, write=True)  # refuses what is not in a volume, with the reason
-        assert volume is not None
-        parent, name = self._walk(container_path, volume, create=True)
-        try:
-            if not name:
-                raise SandboxError(f"{container_path} is a directory")
-            os.replace(data, name, dst_dir_fd=parent)
-            if self.owner is not None:
-                os.chown(name, *self.owner, dir_fd=parent, follow_symlinks=False)
-        finally:
-            os.close(parent)
-
-    def _volume_of(self, path: str) -> str | None:
-        """The volume (/golem/work, ...) ``path`` is in, unless a mount inside it is closer."""
-        for sub in VOLUMES:
-            prefix = f"/golem/{sub}"
-            if path == prefix or path.startswith(prefix + "/"):
-                nested = [m for m in self.mounts if m == path or path.startswith(m + "/")]
-                return None if any(len(m) > len(prefix) for m in nested) else sub
-        return None
-
-    def _walk(self, container_path: str, volume: str, *, create: bool) -> tuple[int, str]:
-        """(fd of the parent directory, last name) of a path in a volume, no symlinks."""
-        parts = _container_path(container_path).split("/")[3:]
-        fd = os.open(self.root / volume, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            for part in parts[:-1]:
-                if create:
-                    with contextlib.suppress(FileExistsError):
-                        os.mkdir(part, dir_fd=fd)
-                        if self.owner is not None:
-                            os.chown(part, *self.owner, dir_fd=fd, follow_symlinks=False)
-                child = self._open_at(container_path, part, os.O_RDONLY | os.O_DIRECTORY, fd)
-                os.close(fd)
-                fd = child
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd, parts[-1] if parts else ""
-
-    @staticmethod
-    def _open_at(container_path: str, name: str, flags: int, dir_fd: int) -> int:
-        try:
-            return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise SandboxError(f"{container_path} leaves the sandbox (via a symlink)") from exc
-            raise
+    def deliver(self, data: Path, path: str) -> None:
+        """Move the host file ``data`` into a volume at ``path`` (owned by root inside)."""
+        self._paths.deliver(data, path)
 
     # ---- usage ----
 
@@ -602,22 +519,6 @@ async def _drain_and_close(stream: anyio.abc.ByteReceiveStream) -> None:
                 pass
         with contextlib.suppress(Exception):
             await stream.aclose()
-
-
-def _container_path(path: str) -> str:
-    """Normalise an absolute container path (no '..' tricks, no trailing slash)."""
-    pure = PurePosixPath(path)
-    if not pure.is_absolute():
-        raise SandboxError(f"container path {path!r} must be absolute")
-    parts: list[str] = []
-    for part in pure.parts[1:]:
-        if part == "..":
-            if not parts:
-                raise SandboxError(f"container path {path!r} leaves the file system root")
-            parts.pop()
-        elif part != ".":
-            parts.append(part)
-    return "/" + "/".join(parts)
 
 
 def _only_child(pid: int) -> int:
