@@ -576,8 +576,14 @@ class ExeUnit:
                 )
             except ImageError as exc:
                 raise CommandError(f"deploy failed: {exc}") from exc
-            if root.notice:  # logged once per image by resolve_root; not in the result,
-                self.notices.append(root.notice)  # which requestors compare as in the VM
+            if root.notice:
+                self.notices.append(root.notice)
+            if root.first_notice:
+                # Once per image and process, as an output event of deploy: a requestor's
+                # logs show it (golem-deploy's as `<service>.0 | ...`). Not in the result,
+                # which stays as the VM's.
+                notice = f"golem-deploy local ExeUnit: {root.notice}\n"
+                self._emit(batch, index, {"stdout": notice})
         storage = self.config.storage_gib
         limits = None
         if self.config.cpu_threads and self.config.mem_gib:

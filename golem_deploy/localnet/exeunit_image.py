@@ -7,8 +7,9 @@ Picks the activity's root file system, in this order:
 2. the demand's ``golem.srv.comp.task_package``: downloaded (with progress events when the
    deploy command asks for them), verified, cached and extracted once per hash;
 3. the *sealed host root* when the image cannot be reached (offline) or the demand names
-   none -- said once per image and process: ``image d646d7b9… not reachable offline:
-   using the sealed host root``.
+   none -- said once per image and process (a deployment's private local network is one
+   process, so once per deployment): ``image d646d7b9… not reachable offline: using the
+   sealed host root``.
 
 A download that fails with an HTTP error, a hash mismatch or a broken image fails deploy
 with that reason (:class:`ImageError`).
@@ -55,6 +56,7 @@ class ResolvedRoot:
     rootfs: RootFs
     digest: str | None = None  # the cached image in use (released when the sandbox ends)
     notice: str | None = None  # what the user should know (offline stand-in)
+    first_notice: bool = False  # the first time this process says it (show it to the user)
 
 
 class ProgressThrottle:
@@ -142,10 +144,11 @@ async def resolve_root(
         cached = await cache.fetch(package, progress)
     except ImageUnreachable as exc:
         notice = f"image {package.short} not reachable offline: using the sealed host root"
-        if package.digest not in _said:
+        first = package.digest not in _said
+        if first:
             _said.add(package.digest)
             log.warning("%s (%s)", notice, exc)
-        return ResolvedRoot(HOST_ROOT, notice=notice)
+        return ResolvedRoot(HOST_ROOT, notice=notice, first_notice=first)
     cache.acquire(cached.digest)
     return ResolvedRoot(
         _rootfs(cached.rootfs, cached.config, f"image {package.short}"), cached.digest

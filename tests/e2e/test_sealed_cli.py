@@ -59,6 +59,10 @@ def test_sealed_by_default(cli: Cli, tmp_path: Path) -> None:
             "the step's output: /root inside is empty",
         )
         assert "app.0 | 0" in logs
+        # Offline (the test network has no route out), the sealed host root stands in, and
+        # the deployment's logs say so once.
+        offline = "image d646d7b9… not reachable offline: using the sealed host root"
+        assert logs.count(offline) == 1, logs
         assert not (tmp_path / "ESCAPED").exists()
         assert "UNSEALED" not in up.stderr
     finally:
