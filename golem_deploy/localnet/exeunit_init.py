@@ -221,12 +221,14 @@ def build_root(spec: dict, new_root: str) -> None:  # type: ignore[type-arg]
         lower = image.replace(",", "\\,").replace(":", "\\:")
         options = f"lowerdir={lower},upperdir={layer}/upper,workdir={layer}/work"
         try:
-            mount("overlay", new_root, "overlay", MS_NOSUID, options)
+            # nodev: a device node an image brings (owned by root inside) opens nothing.
+            mount("overlay", new_root, "overlay", MS_NOSUID | MS_NODEV, options)
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.EINVAL, errno.ENODEV, errno.EACCES):
                 raise
             # No overlayfs here: a private copy in the writable layer instead (slower).
             mount(layer + "/root", new_root, None, MS_BIND)
+            mount(None, new_root, None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV)
             _copy_tree(image, new_root)
     else:
         mount(layer, new_root, None, MS_BIND)

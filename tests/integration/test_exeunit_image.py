@@ -211,3 +211,24 @@ def test_deploy_downloads_with_progress_and_fails_with_the_providers_reason(
             )
 
     anyio.run(main)
+
+
+def test_device_nodes_an_image_brings_open_nothing(tmp_path: Path) -> None:
+    """A hostile image may carry device nodes (a disk, /dev/mem): the image is mounted
+    nodev, so even root inside cannot open them. A harmless one stands in for the test."""
+    tree = tmp_path / "build" / "tree"
+    tree.mkdir(parents=True)
+    os.mknod(tree / "disk", 0o20666, os.makedev(1, 3))  # the null device's numbers
+    image = build_gvmi(tmp_path / "build", CONFIG)
+    cache = new_cache(tmp_path)
+
+    async def body(sandbox: Sandbox) -> None:
+        _, out = await sh(sandbox, "ls -l /disk; echo x > /disk && echo opened")
+        assert out.startswith("c") and "opened" not in out, out
+        assert "Permission denied" in out
+
+    async def main() -> None:
+        async with serve_files({"img.gvmi": image.path}) as server:
+            await in_image(tmp_path, cache, TaskPackage(image.digest, server.url("img.gvmi")), body)
+
+    anyio.run(main)

@@ -153,6 +153,12 @@ class ImageCache:
                     async for chunk in response.content.iter_chunked(CHUNK):
                         out.write(chunk)
                         done += len(chunk)
+                        if done > self.max_bytes:
+                            raise ImageError(
+                                f"image download failed: {package.url} is larger than the "
+                                f"image cache ({self.max_bytes // 1024**2} MB)",
+                                hint="raise GOLEM_DEPLOY_IMAGE_CACHE_MB",
+                            )
                         if progress is not None:
                             progress(done, total)
                 if total is not None and done != total:
@@ -177,7 +183,9 @@ class ImageCache:
         rootfs = staging / "rootfs"
         started = time.monotonic()
         result = await anyio.run_process(
-            ["unsquashfs", "-no-progress", "-quiet", "-d", str(rootfs), str(gvmi)], check=False
+            # -no-xattrs: no file capabilities or security labels from a foreign image
+            ["unsquashfs", "-no-progress", "-quiet", "-no-xattrs", "-d", str(rootfs), str(gvmi)],
+            check=False,
         )
         if result.returncode != 0 or not rootfs.is_dir():
             shutil.rmtree(staging, ignore_errors=True)
