@@ -21,7 +21,11 @@ from aiohttp import web
 
 from golem_deploy.localnet.image import ImageConfig, metadata_trailer
 
-TOOLS = ("sh", "bash", "cat", "ls", "id", "echo", "mount", "kill", "sleep", "touch", "env")
+TOOLS = (
+    *("sh", "bash", "cat", "ls", "id", "echo", "mount", "kill", "sleep", "touch", "env"),
+    *("tr", "wc", "mkdir", "cp", "rm", "stat", "date"),
+)
+"""Enough for the tests' scripts (and yapapi's hello_service: echo, sh, tr)."""
 MARKER = "built-by-the-gvmi-test-helper"
 
 
