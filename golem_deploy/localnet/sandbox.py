@@ -264,6 +264,17 @@ class Sandbox:
         finally:
             self._reaping.set()
 
+    @property
+    def netns(self) -> Path | None:
+        """The activity's network namespace (for the VPN's TAP device), when sealed.
+
+        As root it belongs to the host's user namespace, so the host can add an interface
+        to it (setns + TUNSETIFF, `nsenter --net=`) while root inside cannot change it.
+        """
+        if not self.isolated or self._init_pid is None:
+            return None
+        return Path(f"/proc/{self._init_pid}/ns/net")
+
     def adopt(self, path: Path) -> None:
         """Give a file the host made in a volume to root inside the sandbox (as root only:
         otherwise root inside could not change what a transfer delivered)."""

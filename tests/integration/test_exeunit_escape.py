@@ -110,6 +110,9 @@ def test_no_network_but_its_own_loopback(tmp_path: Path) -> None:
                     f"bash -c 'echo hi > /dev/tcp/127.0.0.1/{port}'; echo rc=$?; ip -o link",
                 )
                 assert "rc=1" in out and "Connection refused" in out
+                # The VPN's integration point: the host can reach the namespace.
+                assert sandbox.netns is not None
+                assert os.stat(sandbox.netns).st_ino != os.stat("/proc/self/ns/net").st_ino
                 links = [m.group(1) for m in re.finditer(r"(?m)^\d+: (\S+?):", out)]
                 assert links == ["lo"], out
 
