@@ -15,10 +15,14 @@ kills the activity's biggest process when it needs more. Every command joins the
 before it enters the sandbox (the ``--exec`` wrapper writes its pid to ``cgroup.procs``),
 and its children inherit it. Where none of this is possible, :meth:`CgroupLimits.create`
 returns the reason, and the ExeUnit reports that the limits are not enforced.
+
+A cgroup is named ``golem-deploy-<pid of the local network>-<activity>``; one that a killed
+local network left behind (its pid gone, no process in it) is removed by the next one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,11 +51,35 @@ def _own_cgroups() -> dict[str, str]:
     return found
 
 
+PREFIX = "golem-deploy-"
+
+
+def sweep_stale(parent: Path) -> None:
+    """Remove empty cgroups of local networks that no longer run (killed, no cleanup)."""
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        owner = entry.name[len(PREFIX) :].split("-", 1)[0]
+        if not entry.name.startswith(PREFIX) or not owner.isdigit():
+            continue
+        try:
+            os.kill(int(owner), 0)
+            continue  # still running: its cgroups are its own business
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        with contextlib.suppress(OSError):  # EBUSY while a process is still in it
+            entry.rmdir()
+
+
 class CgroupLimits:
     """The cgroup directories of one activity (created by :meth:`create`)."""
 
-    def __init__(self, name: str, limits: Limits) -> None:
-        self.name = name
+    def __init__(self, activity: str, limits: Limits) -> None:
+        self.name = f"{PREFIX}{os.getpid()}-{activity}"
         self.limits = limits
         self.dirs: list[Path] = []
 
@@ -98,6 +126,7 @@ class CgroupLimits:
         return None
 
     def _make(self, path: Path, values: dict[str, str]) -> str | None:
+        sweep_stale(path.parent)
         try:
             path.mkdir()
             self.dirs.append(path)

@@ -138,7 +138,7 @@ class Sandbox:
         self.rootfs = rootfs
         self.layer_bytes = layer_bytes
         self.owner = sandbox_owner() if self._want_isolation else None
-        self._cgroups = None if limits is None else CgroupLimits(_cgroup_name(work_dir), limits)
+        self._cgroups = None if limits is None else CgroupLimits(work_dir.name, limits)
         self.limits_note: str | None = None  # why the agreement's limits are not enforced
         self._paths = SandboxPaths(self.root, self.mounts, self.owner)
         self.isolated = False
@@ -490,10 +490,6 @@ class Sandbox:
                 if stat is not None and stat[2] in self._groups:  # pgid: one of our commands
                     total += (stat[11] + stat[12]) / tick
         return total
-
-
-def _cgroup_name(work_dir: Path) -> str:
-    return f"golem-deploy-{os.getpid()}-{work_dir.name}"
 
 
 def _pids(proc: str) -> list[int]:

@@ -4,6 +4,7 @@ them for us): checked from the host, in the cgroup the activity's processes are 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -64,5 +65,41 @@ def test_cpu_quota_and_memory_limit_hold(tmp_path: Path) -> None:
             finally:
                 await sandbox.close()
         assert not processes_with(marker)
+
+    anyio.run(main)
+
+
+def test_cgroups_a_killed_local_network_left_are_swept(tmp_path: Path) -> None:
+    """A local network killed with SIGKILL cannot clean up: the next sandbox removes its
+    empty cgroups (and leaves those of running networks alone)."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    probe = Sandbox(tmp_path / "probe", limits=Limits(cpu_threads=1, mem_bytes=256 * MIB))
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            await tg.start(probe.serve)
+            try:
+                if probe.limits_note is not None:
+                    pytest.skip(probe.limits_note)
+                assert probe._cgroups is not None
+                parents = [d.parent for d in probe._cgroups.dirs]
+            finally:
+                await probe.close()
+        stale = [p / f"golem-deploy-{dead.pid}-gone" for p in parents]
+        alive = [p / f"golem-deploy-{os.getpid()}-mine" for p in parents]
+        for path in stale + alive:
+            path.mkdir()
+        try:
+            async with anyio.create_task_group() as tg:
+                sandbox = Sandbox(tmp_path / "b", limits=Limits(cpu_threads=1, mem_bytes=256 * MIB))
+                await tg.start(sandbox.serve)
+                await sandbox.close()
+            assert not any(p.exists() for p in stale)
+            assert all(p.exists() for p in alive)
+        finally:
+            for path in stale + alive:
+                if path.exists():
+                    path.rmdir()
 
     anyio.run(main)
