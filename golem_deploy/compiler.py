@@ -45,6 +45,10 @@ from golem_deploy.manifest.model import (
     UploadStep,
 )
 from golem_deploy.manifest.network import hosts, instance_addresses
+from golem_deploy.protocol import LOCAL_IMAGE
+
+LOCAL_IMAGE_PROPERTY = LOCAL_IMAGE
+"""Demand property with local.image's absolute path (read by the local network's provider)."""
 
 __all__ = [
     "CompileError",
@@ -84,6 +88,7 @@ class ManifestService(Service):
 
     spec: ClassVar[ServiceSpec]
     local_mounts: ClassVar[Mapping[str, Path]] = {}
+    local_image: ClassVar[Path | None] = None
 
     @classmethod
     def service_name(cls) -> str:
@@ -103,6 +108,8 @@ class ManifestService(Service):
         )
         if cls.local_mounts:
             payload = payload.with_local_mounts(cls.local_mounts)
+        if cls.local_image is not None:
+            payload = payload.with_properties(**{LOCAL_IMAGE_PROPERTY: str(cls.local_image)})
         return payload
 
     def _script(self, steps: tuple[Step, ...]) -> Script:
@@ -232,6 +239,7 @@ def _compile_service(cls_name: str, spec: ServiceSpec, folder: Path, *, local: b
         "healthcheck": health_check(spec),
         "respawn_unstarted_instances": spec.respawn_unstarted_instances,
         "local_mounts": dict(spec.mounts) if local else {},
+        "local_image": spec.local_image if local else None,
         "get_payload": staticmethod(get_payload),
     }
     cls: type[ManifestService] = type(cls_name, (ManifestService,), attrs)
@@ -394,7 +402,7 @@ def export_source(manifest: Manifest, *, output: Path | None = None) -> str:
         "restart policies",
         "health checks (run, http and tcp probes)",
         "respawn_unstarted_instances",
-        "local.mounts (local network only)",
+        "local.mounts and local.image (local network only)",
         "forwarded ports (`ports`; yapapi's LocalHttpProxy can forward HTTP by hand)",
     ]
     plan = network_plan(manifest)

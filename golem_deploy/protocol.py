@@ -101,3 +101,4 @@ LOCAL_SUBNET = "local-dev"
 LOCAL_PLATFORM = "erc20-holesky-tglm"
 #: Demand property (JSON {container path: absolute host path}): read-only bind mounts.
 LOCAL_MOUNTS = "golem_deploy.local.mounts"
+LOCAL_IMAGE = "golem_deploy.local.image"  # local.image: a .gvmi file or image tree here

@@ -57,6 +57,14 @@ def up(
         Path | None,
         typer.Option("--env-file", help="A .env file for ${VAR} interpolation in the manifest."),
     ] = None,
+    unsafe_host_exec: Annotated[
+        bool,
+        typer.Option(
+            "--unsafe-host-exec",
+            help="Local network only: run commands unsealed on this host, as you "
+            "(for machines that cannot seal activities; only for manifests you trust).",
+        ),
+    ] = False,
 ) -> None:
     """Validate a manifest and deploy it (attached: a live table; Ctrl-C goes down)."""
     from golem_deploy.supervisor import control, deployments, journal, ports
@@ -71,6 +79,8 @@ def up(
         )
     if env_file is not None and not env_file.is_file():
         raise DeployError(f"--env-file: {env_file}: no such file")
+    if unsafe_host_exec:
+        _allow_unsafe_host_exec()
     manifest = load_manifest(file, env_file)
     ports.check_ports_free(manifest)  # before anything starts: nothing to clean up
     deployment = deployments.of(manifest.name)
@@ -109,6 +119,23 @@ def up(
             raise typer.Exit(130) from None
     else:
         _live(deployment)
+
+
+def _allow_unsafe_host_exec() -> None:
+    """--unsafe-host-exec: the local network's processes inherit the opt-out (see
+    golem_deploy.localnet.sandbox); said in red on every start."""
+    from golem_deploy.localnet.sandbox import UNSAFE_HOST_EXEC_ENV
+
+    if os.environ.get("YAGNA_APPKEY"):
+        raise DeployError(
+            "--unsafe-host-exec only applies to the private local network",
+            hint="unset YAGNA_APPKEY to deploy on a local network",
+        )
+    os.environ[UNSAFE_HOST_EXEC_ENV] = "1"
+    console(stderr=True).print(
+        "[bold red]--unsafe-host-exec: activities run UNSEALED on this host, as "
+        f"uid {os.geteuid()}, with its files and network: only for manifests you trust[/]"
+    )
 
 
 def _describe_failure(snap: DeploymentSnapshot) -> str:

@@ -35,10 +35,17 @@ import aiohttp
 import anyio
 import anyio.abc
 
-from golem_deploy.localnet import gftp
+from golem_deploy.localnet import exeunit_image, gftp
 from golem_deploy.localnet.exeunit_capture import Capture, Output
 from golem_deploy.localnet.gsb import CALL_BAD_REQUEST, GsbClient, GsbError, IncomingCall
-from golem_deploy.localnet.sandbox import Sandbox, SandboxError
+from golem_deploy.localnet.image import ImageError
+from golem_deploy.localnet.limits import Limits
+from golem_deploy.localnet.sandbox import (
+    DEFAULT_LAYER_BYTES,
+    Sandbox,
+    SandboxError,
+    unsafe_host_exec_requested,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +56,7 @@ report every second."""
 CPU_SEC = "golem.usage.cpu_sec"
 DURATION_SEC = "golem.usage.duration_sec"
 STATEFUL = ("deploy", "start", "run", "transfer")
+_LOGGED: set[str] = set()  # notes already logged by this process
 KEEP_BATCHES = 200
 """Finished batches older than the newest 200 are forgotten (their results were read)."""
 
@@ -66,6 +74,12 @@ class ExeUnitConfig:
     requestor_id: str
     fail_commands_matching: re.Pattern[str] | None = None  # fault: matching runs exit 1
     slow_start: float = 0.0  # fault: seconds added to deploy and start
+    task_package: str | None = None  # the demand's golem.srv.comp.task_package
+    local_image: Path | None = None  # local.image: a .gvmi file or extracted tree on disk
+    storage_gib: float | None = None  # the agreement's storage: size of the writable layer
+    cpu_threads: float | None = None  # the agreement's threads: CPU quota (cgroups)
+    mem_gib: float | None = None  # the agreement's memory: memory limit (cgroups)
+    unsafe_host_exec: bool = False  # --unsafe-host-exec: run commands unsealed on the host
 
 
 class CommandError(Exception):
@@ -123,6 +137,7 @@ class ExeUnit:
         self._error: str | None = None
         self._batches: dict[str, _Batch] = {}
         self._sandbox: Sandbox | None = None
+        self._image_digest: str | None = None  # the cached image the sandbox uses
         self._env: dict[str, str] = {}
         self._ready_ops = 0  # run/transfer commands in flight in state Ready
         self._epoch = 0  # bumped by `terminate`: commands of an older epoch change no state
@@ -532,9 +547,7 @@ class ExeUnit:
         for other in self._batches.values():
             if other is not batch and not other.finished:
                 other.scope.cancel()
-        if self._sandbox is not None:
-            await self._sandbox.close()
-            self._sandbox = None
+        await self._close_sandbox()
         self._epoch += 1
         self._ready_ops = 0
         await self._report_state("Initialized", None)
@@ -546,21 +559,71 @@ class ExeUnit:
             await anyio.sleep(self.config.slow_start)
         env = body.get("env") or {}
         self._env = {str(k): str(v) for k, v in env.items()}
-        if self._sandbox is not None:
-            await self._sandbox.close()
-        sandbox = Sandbox(self.config.work_dir, self.config.mounts)
+        await self._close_sandbox()
+        notices = []
+        unsafe = self.config.unsafe_host_exec or unsafe_host_exec_requested()
+        if unsafe:
+            root = exeunit_image.ResolvedRoot(exeunit_image.HOST_ROOT)
+        else:
+            progress = None
+            if body.get("progress") is not None:
+                progress = exeunit_image.ProgressThrottle(
+                    body["progress"], lambda kind: self._emit(batch, index, kind)
+                )
+            try:
+                root = await exeunit_image.resolve_root(
+                    self.config.task_package, self.config.local_image, progress
+                )
+            except ImageError as exc:
+                raise CommandError(f"deploy failed: {exc}") from exc
+            if root.notice:
+                self.notices.append(root.notice)
+            if root.first_notice:
+                # Once per image and process, as an output event of deploy: a requestor's
+                # logs show it (golem-deploy's as `<service>.0 | ...`). Not in the result,
+                # which stays as the VM's.
+                notice = f"golem-deploy local ExeUnit: {root.notice}\n"
+                self._emit(batch, index, {"stdout": notice})
+        storage = self.config.storage_gib
+        limits = None
+        if self.config.cpu_threads and self.config.mem_gib:
+            limits = Limits(self.config.cpu_threads, int(self.config.mem_gib * 1024**3))
+        sandbox = Sandbox(
+            self.config.work_dir,
+            self.config.mounts,
+            isolate=False if unsafe else None,
+            rootfs=root.rootfs,
+            layer_bytes=int(storage * 1024**3) if storage else DEFAULT_LAYER_BYTES,
+            limits=limits,
+        )
         assert self._tg is not None
         try:
             await self._tg.start(sandbox.serve)
         except SandboxError as exc:
+            exeunit_image.release(root.digest)
             raise CommandError(f"deploy failed: {exc}") from exc
         self._sandbox = sandbox
+        self._image_digest = root.digest
+        if sandbox.limits_note:  # logged once per process; the result stays as in the VM
+            self.notices.append(sandbox.limits_note)
+            if sandbox.limits_note not in _LOGGED:
+                _LOGGED.add(sandbox.limits_note)
+                log.warning("local ExeUnit: %s", sandbox.limits_note)
         if sandbox.limitations:
-            notice = f"golem-deploy local ExeUnit: {sandbox.limitations}\n"
-            self.notices.append(notice.strip())
+            notices.append(sandbox.limitations)
+        if notices:
+            notice = "".join(f"golem-deploy local ExeUnit: {n}\n" for n in notices)
+            self.notices.extend(line.strip() for line in notice.splitlines())
             self._emit(batch, index, {"stdout": notice})
             return _Outcome(0, stdout=notice)
         return _Outcome(0)
+
+    async def _close_sandbox(self) -> None:
+        if self._sandbox is not None:
+            await self._sandbox.close()
+            self._sandbox = None
+        exeunit_image.release(self._image_digest)
+        self._image_digest = None
 
     async def _start(self, body: dict[str, Any]) -> _Outcome:
         if self.config.slow_start:
@@ -625,8 +688,7 @@ class ExeUnit:
         scheme = _scheme(url)
         if scheme == "container":
             assert self._sandbox is not None
-            src = self._sandbox.host_path(_container_part(url), write=False)
-            await anyio.to_thread.run_sync(shutil.copyfile, src, into)
+            await anyio.to_thread.run_sync(self._sandbox.copy_out, _container_part(url), into)
         elif scheme == "gftp":
             assert self._bus is not None
             await gftp.download(self._bus, url, into)
@@ -647,9 +709,7 @@ class ExeUnit:
         scheme = _scheme(url)
         if scheme == "container":
             assert self._sandbox is not None
-            dest = self._sandbox.host_path(_container_part(url), write=True)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            data.replace(dest)
+            self._sandbox.deliver(data, _container_part(url))
         elif scheme == "gftp":
             assert self._bus is not None
             await gftp.upload(self._bus, data, url)
@@ -668,6 +728,8 @@ class ExeUnit:
                 batch.scope.cancel()
         if self._sandbox is not None:
             await self._sandbox.close()
+        exeunit_image.release(self._image_digest)
+        self._image_digest = None
 
 
 def _scheme(url: str) -> str:

@@ -1,20 +1,24 @@
-"""Where an activity's commands run: a private /golem per activity.
+"""Where an activity's commands run: a sealed sandbox per activity, like a small VM.
 
-A Golem VM gives every activity its own /golem/work, /golem/input, /golem/output and
-/golem/resource; service scripts hard-code those paths. To run such scripts unchanged on
-the local network, each activity gets a *sandbox*:
+A Golem VM gives every activity its own machine: the payload's image as root file system,
+/golem/work, /golem/input, /golem/output and /golem/resource, no view of the provider's
+host. Locally each activity gets a *sandbox* that seals it the same way:
 
-* **Isolated mode** (Linux, root or unprivileged user namespaces, `unshare` + `nsenter`):
-  one long-lived init process per activity owns a mount namespace and a pid namespace
-  (see :mod:`exeunit_init`). Inside it the activity's private directories appear at exactly
-  /golem/*, and the manifest's ``local.mounts`` appear read-only at their container paths.
-  Each command runs in that namespace via ``nsenter``; background processes a command
-  leaves behind keep running (the init adopts them) until the activity ends; ending the
-  init ends every process of the activity -- the kernel guarantees it.
-* **Fallback mode** (anything else): commands run in the private work directory with
+* **Sealed mode** (the default; Linux, as root or with unprivileged user namespaces):
+  one long-lived init process per activity (:mod:`exeunit_init`) owns new user, mount, pid,
+  network, ipc and uts namespaces. Its root file system is the image (or, offline, the
+  sealed host root -- :mod:`rootfs`) with a private writable layer; /golem/* are the
+  activity's private directories; ``local.mounts`` appear read-only at their container
+  paths; no other host path exists inside; the network is ``lo`` only; uid 0 inside is an
+  unprivileged id outside. Each command enters those namespaces via ``nsenter``;
+  background processes a command leaves behind keep running (the init adopts them) until
+  the activity ends; ending the init ends every process of the activity -- the kernel
+  guarantees it. Where sealing is impossible, creating the sandbox fails with one clear
+  message: nothing runs unsealed unless asked for.
+* **Unsafe host mode** (``isolate=False``, the ``--unsafe-host-exec`` opt-out): today's old
+  behaviour, commands run as the invoking user in the private work directory with
   ``GOLEM_WORK``/``GOLEM_INPUT``/``GOLEM_OUTPUT``/``GOLEM_RESOURCE`` pointing at the
-  private directories. Absolute /golem/... paths and mounts at their container paths cannot
-  be emulated there; :attr:`Sandbox.limitations` says so, and the ExeUnit reports it.
+  private directories; :attr:`Sandbox.limitations` says what that means.
 
 Commands are exec'd directly (argv as given, never through a shell unless argv[0] is one),
 so arguments with ``;``, ``$(...)``, quotes or newlines arrive unchanged.
@@ -30,18 +34,30 @@ import shutil
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from subprocess import DEVNULL, PIPE
 
 import anyio
 import anyio.abc
 
-from golem_deploy.errors import GolemDeployError
+from golem_deploy.localnet.limits import CgroupLimits, Limits
+from golem_deploy.localnet.rootfs import HOST_ROOT, RootFs, host_root_entries
+from golem_deploy.localnet.sandbox_paths import VOLUMES, SandboxError, SandboxPaths, normalize_path
+
+__all__ = [
+    "DEFAULT_LAYER_BYTES",
+    "SANDBOX_ID_BASE",
+    "UNSAFE_HOST_EXEC_ENV",
+    "VOLUMES",
+    "CommandTimeout",
+    "Sandbox",
+    "SandboxError",
+    "namespaces_available",
+    "sandbox_owner",
+    "unsafe_host_exec_requested",
+]
 
 log = logging.getLogger(__name__)
-
-VOLUMES = ("work", "input", "output", "resource")
-"""The directories every activity gets under /golem."""
 
 DRAIN_GRACE = 0.2
 """How long to keep reading a finished command's output pipes for what it wrote last.
@@ -56,9 +72,27 @@ OutputCallback = Callable[[bytes], Awaitable[None]]
 _INIT_SCRIPT = Path(__file__).with_name("exeunit_init.py")
 """The sandbox's pid 1, and (with --exec) the wrapper that measures each command's CPU."""
 
+SANDBOX_ID_BASE = 0x70000000
+"""As root: host uid/gid of root inside every sandbox (see exeunit_init.SANDBOX_ID_BASE)."""
 
-class SandboxError(GolemDeployError):
-    """The sandbox could not be created, or a path would leave it."""
+UNSAFE_HOST_EXEC_ENV = "GOLEM_DEPLOY_UNSAFE_HOST_EXEC"
+"""Set to 1 (by ``golem-deploy up --unsafe-host-exec``; inherited by the local network's
+processes): activities run unsealed on the host."""
+
+
+def unsafe_host_exec_requested() -> bool:
+    return os.environ.get(UNSAFE_HOST_EXEC_ENV) == "1"
+
+
+DEFAULT_LAYER_BYTES = 2 * 1024**3
+"""Size of the private writable layer when the agreement names no storage (2 GiB, the
+default storage a local provider reserves)."""
+
+UNSEALED_HINT = (
+    "run as root, or allow unprivileged user namespaces (sysctl user.max_user_namespaces > 0,"
+    " and kernel.unprivileged_userns_clone=1 where it exists); --unsafe-host-exec runs the"
+    " commands unsealed on this host instead (only for manifests you trust)"
+)
 
 
 class CommandTimeout(SandboxError):
@@ -66,13 +100,17 @@ class CommandTimeout(SandboxError):
 
 
 def namespaces_available() -> bool:
-    """Whether isolated mode can be tried here (the real test is starting the init)."""
+    """Whether sealed mode can be tried here (the real test is starting the init)."""
     return (
         sys.platform == "linux"
         and shutil.which("unshare") is not None
         and shutil.which("nsenter") is not None
-        and shutil.which("mount") is not None
     )
+
+
+def sandbox_owner() -> tuple[int, int] | None:
+    """Host uid/gid of root inside a sandbox; None as an ordinary user (then: our own ids)."""
+    return (SANDBOX_ID_BASE, SANDBOX_ID_BASE) if os.geteuid() == 0 else None
 
 
 class Sandbox:
@@ -89,11 +127,20 @@ class Sandbox:
         mounts: Mapping[str, Path] | None = None,
         *,
         isolate: bool | None = None,
+        rootfs: RootFs = HOST_ROOT,
+        layer_bytes: int = DEFAULT_LAYER_BYTES,
+        limits: Limits | None = None,
     ) -> None:
         self.work_dir = work_dir
         self.root = work_dir / "golem"
-        self.mounts = {_container_path(k): Path(v).resolve() for k, v in (mounts or {}).items()}
-        self._want_isolation = namespaces_available() if isolate is None else isolate
+        self.mounts = {normalize_path(k): Path(v).resolve() for k, v in (mounts or {}).items()}
+        self._want_isolation = isolate is not False  # False: the explicit unsafe opt-out
+        self.rootfs = rootfs
+        self.layer_bytes = layer_bytes
+        self.owner = sandbox_owner() if self._want_isolation else None
+        self._cgroups = None if limits is None else CgroupLimits(work_dir.name, limits)
+        self.limits_note: str | None = None  # why the agreement's limits are not enforced
+        self._paths = SandboxPaths(self.root, self.mounts, self.owner)
         self.isolated = False
         self.limitations: str | None = None
         self._init: anyio.abc.Process | None = None
@@ -114,6 +161,13 @@ class Sandbox:
         """Create the sandbox, then keep it (and output drainers) alive until closed."""
         for sub in VOLUMES:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        for directory in (self.root, *(self.root / sub for sub in VOLUMES)):
+            self.adopt(directory)
+        if self._cgroups is not None:
+            reason = self._cgroups.create()
+            if reason is not None:
+                self._cgroups = None
+                self.limits_note = f"CPU and memory limits not enforced: {reason}"
         for container_path, host_path in self.mounts.items():
             if not host_path.exists():
                 raise SandboxError(
@@ -122,17 +176,26 @@ class Sandbox:
                 )
         try:
             if self._want_isolation:
+                if not namespaces_available():
+                    raise SandboxError(
+                        "cannot seal the activity: Linux namespaces (util-linux unshare and "
+                        "nsenter) are not available here",
+                        hint=UNSEALED_HINT,
+                    )
                 try:
                     await self._start_init()
                 except SandboxError as exc:
-                    log.warning("no namespace sandbox (%s); running without isolation", exc)
-                    self.limitations = f"namespace sandbox unavailable: {exc}"
-            if not self.isolated:
-                self.limitations = (self.limitations or "no mount/pid namespaces here") + (
-                    "; commands run in the activity's work dir with GOLEM_WORK, GOLEM_INPUT, "
-                    "GOLEM_OUTPUT, GOLEM_RESOURCE set: absolute /golem/... paths and "
-                    "local.mounts at their container paths are not available, and background "
-                    "processes that leave their process group are not tracked"
+                    raise SandboxError(
+                        f"cannot seal the activity: {exc}", hint=UNSEALED_HINT
+                    ) from exc
+            else:
+                self.limitations = (
+                    "UNSAFE: --unsafe-host-exec: commands run unsealed as "
+                    f"uid {os.geteuid()} on this host's file system and network, in the "
+                    "activity's work dir with GOLEM_WORK, GOLEM_INPUT, GOLEM_OUTPUT, "
+                    "GOLEM_RESOURCE set: absolute /golem/... paths and local.mounts at their "
+                    "container paths are not available, and background processes that leave "
+                    "their process group are not tracked"
                 )
                 log.warning("sandbox %s: %s", self.work_dir, self.limitations)
             async with anyio.create_task_group() as tg:
@@ -148,6 +211,15 @@ class Sandbox:
             self.kill_now()
             with anyio.CancelScope(shield=True):
                 await self._reap_init()
+                await self._remove_cgroups()
+
+    async def _remove_cgroups(self) -> None:
+        """Killed processes leave their cgroup once the kernel reaped them: retry a moment."""
+        if self._cgroups is None:
+            return
+        with anyio.move_on_after(2):
+            while not self._cgroups.remove():
+                await anyio.sleep(0.02)
 
     async def close(self) -> None:
         """End every process of the activity (idempotent)."""
@@ -192,14 +264,50 @@ class Sandbox:
         finally:
             self._reaping.set()
 
-    async def _start_init(self) -> None:
-        unshare = ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc"]
-        if os.geteuid() != 0:
-            unshare.insert(1, "--map-root-user")
-        spec = {
-            "root": str(self.root),
+    @property
+    def netns(self) -> Path | None:
+        """The activity's network namespace (for the VPN's TAP device), when sealed.
+
+        As root it belongs to the host's user namespace, so the host can add an interface
+        to it (setns + TUNSETIFF, `nsenter --net=`) while root inside cannot change it.
+        """
+        if not self.isolated or self._init_pid is None:
+            return None
+        return Path(f"/proc/{self._init_pid}/ns/net")
+
+    def adopt(self, path: Path) -> None:
+        """Give a file the host made in a volume to root inside the sandbox (as root only:
+        otherwise root inside could not change what a transfer delivered)."""
+        if self.owner is not None:
+            with contextlib.suppress(OSError):
+                os.lchown(path, *self.owner)
+
+    def _init_spec(self) -> dict[str, object]:
+        new_root = self.work_dir / "rootfs"
+        layer = self.work_dir / "layer"
+        for directory in (new_root, layer):
+            directory.mkdir(parents=True, exist_ok=True)
+        image = self.rootfs.image
+        return {
+            "new_root": str(new_root),
+            "layer": str(layer),
+            "layer_bytes": self.layer_bytes,
+            "image": None if image is None else str(image),
+            "host": [] if image is not None else host_root_entries(),
+            "golem": str(self.root),
             "mounts": [[c, str(h)] for c, h in self.mounts.items()],
+            "workdir": self.rootfs.workdir or "/golem/work",
+            "volumes": [v for v in self.rootfs.volumes if v.startswith("/")],
+            "owner": None if self.owner is None else list(self.owner),
+            "map_base": None if self.owner is None else self.owner[0],
         }
+
+    async def _start_init(self) -> None:
+        unshare = ["unshare", "--mount", "--pid", "--net", "--ipc", "--uts"]
+        unshare += ["--fork", "--kill-child"]
+        if os.geteuid() != 0:
+            unshare += ["--user", "--map-root-user"]
+        spec = self._init_spec()
         process = await anyio.open_process(
             [*unshare, "--", sys.executable, "-I", "-S", str(_INIT_SCRIPT), json.dumps(spec)],
             stdin=PIPE,
@@ -234,7 +342,9 @@ class Sandbox:
     def command_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """A clean environment (nothing of the provider agent's leaks in) plus ``extra``."""
         env = {"PATH": DEFAULT_PATH, "HOME": "/root", "LANG": "C.UTF-8"}
-        if not self.isolated:
+        if self.isolated:
+            env.update(self.rootfs.env)  # the image's Env, as in the VM
+        else:
             for sub in VOLUMES:
                 env[f"GOLEM_{sub.upper()}"] = str(self.root / sub)
         env.update(extra or {})
@@ -262,15 +372,19 @@ class Sandbox:
         self._commands += 1
         cpu_file = self.work_dir / "cpu" / str(self._commands)
         cpu_file.parent.mkdir(parents=True, exist_ok=True)
-        wrapper = [sys.executable, "-I", "-S", str(_INIT_SCRIPT), "--exec", str(cpu_file), "--"]
+        wrapper = [sys.executable, "-I", "-S", str(_INIT_SCRIPT), "--exec", str(cpu_file)]
+        for cgroup in self._cgroups.dirs if self._cgroups is not None else []:
+            wrapper += ["--cgroup", str(cgroup)]
+        wrapper.append("--")
         if self.isolated:
             assert self._init_pid is not None
-            # --wd without a value: the init's working directory, /golem/work (older nsenter
-            # versions lack --wdns).
-            prefix = ["nsenter", "-t", str(self._init_pid), "-m", "-p", "--wd"]
+            # --root/--wd without a value: the init's root and working directory (older
+            # nsenter versions lack --wdns). As root, nsenter enters the user namespace last
+            # and becomes its uid 0 (the unprivileged SANDBOX_ID_BASE on the host).
+            target = ["nsenter", "-t", str(self._init_pid), "-U", "-m", "-p", "-n", "-i", "-u"]
             if os.geteuid() != 0:
-                prefix[3:3] = ["-U", "--preserve-credentials"]
-            command = [*prefix, "--", *wrapper, *argv]
+                target.append("--preserve-credentials")
+            command = [*wrapper, *target, "--root", "--wd", "--", *argv]
             cwd = None
         else:
             command = [*wrapper, *argv]
@@ -332,35 +446,19 @@ class Sandbox:
                 self._cpu_finished += float(cpu_file.read_text())
                 cpu_file.unlink()
 
-    # ---- paths ----
+    # ---- paths (see sandbox_paths) ----
 
-    def host_path(self, container_path: str, *, write: bool) -> Path:
-        """The host file behind a path inside the sandbox; refuses paths that leave it.
+    def host_path(self, path: str, *, write: bool) -> Path:
+        """The host file behind a path inside the sandbox; refuses paths that leave it."""
+        return self._paths.host_path(path, write=write)
 
-        Writable: the four /golem volumes. Readable additionally: the read-only mounts.
-        """
-        path = _container_path(container_path)
-        candidates: list[tuple[str, Path]] = [(f"/golem/{sub}", self.root / sub) for sub in VOLUMES]
-        if not write:
-            candidates += list(self.mounts.items())
-        best: tuple[str, Path] | None = None
-        for prefix, host in candidates:
-            if (path == prefix or path.startswith(prefix + "/")) and (
-                best is None or len(prefix) > len(best[0])
-            ):
-                best = (prefix, host)
-        if best is None:
-            where = "a /golem/{work,input,output,resource} path"
-            if not write and self.mounts:
-                where += " or a local mount (" + ", ".join(sorted(self.mounts)) + ")"
-            raise SandboxError(f"{container_path} is outside the sandbox; use {where}")
-        prefix, host_root = best
-        relative = path[len(prefix) :].lstrip("/")
-        resolved = (host_root / relative).resolve()
-        root = host_root.resolve()
-        if resolved != root and root not in resolved.parents:
-            raise SandboxError(f"{container_path} leaves the sandbox (via a symlink)")
-        return resolved
+    def copy_out(self, path: str, into: Path) -> None:
+        """Copy a file of the sandbox (volume or read-only mount) to the host file ``into``."""
+        self._paths.copy_out(path, into)
+
+    def deliver(self, data: Path, path: str) -> None:
+        """Move the host file ``data`` into a volume at ``path`` (owned by root inside)."""
+        self._paths.deliver(data, path)
 
     # ---- usage ----
 
@@ -428,22 +526,6 @@ async def _drain_and_close(stream: anyio.abc.ByteReceiveStream) -> None:
                 pass
         with contextlib.suppress(Exception):
             await stream.aclose()
-
-
-def _container_path(path: str) -> str:
-    """Normalise an absolute container path (no '..' tricks, no trailing slash)."""
-    pure = PurePosixPath(path)
-    if not pure.is_absolute():
-        raise SandboxError(f"container path {path!r} must be absolute")
-    parts: list[str] = []
-    for part in pure.parts[1:]:
-        if part == "..":
-            if not parts:
-                raise SandboxError(f"container path {path!r} leaves the file system root")
-            parts.pop()
-        elif part != ".":
-            parts.append(part)
-    return "/" + "/".join(parts)
 
 
 def _only_child(pid: int) -> int:

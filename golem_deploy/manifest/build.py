@@ -111,6 +111,9 @@ def _service(name: str, data: dict[str, Any], folder: Path, *, vpn: bool) -> Ser
         kwargs["depends_on"] = tuple(data["depends_on"])
     if "ports" in data:
         kwargs["ports"] = tuple(parse_port(p) for p in data["ports"])
+    image = (data.get("local") or {}).get("image")
+    if image:
+        kwargs["local_image"] = (folder / Path(image).expanduser()).resolve()
     mounts = (data.get("local") or {}).get("mounts")
     if mounts:
         kwargs["mounts"] = {

@@ -102,6 +102,8 @@ def _service(spec: ServiceSpec, folder: Path) -> dict[str, Any]:
     data["depends_on"] = list(spec.depends_on)
     data["ports"] = [format_port(p) for p in spec.ports]
     data["local"] = {"mounts": {c: str(h) for c, h in spec.mounts.items()}}
+    if spec.local_image is not None:
+        data["local"]["image"] = str(spec.local_image)
     return data
 
 

@@ -142,6 +142,8 @@ class ServiceSpec:
     # container path -> absolute host path; read only by the embedded local network
     mounts: dict[str, Path] = field(default_factory=dict)
     ports: tuple[PortSpec, ...] = ()
+    # local.image: a .gvmi file or unpacked image folder on this host (local network only)
+    local_image: Path | None = None
 
 
 @dataclass(frozen=True)

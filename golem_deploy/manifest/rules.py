@@ -157,6 +157,15 @@ def _check_durations(service: dict[str, Any], base: JsonPath, error: Report) -> 
 
 def _check_paths(service: dict[str, Any], base: JsonPath, folder: Path, error: Report) -> None:
     local = service.get("local")
+    image = local.get("image") if isinstance(local, dict) else None
+    if isinstance(image, str) and image:
+        source = (folder / Path(image).expanduser()).resolve()
+        if not source.exists():
+            error(
+                (*base, "local", "image"),
+                f"local image {image!r} does not exist (looked for {source})",
+                "give a .gvmi file or an unpacked image folder (relative to the manifest)",
+            )
     mounts = local.get("mounts") if isinstance(local, dict) else None
     if isinstance(mounts, dict):
         for container, host in mounts.items():

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -369,7 +368,8 @@ def test_usage_is_reported_and_grows(shared_localnet: LocalNetInfo) -> None:
         async with activity(req) as activity_id:
             await exec_and_wait(req, activity_id, READY)
             busy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass"
-            await exec_and_wait(req, activity_id, [run_cmd([sys.executable, "-c", busy])])
+            # The host's system Python: the test venv's path does not exist in the sandbox.
+            await exec_and_wait(req, activity_id, [run_cmd(["/usr/bin/python3", "-c", busy])])
             path = f"/activity-api/v1/activity/{activity_id}/usage"
             with anyio.fail_after(10):
                 while True:

@@ -25,6 +25,10 @@ from golem_deploy.localnet.sandbox import (
     namespaces_available,
 )
 
+HOST_PYTHON = "/usr/bin/python3"
+"""The host's system Python: visible in the sealed host root (the test venv's is not: no host
+path outside /usr, /bin, /lib* exists in a sandbox)."""
+
 isolated_only = pytest.mark.skipif(
     not (namespaces_available() and sys.platform == "linux" and os.geteuid() == 0),
     reason="needs Linux namespaces (run as root)",
@@ -132,7 +136,7 @@ def test_arguments_arrive_unchanged(tmp_path: Path) -> None:
         async with open_sandbox(tmp_path / "a") as sandbox:
             code, out, _ = await output_of(
                 sandbox,
-                [sys.executable, "-c", "import sys, json; print(json.dumps(sys.argv[1:]))", *args],
+                [HOST_PYTHON, "-c", "import sys, json; print(json.dumps(sys.argv[1:]))", *args],
             )
             assert code == 0
             assert json.loads(out) == args
@@ -193,8 +197,9 @@ def test_cpu_time_of_the_activity_is_counted(tmp_path: Path, isolate: bool) -> N
         async with open_sandbox(tmp_path / "a", isolate=isolate) as sandbox:
             before = sandbox.cpu_seconds()
             # Short commands that end between two samples are counted exactly.
+            python = HOST_PYTHON if isolate else sys.executable
             for _ in range(2):
-                assert (await output_of(sandbox, [sys.executable, "-c", busy]))[0] == 0
+                assert (await output_of(sandbox, [python, "-c", busy]))[0] == 0
             after = sandbox.cpu_seconds()
             assert before < 0.5 and 1.2 <= after - before < 3.0
 
@@ -209,7 +214,7 @@ def test_cpu_of_background_processes_is_counted_while_they_run_and_after(
 
     async def main() -> None:
         async with open_sandbox(tmp_path / "a") as sandbox:
-            script = f"{sys.executable} -c '{busy}' & echo $! > /golem/work/busy.pid"
+            script = f"{HOST_PYTHON} -c '{busy}' & echo $! > /golem/work/busy.pid"
             assert (await output_of(sandbox, ["/bin/sh", "-c", script]))[0] == 0
             pid_file = tmp_path / "a" / "golem" / "work" / "busy.pid"
             alive = ["/bin/sh", "-c", "kill -0 $(cat /golem/work/busy.pid)"]
@@ -222,3 +227,58 @@ def test_cpu_of_background_processes_is_counted_while_they_run_and_after(
             assert sandbox.cpu_seconds() >= 0.9  # reaped by the init: counted in full
 
     anyio.run(main)
+
+
+def test_transfers_never_follow_a_symlink_the_activity_planted(tmp_path: Path) -> None:
+    """A check-then-copy could be raced by the activity swapping in a symlink to a host file;
+    copy_out/deliver open each component with O_NOFOLLOW, so any symlink is refused."""
+    host_dir = tmp_path / "host"
+    host_dir.mkdir()
+    (host_dir / "secret").write_text("host secret")
+    sandbox = Sandbox(tmp_path / "a", isolate=False)
+    work = tmp_path / "a" / "golem" / "work"
+    work.mkdir(parents=True)
+    (tmp_path / "a" / "golem" / "input").mkdir()
+    os.symlink(host_dir / "secret", work / "file-link")
+    os.symlink(host_dir, work / "dir-link")
+    (work / "real").mkdir()
+    (work / "real" / "ok.txt").write_text("fine")
+    with pytest.raises(SandboxError, match="leaves"):
+        sandbox.copy_out("/golem/work/file-link", tmp_path / "out1")
+    with pytest.raises(SandboxError, match="leaves"):
+        sandbox.copy_out("/golem/work/dir-link/secret", tmp_path / "out2")
+    data = tmp_path / "data"
+    data.write_text("payload")
+    with pytest.raises(SandboxError, match="leaves"):
+        sandbox.deliver(data, "/golem/work/dir-link/planted")
+    assert sorted(p.name for p in host_dir.iterdir()) == ["secret"]
+    # Plain files and new directories work.
+    sandbox.copy_out("/golem/work/real/ok.txt", tmp_path / "out3")
+    assert (tmp_path / "out3").read_text() == "fine"
+    sandbox.deliver(data, "/golem/input/new/dir/file.txt")
+    assert (tmp_path / "a/golem/input/new/dir/file.txt").read_text() == "payload"
+
+
+@isolated_only
+def test_local_mounts_keep_their_owners_as_if_copied_into_the_vm(tmp_path: Path) -> None:
+    """As root, a mount is id-mapped into the sandbox's uid range: the host root's 0700
+    folder and 0600 file are root's inside too (readable), and still read-only."""
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    (private / "key.txt").write_text("root only\n")
+    (private / "key.txt").chmod(0o600)
+
+    async def main() -> None:
+        async with open_sandbox(tmp_path / "a", {"/golem/keys": private}) as sandbox:
+            code, out, _ = await output_of(
+                sandbox,
+                ["/bin/sh", "-c", "stat -c %U /golem/keys/key.txt; cat /golem/keys/key.txt"],
+            )
+            assert (code, out) == (0, "root\nroot only\n")
+            code, _, err = await output_of(
+                sandbox, ["/bin/sh", "-c", "echo x > /golem/keys/key.txt"]
+            )
+            assert code != 0 and "Read-only" in err
+
+    anyio.run(main)
+    assert (private / "key.txt").read_text() == "root only\n"

@@ -4,8 +4,10 @@ yapapi is not a dependency of golem-deploy: the test uses $GOLEM_DEPLOY_TEST_YAP
 (prepared by tests/conftest.py before the suite goes offline) or installs it into a
 throwaway virtualenv. The program gets exactly what `golem-deploy localnet start` prints:
 the YAGNA_* variables and a PATH whose first `gftp` is the local network's (yapapi starts
-`gftp server` for every Golem and transfers files through it). The test adds only an HTTP
-server answering yapapi's HEAD check of the image URL.
+`gftp server` for every Golem and transfers files through it). The test adds only an image
+registry: a loopback HTTP server with a real .gvmi built at test time, which yapapi checks
+with HEAD and the local provider downloads, verifies and runs the service in, as a real
+provider does.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _gvmi import Gvmi, build_gvmi, mksquashfs_available
+
+from golem_deploy.localnet.image import ImageConfig
 
 pytestmark = pytest.mark.localnet
 
@@ -65,11 +70,18 @@ def yapapi_python(scratch: Path) -> Path:
 
 
 @pytest.fixture
-def image_url(tmp_path: Path) -> Iterator[str]:
-    """A loopback URL that answers HEAD with 200, as an image registry would."""
+def image(tmp_path: Path) -> Gvmi:
+    if not mksquashfs_available():
+        pytest.skip("needs squashfs-tools to build the service's image")
+    return build_gvmi(tmp_path / "image", ImageConfig(workdir="/golem/work"))
+
+
+@pytest.fixture
+def image_url(tmp_path: Path, image: Gvmi) -> Iterator[str]:
+    """A loopback URL of the image, answering HEAD and GET as an image registry would."""
     www = tmp_path / "www"
     www.mkdir()
-    (www / "image.gvmi").write_bytes(b"not a real image")
+    shutil.copyfile(image.path, www / "image.gvmi")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -104,7 +116,11 @@ def started_by_cli(_localnet_template: Path) -> Iterator[dict[str, str]]:
 
 
 def test_yapapi_services_api_runs_a_service_unchanged(
-    started_by_cli: dict[str, str], yapapi_python: Path, image_url: str, tmp_path: Path
+    started_by_cli: dict[str, str],
+    yapapi_python: Path,
+    image_url: str,
+    image: Gvmi,
+    tmp_path: Path,
 ) -> None:
     downloaded = tmp_path / "out.txt"
     env = {
@@ -112,6 +128,7 @@ def test_yapapi_services_api_runs_a_service_unchanged(
         "HOME": str(tmp_path),
         "IMAGE_URL": image_url,
         "DOWNLOAD_TO": str(downloaded),
+        "IMAGE_HASH": image.digest,
         "YAPAPI_LOG": str(tmp_path / "yapapi.log"),
     }
     result = subprocess.run(

@@ -110,6 +110,12 @@ class ActivityRunner:
                 requestor_id=agreement.requestor_id,
                 fail_commands_matching=self._config.faults.fail_commands_matching,
                 slow_start=self._config.faults.slow_start,
+                task_package=agreement.task_package,
+                local_image=agreement.local_image,
+                storage_gib=agreement.reserved.storage_gib,
+                cpu_threads=agreement.reserved.threads,
+                mem_gib=agreement.reserved.mem_gib,
+                unsafe_host_exec=self._config.unsafe_host_exec,
             )
             activity.exeunit = unit
             async with anyio.create_task_group() as tg:

@@ -253,6 +253,8 @@ class ProviderAgent:
             reserved=terms.demand_requirements(proposed.demand_constraints),
             mounts=terms.parse_mounts(proposed.demand),
             valid_to=proposed.valid_to,
+            task_package=terms.task_package(proposed.demand),
+            local_image=terms.parse_local_image(proposed.demand),
         )
         self.agreements[agreement_id] = agreement  # reserve before the await
         try:

@@ -34,6 +34,12 @@ class ExeUnitFactory(Protocol):
         requestor_id: str,
         fail_commands_matching: re.Pattern[str] | None,
         slow_start: float,
+        task_package: str | None = None,
+        local_image: Path | None = None,
+        storage_gib: float | None = None,
+        cpu_threads: float | None = None,
+        mem_gib: float | None = None,
+        unsafe_host_exec: bool = False,
     ) -> ExeUnitLike: ...
 
 
@@ -48,6 +54,12 @@ def real_exeunit(
     requestor_id: str,
     fail_commands_matching: re.Pattern[str] | None,
     slow_start: float,
+    task_package: str | None = None,
+    local_image: Path | None = None,
+    storage_gib: float | None = None,
+    cpu_threads: float | None = None,
+    mem_gib: float | None = None,
+    unsafe_host_exec: bool = False,
 ) -> ExeUnitLike:
     """Build the in-process ExeUnit of golem_deploy.localnet.exeunit (imported late: heavy)."""
     from golem_deploy.localnet.exeunit import ExeUnit, ExeUnitConfig
@@ -63,6 +75,12 @@ def real_exeunit(
             requestor_id=requestor_id,
             fail_commands_matching=fail_commands_matching,
             slow_start=slow_start,
+            task_package=task_package,
+            local_image=local_image,
+            storage_gib=storage_gib,
+            cpu_threads=cpu_threads,
+            mem_gib=mem_gib,
+            unsafe_host_exec=unsafe_host_exec,
         )
     )
     return unit

@@ -26,6 +26,7 @@ class ProviderConfig:
     work_root: Path
     faults: ProviderFaults = NO_FAULTS
     debit_note_interval: float = DEBIT_NOTE_INTERVAL
+    unsafe_host_exec: bool = False  # --unsafe-host-exec: activities run unsealed on the host
 
 
 @dataclass
@@ -40,6 +41,8 @@ class Agreement:
     reserved: Resources
     mounts: dict[str, Path]
     valid_to: datetime | None = None
+    task_package: str | None = None  # the image to run, as the demand names it
+    local_image: Path | None = None  # local.image: a .gvmi file or image tree on this host
     activities: dict[str, Activity] = field(default_factory=dict)
     ended: anyio.Event = field(default_factory=anyio.Event)
     end_reason: str = ""

@@ -136,6 +136,18 @@ def demand_requirements(constraints: str) -> Resources:
     return Resources(found["cpu.threads"], found["mem.gib"], found["storage.gib"])
 
 
+def parse_local_image(properties: Properties) -> Path | None:
+    """The demand's `golem_deploy.local.image`: a .gvmi file or image tree on this host."""
+    raw = properties.get(p.LOCAL_IMAGE)
+    return Path(raw) if isinstance(raw, str) and Path(raw).is_absolute() else None
+
+
+def task_package(properties: Properties) -> str | None:
+    """The demand's `golem.srv.comp.task_package` ("hash:sha3:<hash>:<url>"), if any."""
+    raw = properties.get(p.TASK_PACKAGE)
+    return raw if isinstance(raw, str) else None
+
+
 def parse_mounts(properties: Properties) -> dict[str, Path]:
     """The demand's local read-only mounts {container path: absolute host path}.
 

@@ -1,8 +1,9 @@
 """A yapapi 0.13 Services API program, written as for the real Golem network.
 
 Run with exactly the variables `golem-deploy localnet start` prints (YAGNA_* and a PATH with
-its `gftp` first), IMAGE_URL pointing at a URL that answers HEAD (yapapi checks it), and
-DOWNLOAD_TO naming the local file the service's start() downloads.
+its `gftp` first), IMAGE_URL pointing at a .gvmi image (yapapi checks it with HEAD; the local
+provider downloads it) with IMAGE_HASH its sha3-224, and DOWNLOAD_TO naming the local file
+the service's start() downloads.
 """
 
 import asyncio
@@ -17,7 +18,9 @@ from yapapi.services import Service, ServiceState
 class Hello(Service):
     @staticmethod
     async def get_payload():
-        return await vm.repo(image_hash="0" * 56, image_url=os.environ["IMAGE_URL"])
+        return await vm.repo(
+            image_hash=os.environ.get("IMAGE_HASH", "0" * 56), image_url=os.environ["IMAGE_URL"]
+        )
 
     async def start(self):
         async for script in super().start():
