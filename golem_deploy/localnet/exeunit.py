@@ -37,6 +37,7 @@ import anyio.abc
 
 from golem_deploy.localnet import exeunit_image, gftp
 from golem_deploy.localnet.exeunit_capture import Capture, Output
+from golem_deploy.localnet.exeunit_vpn import ActivityVpn
 from golem_deploy.localnet.gsb import CALL_BAD_REQUEST, GsbClient, GsbError, IncomingCall
 from golem_deploy.localnet.image import ImageError
 from golem_deploy.localnet.limits import Limits
@@ -46,6 +47,7 @@ from golem_deploy.localnet.sandbox import (
     SandboxError,
     unsafe_host_exec_requested,
 )
+from golem_deploy.localnet.vpn_host import VpnError, VpnHost
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,8 @@ class ExeUnitConfig:
     cpu_threads: float | None = None  # the agreement's threads: CPU quota (cgroups)
     mem_gib: float | None = None  # the agreement's memory: memory limit (cgroups)
     unsafe_host_exec: bool = False  # --unsafe-host-exec: run commands unsealed on the host
+    vpn: VpnHost | None = None  # the host process's VPN side (None: deploy with `net` fails)
+    provider_id: str = ""  # the provider identity this activity runs under (VPN frames)
 
 
 class CommandError(Exception):
@@ -138,6 +142,7 @@ class ExeUnit:
         self._batches: dict[str, _Batch] = {}
         self._sandbox: Sandbox | None = None
         self._image_digest: str | None = None  # the cached image the sandbox uses
+        self._vpn = ActivityVpn(config.vpn, config.provider_id, config.work_dir)
         self._env: dict[str, str] = {}
         self._ready_ops = 0  # run/transfer commands in flight in state Ready
         self._epoch = 0  # bumped by `terminate`: commands of an older epoch change no state
@@ -584,13 +589,20 @@ class ExeUnit:
                 # which stays as the VM's.
                 notice = f"golem-deploy local ExeUnit: {root.notice}\n"
                 self._emit(batch, index, {"stdout": notice})
+        try:
+            hosts = self._vpn.hosts_file(body)
+        except VpnError as exc:
+            raise CommandError(f"deploy failed: {exc}") from exc
+        mounts = dict(self.config.mounts)
+        if hosts is not None:
+            mounts["/etc/hosts"] = hosts  # names of the deploy's `hosts`, as in the VM
         storage = self.config.storage_gib
         limits = None
         if self.config.cpu_threads and self.config.mem_gib:
             limits = Limits(self.config.cpu_threads, int(self.config.mem_gib * 1024**3))
         sandbox = Sandbox(
             self.config.work_dir,
-            self.config.mounts,
+            mounts,
             isolate=False if unsafe else None,
             rootfs=root.rootfs,
             layer_bytes=int(storage * 1024**3) if storage else DEFAULT_LAYER_BYTES,
@@ -604,6 +616,10 @@ class ExeUnit:
             raise CommandError(f"deploy failed: {exc}") from exc
         self._sandbox = sandbox
         self._image_digest = root.digest
+        try:
+            await self._vpn.join(body, sandbox.netns)
+        except VpnError as exc:
+            raise CommandError(f"deploy failed: {exc}") from exc
         if sandbox.limits_note:  # logged once per process; the result stays as in the VM
             self.notices.append(sandbox.limits_note)
             if sandbox.limits_note not in _LOGGED:
@@ -619,6 +635,7 @@ class ExeUnit:
         return _Outcome(0)
 
     async def _close_sandbox(self) -> None:
+        await self._vpn.leave()
         if self._sandbox is not None:
             await self._sandbox.close()
             self._sandbox = None

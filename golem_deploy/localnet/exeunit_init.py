@@ -332,6 +332,8 @@ def setup(spec: dict) -> None:  # type: ignore[type-arg]
                 continue
             except OSError:
                 pass  # a file system without id-mapped mounts: as the host's files are
+        with contextlib.suppress(OSError):  # a read-only root: the target must exist there
+            _prepare_target(host_path, target)
         bind(host_path, target, read_only=True, extra=MS_NOSUID)
     if userns_fd is not None:
         os.close(userns_fd)

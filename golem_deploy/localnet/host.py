@@ -101,6 +101,7 @@ async def serve(
     import anyio
 
     from golem_deploy.localnet.provider import ProviderAgent, ProviderConfig
+    from golem_deploy.localnet.vpn_host import VpnHost
 
     stop = anyio.Event()
     work_root = state_dir / "work"
@@ -138,6 +139,7 @@ async def serve(
     connector = aiohttp.TCPConnector(limit=0)
     async with (
         aiohttp.ClientSession(connector=connector) as session,
+        VpnHost.connect(nodes.provider_gsb_url) as vpn,  # every activity's VPN side
         anyio.create_task_group() as tg,
     ):
         tg.start_soon(on_signals)
@@ -151,6 +153,7 @@ async def serve(
                 gsb_url=nodes.provider_gsb_url,
                 work_root=work_root / identity.name,
                 faults=faults.get(identity.name, NO_FAULTS),
+                vpn=vpn,
             )
             agent = ProviderAgent(config, session)
             await tg.start(agent.run)

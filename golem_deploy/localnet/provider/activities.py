@@ -116,6 +116,8 @@ class ActivityRunner:
                 cpu_threads=agreement.reserved.threads,
                 mem_gib=agreement.reserved.mem_gib,
                 unsafe_host_exec=self._config.unsafe_host_exec,
+                vpn=self._config.vpn,
+                provider_id=self._config.identity.node_id,
             )
             activity.exeunit = unit
             async with anyio.create_task_group() as tg:

@@ -12,6 +12,8 @@ from typing import Protocol
 
 from anyio.abc import TaskStatus
 
+from golem_deploy.localnet.vpn_host import VpnHost
+
 
 class ExeUnitLike(Protocol):
     async def serve(self, *, task_status: TaskStatus[None] = ...) -> None: ...
@@ -40,6 +42,8 @@ class ExeUnitFactory(Protocol):
         cpu_threads: float | None = None,
         mem_gib: float | None = None,
         unsafe_host_exec: bool = False,
+        vpn: VpnHost | None = None,
+        provider_id: str = "",
     ) -> ExeUnitLike: ...
 
 
@@ -60,6 +64,8 @@ def real_exeunit(
     cpu_threads: float | None = None,
     mem_gib: float | None = None,
     unsafe_host_exec: bool = False,
+    vpn: VpnHost | None = None,
+    provider_id: str = "",
 ) -> ExeUnitLike:
     """Build the in-process ExeUnit of golem_deploy.localnet.exeunit (imported late: heavy)."""
     from golem_deploy.localnet.exeunit import ExeUnit, ExeUnitConfig
@@ -81,6 +87,8 @@ def real_exeunit(
             cpu_threads=cpu_threads,
             mem_gib=mem_gib,
             unsafe_host_exec=unsafe_host_exec,
+            vpn=vpn,
+            provider_id=provider_id,
         )
     )
     return unit

@@ -13,6 +13,7 @@ from golem_deploy.localnet.faults import NO_FAULTS, ProviderFaults
 from golem_deploy.localnet.node import ProviderIdentity
 from golem_deploy.localnet.provider.exeunits import ExeUnitLike
 from golem_deploy.localnet.provider.terms import DEBIT_NOTE_INTERVAL, Resources, Tariff, Usage
+from golem_deploy.localnet.vpn_host import VpnHost
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class ProviderConfig:
     faults: ProviderFaults = NO_FAULTS
     debit_note_interval: float = DEBIT_NOTE_INTERVAL
     unsafe_host_exec: bool = False  # --unsafe-host-exec: activities run unsealed on the host
+    vpn: VpnHost | None = None  # the host process's VPN side, shared by every agent
 
 
 @dataclass
