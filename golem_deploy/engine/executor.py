@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import anyio
 
@@ -153,6 +154,29 @@ class ScriptExecutor:
                 stream_done.set()
 
         results: list[ExeResult] = []
+        try:
+            results = await self._poll(client, activity_id, batch_id, steps, stream, stream_done)
+        except BaseExceptionGroup as group:
+            # The task group wraps what the poll raised (ProviderGone, a YagnaError): the
+            # handler and the lifecycle must see that error itself, not "unhandled errors in
+            # a TaskGroup", or a vanished provider passes for a failed run step.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+        return [self._result(r, steps, streamed) for r in results if r.index < len(steps)]
+
+    async def _poll(
+        self,
+        client: YagnaClient,
+        activity_id: str,
+        batch_id: str,
+        steps: list[_Step],
+        stream: Callable[[], Coroutine[Any, Any, None]],
+        stream_done: anyio.Event,
+    ) -> list[ExeResult]:
+        """Poll the batch's results (while `stream` relays its output) until it finished."""
+        t = self.timings
+        results: list[ExeResult] = []
         async with anyio.create_task_group() as tg:
             tg.start_soon(stream)
             failures = 0
@@ -174,7 +198,7 @@ class ScriptExecutor:
             with anyio.move_on_after(t.output_grace):
                 await stream_done.wait()
             tg.cancel_scope.cancel()
-        return [self._result(r, steps, streamed) for r in results if r.index < len(steps)]
+        return results
 
     def _result(
         self, r: ExeResult, steps: list[_Step], streamed: dict[int, dict[str, str]]
