@@ -56,3 +56,20 @@ def test_webapp_answers_through_its_forwarded_port_with_data_from_db(cli: Cli) -
     kinds = [record["kind"] for record in cli.journal("webapp")]
     assert kinds.count("NetworkCreated") == 1 and kinds.count("NetworkRemoved") == 1
     assert processes_mentioning(str(cli.home)) == []  # no supervisor, yagna or sandbox left
+
+
+def test_down_after_a_killed_supervisor_removes_the_network(cli: Cli) -> None:
+    import os
+    import signal
+
+    from golem_deploy.supervisor import journal
+
+    cli.env["WEB_PORT"] = str(_free_port())
+    cli("up", "-d", str(MANIFESTS / "webapp.yaml"), "--timeout", "4m", check=True)
+    os.kill(cli.supervisor_pid("webapp"), signal.SIGKILL)
+    held = journal.load(cli.deployment_dir("webapp") / "journal.jsonl")
+    assert len(held.networks) == 1  # the journal knows the VPN the dead supervisor made
+    cli("down", check=True)
+    removed = [r for r in cli.journal("webapp") if r["kind"] == "NetworkRemoved"]
+    assert [r["network_id"] for r in removed] == list(held.networks)
+    assert journal.load(cli.deployment_dir("webapp") / "journal.jsonl").empty
