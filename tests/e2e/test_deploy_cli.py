@@ -39,6 +39,7 @@ STATUS_KEYS = {"name", "state", "supervisor", "network", "budget", "services"}
 INSTANCE_KEYS = {
     "index",
     "state",
+    "ip",
     "provider_id",
     "provider_name",
     "agreement_id",
@@ -91,6 +92,7 @@ def test_up_status_logs_down(cli: Cli, file: str) -> None:
     assert status["supervisor"]["alive"] is True
     assert status["network"]["kind"] == "local"
     assert status["network"]["api_url"].startswith("http://127.0.0.1:")
+    assert (status["network"]["vpn"] is None) == (manifest.network is None)
     assert status["budget"]["total"] == str(manifest.budget)
     expected = [(svc, i) for svc, spec in manifest.services.items() for i in range(spec.instances)]
     assert [(svc, inst["index"]) for svc, inst in _instances(status)] == expected
