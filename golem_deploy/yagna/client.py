@@ -11,7 +11,9 @@ YagnaStatusError(status, message, "METHOD /path") -- or its subclass ActivityGon
 `wire.status_error`, the one place that reads yagna's error text. Answers that are not JSON,
 miss required fields, or exceed MAX_BODY bytes raise YagnaBadAnswer -- never a hang, never a
 KeyError. The app key only ever goes into the Authorization header; it is not part of any
-repr, log line or error. (About 400 lines: one short method per REST call the engine makes.)
+repr, log line or error.
+
+Size: about 400 lines: one short method per REST call the engine makes.
 """
 
 from __future__ import annotations

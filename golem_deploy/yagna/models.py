@@ -5,8 +5,8 @@ the missing/ill-typed field, so a malformed answer becomes one clear error inste
 KeyError deep in the engine. Only the fields the engine reads are modelled; the raw
 properties of proposals and agreements are kept as flat dicts.
 
-Slightly over 400 lines on purpose: one small dataclass per kind of answer of the REST API,
-kept together so the wire format the engine relies on is readable in one place.
+Size: slightly over 400 lines on purpose: one small dataclass per kind of answer of the
+REST API, kept together so the wire format the engine relies on is readable in one place.
 """
 
 from __future__ import annotations
