@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -139,14 +139,14 @@ class YagnaClient:
         method: str,
         path: str,
         *,
-        body: Any = None,
+        body: object = None,
         send_body: bool = False,
-        params: dict[str, Any] | None = None,
+        params: Mapping[str, object] | None = None,
         timeout: float = 30.0,
         retry: bool = True,
         poll: bool = False,
         ok: tuple[int, ...] = (200, 201, 204),
-    ) -> tuple[int, Any]:
+    ) -> tuple[int, object]:
         """Send one request; return (status, decoded JSON or None).
 
         `send_body` sends `body` as JSON even when it is None (yagna wants a literal `null`
@@ -193,10 +193,10 @@ class YagnaClient:
                 )
             raise status_error(status, raw, what)
 
-    async def _get(self, path: str, **kw: Any) -> Any:
+    async def _get(self, path: str, **kw: Any) -> object:
         return (await self.request("GET", path, **kw))[1]
 
-    async def _post(self, path: str, body: Any = None, **kw: Any) -> Any:
+    async def _post(self, path: str, body: object = None, **kw: Any) -> object:
         return (await self.request("POST", path, body=body, **kw))[1]
 
     # ---------------------------------------------------------------------- identity

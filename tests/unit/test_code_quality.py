@@ -464,7 +464,6 @@ def any_at_layer_boundaries() -> list[str]:
     ]
 
 
-@ISSUE_10_PENDING
 def test_architecture_no_any_at_a_layer_boundary() -> None:
     offenders = any_at_layer_boundaries()
     assert not offenders, (
