@@ -8,9 +8,8 @@ EngineContext it is given.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -104,7 +103,7 @@ class Cluster:
     def spawn_instances(
         self,
         num_instances: int | None = None,
-        instance_params: Iterable[dict[str, Any]] | None = None,
+        instance_params: Iterable[Mapping[str, object]] | None = None,
     ) -> list[Service]:
         """Add instances (scaling up). Returns the new Service objects."""
         if self._tg is None or self._finished.is_set():
@@ -150,7 +149,7 @@ class Cluster:
 
     async def run(
         self,
-        initial: list[dict[str, Any]],
+        initial: list[Mapping[str, object]],
         *,
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -176,8 +175,8 @@ class Cluster:
 
 
 def instance_params_list(
-    num_instances: int | None, instance_params: Iterable[dict[str, Any]] | None
-) -> list[dict[str, Any]]:
+    num_instances: int | None, instance_params: Iterable[Mapping[str, object]] | None
+) -> list[Mapping[str, object]]:
     """yapapi's rules: num_instances wins; instance_params runs out -> error."""
     params = list(instance_params) if instance_params is not None else None
     if num_instances is None:

@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -308,7 +307,7 @@ class Golem:
         self,
         service_class: type[Service],
         num_instances: int | None = None,
-        instance_params: Iterable[dict[str, Any]] | None = None,
+        instance_params: Iterable[Mapping[str, object]] | None = None,
         payload: VmPayload | None = None,
         expiration: datetime | timedelta | None = None,
         respawn_unstarted_instances: bool | None = None,
@@ -373,7 +372,7 @@ class Golem:
     async def _run_cluster(
         self,
         cluster: Cluster,
-        params: list[dict[str, Any]],
+        params: list[Mapping[str, object]],
         *,
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -431,8 +430,8 @@ def _reserve(network: Network | None, addresses: Sequence[str] | None) -> tuple[
 
 
 def _params(
-    num_instances: int | None, instance_params: Iterable[dict[str, Any]] | None
-) -> list[dict[str, Any]]:
+    num_instances: int | None, instance_params: Iterable[Mapping[str, object]] | None
+) -> list[Mapping[str, object]]:
     if num_instances is not None and num_instances < 0:
         raise EngineError("num_instances must be >= 0")
     return instance_params_list(num_instances, instance_params)

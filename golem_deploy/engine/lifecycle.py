@@ -7,8 +7,10 @@ provider, release the activity with its cause, schedule a restart). Every rule t
 instance lives here, so it can be tested exhaustively without a network; TRANSITIONS lists
 every state change the rules make (docs/engine.md's diagram is rendered from it and a test
 pins the code to it), RACES every event that may arrive when it no longer matters. Anything
-else raises IllegalTransition: it is a bug in the runner, and must be loud. (About 400
-lines on purpose: every rule of an instance's life, and the table of them, in one place.)
+else raises IllegalTransition: it is a bug in the runner, and must be loud.
+
+Size: about 400 lines on purpose: every rule of an instance's life, and the table of them,
+in one place.
 
 Rules (yapapi's, plus restart and health checks):
 - `start` runs once per provider. If it fails, the instance is respawned on ANOTHER provider

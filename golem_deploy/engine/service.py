@@ -153,7 +153,7 @@ class Script:
 
     # ------------------------------------------------------------------- plain commands
 
-    def deploy(self, **kwargs: Any) -> StepFuture:
+    def deploy(self, **kwargs: object) -> StepFuture:
         return self._add({"deploy": kwargs}, "deploy").future
 
     def start(self, *args: str) -> StepFuture:
@@ -196,7 +196,7 @@ class Script:
             ) from e
         return self.upload_bytes(data, dst)
 
-    def upload_json(self, data: Any, dst: str) -> StepFuture:
+    def upload_json(self, data: object, dst: str) -> StepFuture:
         return self.upload_bytes(json.dumps(data).encode(), dst)
 
     def download_bytes(
@@ -241,7 +241,7 @@ class Script:
     def download_json(
         self,
         src: str,
-        on_download: Callable[[Any], Awaitable[None] | None],
+        on_download: Callable[[object], Awaitable[None] | None],
         limit: int = DOWNLOAD_BYTES_LIMIT_DEFAULT,
     ) -> StepFuture:
         def parse(data: bytes) -> Awaitable[None] | None:
@@ -290,7 +290,7 @@ class InstanceSnapshot:
     ip: str | None = None  # the instance's address on its network (kept across restarts)
 
 
-HandlerGen = AsyncGenerator[Script, Any]
+HandlerGen = AsyncGenerator[Script, object]
 
 
 class Service:
@@ -308,7 +308,7 @@ class Service:
     healthcheck: ClassVar[HealthCheck | None] = None
     respawn_unstarted_instances: ClassVar[bool | None] = None
 
-    def __init__(self, **params: Any) -> None:
+    def __init__(self, **params: object) -> None:
         self.params = params
         self._ctx: WorkContext = None  # type: ignore[assignment]  # set before any handler
         self.cluster: Cluster | None = None

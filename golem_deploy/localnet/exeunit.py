@@ -14,40 +14,33 @@ The provider agent owns it::
     await task_group.start(unit.serve)   # registered and Initialized when this returns
     ...
     await unit.shutdown("destroyed by requestor")   # or unit.vanish() to simulate a crash
+
+This module is the bus side: the connection, state and usage reports, and the requests.
+What the commands do is :mod:`exeunit_commands` (a base class of :class:`ExeUnit`), a
+batch's bookkeeping :mod:`exeunit_batch`, the ``transfer`` command :mod:`exeunit_transfer`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import re
 import shutil
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-import aiohttp
 import anyio
 import anyio.abc
 
-from golem_deploy.localnet import exeunit_image, gftp
-from golem_deploy.localnet.exeunit_capture import Capture, Output
+from golem_deploy.localnet.exeunit_batch import Batch
+from golem_deploy.localnet.exeunit_commands import ExeUnitCommands
 from golem_deploy.localnet.exeunit_vpn import ActivityVpn
 from golem_deploy.localnet.gsb import CALL_BAD_REQUEST, GsbClient, GsbError, IncomingCall
-from golem_deploy.localnet.image import ImageError
-from golem_deploy.localnet.limits import Limits
-from golem_deploy.localnet.sandbox import (
-    DEFAULT_LAYER_BYTES,
-    Sandbox,
-    SandboxError,
-    unsafe_host_exec_requested,
-)
-from golem_deploy.localnet.vpn_host import VpnError, VpnHost
+from golem_deploy.localnet.sandbox import Sandbox
+from golem_deploy.localnet.vpn_host import VpnHost
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +50,6 @@ report every second."""
 
 CPU_SEC = "golem.usage.cpu_sec"
 DURATION_SEC = "golem.usage.duration_sec"
-STATEFUL = ("deploy", "start", "run", "transfer")
-_LOGGED: set[str] = set()  # notes already logged by this process
-KEEP_BATCHES = 200
-"""Finished batches older than the newest 200 are forgotten (their results were read)."""
 
 
 @dataclass(frozen=True)
@@ -86,51 +75,11 @@ class ExeUnitConfig:
     provider_id: str = ""  # the provider identity this activity runs under (VPN frames)
 
 
-class CommandError(Exception):
-    """A command failed before or instead of running: return code -1 and this message."""
-
-
-@dataclass
-class _Outcome:
-    code: int
-    message: str | None = None
-    stdout: Output = None
-    stderr: Output = None
-
-
-@dataclass
-class _Batch:
-    """One Exec: its commands, finished results (a prefix) and every runtime event."""
-
-    batch_id: str
-    commands: list[dict[str, Any]]
-    results: list[dict[str, Any]] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    finished: bool = False
-    running: dict[str, Any] | None = None  # the command being executed
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-    changed: anyio.Event = field(default_factory=anyio.Event)
-
-    def notify(self) -> None:
-        """Wake everyone waiting for news of this batch."""
-        self.changed.set()
-        self.changed = anyio.Event()
-
-
-def _now_utc() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _now_naive() -> str:
-    # RuntimeEvent.timestamp is a chrono NaiveDateTime: no zone suffix.
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
-
-
 def _err(kind: str, message: str) -> dict[str, Any]:
     return {"Err": {kind: message}}
 
 
-class ExeUnit:
+class ExeUnit(ExeUnitCommands):
     """One activity's ExeUnit. See the module docstring for the lifecycle."""
 
     def __init__(self, config: ExeUnitConfig) -> None:
@@ -139,7 +88,7 @@ class ExeUnit:
         self.state: tuple[str, str | None] = ("New", None)
         self._reason: str | None = None
         self._error: str | None = None
-        self._batches: dict[str, _Batch] = {}
+        self._batches: dict[str, Batch] = {}
         self._sandbox: Sandbox | None = None
         self._image_digest: str | None = None  # the cached image the sandbox uses
         self._vpn = ActivityVpn(config.vpn, config.provider_id, config.work_dir)
@@ -340,7 +289,7 @@ class ExeUnit:
             state = "terminating" if self._closing.is_set() else "not serving yet"
             await call.reply(_err("activity", f"activity is {state}"))
             return
-        batch = _Batch(batch_id, script)
+        batch = Batch(batch_id, script)
         self._batches[batch_id] = batch
         self._forget_old_batches()
         self._tg.start_soon(self._run_batch, batch)
@@ -433,339 +382,3 @@ class ExeUnit:
             )
             return
         await call.reply({"Ok": running})
-
-    # ------------------------------------------------------------------ batches
-
-    def _forget_old_batches(self) -> None:
-        """A service runs a batch every few seconds for days: keep only recent results."""
-        finished = [b for b in self._batches.values() if b.finished]
-        for batch in finished[: max(0, len(self._batches) - KEEP_BATCHES)]:
-            del self._batches[batch.batch_id]
-
-    def _emit(self, batch: _Batch, index: int, kind: dict[str, Any]) -> None:
-        batch.events.append(
-            {"batch_id": batch.batch_id, "index": index, "timestamp": _now_naive(), "kind": kind}
-        )
-        batch.notify()
-
-    async def _run_batch(self, batch: _Batch) -> None:
-        index = 0
-        try:
-            with batch.scope:
-                for index, command in enumerate(batch.commands):
-                    batch.running = command
-                    self._emit(batch, index, {"started": {"command": command}})
-                    outcome = await self._execute(batch, index, command)
-                    batch.running = None
-                    self._finish_command(batch, index, outcome)
-                    if outcome.code != 0:
-                        break
-            if batch.scope.cancelled_caught and batch.running is not None:
-                # Stopped by `terminate` or by the end of the activity: the interrupted
-                # command fails, so requestors waiting for the batch see it end.
-                self._finish_command(batch, index, _Outcome(-1, "command stopped: terminated"))
-        finally:
-            batch.running = None
-            batch.finished = True
-            batch.notify()
-
-    def _finish_command(self, batch: _Batch, index: int, outcome: _Outcome) -> None:
-        self._emit(
-            batch, index, {"finished": {"return_code": outcome.code, "message": outcome.message}}
-        )
-        batch.results.append(
-            {
-                "index": index,
-                "result": "Ok" if outcome.code == 0 else "Error",
-                "stdout": outcome.stdout,
-                "stderr": outcome.stderr,
-                "message": outcome.message,
-                "isBatchFinished": False,  # computed per query
-                "eventDate": _now_utc(),
-            }
-        )
-        batch.notify()
-
-    async def _execute(self, batch: _Batch, index: int, command: dict[str, Any]) -> _Outcome:
-        ((name, body),) = command.items()
-        body = body if isinstance(body, dict) else {}
-        if name == "sign":
-            return _Outcome(-1, "signing not supported: binary built without the 'sgx' feature")
-        if name == "terminate":
-            await self._terminate(batch)
-            return _Outcome(0)
-        if name not in STATEFUL:
-            return _Outcome(-1, f"unknown command {name}")
-        target = {"deploy": "Deployed", "start": "Ready"}.get(name, "Ready")
-        try:
-            self._check_state(name)
-        except CommandError as exc:
-            return _Outcome(-1, f"Local service error: State error: {exc}")
-        ready_op = name in ("run", "transfer")
-        epoch = self._epoch
-        if ready_op:
-            self._ready_ops += 1
-            if self._ready_ops == 1:
-                await self._report_state(self.state[0], "Ready")
-        else:
-            await self._report_state(self.state[0], target)
-        try:
-            if name == "deploy":
-                return await self._deploy(batch, index, body)
-            if name == "start":
-                return await self._start(body)
-            if name == "run":
-                return await self._run(batch, index, body)
-            return await self._transfer(body)
-        except CommandError as exc:
-            return _Outcome(-1, str(exc))
-        except Exception as exc:  # a bug must fail the command, not the whole activity
-            log.exception("activity %s: %s failed", self.config.activity_id, name)
-            return _Outcome(-1, f"internal error: {exc}")
-        finally:
-            # Like the real ExeUnit, the state advances even when the command failed --
-            # unless a `terminate` (new epoch) or the end of the activity came in between.
-            if epoch == self._epoch and not self._closing.is_set():
-                with anyio.CancelScope(shield=True), contextlib.suppress(GsbError):
-                    if ready_op:
-                        self._ready_ops -= 1
-                        if self._ready_ops == 0:
-                            await self._report_state("Ready", None)
-                    else:
-                        await self._report_state(target, None)
-
-    def _check_state(self, name: str) -> None:
-        current, pending = self.state
-        if current in ("New", "Terminated", "Unresponsive"):
-            raise CommandError(f"Activity is {current.lower()}")
-        if name in ("deploy", "start") and pending is not None:
-            raise CommandError(f"Busy: {current} -> {pending}")
-        if current == "Initialized" and name != "deploy":
-            raise CommandError("Activity is initialized - deploy() command is expected now")
-        if current == "Deployed" and name != "start":
-            raise CommandError("Activity is deployed - start() command is expected now")
-        if current == "Ready" and name in ("deploy", "start"):
-            raise CommandError("Cannot send command after a successful start()")
-
-    async def _terminate(self, batch: _Batch) -> None:
-        """The `terminate` command: stop other batches and the sandbox; back to Initialized."""
-        for other in self._batches.values():
-            if other is not batch and not other.finished:
-                other.scope.cancel()
-        await self._close_sandbox()
-        self._epoch += 1
-        self._ready_ops = 0
-        await self._report_state("Initialized", None)
-
-    # ------------------------------------------------------------------ commands
-
-    async def _deploy(self, batch: _Batch, index: int, body: dict[str, Any]) -> _Outcome:
-        if self.config.slow_start:
-            await anyio.sleep(self.config.slow_start)
-        env = body.get("env") or {}
-        self._env = {str(k): str(v) for k, v in env.items()}
-        await self._close_sandbox()
-        notices = []
-        unsafe = self.config.unsafe_host_exec or unsafe_host_exec_requested()
-        if unsafe:
-            root = exeunit_image.ResolvedRoot(exeunit_image.HOST_ROOT)
-        else:
-            progress = None
-            if body.get("progress") is not None:
-                progress = exeunit_image.ProgressThrottle(
-                    body["progress"], lambda kind: self._emit(batch, index, kind)
-                )
-            try:
-                root = await exeunit_image.resolve_root(
-                    self.config.task_package, self.config.local_image, progress
-                )
-            except ImageError as exc:
-                raise CommandError(f"deploy failed: {exc}") from exc
-            if root.notice:
-                self.notices.append(root.notice)
-            if root.first_notice:
-                # Once per image and process, as an output event of deploy: a requestor's
-                # logs show it (golem-deploy's as `<service>.0 | ...`). Not in the result,
-                # which stays as the VM's.
-                notice = f"golem-deploy local ExeUnit: {root.notice}\n"
-                self._emit(batch, index, {"stdout": notice})
-        try:
-            hosts = self._vpn.hosts_file(body)
-        except VpnError as exc:
-            raise CommandError(f"deploy failed: {exc}") from exc
-        mounts = dict(self.config.mounts)
-        if hosts is not None:
-            mounts["/etc/hosts"] = hosts  # names of the deploy's `hosts`, as in the VM
-        storage = self.config.storage_gib
-        limits = None
-        if self.config.cpu_threads and self.config.mem_gib:
-            limits = Limits(self.config.cpu_threads, int(self.config.mem_gib * 1024**3))
-        sandbox = Sandbox(
-            self.config.work_dir,
-            mounts,
-            isolate=False if unsafe else None,
-            rootfs=root.rootfs,
-            layer_bytes=int(storage * 1024**3) if storage else DEFAULT_LAYER_BYTES,
-            limits=limits,
-        )
-        assert self._tg is not None
-        try:
-            await self._tg.start(sandbox.serve)
-        except SandboxError as exc:
-            exeunit_image.release(root.digest)
-            raise CommandError(f"deploy failed: {exc}") from exc
-        self._sandbox = sandbox
-        self._image_digest = root.digest
-        try:
-            await self._vpn.join(body, sandbox.netns)
-        except VpnError as exc:
-            raise CommandError(f"deploy failed: {exc}") from exc
-        if sandbox.limits_note:  # logged once per process; the result stays as in the VM
-            self.notices.append(sandbox.limits_note)
-            if sandbox.limits_note not in _LOGGED:
-                _LOGGED.add(sandbox.limits_note)
-                log.warning("local ExeUnit: %s", sandbox.limits_note)
-        if sandbox.limitations:
-            notices.append(sandbox.limitations)
-        if notices:
-            notice = "".join(f"golem-deploy local ExeUnit: {n}\n" for n in notices)
-            self.notices.extend(line.strip() for line in notice.splitlines())
-            self._emit(batch, index, {"stdout": notice})
-            return _Outcome(0, stdout=notice)
-        return _Outcome(0)
-
-    async def _close_sandbox(self) -> None:
-        await self._vpn.leave()
-        if self._sandbox is not None:
-            await self._sandbox.close()
-            self._sandbox = None
-        exeunit_image.release(self._image_digest)
-        self._image_digest = None
-
-    async def _start(self, body: dict[str, Any]) -> _Outcome:
-        if self.config.slow_start:
-            await anyio.sleep(self.config.slow_start)
-        return _Outcome(0)
-
-    async def _run(self, batch: _Batch, index: int, body: dict[str, Any]) -> _Outcome:
-        entry_point = body.get("entry_point")
-        if not isinstance(entry_point, str) or not entry_point:
-            raise CommandError("run: entry_point is missing")
-        argv = [entry_point, *(str(a) for a in body.get("args") or [])]
-        capture = body.get("capture") or {}
-        captures = {
-            "stdout": Capture(capture.get("stdout")),
-            "stderr": Capture(capture.get("stderr")),
-        }
-
-        def collector(stream: str) -> Callable[[bytes], Awaitable[None]]:
-            async def on_output(chunk: bytes) -> None:
-                event = captures[stream].feed(chunk)
-                if event is not None and captures[stream].streaming:
-                    self._emit(batch, index, {stream: event})
-
-            return on_output
-
-        pattern = self.config.fail_commands_matching
-        if pattern is not None and pattern.search(" ".join(argv)):
-            await collector("stderr")(b"golem-deploy fault injection: this command fails\n")
-            code = 1
-        else:
-            assert self._sandbox is not None
-            try:
-                code = await self._sandbox.run(
-                    argv,
-                    env=self._env,
-                    on_stdout=collector("stdout"),
-                    on_stderr=collector("stderr"),
-                )
-            except SandboxError as exc:
-                raise CommandError(str(exc)) from exc
-        message = None if code == 0 else f"ExeScript command exited with code {code}"
-        return _Outcome(code, message, captures["stdout"].result(), captures["stderr"].result())
-
-    async def _transfer(self, body: dict[str, Any]) -> _Outcome:
-        source, dest = str(body.get("from") or ""), str(body.get("to") or "")
-        if body.get("format") or body.get("fileset") or body.get("depth"):
-            raise CommandError("transfer: archives and filesets are not supported locally")
-        assert self._sandbox is not None
-        staging = self.config.work_dir / "transfers"
-        staging.mkdir(parents=True, exist_ok=True)
-        tmp = staging / f"{time.monotonic_ns()}.part"
-        try:
-            await self._fetch(source, tmp)
-            await self._deliver(tmp, dest)
-        except (gftp.GftpError, SandboxError, OSError, aiohttp.ClientError) as exc:
-            raise CommandError(f"transfer {source} -> {dest} failed: {exc}") from exc
-        finally:
-            tmp.unlink(missing_ok=True)
-        return _Outcome(0)
-
-    async def _fetch(self, url: str, into: Path) -> None:
-        scheme = _scheme(url)
-        if scheme == "container":
-            assert self._sandbox is not None
-            await anyio.to_thread.run_sync(self._sandbox.copy_out, _container_part(url), into)
-        elif scheme == "gftp":
-            assert self._bus is not None
-            await gftp.download(self._bus, url, into)
-        elif scheme in ("http", "https"):
-            _require_loopback(url)
-            async with (
-                aiohttp.ClientSession(trust_env=False) as session,
-                session.get(url) as response,
-            ):
-                response.raise_for_status()
-                with open(into, "wb") as out:
-                    async for chunk in response.content.iter_chunked(64 * 1024):
-                        out.write(chunk)
-        else:
-            raise CommandError(f"Unsupported scheme: {scheme}")
-
-    async def _deliver(self, data: Path, url: str) -> None:
-        scheme = _scheme(url)
-        if scheme == "container":
-            assert self._sandbox is not None
-            self._sandbox.deliver(data, _container_part(url))
-        elif scheme == "gftp":
-            assert self._bus is not None
-            await gftp.upload(self._bus, data, url)
-        elif scheme in ("http", "https"):
-            _require_loopback(url)
-            async with aiohttp.ClientSession(trust_env=False) as session:
-                with open(data, "rb") as body:
-                    async with session.put(url, data=body) as response:
-                        response.raise_for_status()
-        else:
-            raise CommandError(f"Unsupported scheme: {scheme}")
-
-    async def _stop_everything(self) -> None:
-        for batch in self._batches.values():
-            if not batch.finished:
-                batch.scope.cancel()
-        if self._sandbox is not None:
-            await self._sandbox.close()
-        exeunit_image.release(self._image_digest)
-        self._image_digest = None
-
-
-def _scheme(url: str) -> str:
-    """The scheme of a transfer URL; a bare path means ``container:``."""
-    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):", url)
-    return match.group(1).lower() if match else "container"
-
-
-def _container_part(url: str) -> str:
-    return url[len("container:") :] if url.lower().startswith("container:") else url
-
-
-def _require_loopback(url: str) -> None:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return
-    except ValueError:
-        pass
-    raise CommandError(f"only loopback http(s) URLs can be reached from the local network: {url}")

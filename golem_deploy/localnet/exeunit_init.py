@@ -31,8 +31,11 @@ SPEC is JSON, see :func:`setup` (built by :mod:`golem_deploy.localnet.rootfs`).
 
 The same file, run as ``exeunit_init.py --exec CPU_FILE -- ARGV...``, wraps each command
 (on the host side of ``nsenter``) to lower its hard resource limits and to measure its CPU
-time (see :func:`run_command`). This file is longer than most modules because it has to be
-self-contained.
+time (see :func:`run_command`).
+
+Size: longer than most modules because it has to be self-contained: it runs by file path
+under ``python -I`` (its own directory is not on sys.path) and imports nothing from
+golem_deploy, so it cannot import a sibling module it would be split into.
 """
 
 import contextlib

@@ -11,7 +11,9 @@ YagnaStatusError(status, message, "METHOD /path") -- or its subclass ActivityGon
 `wire.status_error`, the one place that reads yagna's error text. Answers that are not JSON,
 miss required fields, or exceed MAX_BODY bytes raise YagnaBadAnswer -- never a hang, never a
 KeyError. The app key only ever goes into the Authorization header; it is not part of any
-repr, log line or error. (About 400 lines: one short method per REST call the engine makes.)
+repr, log line or error.
+
+Size: about 400 lines: one short method per REST call the engine makes.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -137,14 +139,14 @@ class YagnaClient:
         method: str,
         path: str,
         *,
-        body: Any = None,
+        body: object = None,
         send_body: bool = False,
-        params: dict[str, Any] | None = None,
+        params: Mapping[str, object] | None = None,
         timeout: float = 30.0,
         retry: bool = True,
         poll: bool = False,
         ok: tuple[int, ...] = (200, 201, 204),
-    ) -> tuple[int, Any]:
+    ) -> tuple[int, object]:
         """Send one request; return (status, decoded JSON or None).
 
         `send_body` sends `body` as JSON even when it is None (yagna wants a literal `null`
@@ -191,10 +193,10 @@ class YagnaClient:
                 )
             raise status_error(status, raw, what)
 
-    async def _get(self, path: str, **kw: Any) -> Any:
+    async def _get(self, path: str, **kw: Any) -> object:
         return (await self.request("GET", path, **kw))[1]
 
-    async def _post(self, path: str, body: Any = None, **kw: Any) -> Any:
+    async def _post(self, path: str, body: object = None, **kw: Any) -> object:
         return (await self.request("POST", path, body=body, **kw))[1]
 
     # ---------------------------------------------------------------------- identity

@@ -5,8 +5,8 @@ the missing/ill-typed field, so a malformed answer becomes one clear error inste
 KeyError deep in the engine. Only the fields the engine reads are modelled; the raw
 properties of proposals and agreements are kept as flat dicts.
 
-Slightly over 400 lines on purpose: one small dataclass per kind of answer of the REST API,
-kept together so the wire format the engine relies on is readable in one place.
+Size: slightly over 400 lines on purpose: one small dataclass per kind of answer of the
+REST API, kept together so the wire format the engine relies on is readable in one place.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ __all__ = [
 class _Reader:
     """Field access on one JSON object that fails with a readable YagnaError."""
 
-    def __init__(self, data: Any, what: str, request: str) -> None:
+    def __init__(self, data: object, what: str, request: str) -> None:
         if not isinstance(data, dict):
             raise YagnaBadAnswer(f"expected a JSON object for {what}, got {_kind(data)}", request)
         self.data: dict[str, Any] = data
@@ -104,7 +104,7 @@ class _Reader:
         raise self._fail(key, "a string, a byte array or null")
 
 
-def _kind(v: Any) -> str:
+def _kind(v: object) -> str:
     if v is None:
         return "null"
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(
@@ -118,7 +118,7 @@ class Identity:
     name: str | None
 
     @classmethod
-    def parse(cls, data: Any, request: str) -> Identity:
+    def parse(cls, data: object, request: str) -> Identity:
         r = _Reader(data, "identity", request)
         return cls(node_id=r.text("identity"), name=r.opt_text("name"))
 
@@ -133,7 +133,7 @@ class Allocation:
     remaining_amount: Decimal
 
     @classmethod
-    def parse(cls, data: Any, request: str) -> Allocation:
+    def parse(cls, data: object, request: str) -> Allocation:
         r = _Reader(data, "allocation", request)
         return cls(
             allocation_id=r.text("allocationId"),
@@ -149,11 +149,11 @@ class Allocation:
 class Decoration:
     """Demand properties/constraints the payment service wants for an allocation."""
 
-    properties: dict[str, Any]
+    properties: dict[str, object]
     constraints: list[str]
 
     @classmethod
-    def parse(cls, data: Any, request: str) -> Decoration:
+    def parse(cls, data: object, request: str) -> Decoration:
         r = _Reader(data, "demand decoration", request)
         props: dict[str, Any] = {}
         raw_props = r.data.get("properties")
@@ -173,12 +173,12 @@ class Proposal:
     proposal_id: str
     issuer_id: str
     state: str
-    properties: dict[str, Any]
+    properties: dict[str, object]
     constraints: str
     prev_proposal_id: str | None = None
 
     @classmethod
-    def parse(cls, data: Any, request: str) -> Proposal:
+    def parse(cls, data: object, request: str) -> Proposal:
         r = _Reader(data, "proposal", request)
         return cls(
             proposal_id=r.text("proposalId"),
@@ -201,7 +201,7 @@ class MarketEvent:
     reason: str | None = None
 
     @classmethod
-    def parse(cls, data: Any, request: str) -> MarketEvent:
+    def parse(cls, data: object, request: str) -> MarketEvent:
         r = _Reader(data, "market event", request)
         kind = r.text("eventType")
         if kind == "ProposalEvent":
@@ -218,8 +218,8 @@ class Agreement:
     agreement_id: str
     state: str
     provider_id: str
-    demand_properties: dict[str, Any]
-    offer_properties: dict[str, Any]
+    demand_properties: dict[str, object]
+    offer_properties: dict[str, object]
     valid_to: str
 
     @property
@@ -228,7 +228,7 @@ class Agreement:
         return name if isinstance(name, str) else self.provider_id
 
     @classmethod
-    def parse(cls, data: Any, request: str) -> Agreement:
+    def parse(cls, data: object, request: str) -> Agreement:
         r = _Reader(data, "agreement", request)
         offer = _Reader(r.obj("offer"), "agreement offer", request)
         demand = _Reader(r.obj("demand"), "agreement demand", request)
@@ -251,7 +251,7 @@ class AgreementEvent:
     reason: str | None = None
 
     @classmethod
-    def parse(cls, data: Any, request: str) -> AgreementEvent:
+    def parse(cls, data: object, request: str) -> AgreementEvent:
         r = _Reader(data, "agreement event", request)
         reason = r.data.get("reason")
         msg = reason.get("message") if isinstance(reason, dict) else None
@@ -276,7 +276,7 @@ class ExeResult:
     message: str | None = None
 
     @classmethod
-    def parse(cls, data: Any, request: str) -> ExeResult:
+    def parse(cls, data: object, request: str) -> ExeResult:
         r = _Reader(data, "exec result", request)
         result = r.text("result")
         if result not in ("Ok", "Error"):
@@ -306,7 +306,7 @@ class RuntimeEvent:
     message: str | None = None
 
     @classmethod
-    def parse(cls, data: Any, request: str) -> RuntimeEvent:
+    def parse(cls, data: object, request: str) -> RuntimeEvent:
         r = _Reader(data, "runtime event", request)
         kind_obj = r.data.get("kind")
         if isinstance(kind_obj, str):  # unit variants, should they ever appear
@@ -338,7 +338,7 @@ class ActivityState:
         return self.state in ("Unresponsive", "Terminated")
 
     @classmethod
-    def parse(cls, data: Any, request: str) -> ActivityState:
+    def parse(cls, data: object, request: str) -> ActivityState:
         r = _Reader(data, "activity state", request)
         pair = r.data.get("state")
         if (
@@ -364,7 +364,7 @@ class Invoice:
     status: str
 
     @classmethod
-    def parse(cls, data: Any, request: str) -> Invoice:
+    def parse(cls, data: object, request: str) -> Invoice:
         r = _Reader(data, "invoice", request)
         return cls(
             invoice_id=r.text("invoiceId"),
@@ -390,7 +390,7 @@ class DebitNote:
     payment_due_date: str | None = None
 
     @classmethod
-    def parse(cls, data: Any, request: str) -> DebitNote:
+    def parse(cls, data: object, request: str) -> DebitNote:
         r = _Reader(data, "debit note", request)
         return cls(
             debit_note_id=r.text("debitNoteId"),
@@ -415,7 +415,7 @@ class PaymentEvent:
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
-    def parse(cls, data: Any, request: str) -> PaymentEvent:
+    def parse(cls, data: object, request: str) -> PaymentEvent:
         r = _Reader(data, "payment event", request)
         doc = r.data.get("invoiceId", r.data.get("debitNoteId"))
         if not isinstance(doc, str):

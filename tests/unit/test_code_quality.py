@@ -244,7 +244,6 @@ def _states_size_reason(module: Module) -> bool:
     return any(line.strip().startswith("Size:") for line in doc.splitlines())
 
 
-@ISSUE_10_PENDING
 def test_architecture_no_module_over_400_lines_without_a_reason() -> None:
     too_long = sorted(
         (m for m in modules().values() if m.lines > MAX_LINES and not _states_size_reason(m)),
@@ -464,7 +463,6 @@ def any_at_layer_boundaries() -> list[str]:
     ]
 
 
-@ISSUE_10_PENDING
 def test_architecture_no_any_at_a_layer_boundary() -> None:
     offenders = any_at_layer_boundaries()
     assert not offenders, (

@@ -1,0 +1,346 @@
+"""The command side of the local ExeUnit: run an Exec's batch, one ExeScript command at a
+time, in the activity's sandbox.
+
+:class:`ExeUnitCommands` is half of :class:`~golem_deploy.localnet.exeunit.ExeUnit` (which
+inherits it): the bus side there receives an Exec and starts :meth:`_run_batch`; this side
+checks each command against the activity's state (deploy, then start, then run/transfer),
+reports the state changes the command causes through the bus side's ``_report_state``, and
+records results and runtime events in the :class:`~exeunit_batch.Batch`. Commands:
+``deploy`` (resolve the image, create the sandbox, join the VPN), ``start``, ``run`` (exec
+argv in the sandbox, capturing output), ``transfer`` (:mod:`exeunit_transfer`) and
+``terminate`` (stop everything, back to Initialized).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+
+from golem_deploy.localnet import exeunit_image
+from golem_deploy.localnet.exeunit_batch import Batch, CommandError, Outcome
+from golem_deploy.localnet.exeunit_capture import Capture
+from golem_deploy.localnet.exeunit_transfer import transfer
+from golem_deploy.localnet.gsb import GsbClient, GsbError
+from golem_deploy.localnet.image import ImageError
+from golem_deploy.localnet.limits import Limits
+from golem_deploy.localnet.sandbox import (
+    DEFAULT_LAYER_BYTES,
+    Sandbox,
+    SandboxError,
+    unsafe_host_exec_requested,
+)
+from golem_deploy.localnet.vpn_host import VpnError
+
+if TYPE_CHECKING:
+    from golem_deploy.localnet.exeunit import ExeUnitConfig
+    from golem_deploy.localnet.exeunit_vpn import ActivityVpn
+
+# The ExeUnit's one logger, as before the split (log filters and tests name it).
+log = logging.getLogger("golem_deploy.localnet.exeunit")
+
+STATEFUL = ("deploy", "start", "run", "transfer")
+_LOGGED: set[str] = set()  # notes already logged by this process
+KEEP_BATCHES = 200
+"""Finished batches older than the newest 200 are forgotten (their results were read)."""
+
+
+def _now_utc() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _now_naive() -> str:
+    # RuntimeEvent.timestamp is a chrono NaiveDateTime: no zone suffix.
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+class ExeUnitCommands:
+    """The batches and commands of one activity; the ExeUnit's bus side sets every
+    attribute below in its constructor and provides ``_report_state``."""
+
+    config: ExeUnitConfig
+    state: tuple[str, str | None]
+    notices: list[str]
+    _batches: dict[str, Batch]
+    _sandbox: Sandbox | None
+    _image_digest: str | None
+    _vpn: ActivityVpn
+    _env: dict[str, str]
+    _ready_ops: int
+    _epoch: int
+    _bus: GsbClient | None
+    _tg: anyio.abc.TaskGroup | None
+    _closing: anyio.Event
+
+    async def _report_state(
+        self, current: str, pending: str | None, *, reason: str | None = None
+    ) -> None:
+        raise NotImplementedError  # the bus side (ExeUnit) reports states
+
+    # ------------------------------------------------------------------ batches
+
+    def _forget_old_batches(self) -> None:
+        """A service runs a batch every few seconds for days: keep only recent results."""
+        finished = [b for b in self._batches.values() if b.finished]
+        for batch in finished[: max(0, len(self._batches) - KEEP_BATCHES)]:
+            del self._batches[batch.batch_id]
+
+    def _emit(self, batch: Batch, index: int, kind: dict[str, Any]) -> None:
+        batch.events.append(
+            {"batch_id": batch.batch_id, "index": index, "timestamp": _now_naive(), "kind": kind}
+        )
+        batch.notify()
+
+    async def _run_batch(self, batch: Batch) -> None:
+        index = 0
+        try:
+            with batch.scope:
+                for index, command in enumerate(batch.commands):
+                    batch.running = command
+                    self._emit(batch, index, {"started": {"command": command}})
+                    outcome = await self._execute(batch, index, command)
+                    batch.running = None
+                    self._finish_command(batch, index, outcome)
+                    if outcome.code != 0:
+                        break
+            if batch.scope.cancelled_caught and batch.running is not None:
+                # Stopped by `terminate` or by the end of the activity: the interrupted
+                # command fails, so requestors waiting for the batch see it end.
+                self._finish_command(batch, index, Outcome(-1, "command stopped: terminated"))
+        finally:
+            batch.running = None
+            batch.finished = True
+            batch.notify()
+
+    def _finish_command(self, batch: Batch, index: int, outcome: Outcome) -> None:
+        self._emit(
+            batch, index, {"finished": {"return_code": outcome.code, "message": outcome.message}}
+        )
+        batch.results.append(
+            {
+                "index": index,
+                "result": "Ok" if outcome.code == 0 else "Error",
+                "stdout": outcome.stdout,
+                "stderr": outcome.stderr,
+                "message": outcome.message,
+                "isBatchFinished": False,  # computed per query
+                "eventDate": _now_utc(),
+            }
+        )
+        batch.notify()
+
+    async def _execute(self, batch: Batch, index: int, command: dict[str, Any]) -> Outcome:
+        ((name, body),) = command.items()
+        body = body if isinstance(body, dict) else {}
+        if name == "sign":
+            return Outcome(-1, "signing not supported: binary built without the 'sgx' feature")
+        if name == "terminate":
+            await self._terminate(batch)
+            return Outcome(0)
+        if name not in STATEFUL:
+            return Outcome(-1, f"unknown command {name}")
+        target = {"deploy": "Deployed", "start": "Ready"}.get(name, "Ready")
+        try:
+            self._check_state(name)
+        except CommandError as exc:
+            return Outcome(-1, f"Local service error: State error: {exc}")
+        ready_op = name in ("run", "transfer")
+        epoch = self._epoch
+        if ready_op:
+            self._ready_ops += 1
+            if self._ready_ops == 1:
+                await self._report_state(self.state[0], "Ready")
+        else:
+            await self._report_state(self.state[0], target)
+        try:
+            if name == "deploy":
+                return await self._deploy(batch, index, body)
+            if name == "start":
+                return await self._start(body)
+            if name == "run":
+                return await self._run(batch, index, body)
+            return await self._transfer(body)
+        except CommandError as exc:
+            return Outcome(-1, str(exc))
+        except Exception as exc:  # a bug must fail the command, not the whole activity
+            log.exception("activity %s: %s failed", self.config.activity_id, name)
+            return Outcome(-1, f"internal error: {exc}")
+        finally:
+            # Like the real ExeUnit, the state advances even when the command failed --
+            # unless a `terminate` (new epoch) or the end of the activity came in between.
+            if epoch == self._epoch and not self._closing.is_set():
+                with anyio.CancelScope(shield=True), contextlib.suppress(GsbError):
+                    if ready_op:
+                        self._ready_ops -= 1
+                        if self._ready_ops == 0:
+                            await self._report_state("Ready", None)
+                    else:
+                        await self._report_state(target, None)
+
+    def _check_state(self, name: str) -> None:
+        current, pending = self.state
+        if current in ("New", "Terminated", "Unresponsive"):
+            raise CommandError(f"Activity is {current.lower()}")
+        if name in ("deploy", "start") and pending is not None:
+            raise CommandError(f"Busy: {current} -> {pending}")
+        if current == "Initialized" and name != "deploy":
+            raise CommandError("Activity is initialized - deploy() command is expected now")
+        if current == "Deployed" and name != "start":
+            raise CommandError("Activity is deployed - start() command is expected now")
+        if current == "Ready" and name in ("deploy", "start"):
+            raise CommandError("Cannot send command after a successful start()")
+
+    async def _terminate(self, batch: Batch) -> None:
+        """The `terminate` command: stop other batches and the sandbox; back to Initialized."""
+        for other in self._batches.values():
+            if other is not batch and not other.finished:
+                other.scope.cancel()
+        await self._close_sandbox()
+        self._epoch += 1
+        self._ready_ops = 0
+        await self._report_state("Initialized", None)
+
+    # ------------------------------------------------------------------ commands
+
+    async def _deploy(self, batch: Batch, index: int, body: dict[str, Any]) -> Outcome:
+        if self.config.slow_start:
+            await anyio.sleep(self.config.slow_start)
+        env = body.get("env") or {}
+        self._env = {str(k): str(v) for k, v in env.items()}
+        await self._close_sandbox()
+        notices = []
+        unsafe = self.config.unsafe_host_exec or unsafe_host_exec_requested()
+        if unsafe:
+            root = exeunit_image.ResolvedRoot(exeunit_image.HOST_ROOT)
+        else:
+            progress = None
+            if body.get("progress") is not None:
+                progress = exeunit_image.ProgressThrottle(
+                    body["progress"], lambda kind: self._emit(batch, index, kind)
+                )
+            try:
+                root = await exeunit_image.resolve_root(
+                    self.config.task_package, self.config.local_image, progress
+                )
+            except ImageError as exc:
+                raise CommandError(f"deploy failed: {exc}") from exc
+            if root.notice:
+                self.notices.append(root.notice)
+            if root.first_notice:
+                # Once per image and process, as an output event of deploy: a requestor's
+                # logs show it (golem-deploy's as `<service>.0 | ...`). Not in the result,
+                # which stays as the VM's.
+                notice = f"golem-deploy local ExeUnit: {root.notice}\n"
+                self._emit(batch, index, {"stdout": notice})
+        try:
+            hosts = self._vpn.hosts_file(body)
+        except VpnError as exc:
+            raise CommandError(f"deploy failed: {exc}") from exc
+        mounts = dict(self.config.mounts)
+        if hosts is not None:
+            mounts["/etc/hosts"] = hosts  # names of the deploy's `hosts`, as in the VM
+        storage = self.config.storage_gib
+        limits = None
+        if self.config.cpu_threads and self.config.mem_gib:
+            limits = Limits(self.config.cpu_threads, int(self.config.mem_gib * 1024**3))
+        sandbox = Sandbox(
+            self.config.work_dir,
+            mounts,
+            isolate=False if unsafe else None,
+            rootfs=root.rootfs,
+            layer_bytes=int(storage * 1024**3) if storage else DEFAULT_LAYER_BYTES,
+            limits=limits,
+        )
+        assert self._tg is not None
+        try:
+            await self._tg.start(sandbox.serve)
+        except SandboxError as exc:
+            exeunit_image.release(root.digest)
+            raise CommandError(f"deploy failed: {exc}") from exc
+        self._sandbox = sandbox
+        self._image_digest = root.digest
+        try:
+            await self._vpn.join(body, sandbox.netns)
+        except VpnError as exc:
+            raise CommandError(f"deploy failed: {exc}") from exc
+        if sandbox.limits_note:  # logged once per process; the result stays as in the VM
+            self.notices.append(sandbox.limits_note)
+            if sandbox.limits_note not in _LOGGED:
+                _LOGGED.add(sandbox.limits_note)
+                log.warning("local ExeUnit: %s", sandbox.limits_note)
+        if sandbox.limitations:
+            notices.append(sandbox.limitations)
+        if notices:
+            notice = "".join(f"golem-deploy local ExeUnit: {n}\n" for n in notices)
+            self.notices.extend(line.strip() for line in notice.splitlines())
+            self._emit(batch, index, {"stdout": notice})
+            return Outcome(0, stdout=notice)
+        return Outcome(0)
+
+    async def _close_sandbox(self) -> None:
+        await self._vpn.leave()
+        if self._sandbox is not None:
+            await self._sandbox.close()
+            self._sandbox = None
+        exeunit_image.release(self._image_digest)
+        self._image_digest = None
+
+    async def _start(self, body: dict[str, Any]) -> Outcome:
+        if self.config.slow_start:
+            await anyio.sleep(self.config.slow_start)
+        return Outcome(0)
+
+    async def _run(self, batch: Batch, index: int, body: dict[str, Any]) -> Outcome:
+        entry_point = body.get("entry_point")
+        if not isinstance(entry_point, str) or not entry_point:
+            raise CommandError("run: entry_point is missing")
+        argv = [entry_point, *(str(a) for a in body.get("args") or [])]
+        capture = body.get("capture") or {}
+        captures = {
+            "stdout": Capture(capture.get("stdout")),
+            "stderr": Capture(capture.get("stderr")),
+        }
+
+        def collector(stream: str) -> Callable[[bytes], Awaitable[None]]:
+            async def on_output(chunk: bytes) -> None:
+                event = captures[stream].feed(chunk)
+                if event is not None and captures[stream].streaming:
+                    self._emit(batch, index, {stream: event})
+
+            return on_output
+
+        pattern = self.config.fail_commands_matching
+        if pattern is not None and pattern.search(" ".join(argv)):
+            await collector("stderr")(b"golem-deploy fault injection: this command fails\n")
+            code = 1
+        else:
+            assert self._sandbox is not None
+            try:
+                code = await self._sandbox.run(
+                    argv,
+                    env=self._env,
+                    on_stdout=collector("stdout"),
+                    on_stderr=collector("stderr"),
+                )
+            except SandboxError as exc:
+                raise CommandError(str(exc)) from exc
+        message = None if code == 0 else f"ExeScript command exited with code {code}"
+        return Outcome(code, message, captures["stdout"].result(), captures["stderr"].result())
+
+    async def _transfer(self, body: dict[str, Any]) -> Outcome:
+        await transfer(body, self._sandbox, self._bus, self.config.work_dir / "transfers")
+        return Outcome(0)
+
+    async def _stop_everything(self) -> None:
+        for batch in self._batches.values():
+            if not batch.finished:
+                batch.scope.cancel()
+        if self._sandbox is not None:
+            await self._sandbox.close()
+        exeunit_image.release(self._image_digest)
+        self._image_digest = None
