@@ -31,6 +31,7 @@ from golem_deploy.engine.offers import (
     offer_platforms,
     score_offer,
 )
+from golem_deploy.protocol import NODE_NAME
 from golem_deploy.yagna.client import YagnaClient
 from golem_deploy.yagna.errors import YagnaError, YagnaStatusError
 from golem_deploy.yagna.models import Agreement, Proposal
@@ -199,7 +200,7 @@ class MarketSession:
     async def _on_proposal(self, sub: str, proposal: Proposal) -> None:
         props = proposal.properties
         provider = proposal.issuer_id
-        name = props.get("golem.node.id.name")
+        name = props.get(NODE_NAME)
         self._names[provider] = name if isinstance(name, str) else provider
         score = score_offer(
             props, self.caps, platform=self.platform, expected_seconds=self.expected_seconds

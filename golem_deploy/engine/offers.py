@@ -18,8 +18,10 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from golem_deploy import protocol as p
 from golem_deploy.engine.config import PriceCaps
 from golem_deploy.engine.payload import VmPayload
+from golem_deploy.protocol import CPU_SEC, DURATION_SEC
 from golem_deploy.yagna.models import Decoration
 
 __all__ = [
@@ -34,12 +36,10 @@ __all__ = [
     "score_offer",
 ]
 
-CPU_SEC = "golem.usage.cpu_sec"
-DURATION_SEC = "golem.usage.duration_sec"
-PLATFORM_PREFIX = "golem.com.payment.platform."
-ACCEPT_TIMEOUT = "golem.com.payment.debit-notes.accept-timeout?"
-DEBIT_NOTE_INTERVAL = "golem.com.scheme.payu.debit-note.interval-sec?"
-PAYMENT_TIMEOUT = "golem.com.scheme.payu.payment-timeout-sec?"
+PLATFORM_PREFIX = p.PAYMENT_PLATFORM_PREFIX
+ACCEPT_TIMEOUT = p.DEBIT_NOTE_ACCEPT_TIMEOUT
+DEBIT_NOTE_INTERVAL = p.DEBIT_NOTE_INTERVAL
+PAYMENT_TIMEOUT = p.PAYMENT_TIMEOUT
 MAP_MIN_EXPIRATION = 18000  # s; below this yapapi does not negotiate mid-agreement payments
 
 
@@ -58,9 +58,9 @@ def build_demand(
 ) -> Demand:
     """The demand a yapapi requestor would publish for this payload (key order included)."""
     props: dict[str, Any] = {
-        "golem.srv.comp.expiration": int(expiration.timestamp() * 1000),
-        "golem.srv.caps.multi-activity": True,
-        "golem.node.debug.subnet": subnet,
+        p.EXPIRATION: int(expiration.timestamp() * 1000),
+        p.MULTI_ACTIVITY: True,
+        p.SUBNET: subnet,
     }
     props.update(decoration.properties)
     props.update(payload.properties())
@@ -83,12 +83,12 @@ class LinearPricing:
     @classmethod
     def from_properties(cls, props: dict[str, Any]) -> LinearPricing:
         """Parse an offer's linear pricing; ValueError with a reason if it is not usable."""
-        if props.get("golem.com.pricing.model") != "linear":
+        if props.get(p.PRICING_MODEL) != "linear":
             raise ValueError(f"pricing model {props.get('golem.com.pricing.model')!r} not linear")
-        if props.get("golem.com.scheme") not in (None, "payu"):
+        if props.get(p.SCHEME) not in (None, "payu"):
             raise ValueError(f"payment scheme {props.get('golem.com.scheme')!r} is not payu")
-        coeffs = props.get("golem.com.pricing.model.linear.coeffs")
-        vector = props.get("golem.com.usage.vector")
+        coeffs = props.get(p.LINEAR_COEFFS)
+        vector = props.get(p.USAGE_VECTOR)
         if not isinstance(coeffs, list) or not isinstance(vector, list):
             raise ValueError("offer has no linear coefficients / usage vector")
         if len(coeffs) != len(vector) + 1 or not all(isinstance(v, str) for v in vector):
@@ -163,7 +163,7 @@ def counter_properties(
 ) -> dict[str, Any]:
     """Our counter-proposal's properties: the demand plus what yapapi negotiates."""
     props = dict(demand.properties)
-    props["golem.com.payment.chosen-platform"] = platform
+    props[p.CHOSEN_PLATFORM] = platform
     timeout = offer.get(ACCEPT_TIMEOUT)
     if isinstance(timeout, int | float) and not isinstance(timeout, bool):
         props[ACCEPT_TIMEOUT] = max(int(timeout), 30)

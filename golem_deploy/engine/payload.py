@@ -24,12 +24,13 @@ from typing import Any
 from urllib.parse import quote
 
 from golem_deploy.errors import GolemDeployError
+from golem_deploy.protocol import LOCAL_MOUNTS, PACKAGE_FORMAT, TASK_PACKAGE
 
 __all__ = ["LOCAL_MOUNTS_PROPERTY", "PayloadError", "VmPayload", "repo"]
 
 REGISTRY_URL = "http://registry.golem.network"
 KNOWN_CAPABILITIES = ("vpn", "inet", "manifest-support", "start-entrypoint")
-LOCAL_MOUNTS_PROPERTY = "golem_deploy.local.mounts"
+LOCAL_MOUNTS_PROPERTY = LOCAL_MOUNTS
 _HASH_RE = re.compile(r"^[0-9a-fA-F]{56}$|^[0-9a-fA-F]{64}$")
 
 
@@ -53,8 +54,8 @@ class VmPayload:
     def properties(self) -> dict[str, Any]:
         """Demand properties contributed by the payload."""
         props: dict[str, Any] = {
-            "golem.srv.comp.task_package": self.task_package,
-            "golem.srv.comp.vm.package_format": self.package_format,
+            TASK_PACKAGE: self.task_package,
+            PACKAGE_FORMAT: self.package_format,
         }
         props.update(self.extra_properties)
         return props

@@ -30,6 +30,7 @@ from typing import Any
 import aiohttp
 import anyio
 
+from golem_deploy.protocol import REQUESTOR_CODE
 from golem_deploy.yagna.errors import YagnaBadAnswer, YagnaError, YagnaUnreachable
 from golem_deploy.yagna.models import (
     ActivityState,
@@ -270,7 +271,7 @@ class YagnaClient:
         await self.request(
             "POST",
             f"{MARKET}/agreements/{agreement_id}/terminate",
-            body={"message": reason, "golem.requestor.code": code},
+            body={"message": reason, REQUESTOR_CODE: code},
             ok=(200, 204, 410),
         )
 

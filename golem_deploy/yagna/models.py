@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from golem_deploy.protocol import NODE_NAME, ActivityStateName
 from golem_deploy.yagna.errors import YagnaBadAnswer
 
 __all__ = [
@@ -224,7 +225,7 @@ class Agreement:
 
     @property
     def provider_name(self) -> str:
-        name = self.offer_properties.get("golem.node.id.name")
+        name = self.offer_properties.get(NODE_NAME)
         return name if isinstance(name, str) else self.provider_id
 
     @classmethod
@@ -335,7 +336,7 @@ class ActivityState:
     @property
     def lost(self) -> bool:
         """yagna says the provider lost the activity (it stopped reporting, or ended it)."""
-        return self.state in ("Unresponsive", "Terminated")
+        return self.state in (ActivityStateName.UNRESPONSIVE, ActivityStateName.TERMINATED)
 
     @classmethod
     def parse(cls, data: object, request: str) -> ActivityState:

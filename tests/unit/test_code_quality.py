@@ -23,19 +23,10 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "golem_deploy"
 MAX_LINES = 400
 LAYERS = ("cli", "supervisor", "compiler", "engine", "yagna", "localnet")
-
-# Issue 10 restructures the layers in parallel branches; until those land these checks
-# fail on today's code. strict=True makes a passing check fail too, so the mark is removed
-# (and the check enforced) as soon as the code meets it.
-ISSUE_10_PENDING = pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="issue 10: fixed by the layer refactors"
-)
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
