@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
     from golem_deploy.engine import Cluster, Golem, Service
     from golem_deploy.manifest.model import Manifest
-    from golem_deploy.supervisor.ports import DeploymentVpn
+    from golem_deploy.supervisor.vpn import DeploymentVpn
 
 DEFAULT_DOWN_TIMEOUT = 120.0
 
@@ -325,7 +325,7 @@ class Supervisor:
     async def _open_vpn(self, golem: Golem, tg: TaskGroup) -> None:
         """The deployment's VPN and forwarded ports, before anything is negotiated."""
         from golem_deploy.compiler import network_plan
-        from golem_deploy.supervisor.ports import DeploymentVpn
+        from golem_deploy.supervisor.vpn import DeploymentVpn
 
         plan = network_plan(self.manifest)
         if plan is not None:

@@ -1,41 +1,19 @@
-"""A deployment's VPN and forwarded ports: checked before `up`, served by the supervisor.
+"""`up`'s pre-flight check of a deployment's forwarded ports: is each local port free?
 
-Each `ports` entry of a service becomes one local listener (a :class:`TcpProxy`) that pipes
-every accepted connection into the VPN to one running instance of the service, round robin.
-Listeners are bound when the supervisor starts, before anything is negotiated, so a port
-another program holds is one clear error that leaves nothing behind; `up` checks the same
-thing even earlier, before it starts a supervisor at all.
+Why a module of its own: `up` runs it before it starts a supervisor, so a port another
+program holds is one clear error that leaves nothing behind -- and `up` should not pay for
+importing aiohttp and the engine to bind a socket. The forwarding itself is
+supervisor/vpn.py's.
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-import anyio
-from anyio.abc import TaskGroup
-
-from golem_deploy.engine.lifecycle import ServiceState
-from golem_deploy.engine.proxy import PortInUse, TcpProxy
 from golem_deploy.errors import GolemDeployError
-from golem_deploy.manifest.model import Manifest, PortSpec
-from golem_deploy.supervisor.snapshot import PortView, VpnView
-from golem_deploy.yagna.net import NetApi
+from golem_deploy.manifest.model import Manifest
 
-if TYPE_CHECKING:
-    from golem_deploy.engine import Cluster, Golem
-    from golem_deploy.engine.network import Network, NetworkPlan
-
-__all__ = [
-    "DeploymentVpn",
-    "Forward",
-    "PortForwards",
-    "PortInUse",
-    "PortsBusy",
-    "check_ports_free",
-]
+__all__ = ["PortsBusy", "check_ports_free"]
 
 
 class PortsBusy(GolemDeployError):
@@ -67,110 +45,3 @@ def check_ports_free(manifest: Manifest) -> None:
                     hint="another program listens there: stop it, or pick another local port "
                     f'in `ports` (or write just "{forward.port}" to have a free one chosen)',
                 )
-
-
-@dataclass
-class Forward:
-    """One listening forward: what the table and `status --json` show."""
-
-    service: str
-    spec: PortSpec
-    proxy: TcpProxy
-    host_port: int  # the bound port (chosen by the system when spec.host_port is None)
-
-    def describe(self) -> str:
-        return f"{self.spec.host}:{self.host_port} -> {self.service}:{self.spec.port}"
-
-
-def _targets_of(
-    targets: Callable[[str], Sequence[str]], service: str
-) -> Callable[[], Sequence[str]]:
-    return lambda: targets(service)
-
-
-class PortForwards:
-    """Every forwarded port of a deployment, listening while the deployment lives."""
-
-    def __init__(self) -> None:
-        self.forwards: list[Forward] = []
-        self._scope = anyio.CancelScope()
-
-    async def open(
-        self,
-        tg: TaskGroup,
-        manifest: Manifest,
-        api: NetApi,
-        network_id: str,
-        targets: Callable[[str], Sequence[str]],
-    ) -> None:
-        """Bind every listener (PortInUse at the first that cannot be) and serve them in
-        ``tg``; ``targets(service)`` lists the addresses of its running instances."""
-        for name, spec in manifest.services.items():
-            for forward in spec.ports:
-                proxy = TcpProxy(api, network_id, forward.port, _targets_of(targets, name))
-                bound = await tg.start(self._serve, proxy, forward)
-                self.forwards.append(Forward(name, forward, proxy, bound))
-
-    async def _serve(
-        self, proxy: TcpProxy, forward: PortSpec, *, task_status: anyio.abc.TaskStatus[int]
-    ) -> None:
-        with self._scope:
-            await proxy.serve(forward.host, forward.host_port or 0, task_status=task_status)
-
-    def close(self) -> None:
-        """Stop listening (`down` does this first, so no new connection starts)."""
-        self._scope.cancel()
-
-    def refused(self) -> int:
-        return sum(forward.proxy.stats.refused for forward in self.forwards)
-
-
-class DeploymentVpn:
-    """The deployment's network: made before anything is negotiated, its forwards serving
-    while the deployment lives, removed by the engine when the Golem ends."""
-
-    def __init__(self, network: Network, plan: NetworkPlan) -> None:
-        self.network = network
-        self.plan = plan
-        self.forwards = PortForwards()
-
-    @classmethod
-    async def open(
-        cls,
-        golem: Golem,
-        plan: NetworkPlan,
-        manifest: Manifest,
-        tg: TaskGroup,
-        clusters: Mapping[str, Cluster],
-    ) -> DeploymentVpn:
-        """Create the VPN with its names, then bind every forwarded port (PortInUse)."""
-        network = await golem.create_network(plan.cidr)
-        network.hosts.update(plan.hosts)
-        vpn = cls(network, plan)
-
-        def running(service: str) -> list[str]:
-            cluster = clusters.get(service)
-            if cluster is None:
-                return []
-            views = [instance.snapshot() for instance in cluster.instances]
-            return [v.ip for v in views if v.ip and v.state is ServiceState.running]
-
-        await vpn.forwards.open(tg, manifest, network.api, network.network_id, running)
-        return vpn
-
-    def addresses(self) -> list[list[str | int]]:
-        """[service, index, ip] for every planned instance (journaled for `status`)."""
-        return [
-            [service, index, ip]
-            for service, ips in self.plan.addresses.items()
-            for index, ip in enumerate(ips)
-        ]
-
-    def ports(self) -> list[PortView]:
-        return [
-            PortView(f.service, f.spec.host, f.host_port, f.spec.port)
-            for f in self.forwards.forwards
-        ]
-
-    def view(self) -> VpnView:
-        return VpnView(self.network.network_id, self.network.cidr)
