@@ -76,8 +76,8 @@ class ActivityVpn:
                 self._members.append(await self._host.join(spec, self._node_id, netns))
         except ValueError as e:
             raise VpnError(f"deploy: {e}") from e
-        except GolemDeployError:
-            raise
+        except GolemDeployError as e:  # the TAP or the bus binding (TapError, GsbError)
+            raise VpnError(f"cannot join the VPN: {e.message}", hint=e.hint) from e
         except OSError as e:
             raise VpnError(f"cannot join the VPN: {e}") from e
 
