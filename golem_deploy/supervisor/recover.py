@@ -13,7 +13,7 @@ folder; for the user's own yagna it comes from YAGNA_APPKEY, as for `up`.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,7 +45,8 @@ async def _release_market(
     progress: Progress,
     invoice_wait: float,
 ) -> list[str]:
-    """Terminate agreements, destroy activities, release allocations; returns problems."""
+    """Terminate agreements, destroy activities, remove networks, release allocations;
+    returns problems."""
     from golem_deploy.yagna.client import YagnaClient, YagnaConfig
     from golem_deploy.yagna.errors import YagnaError
     from golem_deploy.yagna.net import NetApi
@@ -68,39 +69,67 @@ async def _release_market(
                 # It was approved, so its provider invoices it -- even when the supervisor
                 # died before journaling the activity it had already created there.
                 held.worked.add(agreement_id)
-        for activity_id in list(held.activities):
-            try:
-                with anyio.fail_after(30):
-                    await client.destroy_activity(activity_id)
-            except (YagnaError, TimeoutError) as error:
-                problems.append(f"activity {activity_id}: {error}")
-                continue
-            journal.append("ActivityDestroyed", activity_id=activity_id, reason="recovery")
-            progress(f"activity {activity_id[:12]}… destroyed")
-        net = NetApi(client)
-        for network_id in list(held.networks):
-            try:
-                with anyio.fail_after(30):
-                    await net.remove_network(network_id)
-            except (YagnaError, TimeoutError) as error:
-                problems.append(f"network {network_id}: {error}")
-                continue
-            journal.append("NetworkRemoved", network_id=network_id, reason="recovery")
-            progress(f"network {network_id[:12]}… removed")
+        await _release_each(
+            held.activities,
+            "activity",
+            client.destroy_activity,
+            ("ActivityDestroyed", "activity_id"),
+            "{short}… destroyed",
+            journal,
+            progress,
+            problems,
+        )
+        await _release_each(
+            held.networks,
+            "network",
+            NetApi(client).remove_network,
+            ("NetworkRemoved", "network_id"),
+            "{short}… removed",
+            journal,
+            progress,
+            problems,
+        )
         if held.allocations:
             await _settle_invoices(
                 client, held, next(iter(held.allocations)), journal, progress, invoice_wait
             )
-        for allocation_id in list(held.allocations):
-            try:
-                with anyio.fail_after(30):
-                    await client.release_allocation(allocation_id)
-            except (YagnaError, TimeoutError) as error:
-                problems.append(f"allocation {allocation_id}: {error}")
-                continue
-            journal.append("AllocationReleased", allocation_id=allocation_id, reason="recovery")
-            progress(f"allocation {allocation_id} released")
+        await _release_each(
+            held.allocations,
+            "allocation",
+            client.release_allocation,
+            ("AllocationReleased", "allocation_id"),
+            "{full} released",
+            journal,
+            progress,
+            problems,
+        )
     return problems
+
+
+async def _release_each(
+    ids: Iterable[str],
+    what: str,
+    release: Callable[[str], Awaitable[None]],
+    record: tuple[str, str],
+    done: str,
+    journal: Journal,
+    progress: Progress,
+    problems: list[str],
+) -> None:
+    """Release every one of `ids` (bounded each), journal each release as `record`
+    (kind, id field), and say so; what fails goes to `problems` and stays held."""
+    from golem_deploy.yagna.errors import YagnaError
+
+    kind, field = record
+    for ident in list(ids):
+        try:
+            with anyio.fail_after(30):
+                await release(ident)
+        except (YagnaError, TimeoutError) as error:
+            problems.append(f"{what} {ident}: {error}")
+            continue
+        journal.append(kind, **{field: ident}, reason="recovery")
+        progress(f"{what} " + done.format(short=ident[:12], full=ident))
 
 
 async def _settle_invoices(
