@@ -172,15 +172,17 @@ def _holds_lock(lock: Path) -> bool:
 
 @contextlib.contextmanager
 def local_network(home: Path, env: dict[str, str], providers: int) -> Iterator[dict[str, str]]:
-    """A standalone local network (like `golem-deploy localnet start`); yields the CLI env
-    that points deployments at it (YAGNA_* set), stops it at exit."""
+    """A standalone local network (like `golem-deploy localnet start`); yields the env that
+    points deployments and yapapi at it (YAGNA_* set, its `gftp` first on PATH), stops it
+    at exit."""
     from golem_deploy import localnet
 
     state_dir = home / "localnet" / f"p{providers}"
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         info = localnet.start(state_dir, providers=providers, timeout=120)
-        yield {**env, **info.env()}
+        path = info.path_with_gftp(env.get("PATH", os.defpath))
+        yield {**env, **info.env(), "PATH": path}
     finally:
         localnet.stop(state_dir)
 

@@ -1,14 +1,11 @@
 """The VM image every benchmark requestor asks for: ONE place to change it.
 
-Today the local network never downloads an image (its ExeUnit runs commands on the host),
-but yapapi checks that the image URL answers HEAD before it publishes a demand. So the
-benchmarks serve a small placeholder file from a loopback HTTP server and name it with the
-well-formed but fake hash "0" * 56.
-
-When the local network starts downloading and verifying images (the sandbox work), the
-placeholder stops working: set GOLEM_DEPLOY_BENCH_IMAGE to a real `.gvmi` file and it is
-served instead, with its true sha3-224 (computed here, the same digest providers check).
-Once that lands for good, make a real image the default below and drop the placeholder.
+The local network downloads the payload's image from its (loopback) URL, verifies its
+sha3-224 and runs the service in it, as a real provider does; yapapi also checks the URL
+with HEAD. So the benchmarks build a small real `.gvmi` (a few host binaries: echo, sh,
+date, ... -- what the benchmark services run) with the test suite's builder
+(tests/integration/_gvmi.py, needs Debian's squashfs-tools) and serve it from a loopback
+HTTP server. GOLEM_DEPLOY_BENCH_IMAGE=/path/to/image.gvmi serves that file instead.
 """
 
 from __future__ import annotations
@@ -19,15 +16,12 @@ import hashlib
 import http.server
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-#: The fake hash of the placeholder image (accepted because nothing downloads it yet).
-PLACEHOLDER_HASH = "0" * 56
-PLACEHOLDER_BYTES = b"golem-deploy benchmark placeholder, not a real image\n"
 
 
 @dataclass(frozen=True)
@@ -41,20 +35,28 @@ class Image:
         return f"hash:sha3:{self.sha3}:{self.url}"
 
 
-def _image_file() -> tuple[bytes, str]:
-    """(content, sha3-224 hex) of the image to serve."""
+def _image_file(scratch: Path) -> tuple[bytes, str]:
+    """(content, sha3-224 hex) of the image to serve (built in `scratch` unless given)."""
     real = os.environ.get("GOLEM_DEPLOY_BENCH_IMAGE")
     if real:
         content = Path(real).read_bytes()
         return content, hashlib.sha3_224(content).hexdigest()
-    return PLACEHOLDER_BYTES, PLACEHOLDER_HASH
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integration"))
+    from _gvmi import build_gvmi, mksquashfs_available
+
+    from golem_deploy.localnet.image import ImageConfig
+
+    if not mksquashfs_available():
+        raise SystemExit("the benchmarks build their image with mksquashfs: install squashfs-tools")
+    gvmi = build_gvmi(scratch / "image", ImageConfig(workdir="/golem/work"))
+    return gvmi.path.read_bytes(), gvmi.digest
 
 
 @contextlib.contextmanager
 def served_image() -> Iterator[Image]:
     """Serve the benchmark image on 127.0.0.1 (any free port) until the block ends."""
-    content, sha3 = _image_file()
     www = Path(tempfile.mkdtemp(prefix="gd-bench-image-"))
+    content, sha3 = _image_file(www)
     (www / "image.gvmi").write_bytes(content)
 
     class Quiet(http.server.SimpleHTTPRequestHandler):

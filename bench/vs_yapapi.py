@@ -21,9 +21,8 @@ yardstick here): above 1, golem-deploy is faster.
 yapapi is not a dependency of golem-deploy: it comes from $GOLEM_DEPLOY_BENCH_YAPAPI_PYTHON
 (a Python that has yapapi 0.13.1), else bench/.venv-yapapi, created with pip on first use --
 before this process moves into its network namespace, where no index is reachable. yapapi
-also needs `gftp` on PATH: without one, bench/yapapi/gftp (a stand-in that transfers
-nothing) is copied into a temp dir put first on PATH. The image is bench/_image.py's,
-served from loopback.
+gets exactly what `golem-deploy localnet start` prints (YAGNA_* and a PATH with the local
+network's `gftp` first). The image is bench/_image.py's, served from loopback.
 """
 
 from __future__ import annotations
@@ -55,7 +54,6 @@ from _yardstick import ratio
 HERE = Path(__file__).resolve().parent
 YAPAPI_VERSION = "0.13.1"
 YAPAPI_PROGRAM = HERE / "yapapi" / "hello.py"
-GFTP_STANDIN = HERE / "yapapi" / "gftp"  # drop once the local network brings a real gftp
 TIMEOUT_S = 300.0
 
 
@@ -74,19 +72,6 @@ def yapapi_python() -> Path:
     pip = [str(venv / "bin" / "pip"), "install", "-q", f"yapapi=={YAPAPI_VERSION}"]
     subprocess.run(pip, check=True, timeout=600)
     return python
-
-
-def with_gftp(env: dict[str, str], scratch: Path) -> dict[str, str]:
-    """env, with the gftp stand-in (copied into `scratch`) first on PATH, unless a `gftp` is
-    already on its PATH (as `golem-deploy localnet start` will print one)."""
-    path = env.get("PATH", os.defpath)
-    if shutil.which("gftp", path=path):
-        return env
-    folder = scratch / "gftp-bin"
-    folder.mkdir()
-    shutil.copy(GFTP_STANDIN, folder / "gftp")
-    (folder / "gftp").chmod(0o755)
-    return {**env, "PATH": f"{folder}{os.pathsep}{path}"}
 
 
 def manifest(folder: Path, name: str, instances: int, image: Image) -> Path:
@@ -176,7 +161,7 @@ def main() -> None:
             local_network(home, env, providers) as net_env,
         ):
             yapapi_env = {
-                **with_gftp(net_env, logs),
+                **net_env,  # YAGNA_* and PATH with the network's gftp, as `localnet start`
                 "IMAGE_URL": image.url,
                 "IMAGE_HASH": image.sha3,
             }
