@@ -530,7 +530,12 @@ class RunnerModel(RuleBasedStateMachine):
     @precondition(lambda self: self.watching)
     @rule(ok=st.booleans())
     def health_check(self, ok: bool) -> None:
-        self.told = self.told or self.dead
+        # By the lifecycle's rule only the LAST allowed failure makes the machine suspect the
+        # provider (an earlier one is reported, nothing more: a flaky check is not a provider
+        # loss; see test_health_checks_replace_after_retries). So a failure is news of the
+        # vanished provider for the machine only when it is that last one.
+        last = self.m.health_failures + 1 >= self.m.config.healthcheck_retries
+        self.told = self.told or (self.dead and last)
         self.apply(lc.HealthCheckPassed() if ok and not self.dead else lc.HealthCheckFailed())
 
     @precondition(lambda self: self.watching and self.dead)
