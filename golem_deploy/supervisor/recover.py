@@ -12,6 +12,7 @@ folder; for the user's own yagna it comes from YAGNA_APPKEY, as for `up`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Awaitable, Callable, Iterable
 from decimal import Decimal
@@ -53,6 +54,12 @@ async def _release_market(
 
     problems: list[str] = []
     async with YagnaClient(YagnaConfig(api_url=api_url, app_key=app_key), retries=2) as client:
+        # A supervisor killed between creating an activity and journaling it leaves one the
+        # journal never saw: yagna lists every activity of an agreement.
+        for agreement_id in held.agreements:
+            with contextlib.suppress(YagnaError, TimeoutError), anyio.fail_after(10):
+                for activity_id in await client.activities_of(agreement_id):
+                    held.activities.setdefault(activity_id, agreement_id)
         # yapapi's order: terminate the agreement, then destroy its activity.
         for agreement_id in list(held.agreements):
             try:

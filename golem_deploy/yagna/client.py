@@ -295,6 +295,12 @@ class YagnaClient:
         )
         return expect_string(data, f"POST {path}")
 
+    async def activities_of(self, agreement_id: str) -> list[str]:
+        """The ids of every activity yagna created under `agreement_id`."""
+        path = f"{ACTIVITY}/activity"
+        data = await self._get(path, params={"agreementId": agreement_id})
+        return [expect_string(a, f"GET {path}") for a in expect_list(data, f"GET {path}")]
+
     async def exec(self, activity_id: str, commands: list[dict[str, JsonValue]]) -> str:
         path = f"{ACTIVITY}/activity/{activity_id}/exec"
         body = {"text": json.dumps(commands)}

@@ -158,7 +158,10 @@ def cli() -> Iterator[Cli]:
         yield Cli(home, env)
     finally:
         _cleanup(home, env)
-        shutil.rmtree(home, ignore_errors=True)
+        if os.environ.get("GOLEM_DEPLOY_TEST_KEEP"):  # to read a failed run's logs
+            print(f"kept {home}")
+        else:
+            shutil.rmtree(home, ignore_errors=True)
 
 
 @dataclass
