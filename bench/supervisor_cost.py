@@ -1,6 +1,7 @@
 """Supervisor cost at scale: RSS and CPU of the supervisor with 100 running instances.
 
     .venv/bin/python bench/supervisor_cost.py [--instances 100] [--seconds 60] [--status-rounds 5]
+                                              [--profile FILE]
 
 A standalone local network with enough providers is started, then `golem-deploy up -d`
 of hello-world with N instances (each prints the date every 5 s, so the supervisor keeps
@@ -13,16 +14,22 @@ as its yardstick: "ratio" = median / yardstick median), then it goes down. up_s 
 each come right after one sample of the yagna yardstick (_yardstick.YagnaRoundTrip):
 up_ratio, down_ratio.
 
-CPU% is of one core (100 = one core busy the whole time).
+CPU% is of one core (100 = one core busy the whole time). `--profile FILE` also records
+the supervisor with py-spy (`pip install py-spy`; sampling, the process is never paused)
+during the sampling window, as collapsed stacks: where the supervisor's CPU goes.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import shutil
 import statistics
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -76,11 +83,30 @@ def sample(pids: dict[str, int], seconds: float) -> dict[str, dict[str, float]]:
     }
 
 
+@contextlib.contextmanager
+def profiled(pid: int, seconds: float, out: Path | None) -> Iterator[None]:
+    """Record `pid` with py-spy while the body runs (nothing when `out` is None)."""
+    if out is None:
+        yield
+        return
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    command = [spy, "record", "--pid", str(pid), "--nonblocking", "--format", "raw"]
+    command += ["--duration", str(int(seconds)), "--output", str(out)]
+    recorder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        yield
+    finally:
+        _, err = recorder.communicate(timeout=seconds + 60)
+        if recorder.returncode != 0:
+            print(f"py-spy failed: {err.decode(errors='replace')[-500:]}", file=sys.stderr)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--instances", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--status-rounds", type=int, default=5)
+    parser.add_argument("--profile", type=Path, help="write py-spy collapsed stacks here")
     args = parser.parse_args()
     isolated = isolate()
     n = args.instances
@@ -108,7 +134,8 @@ def main() -> None:
                 result["cpu_s_during_up"] = {k: round(v, 2) for k, v in during_up.items()}
                 pids = {"supervisor": supervisor, **network}
                 result["load_before"] = load_average()
-                measured = sample(pids, args.seconds)
+                with profiled(supervisor, args.seconds, args.profile):
+                    measured = sample(pids, args.seconds)
                 result["load_after"] = load_average()
                 result["supervisor"] = measured.pop("supervisor")
                 result["localnet"] = measured

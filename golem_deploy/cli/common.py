@@ -107,3 +107,23 @@ def finish_down(deployment: DeploymentDir, out: Console) -> None:
     for missing in recover.missing_invoices(deployment):
         out.print(missing)
     out.print(f"[green]deployment {deployment.name} is down; everything released[/]")
+
+
+UNSAFE_HOST_EXEC_HELP = (
+    "Local network only: run commands unsealed on this host, as you "
+    "(for machines that cannot seal activities; only for manifests you trust)."
+)
+
+
+def allow_unsafe_host_exec() -> None:
+    """--unsafe-host-exec: the local network's processes inherit the opt-out (see
+    golem_deploy.localnet.sandbox); said in red every time."""
+    import os
+
+    from golem_deploy.localnet.sandbox import UNSAFE_HOST_EXEC_ENV
+
+    os.environ[UNSAFE_HOST_EXEC_ENV] = "1"
+    console(stderr=True).print(
+        "[bold red]--unsafe-host-exec: activities run UNSEALED on this host, as "
+        f"uid {os.geteuid()}, with its files and network: only for manifests you trust[/]"
+    )

@@ -16,6 +16,8 @@ from typing import Annotated
 
 import typer
 
+from golem_deploy.cli.common import UNSAFE_HOST_EXEC_HELP, allow_unsafe_host_exec
+
 StateDir = Annotated[
     Path | None,
     typer.Option(
@@ -51,6 +53,9 @@ def start(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds to wait for the network.")
     ] = 30.0,
+    unsafe_host_exec: Annotated[
+        bool, typer.Option("--unsafe-host-exec", help=UNSAFE_HOST_EXEC_HELP)
+    ] = False,
 ) -> None:
     """Start a local network in the background (or reuse the running one) and print its env.
 
@@ -60,6 +65,14 @@ def start(
     from golem_deploy import localnet
 
     directory = _state_dir(state_dir)
+    if unsafe_host_exec:
+        if localnet.status(directory) is not None:
+            raise typer.BadParameter(
+                "a local network is already running here and keeps its mode; "
+                "run `golem-deploy localnet stop` first",
+                param_hint="--unsafe-host-exec",
+            )
+        allow_unsafe_host_exec()
     info = localnet.start(directory, providers=providers, faults=faults, timeout=timeout)
     env = info.env()
     if as_json:

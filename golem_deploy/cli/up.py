@@ -19,7 +19,9 @@ import typer
 
 from golem_deploy.cli.common import (
     DEFAULT_DOWN_TIMEOUT,
+    UNSAFE_HOST_EXEC_HELP,
     DeployError,
+    allow_unsafe_host_exec,
     console,
     finish_down,
     load_manifest,
@@ -59,11 +61,7 @@ def up(
     ] = None,
     unsafe_host_exec: Annotated[
         bool,
-        typer.Option(
-            "--unsafe-host-exec",
-            help="Local network only: run commands unsealed on this host, as you "
-            "(for machines that cannot seal activities; only for manifests you trust).",
-        ),
+        typer.Option("--unsafe-host-exec", help=UNSAFE_HOST_EXEC_HELP),
     ] = False,
 ) -> None:
     """Validate a manifest and deploy it (attached: a live table; Ctrl-C goes down)."""
@@ -80,7 +78,12 @@ def up(
     if env_file is not None and not env_file.is_file():
         raise DeployError(f"--env-file: {env_file}: no such file")
     if unsafe_host_exec:
-        _allow_unsafe_host_exec()
+        if os.environ.get("YAGNA_APPKEY"):
+            raise DeployError(
+                "--unsafe-host-exec only applies to the private local network",
+                hint="unset YAGNA_APPKEY to deploy on a local network",
+            )
+        allow_unsafe_host_exec()
     manifest = load_manifest(file, env_file)
     ports.check_ports_free(manifest)  # before anything starts: nothing to clean up
     deployment = deployments.of(manifest.name)
@@ -119,23 +122,6 @@ def up(
             raise typer.Exit(130) from None
     else:
         _live(deployment)
-
-
-def _allow_unsafe_host_exec() -> None:
-    """--unsafe-host-exec: the local network's processes inherit the opt-out (see
-    golem_deploy.localnet.sandbox); said in red on every start."""
-    from golem_deploy.localnet.sandbox import UNSAFE_HOST_EXEC_ENV
-
-    if os.environ.get("YAGNA_APPKEY"):
-        raise DeployError(
-            "--unsafe-host-exec only applies to the private local network",
-            hint="unset YAGNA_APPKEY to deploy on a local network",
-        )
-    os.environ[UNSAFE_HOST_EXEC_ENV] = "1"
-    console(stderr=True).print(
-        "[bold red]--unsafe-host-exec: activities run UNSEALED on this host, as "
-        f"uid {os.geteuid()}, with its files and network: only for manifests you trust[/]"
-    )
 
 
 def _describe_failure(snap: DeploymentSnapshot) -> str:

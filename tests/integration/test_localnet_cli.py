@@ -10,10 +10,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
+import anyio
 import pytest
+from _localnet_requestor import Requestor, with_requestor
+
+from golem_deploy.localnet import LocalNetInfo
 
 pytestmark = pytest.mark.localnet
 
@@ -43,6 +47,15 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=90,
         env=os.environ.copy(),
     )
+
+
+def run_requestor(info: LocalNetInfo, body: Callable[[Requestor], Awaitable[None]]) -> None:
+    async def main() -> None:
+        session, requestor = await with_requestor(info)
+        async with session:
+            await body(requestor)
+
+    anyio.run(main)
 
 
 @pytest.fixture
@@ -121,3 +134,36 @@ def test_status_and_stop_after_the_network_crashed(state_dir: Path) -> None:
     assert "did not stop cleanly" in status.stderr
     assert cli("localnet", "stop", "--state-dir", str(state_dir)).returncode == 0
     assert not any(running(pid) for pid in pids.values())
+
+
+def test_unsafe_host_exec_runs_activities_on_the_host_and_says_so(
+    state_dir: Path, tmp_path: Path
+) -> None:
+    started = cli(
+        "localnet", "start", "--providers", "1", "--json", "--unsafe-host-exec",
+        "--state-dir", str(state_dir),
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    assert "UNSEALED" in started.stderr
+    # The running network keeps its mode: asking again for it is refused, not ignored.
+    again = cli("localnet", "start", "--unsafe-host-exec", "--state-dir", str(state_dir))
+    assert again.returncode == 2 and "localnet stop" in again.stderr, again.stderr
+
+    from golem_deploy import localnet
+
+    info = localnet.status(state_dir)
+    assert info is not None
+    marker = tmp_path / "ON-THE-HOST"
+
+    async def body(req: Requestor) -> None:
+        agreement_id = await req.one_agreement()
+        activity_id = await req.create_activity(agreement_id)
+        command = {"entry_point": "/bin/sh", "args": ["-c", f"id -u > {marker}"]}
+        batch = await req.exec(activity_id, [{"deploy": {}}, {"start": {}}, {"run": command}])
+        results = await req.results(activity_id, batch)
+        assert [r["result"] for r in results] == ["Ok", "Ok", "Ok"], results
+        await req.destroy_activity(activity_id)
+        await req.terminate(agreement_id)
+
+    run_requestor(info, body)
+    assert marker.read_text().strip() == str(os.geteuid())
