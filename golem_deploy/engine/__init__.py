@@ -21,6 +21,8 @@ from golem_deploy.engine.lifecycle import ServiceState
 from golem_deploy.engine.network import Network, NetworkPlan, Node
 from golem_deploy.engine.payload import VmPayload
 from golem_deploy.engine.service import (
+    BatchError,
+    BatchTimeoutError,
     CommandFailed,
     CommandResult,
     InstanceSnapshot,
@@ -31,6 +33,8 @@ from golem_deploy.engine.service import (
 from golem_deploy.engine.timing import Timings
 
 __all__ = [
+    "BatchError",
+    "BatchTimeoutError",
     "Cluster",
     "CommandFailed",
     "CommandResult",

@@ -18,7 +18,14 @@ from typing import Any
 import anyio
 
 from golem_deploy.engine import events as ev
-from golem_deploy.engine.service import CommandFailed, CommandResult, Script, Storage, _Step
+from golem_deploy.engine.service import (
+    BatchTimeoutError,
+    CommandFailed,
+    CommandResult,
+    Script,
+    Storage,
+    _Step,
+)
 from golem_deploy.engine.timing import Timings
 from golem_deploy.errors import GolemDeployError
 from golem_deploy.yagna.client import YagnaClient
@@ -76,11 +83,18 @@ class ScriptExecutor:
                         )
                     await step.before(self.storage)
             async with self.lock:
-                if script.timeout is not None:
-                    with anyio.fail_after(script.timeout):
-                        results = await self._run_batch(activity_id, steps)
-                else:
+                with anyio.move_on_after(script.timeout) as deadline:
                     results = await self._run_batch(activity_id, steps)
+            if deadline.cancelled_caught:
+                # thrown into the handler like a failed command (yapapi's BatchTimeoutError)
+                timeout = BatchTimeoutError(
+                    f"{self.service}[{self.index}]: the script did not finish within "
+                    f"{script.timeout:g} s (new_script(timeout=...))"
+                )
+                for step in steps:
+                    if not step.future.done():
+                        step.future._fail(timeout)
+                raise timeout
             failed: CommandResult | None = None
             for step, result in zip(steps, results, strict=False):
                 if result.success and failed is None:

@@ -1,5 +1,10 @@
 """Driving a Service handler: run the async generator, execute every Script it yields,
-send the results back in, throw a failed command in (so the handler may catch it)."""
+send the results back in, throw a failed batch in (so the handler may catch it).
+
+A script with `wait_for_results=False` runs in a task of its own while the handler goes on
+(yapapi's semantics): the handler gets back an awaitable of the results at once, and a
+BatchError of that script surfaces where it is awaited. Any other error of such a script
+(the provider vanished, yagna failed) fails the handler as it would have at the `yield`."""
 
 from __future__ import annotations
 
@@ -7,10 +12,12 @@ import inspect
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
-from golem_deploy.engine import lifecycle as lc
-from golem_deploy.engine.service import CommandFailed, CommandResult, Script
+import anyio
 
-__all__ = ["drive", "handler_event"]
+from golem_deploy.engine import lifecycle as lc
+from golem_deploy.engine.service import BatchError, CommandResult, Script
+
+__all__ = ["PendingResults", "drive", "handler_event"]
 
 Execute = Callable[[Script], Awaitable[list[CommandResult]]]
 
@@ -27,28 +34,71 @@ class _Results:
         return self.results
 
 
+class PendingResults:
+    """The results of a script still running (`wait_for_results=False`): `await` them;
+    a BatchError of the script is raised there."""
+
+    def __init__(self) -> None:
+        self._done = anyio.Event()
+        self._results: list[CommandResult] = []
+        self._error: BatchError | None = None
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def _finish(self, results: list[CommandResult], error: BatchError | None) -> None:
+        self._results, self._error = results, error
+        self._done.set()
+
+    def __await__(self) -> Generator[Any, None, list[CommandResult]]:
+        yield from self._done.wait().__await__()
+        if self._error is not None:
+            raise self._error
+        return self._results
+
+
 async def drive(gen: object, execute: Execute) -> None:
     """Run handler generator `gen` to its end, executing each yielded Script."""
     if not inspect.isasyncgen(gen):
         raise TypeError("Service handlers must be async generators yielding Scripts")
+
+    async def in_background(script: Script, pending: PendingResults) -> None:
+        try:
+            results = await execute(script)
+        except BatchError as e:
+            pending._finish([], e)
+            return
+        pending._finish(results, None)
+
     to_send: Any = None
     to_throw: BaseException | None = None
     try:
-        while True:
-            try:
-                if to_throw is not None:
-                    script = await gen.athrow(to_throw)
-                else:
-                    script = await gen.asend(to_send)
-            except StopAsyncIteration:
-                return
-            to_send, to_throw = None, None
-            if not isinstance(script, Script):
-                raise TypeError(f"a handler yielded {type(script).__name__}, not a Script")
-            try:
-                to_send = _Results(await execute(script))
-            except CommandFailed as e:
-                to_throw = e
+        async with anyio.create_task_group() as tg:
+            while True:
+                try:
+                    if to_throw is not None:
+                        script = await gen.athrow(to_throw)
+                    else:
+                        script = await gen.asend(to_send)
+                except StopAsyncIteration:
+                    break
+                to_send, to_throw = None, None
+                if not isinstance(script, Script):
+                    raise TypeError(f"a handler yielded {type(script).__name__}, not a Script")
+                if not script.wait_for_results:
+                    to_send = PendingResults()
+                    tg.start_soon(in_background, script, to_send)
+                    continue
+                try:
+                    to_send = _Results(await execute(script))
+                except BatchError as e:
+                    to_throw = e
+    except BaseExceptionGroup as group:
+        # the runner judges the error itself (a vanished provider, a failed handler), not
+        # "unhandled errors in a TaskGroup"
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
     finally:
         await gen.aclose()
 

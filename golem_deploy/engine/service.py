@@ -18,7 +18,7 @@ import json
 import shlex
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from golem_deploy.engine.cluster import Cluster
 
 __all__ = [
+    "BatchError",
+    "BatchTimeoutError",
     "CommandFailed",
     "CommandResult",
     "InstanceSnapshot",
@@ -65,7 +67,16 @@ class CommandResult:
         return self.return_code == 0 and self.message is None
 
 
-class CommandFailed(GolemDeployError):
+class BatchError(GolemDeployError):
+    """A script (one batch of commands) did not complete; thrown INTO the handler generator
+    at its `yield`, so the handler may catch it and carry on (yapapi's BatchError)."""
+
+
+class BatchTimeoutError(BatchError):
+    """The script ran longer than its `new_script(timeout=...)` (yapapi's name)."""
+
+
+class CommandFailed(BatchError):
     """A step of a script failed on the provider (thrown into the handler generator)."""
 
     def __init__(self, result: CommandResult, service: str = "", index: int = -1) -> None:
@@ -134,12 +145,36 @@ class _Step:
     cleanup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
-class Script:
-    """An ordered batch of commands executed on one activity in one exec call."""
+def timeout_seconds(timeout: timedelta | float | None) -> float | None:
+    """A script timeout as seconds: yapapi passes a timedelta, seconds are accepted too."""
+    if timeout is None:
+        return None
+    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+    if not seconds > 0 or seconds == float("inf"):
+        raise GolemDeployError(
+            f"a script timeout must be a positive duration, got {timeout!r}",
+            hint="pass e.g. new_script(timeout=timedelta(minutes=5)) or timeout=300",
+        )
+    return seconds
 
-    def __init__(self, ctx: WorkContext, timeout: float | None = None) -> None:
+
+class Script:
+    """An ordered batch of commands executed on one activity in one exec call.
+
+    `timeout` (a timedelta or seconds) bounds the whole batch: past it the handler gets a
+    BatchTimeoutError thrown in at its `yield`. With `wait_for_results=False` the handler
+    resumes at once and the batch runs meanwhile (yapapi's semantics): what `yield` gives
+    back is awaitable for the results, and a failure surfaces when it is awaited."""
+
+    def __init__(
+        self,
+        ctx: WorkContext,
+        timeout: timedelta | float | None = None,
+        wait_for_results: bool = True,
+    ) -> None:
         self._ctx = ctx
-        self.timeout = timeout
+        self.timeout: float | None = timeout_seconds(timeout)
+        self.wait_for_results = wait_for_results
         self._steps: list[_Step] = []
 
     @property
@@ -266,8 +301,11 @@ class WorkContext:
         self.provider_id = provider_id
         self.provider_name = provider_name
 
-    def new_script(self, timeout: float | None = None) -> Script:
-        return Script(self, timeout=timeout)
+    def new_script(
+        self, timeout: timedelta | float | None = None, wait_for_results: bool = True
+    ) -> Script:
+        """A new script on this activity (yapapi's signature; `timeout` may be seconds)."""
+        return Script(self, timeout=timeout, wait_for_results=wait_for_results)
 
 
 @dataclass(frozen=True)
