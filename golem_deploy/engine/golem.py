@@ -47,7 +47,7 @@ from golem_deploy.yagna.client import YagnaClient, YagnaConfig
 from golem_deploy.yagna.errors import YagnaError, YagnaStatusError
 from golem_deploy.yagna.net import NetApi
 
-__all__ = ["DEFAULT_EXPIRATION", "EngineError", "Golem"]
+__all__ = ["DEFAULT_EXPIRATION", "EngineError", "Golem", "expiration_time"]
 
 log = logging.getLogger(__name__)
 DEFAULT_EXPIRATION = timedelta(minutes=180)  # yapapi's Cluster.DEFAULT_SERVICE_EXPIRATION
@@ -334,14 +334,13 @@ class Golem:
                 f"{service_class.__name__}.get_payload() returned None and no payload was given"
             )
         now = datetime.now(UTC)
-        if expiration is None:
-            expires = now + DEFAULT_EXPIRATION
-        elif isinstance(expiration, timedelta):
-            expires = now + expiration
-        else:
-            expires = expiration if expiration.tzinfo else expiration.replace(tzinfo=UTC)
+        expires = expiration_time(expiration, now)
         if expires <= now:
-            raise EngineError("expiration is in the past")
+            raise EngineError(
+                f"expiration {expires.isoformat()} is in the past (now {now.isoformat()})",
+                hint="a datetime without tzinfo is local time, as in yapapi; "
+                "or pass a timedelta from now",
+            )
         if respawn_unstarted_instances is None:
             respawn_unstarted_instances = service_class.respawn_unstarted_instances is not False
         restart = restart or service_class.restart or RestartPolicy()
@@ -406,6 +405,17 @@ class Golem:
                     continue
                 reason = f"provider terminated the agreement: {event.reason or '-'}"
                 self._router.send(event.agreement_id, lc.AgreementTerminatedByProvider(reason))
+
+
+def expiration_time(expiration: datetime | timedelta | None, now: datetime) -> datetime:
+    """When a cluster expires (UTC): `now` plus a timedelta (default 180 min), or a datetime;
+    a naive datetime is local time, as yapapi reads it (`datetime.now() + timedelta(...)`
+    means the same moment wherever the program runs)."""
+    if expiration is None:
+        return now + DEFAULT_EXPIRATION
+    if isinstance(expiration, timedelta):
+        return now + expiration
+    return expiration.astimezone(UTC)  # naive: astimezone takes it as local time
 
 
 def _reserve(network: Network | None, addresses: Sequence[str] | None) -> tuple[str, ...]:
