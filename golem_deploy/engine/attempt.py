@@ -19,7 +19,7 @@ from golem_deploy.engine import events as ev
 from golem_deploy.engine import lifecycle as lc
 from golem_deploy.engine.context import EngineContext
 from golem_deploy.engine.market import AgreementFailed, MarketSession, SignedAgreement
-from golem_deploy.engine.service import Service
+from golem_deploy.engine.service import Service, record_of
 from golem_deploy.yagna.errors import YagnaError
 
 __all__ = ["ProviderAttempt"]
@@ -34,17 +34,18 @@ class ProviderAttempt:
         self.ctx = ctx
         self.market = market
         self.instance = instance
+        self.record = record_of(instance)  # what the engine shows about the instance
         self.agreement: SignedAgreement | None = None
         self.activity_id: str | None = None
 
     @property
     def name(self) -> str:
-        return f"{self.instance.service}[{self.instance.index}]"
+        return f"{self.record.service}[{self.record.index}]"
 
     async def acquire(self, deliver: Callable[[lc.Event], None]) -> None:
         """Until an agreement is signed and an activity created on it. News about the
         agreement (terminated by the provider, over budget) goes to `deliver`."""
-        ctx, inst = self.ctx, self.instance
+        ctx, inst = self.ctx, self.record
         while True:
             try:
                 signed = await self.market.sign(inst.index)
@@ -103,7 +104,7 @@ class ProviderAttempt:
         return False
 
     def _add_cost(self, amount: Decimal) -> None:
-        self.instance.cost += amount
+        self.record.cost += amount
 
     async def release(self, release: lc.ReleaseActivity) -> None:
         """Destroy the activity and terminate the agreement (bounded), as `release` says.
@@ -111,7 +112,7 @@ class ProviderAttempt:
         The Activity/AgreementTerminated events are emitted only for what really ended (or
         what the provider ended itself), so a journal keeps anything still open for a later
         cleanup (`golem-deploy down` after a crash)."""
-        ctx, inst, reason = self.ctx, self.instance, release.reason
+        ctx, inst, reason = self.ctx, self.record, release.reason
         activity_id, self.activity_id = self.activity_id, None
         signed, self.agreement = self.agreement, None
         inst.activity_id = None
@@ -174,7 +175,7 @@ class ProviderAttempt:
                 log.info("%s: remove node %s from network: %s", self.name, node.node_id, e)
 
     def _ended(self, activity_id: str, *, abandoned: bool) -> None:
-        inst = self.instance
+        inst = self.record
         self.ctx.emit(
             ev.ActivityDestroyed(
                 service=inst.service, index=inst.index, activity_id=activity_id, abandoned=abandoned

@@ -3,16 +3,24 @@
 The cluster owns the service's market session (one demand, a pool of negotiated offers),
 the expiration timer and the runners' task group. It knows the engine only through the
 EngineContext it is given.
+
+A cluster lives until the Golem stops or `terminate()` is awaited, not only while it has
+instances: as in yapapi, `spawn_instances` works on an empty cluster and on one whose
+instances all finished. The market runs while there are instances to serve (a finished
+cluster unsubscribes its demand; spawning into it subscribes again).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Generic
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
+from typing_extensions import TypeVar  # a default, so a bare `Cluster` means Cluster[Service]
 
 from golem_deploy.engine import lifecycle as lc
 from golem_deploy.engine.config import HealthCheck
@@ -21,21 +29,22 @@ from golem_deploy.engine.market import Demand, MarketSession
 from golem_deploy.engine.network import Network
 from golem_deploy.engine.payload import VmPayload
 from golem_deploy.engine.runner import InstanceRunner
-from golem_deploy.engine.service import InstanceSnapshot, Service
+from golem_deploy.engine.service import InstanceSnapshot, Service, record_of
 from golem_deploy.errors import GolemDeployError
 
-__all__ = ["Cluster", "instance_params_list"]
+__all__ = ["Cluster", "ServiceType", "instance_params_list"]
 
 log = logging.getLogger(__name__)
+ServiceType = TypeVar("ServiceType", bound=Service, default=Service, covariant=True)
 
 
-class Cluster:
-    """The instances started by one `Golem.run_service` call."""
+class Cluster(Generic[ServiceType]):
+    """The instances started by one `Golem.run_service` call (`Cluster[MyService]`)."""
 
     def __init__(
         self,
         ctx: EngineContext,
-        service_class: type[Service],
+        service_class: type[ServiceType],
         *,
         payload: VmPayload,
         demand: Demand,
@@ -46,6 +55,7 @@ class Cluster:
         network_addresses: Sequence[str] = (),
     ) -> None:
         self._ctx = ctx
+        self.id = str(uuid.uuid4())
         self.service_class = service_class
         self.service_name = service_class.service_name()
         self.payload = payload
@@ -58,28 +68,23 @@ class Cluster:
         self.network_addresses = tuple(network_addresses)
         self._runners: list[InstanceRunner] = []
         self._tg: TaskGroup | None = None
+        self._market_scope: anyio.CancelScope | None = None
         self._active = 0
         self._finished = anyio.Event()
+        self._closed = anyio.Event()
         self.scope = anyio.CancelScope()  # cancelled by Golem.stop if stopping takes too long
         self.done_running = anyio.Event()
-        self.market = MarketSession(
-            client=ctx.client,
-            service=self.service_name,
-            demand=demand,
-            caps=ctx.price_caps,
-            platform=ctx.platform,
-            expiration=expiration,
-            emit=ctx.emit,
-            avoided=ctx.providers.is_avoided,
-            busy_providers=self._busy_providers,
-            expected_seconds=max(60.0, (expiration - datetime.now(UTC)).total_seconds()),
-        )
+        self._demand = demand
+        self.market = self._new_market()
+
+    def __repr__(self) -> str:
+        return f"Cluster {self.id}: {len(self._runners)}x[Service: {self.service_name}]"
 
     # ------------------------------------------------------------------ public API
 
     @property
-    def instances(self) -> list[Service]:
-        return [r.instance for r in self._runners]
+    def instances(self) -> list[ServiceType]:
+        return [r.instance for r in self._runners]  # type: ignore[misc]  # made from service_class
 
     @property
     def finished(self) -> bool:
@@ -88,7 +93,7 @@ class Cluster:
 
     def snapshot(self) -> list[InstanceSnapshot]:
         """A plain, typed copy of every instance's visible state (for supervisors and UIs)."""
-        return [r.instance.snapshot() for r in self._runners]
+        return [r.record.snapshot() for r in self._runners]
 
     def stop(self) -> None:
         """Ask every instance to stop (running ones run their shutdown handler once)."""
@@ -100,23 +105,57 @@ class Cluster:
             if runner.instance is instance:
                 runner.send(lc.StopRequested())
 
+    async def terminate(self, timeout: float = 60.0) -> None:
+        """Stop every instance, wait (at most `timeout` seconds, then cancel them) until
+        they finished, and end the cluster: it spawns no more instances (yapapi's)."""
+        self.stop()
+        with anyio.move_on_after(timeout):
+            await self._finished.wait()
+        if not self.finished:
+            log.warning("cluster %s did not stop in %g s: cancelled", self.service_name, timeout)
+            self.scope.cancel()
+        self.close()
+        await self.done_running.wait()
+
+    def close(self) -> None:
+        """End the cluster's task once its instances finished (Golem.stop does this)."""
+        self._closed.set()
+
     def spawn_instances(
         self,
         num_instances: int | None = None,
         instance_params: Iterable[Mapping[str, object]] | None = None,
-    ) -> list[Service]:
-        """Add instances (scaling up). Returns the new Service objects."""
-        if self._tg is None or self._finished.is_set():
-            raise GolemDeployError(f"cluster {self.service_name} is not running")
+    ) -> list[ServiceType]:
+        """Add instances (scaling up; also to an empty or finished cluster, as yapapi).
+        Returns the new Service objects."""
+        if self._tg is None or self._closed.is_set():
+            raise GolemDeployError(f"cluster {self.service_name} is not running (terminated)")
+        if self.expiration <= datetime.now(UTC):
+            raise GolemDeployError(
+                f"cluster {self.service_name} expired at {self.expiration.isoformat()}",
+                hint="run_service again with a later expiration",
+            )
         params = instance_params_list(num_instances, instance_params)
+        if params and self._market_scope is None:
+            # (again) instances to serve: a market of their own (the drafts a finished
+            # market kept belong to its ended subscription)
+            if self._runners:
+                self.market = self._new_market()
+            self._market_scope = anyio.CancelScope()
+            self._tg.start_soon(self._run_market, self._market_scope)
+        if params and self._finished.is_set():
+            self._finished = anyio.Event()  # not finished any more: waiters wait anew
         new = []
+        make: Callable[..., ServiceType] = self.service_class  # **params: the user's
         for p in params:
-            instance = self.service_class(**p)
-            instance.index = len(self._runners)
-            instance.cluster = self
-            instance._network = self.network
-            if self.network is not None and instance.index < len(self.network_addresses):
-                instance._network_address = self.network_addresses[instance.index]
+            instance = make(**p)
+            record = record_of(instance)
+            record.service = self.service_name
+            record.index = len(self._runners)
+            record.cluster = self
+            record.network = self.network
+            if self.network is not None and record.index < len(self.network_addresses):
+                record.network_address = self.network_addresses[record.index]
             runner = InstanceRunner(
                 self._ctx,
                 self.market,
@@ -132,12 +171,33 @@ class Cluster:
 
     async def wait_finished(self) -> None:
         """Until every instance is final (terminated/unresponsive without restart)."""
-        await self._finished.wait()
+        while not self._finished.is_set():
+            await self._finished.wait()  # a spawn into a finished cluster makes a new event
 
     # --------------------------------------------------------------------- internals
 
+    def _new_market(self) -> MarketSession:
+        ctx, expiration = self._ctx, self.expiration
+        return MarketSession(
+            client=ctx.client,
+            service=self.service_name,
+            demand=self._demand,
+            caps=ctx.price_caps,
+            platform=ctx.platform,
+            expiration=expiration,
+            emit=ctx.emit,
+            avoided=ctx.providers.is_avoided,
+            busy_providers=self._busy_providers,
+            expected_seconds=max(60.0, (expiration - datetime.now(UTC)).total_seconds()),
+        )
+
     def _busy_providers(self) -> list[str]:
         return [r.agreement.provider_id for r in self._runners if r.agreement is not None]
+
+    async def _run_market(self, scope: anyio.CancelScope) -> None:
+        """Negotiate while some instance may need a provider (unsubscribes when cancelled)."""
+        with scope:
+            await self.market.collect()
 
     async def _run_instance(self, runner: InstanceRunner) -> None:
         try:
@@ -145,6 +205,9 @@ class Cluster:
         finally:
             self._active -= 1
             if self._active == 0:
+                if self._market_scope is not None:
+                    self._market_scope.cancel()
+                    self._market_scope = None
                 self._finished.set()
 
     async def run(
@@ -153,17 +216,18 @@ class Cluster:
         *,
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """The cluster's task: negotiation, expiration timer and instance runners."""
+        """The cluster's task: negotiation, expiration timer and instance runners, until
+        it is closed (its instances finished by then) or cancelled."""
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            tg.start_soon(self.market.collect)
             tg.start_soon(self._expiration_timer)
             if initial:
                 self.spawn_instances(instance_params=initial)
             else:
                 self._finished.set()
             task_status.started()
-            await self._finished.wait()
+            await self._closed.wait()
+            await self.wait_finished()
             tg.cancel_scope.cancel()
         self._tg = None
 

@@ -26,13 +26,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from typing import TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
 
 from golem_deploy.engine import events as ev
 from golem_deploy.engine import lifecycle as lc
-from golem_deploy.engine.cluster import Cluster, instance_params_list
+from golem_deploy.engine.cluster import Cluster, ServiceType, instance_params_list
 from golem_deploy.engine.config import HealthCheck, PriceCaps, RestartPolicy
 from golem_deploy.engine.context import AgreementRouter, EngineContext, Providers
 from golem_deploy.engine.market import Demand, build_demand
@@ -50,6 +51,7 @@ from golem_deploy.yagna.net import NetApi
 __all__ = ["DEFAULT_EXPIRATION", "EngineError", "Golem", "expiration_time"]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 DEFAULT_EXPIRATION = timedelta(minutes=180)  # yapapi's Cluster.DEFAULT_SERVICE_EXPIRATION
 
 
@@ -224,8 +226,12 @@ class Golem:
             )
             self._stack = stack.pop_all()
 
-    async def stop(self) -> None:
-        """Stop every cluster, settle payments, release the allocation (idempotent)."""
+    async def stop(self, wait_for_payments: bool = True) -> None:
+        """Stop every cluster, settle payments, release the allocation (idempotent).
+
+        With `wait_for_payments=False` (yapapi's flag) invoices already received are
+        accepted, but none is waited for: the unpaid agreements are logged and listed in
+        `unpaid_agreements`."""
         stack, self._stack = self._stack, None
         if stack is None:
             return
@@ -241,7 +247,8 @@ class Golem:
                 if not cluster.finished:
                     log.warning("cluster %s did not stop in time", cluster.service_name)
             await self._cancel_clusters()
-            unpaid = await self.payments.settle(self.invoice_timeout)
+            wait = self.invoice_timeout if wait_for_payments else 0.0
+            unpaid = await self.payments.settle(wait)
             if unpaid:
                 log.warning("no invoice arrived for agreements %s", ", ".join(unpaid))
             if self._tg is not None:
@@ -297,7 +304,9 @@ class Golem:
 
     async def _cancel_clusters(self) -> None:
         for cluster in self._clusters:
-            if not cluster.finished:
+            if cluster.finished:
+                cluster.close()
+            else:
                 cluster.scope.cancel()
         with anyio.move_on_after(self.timings.cluster_cancel_grace):
             for cluster in self._clusters:
@@ -305,7 +314,7 @@ class Golem:
 
     async def run_service(
         self,
-        service_class: type[Service],
+        service_class: type[ServiceType],
         num_instances: int | None = None,
         instance_params: Iterable[Mapping[str, object]] | None = None,
         payload: VmPayload | None = None,
@@ -316,16 +325,20 @@ class Golem:
         network_addresses: Sequence[str] | None = None,
         restart: RestartPolicy | None = None,
         healthcheck: HealthCheck | None = None,
-    ) -> Cluster:
+    ) -> Cluster[ServiceType]:
         """Start `num_instances` instances of `service_class`; returns their Cluster.
 
         `restart`, `healthcheck` and `respawn_unstarted_instances` default to the class
-        attributes of the same name (the compiler sets them from the manifest); `expiration`
-        is an absolute datetime or a timedelta from now (default 180 min). On a `network`,
+        attributes of the same name when they have the engine's types (the compiler sets
+        them from the manifest); `expiration` is an absolute datetime (naive: local time) or
+        a timedelta from now (default 180 min). On a `network`,
         instance i takes `network_addresses[i]` (when given; else the next free address when
         it first starts) and keeps it on every provider it moves to."""
         if self._tg is None or self._ctx is None:
             raise EngineError("run_service needs `async with Golem(...)` first")
+        restart = restart or _class_default(service_class, "restart", RestartPolicy)
+        hc = healthcheck or _class_default(service_class, "healthcheck", HealthCheck)
+        check_hooks(service_class, hc)
         addresses = _reserve(network, network_addresses)
         if payload is None:
             payload = await service_class.get_payload()
@@ -342,9 +355,10 @@ class Golem:
                 "or pass a timedelta from now",
             )
         if respawn_unstarted_instances is None:
-            respawn_unstarted_instances = service_class.respawn_unstarted_instances is not False
-        restart = restart or service_class.restart or RestartPolicy()
-        hc = healthcheck or service_class.healthcheck or HealthCheck()
+            respawn = _class_default(service_class, "respawn_unstarted_instances", bool)
+            respawn_unstarted_instances = respawn is not False
+        restart = restart or RestartPolicy()
+        hc = hc or HealthCheck()
         config = lc.LifecycleConfig(
             respawn_unstarted_instances=respawn_unstarted_instances,
             restart_policy=restart.policy,
@@ -416,6 +430,35 @@ def expiration_time(expiration: datetime | timedelta | None, now: datetime) -> d
     if isinstance(expiration, timedelta):
         return now + expiration
     return expiration.astimezone(UTC)  # naive: astimezone takes it as local time
+
+
+def _class_default(service_class: type[Service], name: str, kind: type[_T]) -> _T | None:
+    """A class attribute that configures `run_service`, when it has the engine's type; an
+    attribute of another type under that name (a user's own `healthcheck()` method, say)
+    is the subclass's business, not configuration."""
+    value = getattr(service_class, name, None)
+    return value if isinstance(value, kind) else None
+
+
+def check_hooks(service_class: type[Service], healthcheck: HealthCheck | None) -> None:
+    """Refuse yapapi hook overrides the engine would otherwise silently ignore."""
+    name = service_class.__name__
+    if service_class.restart_condition is not Service.restart_condition:
+        raise EngineError(
+            f"{name} overrides yapapi's restart_condition, which golem-deploy does not "
+            "consult: its restarts follow run_service(restart=RestartPolicy(...)) and "
+            "respawn_unstarted_instances",
+            hint="remove the override and pass e.g. restart=RestartPolicy('on-failure', "
+            "max_restarts=3) (respawn_unstarted_instances=True respawns failed starts)",
+        )
+    own_probe = service_class.is_activity_responsive is not Service.is_activity_responsive
+    if own_probe and healthcheck is not None and healthcheck.probes:
+        raise EngineError(
+            f"{name} overrides is_activity_responsive() and has a health check probe: "
+            "the engine runs one check per instance",
+            hint="drop the HealthCheck's argv/http/tcp (keep interval, timeout, retries) "
+            "or the is_activity_responsive() override",
+        )
 
 
 def _reserve(network: Network | None, addresses: Sequence[str] | None) -> tuple[str, ...]:

@@ -28,6 +28,8 @@ Rules (yapapi's, plus restart and health checks):
   restart policy says so (on-failure / always), at most `max_restarts` times, after a backoff
   that doubles with every restart. `always` also replaces instances whose run returned.
   An explicit stop or the expiration never causes a restart.
+- Before every acquisition after the first (a respawn or a restart) the instance's
+  `reset()` hook runs (AcquireAgreement.reset), as yapapi's does before a restart.
 """
 
 from __future__ import annotations
@@ -381,7 +383,7 @@ class Lifecycle:
             self.state = S.pending
             self._acquiring = True
             self.respawns += 1
-            return [*actions, AcquireAgreement()]
+            return [*actions, AcquireAgreement(respawn=self.respawns)]
         self.state = released_state or S.terminated
         return actions
 

@@ -170,9 +170,17 @@ class AcquireAgreement:
     """Negotiate an agreement and create an activity (avoiding providers that failed us).
 
     `restart` is n for the n-th restart of an instance that ran, 0 otherwise (the first
-    acquisition, or a respawn of an instance that never started)."""
+    acquisition, or a respawn of an instance that never started); `respawn` is n for the
+    n-th respawn of an instance whose start failed, else 0."""
 
     restart: int = 0
+    respawn: int = 0
+
+    @property
+    def reset(self) -> bool:
+        """The instance was on a provider before: its `reset()` hook runs first (yapapi
+        calls it before every restart, so handlers start over from a clean object)."""
+        return self.restart > 0 or self.respawn > 0
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -30,10 +31,17 @@ from golem_deploy.engine.executor import ProviderGone, ScriptExecutor
 from golem_deploy.engine.handlers import drive, handler_event
 from golem_deploy.engine.lifecycle import ServiceState
 from golem_deploy.engine.market import MarketSession, SignedAgreement
-from golem_deploy.engine.service import CommandResult, Script, Service, WorkContext
+from golem_deploy.engine.service import (
+    NO_EXC,
+    CommandResult,
+    Script,
+    Service,
+    WorkContext,
+    record_of,
+)
 from golem_deploy.engine.watcher import Watcher
 
-__all__ = ["ANY_ATTEMPT", "InstanceRunner"]
+__all__ = ["ANY_ATTEMPT", "InstanceRunner", "responsive_hook"]
 
 log = logging.getLogger(__name__)
 ANY_ATTEMPT = -1
@@ -53,7 +61,8 @@ class InstanceRunner:
     ) -> None:
         self.ctx = ctx
         self.instance = instance
-        self.name = instance.service
+        self.record = record = record_of(instance)
+        self.name = record.service
         self.lifecycle = lc.Lifecycle(lifecycle_config)
         self.attempt = 0
         self.provider = ProviderAttempt(ctx, market, instance)
@@ -62,7 +71,7 @@ class InstanceRunner:
             storage=ctx.storage,
             emit=ctx.emit,
             service=self.name,
-            index=instance.index,
+            index=record.index,
             timings=ctx.timings,
             on_stdout=self._last_output,
         )
@@ -71,8 +80,9 @@ class InstanceRunner:
             self.executor,
             healthcheck,
             ctx.timings,
-            f"{self.name}[{instance.index}]",
+            f"{self.name}[{record.index}]",
             node=lambda: instance.network_node,
+            responsive=responsive_hook(instance),
         )
         self._scopes: dict[int, list[anyio.CancelScope]] = {}
         self._send: MemoryObjectSendStream[tuple[int, lc.Event]]
@@ -113,7 +123,7 @@ class InstanceRunner:
         old = self.lifecycle.state
         actions = self.lifecycle.handle(event)
         new = self.lifecycle.state
-        inst = self.instance
+        inst = self.record
         inst.restarts = self.lifecycle.restarts
         inst.reason = self.lifecycle.last_reason
         inst.restart_scheduled = self.lifecycle.restart_scheduled
@@ -135,14 +145,15 @@ class InstanceRunner:
 
     async def _do(self, action: lc.Action) -> None:
         assert self._tg is not None
-        index = self.instance.index
+        index = self.record.index
         match action:
             case lc.AcquireAgreement(restart=restart):
                 if restart:
                     self.ctx.emit(
                         ev.InstanceRestarted(service=self.name, index=index, attempt=restart)
                     )
-                self._spawn(self._acquire)
+                reset = action.reset
+                self._spawn(lambda attempt: self._acquire(attempt, reset))
             case lc.RunHandler(name=name):
                 if name == "start":
                     self._spawn(self._watch)
@@ -200,11 +211,19 @@ class InstanceRunner:
         self.send(lc.RestartDue())
 
     def _last_output(self, line: str) -> None:
-        self.instance.last_output = line
+        self.record.last_output = line
 
     # ------------------------------------------------------------- attempt tasks
 
-    async def _acquire(self, attempt: int) -> None:
+    async def _acquire(self, attempt: int, reset: bool) -> None:
+        if reset:  # yapapi's hook, before the instance is tried again
+            try:
+                await self.instance.reset()
+            except Exception as e:  # user code: its failure ends the instance, loudly
+                log.warning("%s: reset() failed", self.provider.name, exc_info=True)
+                self.record.exc_info = sys.exc_info()
+                self.send(lc.StopRequested(f"reset() failed: {e!r}"), attempt)
+                return
         await self.provider.acquire(self._sender(attempt))
         self.executor.last_batch = None
         self.send(lc.ActivityReady(), attempt)
@@ -227,24 +246,27 @@ class InstanceRunner:
         """Before the deploy: make the provider a node of the instance's network, at the
         address the instance keeps (reserved at its first start when none was planned). A
         failure here fails the start, like a failed deploy."""
-        inst = self.instance
-        network = inst._network
+        record = self.record
+        network = record.network
         if network is None or network.removed:
             return
-        if inst._network_address is None:
-            inst._network_address = network.reserve()
-        inst._network_node = await network.add_node(provider_id, inst._network_address)
+        if record.network_address is None:
+            record.network_address = network.reserve()
+        self.instance._network_node = await network.add_node(provider_id, record.network_address)
 
     async def _handler(self, attempt: int, name: str) -> None:
         signed = self.provider.agreement
         activity_id = self.provider.activity_id
         assert signed is not None and activity_id is not None
-        inst = self.instance
+        inst, index = self.instance, self.record.index
         inst._ctx = WorkContext(
             activity_id=activity_id,
             agreement_id=signed.agreement_id,
             provider_id=signed.provider_id,
             provider_name=signed.provider_name,
+            client=self.ctx.client,
+            emit=self.ctx.emit,
+            offer_properties=signed.agreement.offer_properties,
         )
 
         async def execute(script: Script) -> list[CommandResult]:
@@ -255,12 +277,23 @@ class InstanceRunner:
                 await self._join_network(signed.provider_id)
             await drive(getattr(inst, name)(), execute)
         except ProviderGone as e:
-            log.info("%s[%d] %s: %s", self.name, inst.index, name, e)
+            log.info("%s[%d] %s: %s", self.name, index, name, e)
+            self.record.exc_info = sys.exc_info()
             self.send(lc.ActivityUnresponsive(str(e)), attempt)
             return
         except Exception as e:  # a handler is user code: whatever it raises is its failure
             reason = str(e) or type(e).__name__
-            log.info("%s[%d] %s failed: %s", self.name, inst.index, name, reason)
+            log.info("%s[%d] %s failed: %s", self.name, index, name, reason)
+            self.record.exc_info = sys.exc_info()
             self.send(handler_event(name, reason), attempt)
             return
+        self.record.exc_info = NO_EXC
         self.send(handler_event(name, None), attempt)
+
+
+def responsive_hook(instance: Service) -> Callable[[], Awaitable[bool]] | None:
+    """The instance's own `is_activity_responsive()` when its class overrides yapapi's
+    default (which only queries the activity state, as the watcher does anyway)."""
+    if type(instance).is_activity_responsive is Service.is_activity_responsive:
+        return None
+    return instance.is_activity_responsive

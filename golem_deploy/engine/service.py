@@ -1,292 +1,92 @@
-"""The Services API users (and the compiler) program against: Service, WorkContext, Script.
+"""The Services API users (and the compiler) program against: Service and WorkContext.
 
 Shaped like yapapi 0.13 so yapapi users feel at home: a Service subclass defines
 `get_payload()` and the async generators `start()`, `run()` and `shutdown()`; each yields
-Scripts built with `self._ctx.new_script()`. The engine executes a yielded script on the
-instance's activity and sends back an awaitable of its results; every step method returns a
-`StepFuture` whose await gives that step's `CommandResult`. A failed command (non-zero exit
-or an ExeUnit error) is thrown into the generator as `CommandFailed`, so a handler may catch
-it; uncaught, the handler fails and the lifecycle decides what happens.
+Scripts (engine/script.py) built with `self._ctx.new_script()`. yapapi's hooks `reset()` and
+`is_activity_responsive()` are honoured; an override of `restart_condition` is refused by
+`run_service` (restarts follow its `restart=` policy).
 
-Size: the whole yapapi-shaped surface a user programs against (Service, Script,
-WorkContext), which yapapi users expect to find together.
+The engine keeps what it knows about an instance in an `InstanceRecord` stored under one
+private, name-mangled attribute, never in the user's namespace: a subclass may have its own
+`index`, `cost` or `healthcheck` without the engine overwriting or tripping over them. The
+public names are yapapi's (`id`, `state`, `provider_id`, `provider_name`, `cluster`,
+`network`, `network_node`, `exc_info`, `is_available`) plus `snapshot()`.
 """
 
 from __future__ import annotations
 
-import json
-import shlex
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+import uuid
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from golem_deploy.engine.config import HealthCheck, RestartPolicy
+from golem_deploy.engine import events as ev
 from golem_deploy.engine.lifecycle import ServiceState
 from golem_deploy.engine.network import DeployArgs, Network, Node
+from golem_deploy.engine.offers import LinearPricing
 from golem_deploy.engine.payload import VmPayload
+from golem_deploy.engine.script import (
+    DOWNLOAD_BYTES_LIMIT_DEFAULT,
+    BatchError,
+    BatchTimeoutError,
+    CommandFailed,
+    CommandResult,
+    Script,
+    StepFuture,
+    Storage,
+    _Step,
+)
 from golem_deploy.errors import GolemDeployError
+from golem_deploy.yagna.client import YagnaClient
+from golem_deploy.yagna.errors import YagnaError
+from golem_deploy.yagna.models import ActivityState
+from golem_deploy.yagna.models import ActivityUsage as RawUsage
 
 if TYPE_CHECKING:
+    from datetime import timedelta
+
     from golem_deploy.engine.cluster import Cluster
 
 __all__ = [
+    "DOWNLOAD_BYTES_LIMIT_DEFAULT",
+    "ActivityUsage",
     "BatchError",
     "BatchTimeoutError",
     "CommandFailed",
     "CommandResult",
+    "ExcInfo",
+    "InstanceRecord",
     "InstanceSnapshot",
     "Script",
     "Service",
     "StepFuture",
     "Storage",
     "WorkContext",
+    "_Step",
+    "record_of",
 ]
 
-DOWNLOAD_BYTES_LIMIT_DEFAULT = 1024 * 1024
-_STREAM: dict[str, Any] = {"stdout": {"stream": {}}, "stderr": {"stream": {}}}
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    """What one step of a script produced."""
-
-    index: int
-    command: str
-    return_code: int
-    stdout: str | None = None
-    stderr: str | None = None
-    message: str | None = None
-
-    @property
-    def success(self) -> bool:
-        return self.return_code == 0 and self.message is None
-
-
-class BatchError(GolemDeployError):
-    """A script (one batch of commands) did not complete; thrown INTO the handler generator
-    at its `yield`, so the handler may catch it and carry on (yapapi's BatchError)."""
-
-
-class BatchTimeoutError(BatchError):
-    """The script ran longer than its `new_script(timeout=...)` (yapapi's name)."""
-
-
-class CommandFailed(BatchError):
-    """A step of a script failed on the provider (thrown into the handler generator)."""
-
-    def __init__(self, result: CommandResult, service: str = "", index: int = -1) -> None:
-        where = f"{service}[{index}]: " if service else ""
-        detail = result.message or f"exited with code {result.return_code}"
-        stderr = (result.stderr or "").strip()
-        tail = f"\n  stderr: {stderr[-500:]}" if stderr else ""
-        super().__init__(f"{where}`{result.command}` failed: {detail}{tail}")
-        self.result = result
-
-
-class StepFuture:
-    """The eventual result of one script step; `await step` gives its CommandResult."""
-
-    def __init__(self) -> None:
-        self._done = anyio.Event()
-        self._result: CommandResult | None = None
-        self._error: BaseException | None = None
-
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    def result(self) -> CommandResult:
-        if self._error is not None:
-            raise self._error
-        if self._result is None:
-            raise RuntimeError("the step has not finished yet (yield its script first)")
-        return self._result
-
-    def _set(self, result: CommandResult) -> None:
-        self._result = result
-        self._done.set()
-
-    def _fail(self, error: BaseException) -> None:
-        self._error = error
-        self._done.set()
-
-    def __await__(self) -> Generator[Any, None, CommandResult]:
-        yield from self._done.wait().__await__()
-        return self.result()
-
-
-class Storage(Protocol):
-    """Moves files between this machine and a provider (GFTP over the bus)."""
-
-    async def publish(self, data: bytes) -> tuple[str, Callable[[], Awaitable[None]]]:
-        """Make `data` fetchable by the provider; returns (url, release)."""
-        ...
-
-    async def receive(
-        self,
-    ) -> tuple[str, Callable[[], Awaitable[bytes]], Callable[[], Awaitable[None]]]:
-        """A URL the provider can upload to; returns (url, wait_for_data, release)."""
-        ...
+#: What `sys.exc_info()` returns: the exception behind an instance's last state change.
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
+NO_EXC: ExcInfo = (None, None, None)
 
 
 @dataclass
-class _Step:
-    """One command of a script plus hooks that run before/after it (transfers)."""
+class ActivityUsage:
+    """yapapi's usage record: counter name -> value, and when yagna heard it."""
 
-    command: dict[str, Any]
-    describe: str
-    future: StepFuture = field(default_factory=StepFuture)
-    before: Callable[[Storage], Awaitable[None]] | None = None
-    after: Callable[[CommandResult], Awaitable[None]] | None = None
-    cleanup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-
-
-def timeout_seconds(timeout: timedelta | float | None) -> float | None:
-    """A script timeout as seconds: yapapi passes a timedelta, seconds are accepted too."""
-    if timeout is None:
-        return None
-    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
-    if not seconds > 0 or seconds == float("inf"):
-        raise GolemDeployError(
-            f"a script timeout must be a positive duration, got {timeout!r}",
-            hint="pass e.g. new_script(timeout=timedelta(minutes=5)) or timeout=300",
-        )
-    return seconds
-
-
-class Script:
-    """An ordered batch of commands executed on one activity in one exec call.
-
-    `timeout` (a timedelta or seconds) bounds the whole batch: past it the handler gets a
-    BatchTimeoutError thrown in at its `yield`. With `wait_for_results=False` the handler
-    resumes at once and the batch runs meanwhile (yapapi's semantics): what `yield` gives
-    back is awaitable for the results, and a failure surfaces when it is awaited."""
-
-    def __init__(
-        self,
-        ctx: WorkContext,
-        timeout: timedelta | float | None = None,
-        wait_for_results: bool = True,
-    ) -> None:
-        self._ctx = ctx
-        self.timeout: float | None = timeout_seconds(timeout)
-        self.wait_for_results = wait_for_results
-        self._steps: list[_Step] = []
-
-    @property
-    def steps(self) -> list[_Step]:
-        return self._steps
-
-    def _add(self, command: dict[str, Any], describe: str) -> _Step:
-        step = _Step(command=command, describe=describe)
-        self._steps.append(step)
-        return step
-
-    # ------------------------------------------------------------------- plain commands
-
-    def deploy(self, **kwargs: object) -> StepFuture:
-        return self._add({"deploy": kwargs}, "deploy").future
-
-    def start(self, *args: str) -> StepFuture:
-        return self._add({"start": {"args": list(args)}}, "start").future
-
-    def terminate(self) -> StepFuture:
-        return self._add({"terminate": {}}, "terminate").future
-
-    def run(self, cmd: str, *args: str, env: dict[str, str] | None = None) -> StepFuture:
-        """Run `cmd args...` on the provider; stdout/stderr are streamed and kept.
-
-        `env` is applied portably by wrapping the command in /usr/bin/env (yapapi accepts but
-        silently drops it)."""
-        argv = [cmd, *args]
-        if env:
-            argv = ["/usr/bin/env", *(f"{k}={v}" for k, v in env.items()), *argv]
-        body = {"entry_point": argv[0], "args": argv[1:], "capture": _STREAM}
-        return self._add({"run": body}, "run " + shlex.join(argv)).future
-
-    # --------------------------------------------------------------------- transfers
-
-    def upload_bytes(self, data: bytes, dst: str) -> StepFuture:
-        step = self._add({"transfer": {"from": "", "to": f"container:{dst}"}}, f"upload {dst}")
-
-        async def before(storage: Storage) -> None:
-            url, release = await storage.publish(data)
-            step.command["transfer"]["from"] = url
-            step.cleanup.append(release)
-
-        step.before = before
-        return step.future
-
-    def upload_file(self, src: str | Path, dst: str) -> StepFuture:
-        path = Path(src)
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise GolemDeployError(
-                f"cannot read {path} for upload: {e.strerror}", hint="check the upload's src"
-            ) from e
-        return self.upload_bytes(data, dst)
-
-    def upload_json(self, data: object, dst: str) -> StepFuture:
-        return self.upload_bytes(json.dumps(data).encode(), dst)
-
-    def download_bytes(
-        self,
-        src: str,
-        on_download: Callable[[bytes], Awaitable[None] | None] | None = None,
-        limit: int = DOWNLOAD_BYTES_LIMIT_DEFAULT,
-    ) -> StepFuture:
-        step = self._add({"transfer": {"from": f"container:{src}", "to": ""}}, f"download {src}")
-        wait_data: list[Callable[[], Awaitable[bytes]]] = []
-
-        async def before(storage: Storage) -> None:
-            url, wait, release = await storage.receive()
-            step.command["transfer"]["to"] = url
-            wait_data.append(wait)
-            step.cleanup.append(release)
-
-        async def after(result: CommandResult) -> None:
-            data = await wait_data[0]()
-            if len(data) > limit:
-                raise GolemDeployError(
-                    f"download of {src} is {len(data)} bytes, over the limit of {limit}"
-                )
-            if on_download is not None:
-                maybe = on_download(data)
-                if maybe is not None:
-                    await maybe
-
-        step.before = before
-        step.after = after
-        return step.future
-
-    def download_file(self, src: str, dst: str | Path) -> StepFuture:
-        target = Path(dst)
-
-        def write(data: bytes) -> None:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-
-        return self.download_bytes(src, write, limit=1 << 40)
-
-    def download_json(
-        self,
-        src: str,
-        on_download: Callable[[object], Awaitable[None] | None],
-        limit: int = DOWNLOAD_BYTES_LIMIT_DEFAULT,
-    ) -> StepFuture:
-        def parse(data: bytes) -> Awaitable[None] | None:
-            return on_download(json.loads(data))
-
-        return self.download_bytes(src, parse, limit)
+    current_usage: dict[str, float] = field(default_factory=dict)
+    timestamp: datetime | None = None
 
 
 class WorkContext:
-    """The handle a Service gets on its current activity (`self._ctx`)."""
+    """The handle a Service gets on its current activity (`self._ctx`); `id` is the
+    activity's id, as in yapapi."""
 
     def __init__(
         self,
@@ -295,17 +95,76 @@ class WorkContext:
         agreement_id: str,
         provider_id: str,
         provider_name: str,
+        client: YagnaClient | None = None,
+        emit: Callable[[ev.EngineEvent], None] | None = None,
+        offer_properties: Mapping[str, object] | None = None,
     ) -> None:
         self.activity_id = activity_id
         self.agreement_id = agreement_id
         self.provider_id = provider_id
         self.provider_name = provider_name
+        self._client = client
+        self._emit = emit
+        self._offer = dict(offer_properties or {})
+
+    def __repr__(self) -> str:
+        return f"WorkContext(id={self.id}, provider={self.provider_id})"
+
+    @property
+    def id(self) -> str:
+        return self.activity_id
 
     def new_script(
         self, timeout: timedelta | float | None = None, wait_for_results: bool = True
     ) -> Script:
         """A new script on this activity (yapapi's signature; `timeout` may be seconds)."""
         return Script(self, timeout=timeout, wait_for_results=wait_for_results)
+
+    def emit(self, event: ev.EngineEvent | type[ev.EngineEvent], **fields: Any) -> ev.EngineEvent:
+        """Hand an event to the Golem's event consumer: an event, or (as yapapi's
+        `emit(EventClass, **kwargs)`) an event class and its fields. Returns the event."""
+        made = event(**fields) if isinstance(event, type) else event
+        if self._emit is not None:
+            self._emit(made)
+        return made
+
+    def _yagna(self) -> YagnaClient:
+        if self._client is None:
+            raise GolemDeployError("this WorkContext is not attached to a running engine")
+        return self._client
+
+    async def get_raw_state(self) -> ActivityState:
+        """The activity's state as yagna reports it (raises YagnaError if it cannot)."""
+        return await self._yagna().activity_state(self.activity_id)
+
+    async def get_raw_usage(self) -> RawUsage:
+        """The activity's usage counters as yagna reports them, uninterpreted."""
+        return await self._yagna().activity_usage(self.activity_id)
+
+    def _pricing(self) -> LinearPricing | None:
+        try:
+            return LinearPricing.from_properties(self._offer)
+        except ValueError:
+            return None
+
+    async def get_usage(self) -> ActivityUsage:
+        """The usage counters by name (the agreement's usage vector), and their time."""
+        raw = await self.get_raw_usage()
+        usage = ActivityUsage(timestamp=datetime.fromtimestamp(raw.timestamp, UTC).astimezone())
+        pricing = self._pricing()
+        if raw.current_usage is not None and pricing is not None:
+            usage.current_usage = dict(zip(pricing.prices, raw.current_usage, strict=False))
+        return usage
+
+    async def get_cost(self) -> float | None:
+        """The activity's cost so far under the agreement's linear pricing (GLM, a float as
+        in yapapi); None before the provider reported any usage."""
+        raw = await self.get_raw_usage()
+        pricing = self._pricing()
+        if raw.current_usage is None or pricing is None:
+            return None
+        counters = dict(zip(pricing.prices, raw.current_usage, strict=False))
+        return float(pricing.cost(dict(counters.items())))
 
 
 @dataclass(frozen=True)
@@ -328,6 +187,65 @@ class InstanceSnapshot:
     ip: str | None = None  # the instance's address on its network (kept across restarts)
 
 
+@dataclass
+class InstanceRecord:
+    """What the engine knows about one instance, kept out of the Service's namespace.
+
+    `service`/`index` name the instance in events (index: its position in the cluster,
+    stable across providers); `network_address` is the address it keeps on every provider;
+    `exc_info` the exception behind its last state change, as yapapi's."""
+
+    id: str
+    params: Mapping[str, object] = field(default_factory=dict)
+    service: str = ""
+    index: int = 0
+    cluster: Cluster | None = None
+    state: ServiceState = ServiceState.pending
+    provider_id: str | None = None
+    provider_name: str | None = None
+    agreement_id: str | None = None
+    activity_id: str | None = None
+    started_at: datetime | None = None
+    restarts: int = 0
+    cost: Decimal = Decimal(0)
+    last_output: str = ""
+    reason: str = ""
+    restart_scheduled: bool = False
+    exc_info: ExcInfo = NO_EXC
+    network: Network | None = None
+    network_address: str | None = None
+
+    def snapshot(self) -> InstanceSnapshot:
+        return InstanceSnapshot(
+            service=self.service,
+            index=self.index,
+            state=self.state,
+            provider_id=self.provider_id,
+            provider_name=self.provider_name,
+            agreement_id=self.agreement_id,
+            activity_id=self.activity_id,
+            started_at=self.started_at,
+            restarts=self.restarts,
+            cost=self.cost,
+            last_output=self.last_output,
+            reason=self.reason,
+            restart_scheduled=self.restart_scheduled,
+            ip=self.network_address,
+        )
+
+
+_RECORD = "_Service__record"  # what `self.__record` is called inside Service
+
+
+def record_of(instance: Service) -> InstanceRecord:
+    """The engine's record of `instance` (made here if its `__init__` skipped Service's)."""
+    record = instance.__dict__.get(_RECORD)
+    if not isinstance(record, InstanceRecord):
+        record = InstanceRecord(id=str(uuid.uuid4()), service=type(instance).service_name())
+        instance.__dict__[_RECORD] = record
+    return record
+
+
 HandlerGen = AsyncGenerator[Script, object]
 
 
@@ -335,39 +253,22 @@ class Service:
     """Base class of a service; subclass it and override the handlers you need.
 
     The engine creates one object per instance (`instance_params` become keyword arguments
-    of `__init__`) and keeps it across replacements on other providers. The snapshot
-    attributes (service, index, state, provider_id, ...) are maintained by the engine.
+    of `__init__`; `_id` sets `id`, else a fresh uuid) and keeps it across replacements on
+    other providers.
+
+    Class attributes of the engine's types give `Golem.run_service` its defaults (the
+    compiler sets them from the manifest): `restart` (a RestartPolicy), `healthcheck` (a
+    HealthCheck) and `respawn_unstarted_instances` (a bool). Attributes of other types under
+    those names are the subclass's own business and are ignored.
     """
 
-    # Defaults of `Golem.run_service` for this class (the compiler sets them from the
-    # manifest): the restart policy, the health check, and whether an instance whose start
-    # failed is tried on another provider (None: yes).
-    restart: ClassVar[RestartPolicy | None] = None
-    healthcheck: ClassVar[HealthCheck | None] = None
-    respawn_unstarted_instances: ClassVar[bool | None] = None
+    _ctx: WorkContext = None  # type: ignore[assignment]  # set before any handler runs
+    _network_node: Node | None = None  # yapapi's name: the node on the current provider
 
-    def __init__(self, **params: object) -> None:
-        self.params = params
-        self._ctx: WorkContext = None  # type: ignore[assignment]  # set before any handler
-        self.cluster: Cluster | None = None
-        self.service: str = self.service_name()
-        self.index: int = 0
-        self.state: ServiceState = ServiceState.pending
-        self.provider_id: str | None = None
-        self.provider_name: str | None = None
-        self.agreement_id: str | None = None
-        self.activity_id: str | None = None
-        self.started_at: datetime | None = None
-        self.restarts: int = 0
-        self.cost: Decimal = Decimal(0)
-        self.last_output: str = ""
-        self.reason: str = ""
-        self.restart_scheduled: bool = False
-        # Set by the engine (yapapi's names): the network, the address this instance keeps
-        # across providers, and its node on the current provider (None between providers).
-        self._network: Network | None = None
-        self._network_address: str | None = None
-        self._network_node: Node | None = None
+    def __init__(self, _id: str | None = None, **params: object) -> None:
+        self.__record = InstanceRecord(
+            id=_id or str(uuid.uuid4()), params=params, service=self.service_name()
+        )
 
     @classmethod
     def service_name(cls) -> str:
@@ -379,14 +280,39 @@ class Service:
         """The payload every instance of this service runs (None: given to run_service)."""
         return None
 
+    # ------------------------------------------------------------ yapapi's properties
+
     @property
     def id(self) -> str:
-        return f"{self.service}-{self.index}"
+        """The instance's unique id (a uuid unless `_id` was given)."""
+        return record_of(self).id
+
+    @property
+    def state(self) -> ServiceState:
+        return record_of(self).state
+
+    @property
+    def provider_id(self) -> str | None:
+        return record_of(self).provider_id
+
+    @property
+    def provider_name(self) -> str | None:
+        return record_of(self).provider_name
+
+    @property
+    def cluster(self) -> Cluster | None:
+        return record_of(self).cluster
+
+    @property
+    def exc_info(self) -> ExcInfo:
+        """The exception that caused the instance's last state change (a handler raised, the
+        provider vanished), as `sys.exc_info()`; `(None, None, None)` when none did."""
+        return record_of(self).exc_info
 
     @property
     def network(self) -> Network | None:
         """The network the instance is on (``run_service(network=...)``), or None."""
-        return self._network
+        return record_of(self).network
 
     @property
     def network_node(self) -> Node | None:
@@ -394,13 +320,20 @@ class Service:
         ``.node_id``, ``.get_websocket_uri(port)``), else None."""
         return self._network_node
 
+    @property
+    def is_available(self) -> bool:
+        return self.state in (ServiceState.starting, ServiceState.running, ServiceState.stopping)
+
     def get_deploy_args(self) -> DeployArgs:
         """The ``deploy`` command's arguments: the network and hosts when on one, else {}."""
         return self._network_node.get_deploy_args() if self._network_node is not None else {}
 
-    @property
-    def is_available(self) -> bool:
-        return self.state in (ServiceState.starting, ServiceState.running, ServiceState.stopping)
+    def snapshot(self) -> InstanceSnapshot:
+        """A frozen copy of what the engine knows about this instance (index, cost,
+        restarts, reason, last output, ...)."""
+        return record_of(self).snapshot()
+
+    # ------------------------------------------------------------------- handlers
 
     async def start(self) -> HandlerGen:
         """Deploy and start the VM; override and call `async for s in super().start()`."""
@@ -420,23 +353,29 @@ class Service:
         script.terminate()
         yield script
 
-    def snapshot(self) -> InstanceSnapshot:
-        return InstanceSnapshot(
-            service=self.service,
-            index=self.index,
-            state=self.state,
-            provider_id=self.provider_id,
-            provider_name=self.provider_name,
-            agreement_id=self.agreement_id,
-            activity_id=self.activity_id,
-            started_at=self.started_at,
-            restarts=self.restarts,
-            cost=self.cost,
-            last_output=self.last_output,
-            reason=self.reason,
-            restart_scheduled=self.restart_scheduled,
-            ip=self._network_address,
-        )
+    # ---------------------------------------------------------------- yapapi hooks
+
+    async def reset(self) -> None:
+        """Runs before the instance is tried on another provider (a respawn after a failed
+        start, or a restart): put back what the handlers change. The default does nothing."""
+
+    async def is_activity_responsive(self) -> bool:
+        """Whether the activity answers (its state can be queried). Override it to check the
+        service itself: while the instance runs it is then called every `interval` of its
+        HealthCheck, and `retries` False answers in a row make the instance unhealthy."""
+        if self._ctx is None:
+            return False
+        try:
+            return bool(await self._ctx.get_raw_state())
+        except YagnaError:
+            return False
+
+    @property
+    def restart_condition(self) -> bool:
+        """Not consulted: restarts follow `run_service(restart=RestartPolicy(...))` and
+        `respawn_unstarted_instances`, and `run_service` refuses a class overriding this."""
+        return False
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.id} {self.state.value}>"
+        record = record_of(self)
+        return f"<{type(self).__name__} {record.service}[{record.index}] {record.state.value}>"

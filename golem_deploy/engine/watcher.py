@@ -1,14 +1,15 @@
 """Watching one provider attempt: is the activity still there, is the service healthy, and
 (when the lifecycle asks, after a failure) is the provider still there at all.
 
-Health is a command run on the provider, or an http/tcp probe sent from the requestor over
-the instance's VPN (engine/probe.py). These tasks only observe and report events to the
+Health is a command run on the provider, an http/tcp probe sent from the requestor over
+the instance's VPN (engine/probe.py), or the Service's own `is_activity_responsive()` when it
+overrides yapapi's. These tasks only observe and report events to the
 lifecycle; what the events mean is decided there."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 
@@ -44,8 +45,10 @@ class Watcher:
         timings: Timings,
         name: str,
         node: Callable[[], Node | None] = lambda: None,
+        responsive: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.client = client
+        self.responsive = responsive  # the service's is_activity_responsive() override
         self.node = node  # the instance's place on its network, for http/tcp probes
         self.executor = executor
         self.healthcheck = healthcheck
@@ -81,9 +84,11 @@ class Watcher:
                 now = anyio.current_time()
                 running_since = running_since if running_since is not None else now
                 due = now - running_since >= hc.start_period and now - last_check >= hc.interval
-                if hc.probes and due:
+                if (hc.probes or self.responsive is not None) and due:
                     last_check = now
-                    if hc.argv is not None:
+                    if self.responsive is not None:
+                        await self._responsive_hook(self.responsive, send)
+                    elif hc.argv is not None:
                         await self._health_command(activity_id, hc.argv, send)
                     else:
                         await self._vpn_probe(send)
@@ -125,6 +130,20 @@ class Watcher:
             send(lc.HealthCheckPassed(message or "ok"))
         else:
             send(lc.HealthCheckFailed(message or "failed"))
+
+    async def _responsive_hook(self, hook: Callable[[], Awaitable[bool]], send: Send) -> None:
+        """The service's `is_activity_responsive()`: False, an exception or no answer within
+        the check's timeout is a failed check."""
+        timeout = self.healthcheck.timeout
+        try:
+            with anyio.fail_after(timeout):
+                ok = bool(await hook())
+            message = "is_activity_responsive() returned " + str(ok)
+        except TimeoutError:
+            ok, message = False, f"is_activity_responsive() gave no answer within {timeout:g} s"
+        except Exception as e:  # user code: whatever it raises is a failed check
+            ok, message = False, f"is_activity_responsive() raised {e!r}"
+        send(lc.HealthCheckPassed(message) if ok else lc.HealthCheckFailed(message))
 
     async def _vpn_probe(self, send: Send) -> None:
         """The http or tcp probe, from the requestor over the instance's network."""

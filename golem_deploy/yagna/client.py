@@ -34,6 +34,7 @@ from golem_deploy.protocol import REQUESTOR_CODE
 from golem_deploy.yagna.errors import YagnaBadAnswer, YagnaError, YagnaUnreachable
 from golem_deploy.yagna.models import (
     ActivityState,
+    ActivityUsage,
     Agreement,
     AgreementEvent,
     Allocation,
@@ -340,6 +341,11 @@ class YagnaClient:
         path = f"{ACTIVITY}/activity/{activity_id}/state"
         data = await self._get(path, params={"timeout": timeout}, timeout=timeout + 5, retry=False)
         return ActivityState.parse(data, f"GET {path}")
+
+    async def activity_usage(self, activity_id: str, timeout: float = 5.0) -> ActivityUsage:
+        path = f"{ACTIVITY}/activity/{activity_id}/usage"
+        data = await self._get(path, params={"timeout": timeout}, timeout=timeout + 5, retry=False)
+        return ActivityUsage.parse(data, f"GET {path}")
 
     async def destroy_activity(self, activity_id: str, timeout: float = 10.0) -> None:
         await self.request(

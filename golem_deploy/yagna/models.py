@@ -20,6 +20,7 @@ from golem_deploy.yagna.errors import YagnaBadAnswer
 
 __all__ = [
     "ActivityState",
+    "ActivityUsage",
     "Agreement",
     "AgreementEvent",
     "Allocation",
@@ -352,6 +353,29 @@ class ActivityState:
                 "malformed activity state: 'state' is not [current, next]", request
             )
         return cls(pair[0], pair[1], r.opt_text("reason"), r.opt_text("errorMessage"))
+
+
+@dataclass(frozen=True)
+class ActivityUsage:
+    """The usage counters yagna last heard for an activity, ordered as the agreement's
+    `golem.com.usage.vector` (None before any was reported), at Unix second `timestamp`."""
+
+    current_usage: tuple[float, ...] | None
+    timestamp: int
+
+    @classmethod
+    def parse(cls, data: object, request: str) -> ActivityUsage:
+        r = _Reader(data, "activity usage", request)
+        raw = r.data.get("currentUsage")
+        if raw is not None and (
+            not isinstance(raw, list)
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in raw)
+        ):
+            raise YagnaBadAnswer(
+                "malformed activity usage: 'currentUsage' is not a list of numbers", request
+            )
+        usage = tuple(float(v) for v in raw) if raw is not None else None
+        return cls(usage, r.integer("timestamp"))
 
 
 @dataclass(frozen=True)

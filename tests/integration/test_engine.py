@@ -44,7 +44,7 @@ class HelloService(Service):
     async def run(self) -> AsyncIterator[Any]:
         while True:
             script = self._ctx.new_script()
-            step = script.run("/bin/echo", f"hello from {self.index}")
+            step = script.run("/bin/echo", f"hello from {self.snapshot().index}")
             yield script
             result = await step
             assert result.stdout is not None and "hello" in result.stdout
@@ -52,7 +52,7 @@ class HelloService(Service):
 
     async def shutdown(self) -> AsyncIterator[Any]:
         script = self._ctx.new_script()
-        script.run("/bin/echo", f"bye from {self.index}")
+        script.run("/bin/echo", f"bye from {self.snapshot().index}")
         yield script
 
 
@@ -73,7 +73,7 @@ async def test_two_instances_run_and_stop_with_shutdown(shared_localnet: LocalNe
             30,
             "run output of both instances",
         )
-        assert all(i.last_output.startswith("hello from") for i in cluster.instances)
+        assert all(i.snapshot().last_output.startswith("hello from") for i in cluster.instances)
         cluster.stop()
         with anyio.fail_after(60):
             await cluster.wait_finished()
@@ -123,7 +123,9 @@ async def test_start_failure_respawns_on_another_provider(localnet: Any) -> None
         assert golem.avoided_providers.keys() == {bad}
         starts = [e for e in rec.of(ev.InstanceStateChanged) if e.new is ServiceState.starting]
         assert len(starts) >= 3  # 2 instances + at least one respawn
-        assert all(i.restarts == 0 for i in cluster.instances)  # respawns are not restarts
+        assert all(
+            i.snapshot().restarts == 0 for i in cluster.instances
+        )  # respawns are not restarts
         cluster.stop()
         with anyio.fail_after(60):
             await cluster.wait_finished()
@@ -141,7 +143,7 @@ async def test_no_respawn_when_disabled(localnet: Any) -> None:
             await cluster.wait_finished()
         [instance] = cluster.instances
         assert instance.state is ServiceState.terminated
-        assert "start failed" in instance.reason
+        assert "start failed" in instance.snapshot().reason
         assert ServiceState.running not in {e.new for e in rec.of(ev.InstanceStateChanged)}
     assert_settled(rec, Decimal("5"), golem)
 
@@ -204,13 +206,13 @@ async def test_budget_is_never_exceeded(localnet: Any) -> None:
             await cluster.wait_finished()
         [instance] = cluster.instances
         assert instance.provider_id == nodes["local-provider-3"]
-        assert "over budget" in instance.reason
+        assert "over budget" in instance.snapshot().reason
         assert golem.spent <= budget
     rejected = rec.of(ev.PaymentRejected)
     assert rejected and all("over budget" in r.reason for r in rejected)
     assert golem.spent <= budget
     assert rec.of(ev.DebitNoteAccepted), "debit notes within the budget are accepted"
-    assert instance.cost == golem.spent
+    assert instance.snapshot().cost == golem.spent
 
 
 @pytest.mark.parametrize(

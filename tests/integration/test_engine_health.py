@@ -45,7 +45,7 @@ async def test_failing_health_checks_replace_the_instance(localnet: Any) -> None
     async with golem_for(info, rec) as golem:
         cluster = await golem.run_service(Probed, num_instances=1)
         [inst] = cluster.instances
-        await wait_for(lambda: inst.restarts == 1, 60, "the unhealthy instance replaced")
+        await wait_for(lambda: inst.snapshot().restarts == 1, 60, "the unhealthy instance replaced")
         await wait_for(
             lambda: (
                 inst.state is ServiceState.running
@@ -75,7 +75,7 @@ async def test_expiration_stops_cleanly(shared_localnet: LocalNetInfo) -> None:
         assert inst.state is ServiceState.terminated
         path = [e.new for e in rec.of(ev.InstanceStateChanged)]
         assert path[-2:] == [ServiceState.stopping, ServiceState.terminated]
-        assert "expiration reached" in inst.reason
+        assert "expiration reached" in inst.snapshot().reason
         assert not rec.of(ev.InstanceRestartScheduled)
     assert_settled(rec, golem.budget, golem)
 
@@ -92,7 +92,7 @@ async def test_an_idle_instance_notices_its_provider_vanishing(localnet: Any) ->
     async with golem_for(info, rec) as golem:
         cluster = await golem.run_service(IdleRestarting, num_instances=1)
         [inst] = cluster.instances
-        await wait_for(lambda: inst.restarts == 1, 90, "the instance replaced")
+        await wait_for(lambda: inst.snapshot().restarts == 1, 90, "the instance replaced")
         await wait_for(lambda: inst.state is ServiceState.running, 60, "replacement running")
         assert names[inst.provider_id or ""] == "local-provider-2"
         lost = next(e for e in rec.of(ev.InstanceStateChanged) if e.old is ServiceState.running)

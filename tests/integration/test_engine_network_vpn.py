@@ -130,7 +130,9 @@ async def test_a_replacement_takes_over_the_instances_address(localnet: Any) -> 
         network = await golem.create_network("10.30.0.0/24")
         cluster = await golem.run_service(Restarting, num_instances=1, network=network)
         [inst] = cluster.instances
-        await wait_for(lambda: inst.restarts == 1, 90, "the instance on the dead provider replaced")
+        await wait_for(
+            lambda: inst.snapshot().restarts == 1, 90, "the instance on the dead provider replaced"
+        )
         await wait_for(lambda: inst.state is ServiceState.running, 60, "replacement running")
         assert names[inst.provider_id or ""] == "local-provider-2"
         # no address was planned: it got the next free one at its first start, and kept it

@@ -71,7 +71,7 @@ async def test_upload_and_download_round_trip(
             "start with transfers done",
         )
         [inst] = cluster.instances
-        assert inst.state is ServiceState.running, inst.reason
+        assert inst.state is ServiceState.running, inst.snapshot().reason
         out = rec.output(0)
         assert json.loads(out.splitlines()[0]) == {"greeting": "hi"}
         assert str(len(BIG)) in out

@@ -8,7 +8,13 @@ from golem_deploy.compiler import health_check
 from golem_deploy.engine import HealthCheck
 from golem_deploy.engine.cluster import instance_params_list
 from golem_deploy.engine.executor import exit_code
-from golem_deploy.engine.service import CommandFailed, CommandResult, Service, WorkContext
+from golem_deploy.engine.service import (
+    CommandFailed,
+    CommandResult,
+    Service,
+    WorkContext,
+    record_of,
+)
 from golem_deploy.errors import GolemDeployError
 from golem_deploy.manifest.model import Healthcheck, Payload, RunStep, ServiceSpec
 
@@ -97,4 +103,4 @@ def test_service_snapshot_fields() -> None:
     snap = Web(port=80).snapshot()
     assert snap.service == "Web" and snap.state.value == "pending" and snap.cost == 0
     assert snap.restart_scheduled is False
-    assert Web(port=80).params == {"port": 80}
+    assert record_of(Web(port=80)).params == {"port": 80}  # kept by the engine, not on self

@@ -12,7 +12,7 @@ import pytest
 from golem_deploy.compiler import network_plan
 from golem_deploy.engine.golem import EngineError, _reserve
 from golem_deploy.engine.network import Network, NetworkError, Node
-from golem_deploy.engine.service import Service
+from golem_deploy.engine.service import Service, record_of
 from golem_deploy.manifest import load_manifest
 from golem_deploy.yagna.net import NetApi
 
@@ -87,8 +87,9 @@ def test_a_service_off_any_network_deploys_without_arguments() -> None:
 def test_a_service_on_a_network_deploys_with_its_node() -> None:
     network = _network()
     service = Service()
-    service._network = network
-    service._network_address = "192.168.0.5"
+    record = record_of(service)  # what the engine sets when it spawns the instance
+    record.network = network
+    record.network_address = "192.168.0.5"
     service._network_node = Node(network, "0xp1", "192.168.0.5")
     assert service.get_deploy_args()["net"][0]["nodeIp"] == "192.168.0.5"
     assert service.snapshot().ip == "192.168.0.5"

@@ -83,8 +83,14 @@ def test_start_failure_respawns_on_another_provider() -> None:
     m.handle(lc.ActivityReady())
     actions = failed(m, lc.StartRaised("boom"))
     assert kinds(actions) == [AvoidProvider, ReleaseActivity, AcquireAgreement]
+    assert actions[-1] == AcquireAgreement(respawn=1)
     assert m.state is S.pending and m.respawns == 1 and m.restarts == 0
     assert "boom" in m.last_reason
+
+
+def test_reset_runs_before_every_acquisition_but_the_first() -> None:
+    assert not AcquireAgreement().reset
+    assert AcquireAgreement(respawn=1).reset and AcquireAgreement(restart=1).reset
 
 
 def test_start_failure_without_respawn_terminates() -> None:
@@ -422,6 +428,7 @@ class LifecycleMachine(RuleBasedStateMachine):
                 assert action.delay == self.config.backoff * 2 ** (action.attempt - 1)
             if isinstance(action, AcquireAgreement):
                 self.acquiring = True
+                assert action.reset, "every acquisition after the first resets the instance"
                 if not isinstance(event, lc.RestartDue):
                     # a respawn: only for instances that never ran, when allowed
                     assert self.config.respawn_unstarted_instances
