@@ -23,6 +23,7 @@ from golem_deploy.engine.payload import VmPayload
 from golem_deploy.engine.service import (
     BatchError,
     BatchTimeoutError,
+    CommandExecutionError,
     CommandFailed,
     CommandResult,
     InstanceSnapshot,
@@ -36,6 +37,7 @@ __all__ = [
     "BatchError",
     "BatchTimeoutError",
     "Cluster",
+    "CommandExecutionError",
     "CommandFailed",
     "CommandResult",
     "EngineError",

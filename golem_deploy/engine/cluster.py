@@ -26,13 +26,13 @@ from golem_deploy.engine import lifecycle as lc
 from golem_deploy.engine.config import HealthCheck
 from golem_deploy.engine.context import EngineContext
 from golem_deploy.engine.market import Demand, MarketSession
-from golem_deploy.engine.network import Network
+from golem_deploy.engine.network import Network, NetworkError
 from golem_deploy.engine.payload import VmPayload
 from golem_deploy.engine.runner import InstanceRunner
 from golem_deploy.engine.service import InstanceSnapshot, Service, record_of
 from golem_deploy.errors import GolemDeployError
 
-__all__ = ["Cluster", "ServiceType", "instance_params_list"]
+__all__ = ["Cluster", "ServiceType", "instance_params_list", "reserve_addresses"]
 
 log = logging.getLogger(__name__)
 ServiceType = TypeVar("ServiceType", bound=Service, default=Service, covariant=True)
@@ -125,9 +125,21 @@ class Cluster(Generic[ServiceType]):
         self,
         num_instances: int | None = None,
         instance_params: Iterable[Mapping[str, object]] | None = None,
+        network_addresses: Sequence[str] | None = None,
     ) -> list[ServiceType]:
         """Add instances (scaling up; also to an empty or finished cluster, as yapapi).
-        Returns the new Service objects."""
+        On the cluster's network the k-th new instance takes `network_addresses[k]` when
+        given (reserved here), else the next free address. Returns the new Services."""
+        return self._spawn(num_instances, instance_params, network_addresses, ())
+
+    def _spawn(
+        self,
+        num_instances: int | None,
+        instance_params: Iterable[Mapping[str, object]] | None,
+        network_addresses: Sequence[str] | None,
+        reserved: Sequence[str],
+    ) -> list[ServiceType]:
+        """spawn_instances, with `reserved` the addresses already held for the new ones."""
         if self._tg is None or self._closed.is_set():
             raise GolemDeployError(f"cluster {self.service_name} is not running (terminated)")
         if self.expiration <= datetime.now(UTC):
@@ -136,6 +148,8 @@ class Cluster(Generic[ServiceType]):
                 hint="run_service again with a later expiration",
             )
         params = instance_params_list(num_instances, instance_params)
+        wanted = list(network_addresses or ())[: len(params)]  # yapapi ignores the rest
+        addresses = tuple(reserved) or reserve_addresses(self.network, wanted)
         if params and self._market_scope is None:
             # (again) instances to serve: a market of their own (the drafts a finished
             # market kept belong to its ended subscription)
@@ -147,15 +161,15 @@ class Cluster(Generic[ServiceType]):
             self._finished = anyio.Event()  # not finished any more: waiters wait anew
         new = []
         make: Callable[..., ServiceType] = self.service_class  # **params: the user's
-        for p in params:
+        for k, p in enumerate(params):
             instance = make(**p)
             record = record_of(instance)
             record.service = self.service_name
             record.index = len(self._runners)
             record.cluster = self
             record.network = self.network
-            if self.network is not None and record.index < len(self.network_addresses):
-                record.network_address = self.network_addresses[record.index]
+            if self.network is not None and k < len(addresses):
+                record.network_address = addresses[k]
             runner = InstanceRunner(
                 self._ctx,
                 self.market,
@@ -222,7 +236,7 @@ class Cluster(Generic[ServiceType]):
             self._tg = tg
             tg.start_soon(self._expiration_timer)
             if initial:
-                self.spawn_instances(instance_params=initial)
+                self._spawn(None, initial, None, self.network_addresses)
             else:
                 self._finished.set()
             task_status.started()
@@ -252,3 +266,24 @@ def instance_params_list(
             f"instance_params has {len(params)} entries for {num_instances} instances"
         )
     return params[:num_instances]
+
+
+def reserve_addresses(network: Network | None, addresses: Sequence[str] | None) -> tuple[str, ...]:
+    """Hold the given addresses on `network` for new instances (all or none)."""
+    if not addresses:
+        return ()
+    if network is None:
+        raise GolemDeployError("network_addresses given without a network")
+    if network.removed:
+        raise GolemDeployError(f"{network} was removed")
+    if len(set(addresses)) != len(addresses):
+        raise GolemDeployError(f"network_addresses has duplicates: {list(addresses)}")
+    reserved: list[str] = []
+    try:
+        for address in addresses:
+            reserved.append(network.reserve(address))
+    except NetworkError as e:
+        for address in reserved:
+            network.unreserve(address)
+        raise GolemDeployError(str(e)) from e
+    return tuple(reserved)

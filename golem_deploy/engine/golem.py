@@ -33,11 +33,16 @@ from anyio.abc import TaskGroup
 
 from golem_deploy.engine import events as ev
 from golem_deploy.engine import lifecycle as lc
-from golem_deploy.engine.cluster import Cluster, ServiceType, instance_params_list
+from golem_deploy.engine.cluster import (
+    Cluster,
+    ServiceType,
+    instance_params_list,
+    reserve_addresses,
+)
 from golem_deploy.engine.config import HealthCheck, PriceCaps, RestartPolicy
 from golem_deploy.engine.context import AgreementRouter, EngineContext, Providers
 from golem_deploy.engine.market import Demand, build_demand
-from golem_deploy.engine.network import Network, NetworkError
+from golem_deploy.engine.network import Network
 from golem_deploy.engine.payload import VmPayload
 from golem_deploy.engine.payments import PaymentManager, payment_platform
 from golem_deploy.engine.service import Service, Storage
@@ -463,23 +468,10 @@ def check_hooks(service_class: type[Service], healthcheck: HealthCheck | None) -
 
 def _reserve(network: Network | None, addresses: Sequence[str] | None) -> tuple[str, ...]:
     """Hold the given addresses on the network for the cluster's instances (all or none)."""
-    if not addresses:
-        return ()
-    if network is None:
-        raise EngineError("network_addresses given without a network")
-    if network.removed:
-        raise EngineError(f"{network} was removed")
-    if len(set(addresses)) != len(addresses):
-        raise EngineError(f"network_addresses has duplicates: {list(addresses)}")
-    reserved: list[str] = []
     try:
-        for address in addresses:
-            reserved.append(network.reserve(address))
-    except NetworkError as e:
-        for address in reserved:
-            network.unreserve(address)
+        return reserve_addresses(network, addresses)
+    except GolemDeployError as e:
         raise EngineError(str(e)) from e
-    return tuple(reserved)
 
 
 def _params(

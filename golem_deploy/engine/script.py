@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BatchError",
     "BatchTimeoutError",
+    "CommandExecutionError",
     "CommandFailed",
     "CommandResult",
     "Script",
@@ -75,6 +76,21 @@ class CommandFailed(BatchError):
         tail = f"\n  stderr: {stderr[-500:]}" if stderr else ""
         super().__init__(f"{where}`{result.command}` failed: {detail}{tail}")
         self.result = result
+
+    @property
+    def command(self) -> str:
+        """The step that failed (yapapi's CommandExecutionError.command)."""
+        return self.result.command
+
+    @property
+    def stderr(self) -> str | None:
+        """What the failed step wrote to stderr (yapapi's CommandExecutionError.stderr)."""
+        return self.result.stderr
+
+
+#: yapapi's name for a failed command; `.message` here is the whole error text, the
+#: ExeUnit's own message is `.result.message`.
+CommandExecutionError = CommandFailed
 
 
 class StepFuture:

@@ -167,18 +167,20 @@ async def test_provider_dying_after_running_is_replaced(localnet: Any) -> None:
         assert len(doomed) == 1, "the instances should spread over both providers"
         victim = doomed[0]
         await wait_for(
-            lambda: victim.restarts == 1, 90, "the instance on the dead provider replaced"
+            lambda: victim.snapshot().restarts == 1,
+            90,
+            "the instance on the dead provider replaced",
         )
         await wait_for(lambda: victim.state is ServiceState.running, 60, "replacement running")
         assert names[victim.provider_id or ""] == "local-provider-2"
         lost = next(
             e
             for e in rec.of(ev.InstanceStateChanged)
-            if e.index == victim.index and e.old is ServiceState.running
+            if e.index == victim.snapshot().index and e.old is ServiceState.running
         )
         # the provider vanished: no shutdown ran on it, the instance was not "stopping"
         assert lost.new in (ServiceState.unresponsive, ServiceState.terminated)
-        assert rec.of(ev.InstanceRestartScheduled)[0].index == victim.index
+        assert rec.of(ev.InstanceRestartScheduled)[0].index == victim.snapshot().index
         cluster.stop()
         with anyio.fail_after(60):
             await cluster.wait_finished()
@@ -257,7 +259,7 @@ async def test_waiting_for_a_missing_invoice_is_bounded(localnet: Any) -> None:
         await wait_for(
             lambda: cluster.instances[0].state is ServiceState.running, 60, "instance running"
         )
-        agreement = cluster.instances[0].agreement_id
+        agreement = cluster.instances[0].snapshot().agreement_id
         started = anyio.current_time()
     assert anyio.current_time() - started < 30
     assert golem.unpaid_agreements == [agreement]

@@ -206,3 +206,22 @@ async def test_a_cluster_spawns_when_empty_and_when_finished_until_terminated(
     assert later, "the finished cluster negotiated anew for its new instance"
     unsubscribed = {e.subscription_id for e in rec.of(ev.DemandUnsubscribed)}
     assert {e.subscription_id for e in rec.of(ev.DemandSubscribed)} <= unsubscribed
+
+
+async def test_spawned_instances_take_the_addresses_given_to_spawn_instances(
+    shared_localnet: LocalNetInfo,
+) -> None:
+    rec = Recorder()
+    async with golem_for(shared_localnet, rec) as golem:
+        network = await golem.create_network("192.168.31.0/24")
+        cluster = await golem.run_service(Idle, num_instances=0, network=network)
+        [inst] = cluster.spawn_instances(1, network_addresses=["192.168.31.77", "192.168.31.78"])
+        await wait_for(lambda: inst.state is ServiceState.running, 60, "running")
+        node = inst.network_node
+        assert node is not None and node.ip == "192.168.31.77"
+        assert inst.snapshot().ip == "192.168.31.77"
+        assert network.reserve("192.168.31.78") == "192.168.31.78"  # extras are not held
+        with pytest.raises(GolemDeployError, match=r"192\.168\.31\.77"):
+            cluster.spawn_instances(1, network_addresses=["192.168.31.77"])  # taken
+        await cluster.terminate()
+    assert_settled(rec, golem.budget, golem)

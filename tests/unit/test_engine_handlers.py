@@ -10,7 +10,12 @@ from typing import Any
 import anyio
 import pytest
 
-from golem_deploy.engine import BatchError, BatchTimeoutError, CommandFailed
+from golem_deploy.engine import (
+    BatchError,
+    BatchTimeoutError,
+    CommandExecutionError,
+    CommandFailed,
+)
 from golem_deploy.engine.executor import ScriptExecutor
 from golem_deploy.engine.handlers import PendingResults, drive
 from golem_deploy.engine.service import CommandResult, Script, WorkContext
@@ -46,6 +51,9 @@ def test_a_timeout_that_is_no_duration_is_refused_where_it_is_written(bad: Any) 
 def test_batch_errors_are_yapapis_hierarchy() -> None:
     assert issubclass(BatchTimeoutError, BatchError)
     assert issubclass(CommandFailed, BatchError)
+    assert CommandExecutionError is CommandFailed
+    error = CommandExecutionError(CommandResult(1, "run /bin/false", 1, None, "oops"))
+    assert (error.command, error.stderr) == ("run /bin/false", "oops")
 
 
 class SlowClient:
