@@ -82,7 +82,10 @@ class ScriptExecutor:
                             hint="see docs/engine.md (GFTP over yagna's gsb-api)",
                         )
                     await step.before(self.storage)
-            async with self.lock:
+            # a script that does not wait for its results (yapapi's wait_for_results=False)
+            # must not hold up the ones after it: it runs beside them, as in yapapi
+            lock = self.lock if script.wait_for_results else contextlib.nullcontext()
+            async with lock:
                 with anyio.move_on_after(script.timeout) as deadline:
                     results = await self._run_batch(activity_id, steps)
             if deadline.cancelled_caught:

@@ -2,14 +2,18 @@
 send the results back in, throw a failed batch in (so the handler may catch it).
 
 A script with `wait_for_results=False` runs in a task of its own while the handler goes on
-(yapapi's semantics): the handler gets back an awaitable of the results at once, and a
-BatchError of that script surfaces where it is awaited. Any other error of such a script
-(the provider vanished, yagna failed) fails the handler as it would have at the `yield`."""
+(yapapi's semantics): the handler gets back an awaitable of the results at once, and any
+error of that script surfaces where it is awaited (a vanished provider is noticed by the
+watcher anyway). The task runs where `background` puts it: the runner gives it the
+provider attempt's lifetime, so a handler that returns does not wait for it (yapapi's
+handlers do not either); without `background` the handler's own end waits for it."""
 
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Awaitable, Callable, Generator
+from functools import partial
 from typing import Any
 
 import anyio
@@ -19,7 +23,9 @@ from golem_deploy.engine.service import BatchError, CommandResult, Script
 
 __all__ = ["PendingResults", "drive", "handler_event"]
 
+log = logging.getLogger(__name__)
 Execute = Callable[[Script], Awaitable[list[CommandResult]]]
+Background = Callable[[Callable[[], Awaitable[None]]], None]
 
 
 class _Results:
@@ -36,17 +42,17 @@ class _Results:
 
 class PendingResults:
     """The results of a script still running (`wait_for_results=False`): `await` them;
-    a BatchError of the script is raised there."""
+    the script's error (a BatchError, or what ended its execution) is raised there."""
 
     def __init__(self) -> None:
         self._done = anyio.Event()
         self._results: list[CommandResult] = []
-        self._error: BatchError | None = None
+        self._error: Exception | None = None
 
     def done(self) -> bool:
         return self._done.is_set()
 
-    def _finish(self, results: list[CommandResult], error: BatchError | None) -> None:
+    def _finish(self, results: list[CommandResult], error: Exception | None) -> None:
         self._results, self._error = results, error
         self._done.set()
 
@@ -57,15 +63,18 @@ class PendingResults:
         return self._results
 
 
-async def drive(gen: object, execute: Execute) -> None:
-    """Run handler generator `gen` to its end, executing each yielded Script."""
+async def drive(gen: object, execute: Execute, background: Background | None = None) -> None:
+    """Run handler generator `gen` to its end, executing each yielded Script (those with
+    `wait_for_results=False` as tasks started by `background`)."""
     if not inspect.isasyncgen(gen):
         raise TypeError("Service handlers must be async generators yielding Scripts")
 
     async def in_background(script: Script, pending: PendingResults) -> None:
         try:
             results = await execute(script)
-        except BatchError as e:
+        except Exception as e:  # the awaiter's to handle, as a yielded script's would be
+            if not isinstance(e, BatchError):
+                log.info("a script that did not wait for its results failed: %s", e)
             pending._finish([], e)
             return
         pending._finish(results, None)
@@ -87,7 +96,7 @@ async def drive(gen: object, execute: Execute) -> None:
                     raise TypeError(f"a handler yielded {type(script).__name__}, not a Script")
                 if not script.wait_for_results:
                     to_send = PendingResults()
-                    tg.start_soon(in_background, script, to_send)
+                    (background or tg.start_soon)(partial(in_background, script, to_send))
                     continue
                 try:
                     to_send = _Results(await execute(script))

@@ -203,6 +203,11 @@ class InstanceRunner:
 
         self._tg.start_soon(task)
 
+    def _background(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """A script that does not wait for its results: it lives as long as this provider
+        attempt, not as long as the handler that yielded it."""
+        self._spawn(lambda attempt: fn())
+
     def _sender(self, attempt: int) -> Callable[[lc.Event], None]:
         return lambda event: self.send(event, attempt)
 
@@ -275,7 +280,7 @@ class InstanceRunner:
         try:
             if name == "start":
                 await self._join_network(signed.provider_id)
-            await drive(getattr(inst, name)(), execute)
+            await drive(getattr(inst, name)(), execute, background=self._background)
         except ProviderGone as e:
             log.info("%s[%d] %s: %s", self.name, index, name, e)
             self.record.exc_info = sys.exc_info()

@@ -225,3 +225,42 @@ async def test_spawned_instances_take_the_addresses_given_to_spawn_instances(
             cluster.spawn_instances(1, network_addresses=["192.168.31.77"])  # taken
         await cluster.terminate()
     assert_settled(rec, golem.budget, golem)
+
+
+class Background(Base):
+    """Starts a long command without waiting for it (yapapi's wait_for_results=False)."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.pending: Any = None
+        self.said_bye_while_sleeping = False
+
+    async def start(self) -> AsyncIterator[Any]:
+        async for script in super().start():
+            yield script
+        script = self._ctx.new_script(wait_for_results=False)
+        script.run("/bin/sleep", "120")
+        self.pending = yield script
+
+    async def shutdown(self) -> AsyncIterator[Any]:
+        script = self._ctx.new_script()
+        script.run("/bin/echo", "bye")
+        yield script  # runs beside the sleeping script, not after it
+        self.said_bye_while_sleeping = not self.pending.done()
+        async for script in super().shutdown():
+            yield script
+
+
+async def test_a_handler_returns_without_waiting_for_its_background_script(
+    shared_localnet: LocalNetInfo,
+) -> None:
+    rec = Recorder()
+    async with golem_for(shared_localnet, rec) as golem:
+        cluster = await golem.run_service(Background, num_instances=1)
+        [inst] = cluster.instances
+        await wait_for(lambda: inst.state is ServiceState.running, 60, "running")
+        assert inst.pending is not None and not inst.pending.done()  # still sleeping
+        await cluster.terminate()
+        assert inst.said_bye_while_sleeping
+        assert inst.snapshot().reason == "stop requested"  # shut down, not cancelled
+    assert_settled(rec, golem.budget, golem)

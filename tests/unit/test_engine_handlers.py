@@ -168,16 +168,35 @@ async def test_without_waiting_a_batch_error_surfaces_where_the_results_are_awai
     assert [str(e) for e in caught] == ["late"]
 
 
-async def test_without_waiting_a_vanished_provider_still_fails_the_handler() -> None:
+async def test_without_waiting_any_error_is_the_awaiters_and_none_fails_the_handler() -> None:
     class Gone(Exception):
         pass
 
+    caught: list[BaseException] = []
+
     async def handler() -> AsyncIterator[Script]:
-        yield ctx().new_script(wait_for_results=False)
-        await anyio.sleep_forever()
+        yield ctx().new_script(wait_for_results=False)  # never awaited: not our business
+        pending = yield ctx().new_script(wait_for_results=False)
+        try:
+            await pending
+        except Gone as e:
+            caught.append(e)
 
     async def execute(script: Script) -> list[CommandResult]:
         raise Gone("provider gone")
 
-    with pytest.raises(Gone):  # the error itself, not an exception group
-        await drive(handler(), execute)
+    await drive(handler(), execute)
+    assert [str(e) for e in caught] == ["provider gone"]
+
+
+async def test_a_handler_does_not_wait_for_scripts_run_elsewhere() -> None:
+    started: list[Any] = []
+
+    async def handler() -> AsyncIterator[Script]:
+        yield ctx().new_script(wait_for_results=False)
+
+    async def execute(script: Script) -> list[CommandResult]:
+        raise AssertionError("not run: the background only collected it")
+
+    await drive(handler(), execute, background=started.append)
+    assert len(started) == 1  # handed over; the handler returned without it
