@@ -83,7 +83,12 @@ class Golem:
         invoice_timeout: float = 30.0,
         storage: Storage | None = None,
         timings: Timings | None = None,
+        stream_output: bool = True,
     ) -> None:
+        """`stream_output` is yapapi's flag, accepted for porting: output is always streamed
+        here (`CommandOutput` events as it arrives) and always in the results as well, so
+        either value gives what a yapapi program expects of it."""
+        del stream_output
         try:
             self.budget = Decimal(str(budget))
         except InvalidOperation:

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from golem_deploy.engine import Cluster, HealthCheck, RestartPolicy, Service, ServiceState
+from golem_deploy.engine import Cluster, Golem, HealthCheck, RestartPolicy, Service, ServiceState
 from golem_deploy.engine import events as ev
 from golem_deploy.engine import lifecycle as lc
 from golem_deploy.engine.golem import (
@@ -271,3 +271,8 @@ def test_activity_usage_is_parsed_strictly() -> None:
 def test_a_cluster_is_subscriptable_by_its_service_class() -> None:
     annotated: Any = Cluster[Mine]
     assert annotated is not None
+
+
+def test_yapapis_stream_output_flag_is_accepted() -> None:
+    for flag in (True, False):
+        assert Golem(budget=1, stream_output=flag).budget == 1
