@@ -30,8 +30,15 @@ from golem_deploy.engine.executor import ProviderGone, ScriptExecutor
 from golem_deploy.engine.handlers import drive, handler_event
 from golem_deploy.engine.lifecycle import ServiceState
 from golem_deploy.engine.market import MarketSession, SignedAgreement
-from golem_deploy.engine.service import CommandResult, Script, Service, WorkContext
+from golem_deploy.engine.service import (
+    CommandResult,
+    ImageDownload,
+    Script,
+    Service,
+    WorkContext,
+)
 from golem_deploy.engine.watcher import Watcher
+from golem_deploy.protocol import DEPLOY_REPORTS_PROGRESS
 
 __all__ = ["ANY_ATTEMPT", "InstanceRunner"]
 
@@ -65,6 +72,8 @@ class InstanceRunner:
             index=instance.index,
             timings=ctx.timings,
             on_stdout=self._last_output,
+            on_download=self._download,
+            reports_deploy_progress=self._reports_deploy_progress,
         )
         self.watcher = Watcher(
             ctx.client,
@@ -83,6 +92,14 @@ class InstanceRunner:
     @property
     def agreement(self) -> SignedAgreement | None:
         return self.provider.agreement
+
+    def _download(self, download: ImageDownload | None) -> None:
+        self.instance._download = download
+
+    def _reports_deploy_progress(self) -> bool:
+        signed = self.provider.agreement
+        offer = signed.agreement.offer_properties if signed is not None else {}
+        return offer.get(DEPLOY_REPORTS_PROGRESS) is True
 
     def send(self, event: lc.Event, attempt: int = ANY_ATTEMPT) -> None:
         with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):

@@ -271,6 +271,16 @@ class WorkContext:
 
 
 @dataclass(frozen=True)
+class ImageDownload:
+    """How far the provider is with downloading the instance's image (its deploy step's
+    progress reports): bytes done, bytes in all (None: unknown), and the mean rate."""
+
+    done: int
+    total: int | None
+    bytes_per_s: float
+
+
+@dataclass(frozen=True)
 class InstanceSnapshot:
     """A plain copy of an instance's visible state, for the supervisor and UI."""
 
@@ -288,6 +298,7 @@ class InstanceSnapshot:
     reason: str
     restart_scheduled: bool = False  # ended on this provider, a restart will follow
     ip: str | None = None  # the instance's address on its network (kept across restarts)
+    download: ImageDownload | None = None  # while its deploy step downloads the image
 
 
 HandlerGen = AsyncGenerator[Script, object]
@@ -328,6 +339,7 @@ class Service:
         # Set by the engine (yapapi's names): the network, the address this instance keeps
         # across providers, and its node on the current provider (None between providers).
         self._network: Network | None = None
+        self._download: ImageDownload | None = None  # set by the engine during deploy
         self._network_address: str | None = None
         self._network_node: Node | None = None
 
@@ -398,6 +410,7 @@ class Service:
             reason=self.reason,
             restart_scheduled=self.restart_scheduled,
             ip=self._network_address,
+            download=self._download,
         )
 
     def __repr__(self) -> str:

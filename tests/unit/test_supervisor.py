@@ -54,6 +54,7 @@ class FakeInstance:
     reason: str = ""
     restart_scheduled: bool = False
     ip: str | None = None
+    download: None = None
 
     def snapshot(self) -> InstanceSnapshot:
         return InstanceSnapshot(
