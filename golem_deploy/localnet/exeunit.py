@@ -39,6 +39,7 @@ from golem_deploy.localnet.exeunit_batch import Batch
 from golem_deploy.localnet.exeunit_commands import ExeUnitCommands
 from golem_deploy.localnet.exeunit_vpn import ActivityVpn
 from golem_deploy.localnet.gsb import CALL_BAD_REQUEST, GsbClient, GsbError, IncomingCall
+from golem_deploy.localnet.rootfs import RootFs
 from golem_deploy.localnet.sandbox import Sandbox
 from golem_deploy.localnet.vpn_host import VpnHost
 
@@ -91,6 +92,7 @@ class ExeUnit(ExeUnitCommands):
         self._batches: dict[str, Batch] = {}
         self._sandbox: Sandbox | None = None
         self._image_digest: str | None = None  # the cached image the sandbox uses
+        self._rootfs: RootFs | None = None  # the deployed root (its entrypoint)
         self._vpn = ActivityVpn(config.vpn, config.provider_id, config.work_dir)
         self._env: dict[str, str] = {}
         self._ready_ops = 0  # run/transfer commands in flight in state Ready
