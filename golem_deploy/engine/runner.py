@@ -145,6 +145,7 @@ class InstanceRunner:
                     old=old,
                     new=new,
                     reason=self.lifecycle.transition_reason,
+                    final=self.lifecycle.final,
                 )
             )
         for action in actions:

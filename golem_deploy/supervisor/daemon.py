@@ -149,10 +149,10 @@ class Supervisor:
             record = {"kind": type(event).__name__, **to_plain(event, self.redactor)}
         self.publish(record)
         match event:
-            case ev.InstanceRestartScheduled(service=service, index=index):
-                self.feed(dm.RestartScheduled(service, index))
-            case ev.InstanceStateChanged(service=service, index=index, new=new, reason=why):
-                self.feed(dm.InstanceChanged(service, index, new, why))
+            case ev.InstanceStateChanged(
+                service=service, index=index, new=new, reason=why, final=final
+            ):
+                self.feed(dm.InstanceChanged(service, index, new, why, final))
         line = log_line(event)
         if line is not None:
             service, index, stream, text = line

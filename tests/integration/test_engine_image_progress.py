@@ -60,9 +60,7 @@ async def half_then_wait(image: Path, gate: anyio.Event) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-def test_a_starting_instance_reports_its_image_download(
-    localnet: object, tmp_path: Path
-) -> None:
+def test_a_starting_instance_reports_its_image_download(localnet: object, tmp_path: Path) -> None:
     # An image no cache has seen: a random file makes its hash unique.
     (tmp_path / "tree" / "etc").mkdir(parents=True)
     (tmp_path / "tree" / "etc" / "unique").write_bytes(os.urandom(64))
