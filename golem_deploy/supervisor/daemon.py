@@ -128,7 +128,16 @@ class Supervisor:
                 stream.close()
 
     def subscribe(self, stream: MemoryObjectSendStream[dict[str, Any]]) -> None:
+        if self.done.is_set():
+            stream.close()  # nothing more will be published: the reader gets the end
+            return
         self._subscribers.append(stream)
+
+    def end_streams(self) -> None:
+        """No record follows: end every /events stream after what it already holds."""
+        for stream in self._subscribers:
+            stream.close()
+        self._subscribers.clear()
 
     def note(self, kind: str, **fields: object) -> None:
         """Journal a supervisor record and publish it."""
@@ -242,9 +251,10 @@ class Supervisor:
                 await self._lifecycle()
             finally:
                 self.done.set()
+                self.end_streams()
                 with anyio.CancelScope(shield=True):
-                    # Let `down` clients see the final state before the socket goes away.
-                    await anyio.sleep(0.3)
+                    # Each /events reader gets the records still queued, then the end of
+                    # its stream; cleanup waits (bounded) for those handlers to finish.
                     await runner.cleanup()
                 self.folder.socket.unlink(missing_ok=True)
                 tg.cancel_scope.cancel()
