@@ -141,6 +141,7 @@ def _dying_everywhere(tmp_path: Path) -> tuple[dict[str, Path], dict[str, Any]]:
     return triggers, {name: {"die_when": str(path)} for name, path in triggers.items()}
 
 
+@pytest.mark.slow  # `down` waits out yagna's timeouts for the dead provider (as row 4b)
 def test_vpn_provider_dying_mid_download_closes_the_connection(cli: Cli, tmp_path: Path) -> None:
     triggers, faults = _dying_everywhere(tmp_path)
     scenario = _served(tmp_path, cli, "vpnrow-download", faults=faults)
