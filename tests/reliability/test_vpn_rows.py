@@ -1,4 +1,5 @@
-"""VPN rows of the fault matrix: forwarded ports when a provider or the supervisor dies.
+"""VPN rows V1 and V2 of the fault matrix (docs/reliability.md): forwarded ports when a
+provider or the supervisor dies.
 
 - A provider vanishes mid-download through a forwarded port: the client sees its connection
   closed (reset or EOF), never a hang, and new connections reach the other instance within
