@@ -160,9 +160,11 @@ class TcpProxy:
                 scopes.discard(departed)
                 if not scopes:
                     self._open.pop(ip, None)
-                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                    await client.aclose()  # the client first: it must not wait for yagna
-                    await ws.close()
+                with anyio.CancelScope(shield=True):
+                    with contextlib.suppress(Exception):
+                        await client.aclose()  # the client first: it must not wait for yagna
+                    with contextlib.suppress(Exception):
+                        await ws.close()
 
     async def _connect(self) -> tuple[str, aiohttp.ClientWebSocketResponse] | None:
         for ip in self._candidates():
