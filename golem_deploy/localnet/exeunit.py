@@ -142,6 +142,10 @@ class ExeUnit(ExeUnitCommands):
                 self._ended_at = time.monotonic()
             if self._sandbox is not None:
                 self._sandbox.kill_now()
+            # A vanished activity never runs shutdown: its interfaces (and with them its
+            # network namespace, which their descriptors keep alive) would stay in the host.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await self._vpn.leave()
             self._bus = None
             self._stopped.set()
 
@@ -174,6 +178,7 @@ class ExeUnit(ExeUnitCommands):
         """Die like a crashed provider: kill processes, drop the connection, say nothing."""
         self._vanished = True
         self._ended_at = time.monotonic()
+        self._vpn.cut()  # before the kill: a crashed machine sends no last frames
         if self._sandbox is not None:
             self._sandbox.kill_now()
         if self._bus is not None:
