@@ -310,14 +310,8 @@ def finish_down(deployment: DeploymentDir, *, progress: Progress) -> None:
 def missing_invoices(deployment: DeploymentDir) -> list[str]:
     """The last run's agreements whose provider never sent an invoice (the supervisor gave
     up waiting for it): worth telling, since their last debit notes are all that was paid."""
-    lines: list[str] = []
-    for record in journal.read(deployment.journal):
-        if record["kind"] == "DeploymentStarted":
-            lines = []
-        elif record["kind"] == "InvoiceMissing":
-            agreement = str(record.get("agreement_id"))[:12]
-            lines.append(
-                f"  no invoice arrived for agreement {agreement}… within "
-                f"{record.get('waited')}s; its accepted debit notes cover the work"
-            )
-    return lines
+    return [
+        f"  no invoice arrived for agreement {agreement[:12]}… within {waited}s; "
+        "its accepted debit notes cover the work"
+        for agreement, waited in journal.load(deployment.journal).invoices_missing
+    ]
