@@ -49,6 +49,7 @@ class Held:
     # The private local network's state folder: its own pid files there name every
     # process it started, which is what `golem_deploy.localnet.stop` ends.
     localnet_dir: str | None = None
+    localnet_providers: int | None = None  # how many providers it was started with
     networks: dict[str, str] = field(default_factory=dict)  # VPN id -> cidr, not yet removed
     instance_ips: dict[tuple[str, int], str] = field(default_factory=dict)
     services: list[tuple[str, int]] = field(default_factory=list)  # (name, instances)
@@ -162,6 +163,8 @@ def apply(held: Held, rec: Mapping[str, Any]) -> Held:
         held.api_url = rec.get("api_url", held.api_url)
     elif kind == "LocalnetStarting" or kind == "LocalnetStarted":
         held.localnet_dir = rec.get("state_dir", held.localnet_dir)
+        if isinstance(rec.get("providers"), int):
+            held.localnet_providers = rec["providers"]
         if rec.get("api_url"):
             held.api_url = rec["api_url"]
     elif kind == "LocalnetStopped":
@@ -314,6 +317,7 @@ _CODECS: dict[str, _Codec] = {
     ),
     "activities": _DICT,
     "localnet_dir": _PLAIN,
+    "localnet_providers": _PLAIN,
     "networks": _DICT,
     "instance_ips": _instance_rows(_same),
     "services": (
