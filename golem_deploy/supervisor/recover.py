@@ -290,6 +290,14 @@ def release(
                 "an app key is needed to release them",
                 hint="set YAGNA_APPKEY (the same key `up` used) and run `golem-deploy down` again",
             )
+        if reach.refuses(api_url):
+            # Each release would only fail in turn; the journal keeps them all for later.
+            raise RecoveryError(
+                f"yagna at {api_url} refuses connections: nothing could be released; "
+                + "; ".join(held.summary())
+                + " are still held",
+                hint="start your yagna again (same data dir) and run `golem-deploy down` again",
+            )
         problems += anyio.run(
             _release_market, held, api_url, app_key, journal, progress, invoice_wait
         )

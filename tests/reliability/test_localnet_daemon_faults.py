@@ -23,7 +23,9 @@ import pytest
 from _cli_helpers import Cli, wait_until
 from _harness import Scenario, service
 
+from golem_deploy import localnet
 from golem_deploy.localnet.records import process_matches, read_pid_file
+from golem_deploy.supervisor import journal
 
 pytestmark = [pytest.mark.localnet, pytest.mark.timeout(420)]
 
@@ -78,3 +80,36 @@ def test_row13_down_with_the_requestor_yagna_dead_goes_to_recovery_at_once(
     assert terminated and all(r.get("reason") == "terminated" for r in terminated), terminated
     print(f"row13: down with the requestor yagna dead took {took:.1f}s")
     scenario.audit()
+
+
+def test_row13b_down_with_your_own_yagna_dead_fails_fast_and_says_so(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """On your own yagna nothing can be released while it is dead: `down` stops the
+    supervisor at once, says what is still held and how to go on, and exits 1 -- the
+    journal keeps everything for the `down` after yagna is back (the crash path)."""
+    state_dir = cli.home / "your-yagna"
+    info = localnet.start(state_dir, providers=3, timeout=90.0)
+    try:
+        cli.env.update(info.env())
+        scenario = Scenario.create(cli, tmp_path, "row13b", {"app": service(instances=1)})
+        up = scenario.up()
+        assert up.returncode == 0, up.stdout + up.stderr
+        _kill_requestor_daemon(state_dir)
+
+        started = time.monotonic()
+        down = scenario.down()
+        took = time.monotonic() - started
+
+        assert down.returncode == 1, down.stdout + down.stderr
+        assert "Traceback" not in down.stderr, down.stderr
+        assert "refuses connections" in down.stdout, down.stdout
+        assert f"yagna at {info.api_url} refuses connections" in down.stderr, down.stderr
+        assert "start your yagna again" in down.stderr, down.stderr
+        assert took < DOWN_BOUND, f"down took {took:.1f}s:\n{down.stdout}"
+        assert not scenario.status()["supervisor"]["alive"]
+        held = journal.fold(scenario.journal())
+        assert held.agreements and held.allocations, held.summary()  # kept for later
+        print(f"row13b: down with your yagna dead took {took:.1f}s")
+    finally:
+        localnet.stop(state_dir)
