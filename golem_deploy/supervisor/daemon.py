@@ -89,7 +89,11 @@ class Supervisor:
         self.providers = providers
         self.faults = faults
         self.journal = journal
-        self.logs = InstanceLogs(folder.logs, redactor=redactor)
+        self.logs = InstanceLogs(
+            folder.logs,
+            redactor=redactor,
+            rotation={name: spec.logs for name, spec in manifest.services.items()},
+        )
         self.redactor = redactor
         self.waves = [
             [(name, manifest.services[name].instances) for name in wave]
