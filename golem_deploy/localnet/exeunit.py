@@ -156,6 +156,7 @@ class ExeUnit(ExeUnitCommands):
                 await self._stopped.wait()
             return
         self._shutdown_started = True
+        self._epoch += 1  # commands still finishing (cancelled below) change no state now
         try:
             self._update_cpu()  # before the kill: processes still running are counted
             await self._stop_everything()
