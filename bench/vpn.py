@@ -183,7 +183,7 @@ def main() -> None:
     }
     result["loopback_http_ms"] = stats([s * 1000 for s in lo_http], digits=2)
     result["vpn_download_mb_s"] = {
-        **stats([args.mb / s for s in vpn_big], digits=2),
+        **stats([args.mb / s for s in vpn_big], digits=3),
         "ratio": ratio(vpn_big, lo_big),
     }
     result["loopback_download_mb_s"] = stats([args.mb / s for s in lo_big], digits=1)
