@@ -10,6 +10,7 @@ in it (the server); see test_localnet_yapapi.py for how yapapi and the network a
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -36,6 +37,8 @@ def image(tmp_path: Path) -> Gvmi:
     """The test image plus perl: the service's HTTP server (the image has no python)."""
     if not mksquashfs_available():
         pytest.skip("needs squashfs-tools to build the service's image")
+    if shutil.which("perl") is None:
+        pytest.skip("needs perl on this machine to put into the service's image")
     return build_gvmi(tmp_path / "image", ImageConfig(workdir="/golem/work"), (*TOOLS, "perl"))
 
 
