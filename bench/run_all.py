@@ -4,7 +4,8 @@ Invoked by bench/run. Each benchmark prints its own full JSON (median/min/max/sa
 this collects them and prints, as the last line, the medians the issue asks for:
 up_1_s, up_10_s, up_100_s, up_1_cold_s, down_100_s, help_ms, status_json_ms,
 validate_one_ms, validate_1000_s, supervisor_rss_mb_100, supervisor_cpu_pct_100,
-score_10000_offers_s, cores (plus a few more: down_1_s, down_10_s, status_json_ms_100, ...);
+score_10000_offers_s, vpn_http_p50_ms, vpn_download_mb_s (beside their loopback floor),
+cores (plus a few more: down_1_s, down_10_s, status_json_ms_100, ...);
 each timed figure's ratio to the yardstick measured alternately with it (`*_ratio`, see
 _yardstick.py), the yardsticks themselves (python_pass_ms, yagna_roundtrip_s), the race
 against yapapi (vs_yapapi_*), and where it ran: commit, load_start, load_end.
@@ -82,9 +83,12 @@ def main() -> None:
             "supervisor_cost.py", "--seconds", "20" if q else "60", "--status-rounds", "5"
         ),
         "vs_yapapi": bench("vs_yapapi.py", "--rounds", "1" if q else "3"),
+        "vpn": bench(
+            "vpn.py", "--http-rounds", "10" if q else "30", "--download-rounds", "1" if q else "2"
+        ),
     }
     ud, sup, cli = results["up_down"], results["supervisor"], results["cli"]
-    vs = results["vs_yapapi"]
+    vs, vpn = results["vs_yapapi"], results["vpn"]
     if q:
         ud["up"]["100"] = {"median": sup["up_s"], "ratio": sup["up_ratio"]}
         ud["down"]["100"] = {"median": sup["down_s"], "ratio": sup["down_ratio"]}
@@ -125,6 +129,13 @@ def main() -> None:
             for w in ("up", "down")
             for n in ("1", "10")
         },
+        # A forwarded port of a deployment (the Golem VPN) and its floor, direct loopback.
+        "vpn_http_p50_ms": vpn["vpn_http_ms"]["median"],
+        "vpn_download_mb_s": vpn["vpn_download_mb_s"]["median"],
+        "loopback_http_p50_ms": vpn["loopback_http_ms"]["median"],
+        "loopback_download_mb_s": vpn["loopback_download_mb_s"]["median"],
+        "vpn_http_ratio": vpn["vpn_http_ms"]["ratio"],
+        "vpn_download_ratio": vpn["vpn_download_mb_s"]["ratio"],
         "cores": results["market"]["cores"],
         "quick": q,
         "load_avg_1m": round(os.getloadavg()[0], 2),

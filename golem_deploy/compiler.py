@@ -48,6 +48,7 @@ from golem_deploy.manifest.network import hosts, instance_addresses
 from golem_deploy.protocol import LOCAL_IMAGE
 
 LOCAL_IMAGE_PROPERTY = LOCAL_IMAGE
+START_ENTRYPOINT = "start-entrypoint"  # the capability, and the `start` argument asking for it
 """Demand property with local.image's absolute path (read by the local network's provider)."""
 
 __all__ = [
@@ -125,9 +126,16 @@ class ManifestService(Service):
         return script
 
     async def start(self) -> AsyncGenerator[Script, Any]:
-        """Deploy and start the VM, then the manifest's start steps."""
-        async for script in super().start():
+        """Deploy and start the VM (with the `start-entrypoint` capability: and the image's
+        entrypoint, as the VM runs it), then the manifest's start steps."""
+        if START_ENTRYPOINT in self.spec.payload.capabilities:
+            script = self._ctx.new_script()
+            script.deploy(**self.get_deploy_args())
+            script.start(START_ENTRYPOINT)
             yield script
+        else:
+            async for script in super().start():
+                yield script
         if self.spec.start:
             yield self._script(self.spec.start)
 
@@ -507,7 +515,19 @@ def _export_class(cls_name: str, spec: ServiceSpec, folder: Path, *, networked: 
             '            args["hosts"] = HOSTS\n',
             "        return args\n",
         ]
-    if spec.start:
+    if START_ENTRYPOINT in p.capabilities:
+        lines += [
+            "\n",
+            "    async def start(self):\n",
+            "        script = self._ctx.new_script()  # deploy, start the VM and its entrypoint\n",
+            "        script.deploy(**self.get_deploy_args())\n",
+            f"        script.start({START_ENTRYPOINT!r})\n",
+            "        yield script\n",
+        ]
+        if spec.start:
+            lines += _export_steps(spec.start, bool(spec.env), folder, indent=8)
+            lines.append("        yield script\n")
+    elif spec.start:
         lines += [
             "\n",
             "    async def start(self):\n",

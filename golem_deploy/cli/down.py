@@ -1,8 +1,9 @@
 """`golem-deploy down`: stop a deployment and release everything it holds.
 
 A live supervisor is asked for a graceful down (its progress printed as it happens) and
-forced past the timeout; then whatever its journal still lists is released (the only way
-after a crash). The rules live in supervisor/control.py and supervisor/recover.py.
+forced past the timeout -- or at once when the deployment's yagna refuses connections, since
+then nothing graceful can happen; then whatever its journal still lists is released (the
+only way after a crash). The rules live in supervisor/control.py and supervisor/recover.py.
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ def down(
                 on_record=show,
                 on_forcing=lambda: out.print(
                     "[red]the supervisor did not finish in time; forcing[/]"
+                ),
+                on_yagna_dead=lambda url: out.print(
+                    f"[red]yagna at {url} refuses connections: a graceful stop cannot release "
+                    "anything; stopping the supervisor and recovering from the journal[/]",
+                    highlight=False,
                 ),
             )
     finish_down(deployment, out)

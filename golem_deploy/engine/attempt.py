@@ -20,6 +20,7 @@ from golem_deploy.engine import lifecycle as lc
 from golem_deploy.engine.context import EngineContext
 from golem_deploy.engine.market import AgreementFailed, MarketSession, SignedAgreement
 from golem_deploy.engine.service import Service, record_of
+from golem_deploy.protocol import ActivityStateName
 from golem_deploy.yagna.errors import YagnaError
 
 __all__ = ["ProviderAttempt"]
@@ -124,7 +125,7 @@ class ProviderAttempt:
         if activity_id is not None:
             with anyio.move_on_after(patience):
                 try:
-                    await ctx.client.destroy_activity(activity_id, timeout=patience)
+                    await self._destroy(activity_id, patience)
                     destroyed = True
                 except YagnaError as e:
                     log.info("destroy activity %s: %s", activity_id, e)
@@ -160,6 +161,22 @@ class ProviderAttempt:
             lost = await self._confirm_lost(activity_id)
             if lost:
                 self._ended(activity_id, abandoned=True)
+
+    async def _destroy(self, activity_id: str, patience: float) -> None:
+        """DELETE the activity and return once yagna records it Terminated.
+
+        yagna's provider side answers a DELETE only when its 750 ms database poll sees the
+        activity Terminated, though the provider ends it in a fraction of that: so the
+        DELETE waits briefly, then the activity's state is asked (yagna records the answer),
+        and only if that does not say Terminated in time, a plain waiting DELETE follows."""
+        client, t = self.ctx.client, self.ctx.timings
+        if await client.request_destroy(activity_id, t.destroy_wait):
+            return
+        with anyio.move_on_after(t.destroy_confirm):
+            while (await client.activity_state(activity_id)).state != ActivityStateName.TERMINATED:
+                await anyio.sleep(t.destroy_poll)
+            return
+        await client.destroy_activity(activity_id, timeout=patience)
 
     async def _leave_network(self, patience: float) -> None:
         """Take the provider off the instance's network (best effort, bounded: a node left

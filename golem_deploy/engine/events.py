@@ -171,6 +171,7 @@ class InstanceStateChanged(EngineEvent):
     old: ServiceState
     new: ServiceState
     reason: str
+    final: bool = False  # the instance ended for good (no restart will follow)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -22,6 +23,7 @@ from golem_deploy.engine.service import (
     BatchTimeoutError,
     CommandFailed,
     CommandResult,
+    ImageDownload,
     Script,
     Storage,
     _Step,
@@ -55,6 +57,8 @@ class ScriptExecutor:
         index: int,
         timings: Timings,
         on_stdout: Callable[[str], None] = lambda line: None,
+        on_download: Callable[[ImageDownload | None], None] = lambda download: None,
+        reports_deploy_progress: Callable[[], bool] = lambda: False,
     ) -> None:
         self.client = client
         self.storage = storage
@@ -63,6 +67,8 @@ class ScriptExecutor:
         self.index = index
         self.timings = timings
         self.on_stdout = on_stdout
+        self.on_download = on_download
+        self.reports_deploy_progress = reports_deploy_progress
         self.lock = anyio.Lock()
         self.last_batch: str | None = None  # of the current activity
 
@@ -133,7 +139,7 @@ class ScriptExecutor:
         client, t = self.client, self.timings
         for tries_left in range(t.exec_tries - 1, -1, -1):
             try:
-                batch_id = await client.exec(activity_id, [s.command for s in steps])
+                batch_id = await client.exec(activity_id, self._commands(steps))
                 self.last_batch = batch_id
                 break
             except YagnaError as e:
@@ -142,6 +148,7 @@ class ScriptExecutor:
                 await self._check_gone(activity_id, e)
         streamed: dict[int, dict[str, str]] = {}
         stream_done = anyio.Event()
+        download = _DownloadRate()
 
         async def stream() -> None:
             """Live output over SSE; best effort (the poll below is authoritative)."""
@@ -157,6 +164,9 @@ class ScriptExecutor:
                                 command=steps[rt.index].describe,
                             )
                         )
+                    elif rt.kind == "progress" and rt.progress is not None:
+                        if steps[rt.index].describe == "deploy":
+                            self.on_download(download.update(*rt.progress))
                     elif rt.kind in ("stdout", "stderr") and rt.text:
                         self._output(rt.kind, rt.text)
                         buf = streamed.setdefault(rt.index, {})
@@ -168,6 +178,8 @@ class ScriptExecutor:
             except YagnaError as e:
                 log.debug("exec stream %s: %s", batch_id, e)
             finally:
+                if download.started:
+                    self.on_download(None)
                 stream_done.set()
 
         results: list[ExeResult] = []
@@ -181,6 +193,19 @@ class ScriptExecutor:
                 raise group.exceptions[0] from None
             raise
         return [self._result(r, steps, streamed) for r in results if r.index < len(steps)]
+
+    def _commands(self, steps: list[_Step]) -> list[dict[str, Any]]:
+        """The batch as sent: a deploy asks for progress reports (once a second) when the
+        provider's offer says it sends them and the script did not ask itself."""
+        commands = [s.command for s in steps]
+        if not self.reports_deploy_progress():
+            return commands
+        return [
+            {"deploy": {"progress": {"updateInterval": "1s"}, **c["deploy"]}}
+            if isinstance(c.get("deploy"), dict)
+            else c
+            for c in commands
+        ]
 
     async def _poll(
         self,
@@ -283,6 +308,23 @@ class ScriptExecutor:
             lines = [ln for ln in text.splitlines() if ln.strip()]
             if lines:
                 self.on_stdout(lines[-1][-200:])
+
+
+class _DownloadRate:
+    """Turns a deploy's (done, total) reports into ImageDownload with the mean rate since
+    the first report."""
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+        self._first_done = 0
+
+    def update(self, done: int, total: int | None) -> ImageDownload:
+        now = time.monotonic()
+        if self.started is None:
+            self.started, self._first_done = now, done
+        elapsed = now - self.started
+        rate = (done - self._first_done) / elapsed if elapsed > 0 else 0.0
+        return ImageDownload(done=done, total=total, bytes_per_s=max(rate, 0.0))
 
 
 def exit_code(message: str | None) -> int:

@@ -13,6 +13,11 @@ chunked end, a reply per request) or when it closes its own side -- which closes
 yagna's. Protocols that end a response by closing the connection (HTTP/1.0 without
 Content-Length) therefore wait for the client's timeout.
 
+The same limit would leave a client hanging forever when an instance's provider vanishes
+mid-connection: nothing closes the WebSocket, and no byte ever comes. So the proxy watches
+``targets()`` while connections are open, and aborts (TCP reset, so no protocol mistakes it
+for a complete answer) every connection whose instance is no longer listed as running.
+
 This is yapapi's ``LocalHttpProxy`` for any TCP protocol; the supervisor runs one per
 forwarded port, and Python users can run it themselves::
 
@@ -25,6 +30,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
+import struct
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -41,6 +48,9 @@ __all__ = ["PortInUse", "ProxyStats", "TcpProxy"]
 log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
+DEPARTED_POLL = 0.5
+"""Seconds between looks at ``targets()`` for instances that stopped running while
+connections to them are open (an instance needs far longer to be replaced at its address)."""
 
 
 class PortInUse(GolemDeployError):
@@ -52,6 +62,7 @@ class ProxyStats:
     accepted: int = 0
     refused: int = 0  # closed at once: no running instance could be reached
     active: int = 0
+    aborted: int = 0  # reset because their instance stopped running
 
 
 class TcpProxy:
@@ -70,6 +81,7 @@ class TcpProxy:
         self.targets = targets
         self.stats = ProxyStats()
         self._next = 0
+        self._open: dict[str, set[anyio.CancelScope]] = {}  # per target address
 
     async def serve(
         self,
@@ -90,10 +102,23 @@ class TcpProxy:
                 f"cannot listen on {host}:{host_port}: {e.strerror or e}",
                 hint="another program uses that port: pick another one in `ports`",
             ) from e
-        async with listener:
+        async with listener, anyio.create_task_group() as tg:
             bound = listener.extra(anyio.abc.SocketAttribute.local_port)
+            tg.start_soon(self._abort_departed)
             task_status.started(bound)
             await listener.serve(self._handle)
+
+    async def _abort_departed(self) -> None:
+        """Abort the open connections of every instance that left ``targets()``."""
+        while True:
+            await anyio.sleep(DEPARTED_POLL)
+            if not self._open:
+                continue
+            running = set(self.targets())
+            for ip, scopes in self._open.items():
+                if ip not in running:
+                    for scope in scopes:
+                        scope.cancel()
 
     def _candidates(self) -> list[str]:
         """Every running target once, starting with the next in round-robin order."""
@@ -107,33 +132,56 @@ class TcpProxy:
     async def _handle(self, client: SocketStream) -> None:
         self.stats.accepted += 1
         async with client:
-            ws = await self._connect()
-            if ws is None:
+            connected = await self._connect()
+            if connected is None:
                 self.stats.refused += 1
                 return
+            ip, ws = connected
+            departed = anyio.CancelScope()  # cancelled when the instance stops running
+            self._open.setdefault(ip, set()).add(departed)
             self.stats.active += 1
             try:
-                async with anyio.create_task_group() as tg:
+                with departed:
+                    async with anyio.create_task_group() as tg:
 
-                    async def until_closed(pipe: Awaitable[None]) -> None:
-                        await pipe
-                        tg.cancel_scope.cancel()  # one side is done: so is the connection
+                        async def until_closed(pipe: Awaitable[None]) -> None:
+                            await pipe
+                            tg.cancel_scope.cancel()  # one side is done: so is the connection
 
-                    tg.start_soon(until_closed, _to_vpn(client, ws))
-                    tg.start_soon(until_closed, _from_vpn(ws, client))
+                        tg.start_soon(until_closed, _to_vpn(client, ws))
+                        tg.start_soon(until_closed, _from_vpn(ws, client))
+                if departed.cancel_called:
+                    log.info("%s:%d stopped running: connection reset", ip, self.port)
+                    self.stats.aborted += 1
+                    _reset_on_close(client)
             finally:
                 self.stats.active -= 1
-                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                    await ws.close()
+                scopes = self._open.get(ip, set())
+                scopes.discard(departed)
+                if not scopes:
+                    self._open.pop(ip, None)
+                with anyio.CancelScope(shield=True):
+                    with contextlib.suppress(Exception):
+                        await client.aclose()  # the client first: it must not wait for yagna
+                    with contextlib.suppress(Exception):
+                        await ws.close()
 
-    async def _connect(self) -> aiohttp.ClientWebSocketResponse | None:
+    async def _connect(self) -> tuple[str, aiohttp.ClientWebSocketResponse] | None:
         for ip in self._candidates():
             try:
                 with anyio.fail_after(15):
-                    return await self.api.connect_tcp(self.network_id, ip, self.port)
+                    return ip, await self.api.connect_tcp(self.network_id, ip, self.port)
             except (aiohttp.ClientError, YagnaError, TimeoutError) as e:
                 log.info("forward to %s:%d failed (%s), trying the next", ip, self.port, e)
         return None
+
+
+def _reset_on_close(client: SocketStream) -> None:
+    """Make closing ``client`` a TCP reset (SO_LINGER 0): an aborted transfer must not look
+    like a finished one to a protocol that ends its answer by closing."""
+    raw = client.extra(anyio.abc.SocketAttribute.raw_socket)
+    with contextlib.suppress(OSError):
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 async def _to_vpn(client: SocketStream, ws: aiohttp.ClientWebSocketResponse) -> None:

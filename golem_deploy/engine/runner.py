@@ -34,12 +34,14 @@ from golem_deploy.engine.market import MarketSession, SignedAgreement
 from golem_deploy.engine.service import (
     NO_EXC,
     CommandResult,
+    ImageDownload,
     Script,
     Service,
     WorkContext,
     record_of,
 )
 from golem_deploy.engine.watcher import Watcher
+from golem_deploy.protocol import DEPLOY_REPORTS_PROGRESS
 
 __all__ = ["ANY_ATTEMPT", "InstanceRunner", "responsive_hook"]
 
@@ -74,6 +76,8 @@ class InstanceRunner:
             index=record.index,
             timings=ctx.timings,
             on_stdout=self._last_output,
+            on_download=self._download,
+            reports_deploy_progress=self._reports_deploy_progress,
         )
         self.watcher = Watcher(
             ctx.client,
@@ -93,6 +97,14 @@ class InstanceRunner:
     @property
     def agreement(self) -> SignedAgreement | None:
         return self.provider.agreement
+
+    def _download(self, download: ImageDownload | None) -> None:
+        self.record.download = download
+
+    def _reports_deploy_progress(self) -> bool:
+        signed = self.provider.agreement
+        offer = signed.agreement.offer_properties if signed is not None else {}
+        return offer.get(DEPLOY_REPORTS_PROGRESS) is True
 
     def send(self, event: lc.Event, attempt: int = ANY_ATTEMPT) -> None:
         with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
@@ -138,6 +150,7 @@ class InstanceRunner:
                     old=old,
                     new=new,
                     reason=self.lifecycle.transition_reason,
+                    final=self.lifecycle.final,
                 )
             )
         for action in actions:

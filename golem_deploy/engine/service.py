@@ -62,6 +62,7 @@ __all__ = [
     "CommandFailed",
     "CommandResult",
     "ExcInfo",
+    "ImageDownload",
     "InstanceRecord",
     "InstanceSnapshot",
     "Script",
@@ -170,6 +171,16 @@ class WorkContext:
 
 
 @dataclass(frozen=True)
+class ImageDownload:
+    """How far the provider is with downloading the instance's image (its deploy step's
+    progress reports): bytes done, bytes in all (None: unknown), and the mean rate."""
+
+    done: int
+    total: int | None
+    bytes_per_s: float
+
+
+@dataclass(frozen=True)
 class InstanceSnapshot:
     """A plain copy of an instance's visible state, for the supervisor and UI."""
 
@@ -187,6 +198,7 @@ class InstanceSnapshot:
     reason: str
     restart_scheduled: bool = False  # ended on this provider, a restart will follow
     ip: str | None = None  # the instance's address on its network (kept across restarts)
+    download: ImageDownload | None = None  # while its deploy step downloads the image
 
 
 @dataclass
@@ -216,6 +228,7 @@ class InstanceRecord:
     exc_info: ExcInfo = NO_EXC
     network: Network | None = None
     network_address: str | None = None
+    download: ImageDownload | None = None  # while its deploy step downloads the image
 
     def snapshot(self) -> InstanceSnapshot:
         return InstanceSnapshot(
@@ -233,6 +246,7 @@ class InstanceRecord:
             reason=self.reason,
             restart_scheduled=self.restart_scheduled,
             ip=self.network_address,
+            download=self.download,
         )
 
 

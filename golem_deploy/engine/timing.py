@@ -24,6 +24,13 @@ class Timings:
     negotiation_retry: float = 2.0
     #: Bound on destroying the activity and on terminating the agreement, each.
     release_patience: float = 15.0
+    #: How long yagna may wait for the provider to end an activity on DELETE before it
+    #: answers (its provider side looks only every 750 ms; the provider is done far sooner,
+    #: which the activity's state then shows), and how often that state is asked.
+    destroy_wait: float = 0.2
+    destroy_poll: float = 0.05
+    #: How long the state may take to say Terminated before a plain, waiting DELETE.
+    destroy_confirm: float = 3.0
     #: The same for a vanished provider: it cannot answer, don't let yagna hold us up.
     release_patience_vanished: float = 3.0
     #: How long to wait for yagna to report a vanished provider's activity lost (the

@@ -39,6 +39,7 @@ from golem_deploy.localnet.exeunit_batch import Batch
 from golem_deploy.localnet.exeunit_commands import ExeUnitCommands
 from golem_deploy.localnet.exeunit_vpn import ActivityVpn
 from golem_deploy.localnet.gsb import CALL_BAD_REQUEST, GsbClient, GsbError, IncomingCall
+from golem_deploy.localnet.rootfs import RootFs
 from golem_deploy.localnet.sandbox import Sandbox
 from golem_deploy.localnet.vpn_host import VpnHost
 
@@ -91,6 +92,7 @@ class ExeUnit(ExeUnitCommands):
         self._batches: dict[str, Batch] = {}
         self._sandbox: Sandbox | None = None
         self._image_digest: str | None = None  # the cached image the sandbox uses
+        self._rootfs: RootFs | None = None  # the deployed root (its entrypoint)
         self._vpn = ActivityVpn(config.vpn, config.provider_id, config.work_dir)
         self._env: dict[str, str] = {}
         self._ready_ops = 0  # run/transfer commands in flight in state Ready
@@ -140,6 +142,10 @@ class ExeUnit(ExeUnitCommands):
                 self._ended_at = time.monotonic()
             if self._sandbox is not None:
                 self._sandbox.kill_now()
+            # A vanished activity never runs shutdown: its interfaces (and with them its
+            # network namespace, which their descriptors keep alive) would stay in the host.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await self._vpn.leave()
             self._bus = None
             self._stopped.set()
 
@@ -150,6 +156,7 @@ class ExeUnit(ExeUnitCommands):
                 await self._stopped.wait()
             return
         self._shutdown_started = True
+        self._epoch += 1  # commands still finishing (cancelled below) change no state now
         try:
             self._update_cpu()  # before the kill: processes still running are counted
             await self._stop_everything()
@@ -172,6 +179,7 @@ class ExeUnit(ExeUnitCommands):
         """Die like a crashed provider: kill processes, drop the connection, say nothing."""
         self._vanished = True
         self._ended_at = time.monotonic()
+        self._vpn.cut()  # before the kill: a crashed machine sends no last frames
         if self._sandbox is not None:
             self._sandbox.kill_now()
         if self._bus is not None:

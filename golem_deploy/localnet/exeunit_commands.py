@@ -29,6 +29,7 @@ from golem_deploy.localnet.exeunit_transfer import transfer
 from golem_deploy.localnet.gsb import GsbClient, GsbError
 from golem_deploy.localnet.image import ImageError
 from golem_deploy.localnet.limits import Limits
+from golem_deploy.localnet.rootfs import RootFs
 from golem_deploy.localnet.sandbox import (
     DEFAULT_LAYER_BYTES,
     Sandbox,
@@ -69,6 +70,7 @@ class ExeUnitCommands:
     _batches: dict[str, Batch]
     _sandbox: Sandbox | None
     _image_digest: str | None
+    _rootfs: RootFs | None
     _vpn: ActivityVpn
     _env: dict[str, str]
     _ready_ops: int
@@ -264,6 +266,7 @@ class ExeUnitCommands:
             raise CommandError(f"deploy failed: {exc}") from exc
         self._sandbox = sandbox
         self._image_digest = root.digest
+        self._rootfs = root.rootfs
         try:
             await self._vpn.join(body, sandbox.netns)
         except VpnError as exc:
@@ -289,11 +292,38 @@ class ExeUnitCommands:
             self._sandbox = None
         exeunit_image.release(self._image_digest)
         self._image_digest = None
+        self._rootfs = None
 
     async def _start(self, body: dict[str, Any]) -> Outcome:
         if self.config.slow_start:
             await anyio.sleep(self.config.slow_start)
+        if "start-entrypoint" not in (body.get("args") or []):
+            return Outcome(0)
+        # As ya-runtime-vm: the image's Entrypoint followed by its Cmd, started in the
+        # background (it runs until the activity ends); an image without one is an error.
+        root = self._rootfs
+        argv = [*root.entrypoint, *root.cmd] if root is not None else []
+        if not argv:
+            why = "'start_entrypoint' flag is set but the container does not define an entrypoint!"
+            return Outcome(-1, why)
+        assert self._tg is not None and self._sandbox is not None
+        self._tg.start_soon(self._entrypoint, self._sandbox, argv)
         return Outcome(0)
+
+    async def _entrypoint(self, sandbox: Sandbox, argv: list[str]) -> None:
+        """The image's entrypoint, until it exits or the sandbox closes (its output goes to
+        the provider's log, as nothing of the requestor's asked for it)."""
+
+        async def to_log(chunk: bytes) -> None:
+            text = chunk.decode(errors="replace").rstrip()
+            log.info("activity %s entrypoint: %s", self.config.activity_id, text)
+
+        try:
+            code = await sandbox.run(argv, env=self._env, on_stdout=to_log, on_stderr=to_log)
+        except SandboxError as exc:
+            log.info("activity %s entrypoint %s: %s", self.config.activity_id, argv, exc)
+            return
+        log.info("activity %s entrypoint %s exited with %s", self.config.activity_id, argv, code)
 
     async def _run(self, batch: Batch, index: int, body: dict[str, Any]) -> Outcome:
         entry_point = body.get("entry_point")

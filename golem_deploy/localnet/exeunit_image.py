@@ -119,6 +119,7 @@ def _rootfs(path: Path, config: ImageConfig, label: str) -> RootFs:
         env=dict(config.env),
         workdir=config.workdir,
         entrypoint=config.entrypoint,
+        cmd=config.cmd,
         volumes=config.volumes,
         label=label,
     )

@@ -81,6 +81,14 @@ class ActivityVpn:
         except OSError as e:
             raise VpnError(f"cannot join the VPN: {e}") from e
 
+    def cut(self) -> None:
+        """Remove every interface now, synchronously: the activity vanishes like a crashed
+        machine, so its kernel must not answer another frame (not even the resets of its
+        dying connections). :meth:`leave` later unbinds them."""
+        if self._host is not None:
+            for member in self._members:
+                self._host.cut(member)
+
     async def leave(self) -> None:
         """Leave every network (the activity ends or deploys anew)."""
         members, self._members = self._members, []

@@ -8,6 +8,8 @@ A faults file is YAML keyed by provider name::
       die_after: 10s                 # 10 s after its first approved agreement the provider
                                      # vanishes: ExeUnits stop answering and heartbeating,
                                      # its offer is withdrawn, no more notes or invoices
+      die_when: /tmp/kill-2          # the same vanishing, as soon as this file exists (a
+                                     # test picks the moment, after it saw the placement)
       fail_commands_matching: "^/bin/false|crash"  # run steps whose argv (joined by spaces)
                                      # matches exit with code 1
       slow_start: 5s                 # deploy/start take this long
@@ -42,6 +44,7 @@ class ProviderFaults:
     reject_agreements: bool = False
     fail_activity_create: bool = False
     die_after: float | None = None
+    die_when: Path | None = None
     fail_commands_matching: re.Pattern[str] | None = None
     slow_start: float = 0.0
     never_invoice: bool = False
@@ -110,6 +113,10 @@ def parse_faults(data: object, source: str = "faults") -> dict[str, ProviderFaul
                     values[key] = value
                 elif key in ("die_after", "slow_start"):
                     values[key] = parse_duration(value)
+                elif key == "die_when":
+                    if not isinstance(value, str) or not value.startswith("/"):
+                        raise ValueError("expected the absolute path of a file")
+                    values[key] = Path(value)
                 elif key == "fail_commands_matching":
                     if not isinstance(value, str):
                         raise ValueError("expected a regular expression string")
@@ -117,7 +124,7 @@ def parse_faults(data: object, source: str = "faults") -> dict[str, ProviderFaul
                 else:
                     raise ValueError(
                         "unknown fault (known: reject_agreements, fail_activity_create, "
-                        "die_after, fail_commands_matching, slow_start, never_invoice)"
+                        "die_after, die_when, fail_commands_matching, slow_start, never_invoice)"
                     )
             except (ValueError, re.error) as error:
                 problems.append(f"{at}: {name}.{key}: {error}")

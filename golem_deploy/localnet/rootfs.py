@@ -63,7 +63,8 @@ class RootFs:
     image: Path | None = None  # the extracted image tree; None: the sealed host root
     env: dict[str, str] = field(default_factory=dict)  # the image's Env
     workdir: str | None = None  # the image's WorkingDir (default /golem/work)
-    entrypoint: tuple[str, ...] = ()  # the image's Entrypoint (informational)
+    entrypoint: tuple[str, ...] = ()  # the image's Entrypoint and Cmd: run by a `start`
+    cmd: tuple[str, ...] = ()  # with the "start-entrypoint" argument, as in the VM
     volumes: tuple[str, ...] = ()  # the image's Volumes (made writable directories)
     label: str = "the sealed host root"  # how the ExeUnit names it in messages
 

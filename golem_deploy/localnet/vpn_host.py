@@ -141,6 +141,11 @@ class VpnHost:
                 with contextlib.suppress(GsbError):
                     await self._bus.unregister(f"/public/vpn/{member.spec.id}")
 
+    def cut(self, member: VpnMembership) -> None:
+        """Remove the interface at once, without waiting (a vanishing provider's activity:
+        not one more frame in or out); :meth:`leave` still unbinds it from its network."""
+        self._close(member)
+
     def _close(self, member: VpnMembership) -> None:
         if not member.closed:
             member.closed = True

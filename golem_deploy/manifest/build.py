@@ -17,6 +17,7 @@ from golem_deploy.manifest.model import (
     DownloadStep,
     Healthcheck,
     HttpProbe,
+    LogRotation,
     Manifest,
     Market,
     MaxPrice,
@@ -33,6 +34,7 @@ from golem_deploy.manifest.model import (
 from golem_deploy.manifest.network import resolve_cidr
 from golem_deploy.manifest.ports import parse_port
 from golem_deploy.manifest.rules import resolve_local_path
+from golem_deploy.manifest.sizes import parse_size
 
 
 def build_manifest(data: dict[str, Any], path: Path) -> Manifest:
@@ -82,6 +84,11 @@ def _service(name: str, data: dict[str, Any], folder: Path, *, vpn: bool) -> Ser
         if "backoff" in restart:
             restart["backoff"] = parse_duration(restart["backoff"])
         kwargs["restart"] = RestartPolicy(**restart)
+    if "logs" in data:
+        logs = dict(data["logs"])
+        if "max_size" in logs:
+            logs["max_size"] = parse_size(logs["max_size"])
+        kwargs["logs"] = LogRotation(**logs)
     if "env" in data:
         kwargs["env"] = {k: _env_text(v) for k, v in data["env"].items()}
     if "start" in data:

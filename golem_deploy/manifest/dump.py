@@ -22,6 +22,7 @@ from golem_deploy.manifest.model import (
     UploadStep,
 )
 from golem_deploy.manifest.ports import format_port
+from golem_deploy.manifest.sizes import format_size
 
 
 def manifest_to_data(manifest: Manifest) -> dict[str, Any]:
@@ -92,6 +93,7 @@ def _service(spec: ServiceSpec, folder: Path) -> dict[str, Any]:
             "max_restarts": spec.restart.max_restarts,
             "backoff": format_duration(spec.restart.backoff),
         },
+        "logs": {"max_size": format_size(spec.logs.max_size), "max_files": spec.logs.max_files},
         "env": dict(spec.env),
         "start": _steps(spec.start, folder),
         "run": run,

@@ -68,6 +68,15 @@ class RestartPolicy:
 
 
 @dataclass(frozen=True)
+class LogRotation:
+    """How big an instance's log file may grow before it is rotated, and how many files
+    (the current one included) are kept -- compose's json-file `max-size` / `max-file`."""
+
+    max_size: int = 10 * 1024 * 1024  # bytes
+    max_files: int = 3
+
+
+@dataclass(frozen=True)
 class RunSpec:
     """The steps run while an instance is running; repeated every `every` seconds if set."""
 
@@ -133,6 +142,7 @@ class ServiceSpec:
     expiration: float = 3600.0  # seconds each agreement lives
     respawn_unstarted_instances: bool = True
     restart: RestartPolicy = field(default_factory=RestartPolicy)
+    logs: LogRotation = field(default_factory=LogRotation)
     env: dict[str, str] = field(default_factory=dict)
     start: tuple[Step, ...] = ()
     run: RunSpec = field(default_factory=RunSpec)

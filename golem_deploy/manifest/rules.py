@@ -21,6 +21,7 @@ from golem_deploy.manifest.diagnostics import Diagnostic, Report, Severity
 from golem_deploy.manifest.durations import DURATION_HINT, parse_duration
 from golem_deploy.manifest.load import Document, JsonPath
 from golem_deploy.manifest.network_rules import network_diagnostics
+from golem_deploy.manifest.sizes import MIN_LOG_SIZE, parse_size
 from golem_deploy.manifest.wording import dotted
 
 
@@ -72,6 +73,7 @@ def semantic_diagnostics(doc: Document, folder: Path, stem: str) -> list[Diagnos
         base: JsonPath = ("services", name)
         _check_payload(service.get("payload"), (*base, "payload"), error)
         _check_durations(service, base, error)
+        _check_log_size(service, base, error)
         _check_paths(service, base, folder, error)
         deps = service.get("depends_on")
         if isinstance(deps, list):
@@ -153,6 +155,24 @@ def _check_durations(service: dict[str, Any], base: JsonPath, error: Report) -> 
                     f"{dotted((*base, *rel))}: must be longer than 0s",
                     DURATION_HINT,
                 )
+
+
+def _check_log_size(service: dict[str, Any], base: JsonPath, error: Report) -> None:
+    """A size string the schema's pattern admits may still be too small to be useful."""
+    logs = service.get("logs")
+    value = logs.get("max_size") if isinstance(logs, dict) else None
+    if not isinstance(value, str):
+        return  # numbers: the schema's minimum; other types: the schema's type
+    try:
+        size = parse_size(value)
+    except ValueError:
+        return  # the schema reports the malformed size
+    if size < MIN_LOG_SIZE:
+        error(
+            (*base, "logs", "max_size"),
+            f"{dotted((*base, 'logs', 'max_size'))}: {value!r} is less than 1KB",
+            "a log file rotated every few lines keeps nothing useful; use e.g. 10MB",
+        )
 
 
 def _check_paths(service: dict[str, Any], base: JsonPath, folder: Path, error: Report) -> None:

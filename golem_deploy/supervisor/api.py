@@ -48,7 +48,7 @@ async def get_events(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     with receive:
         try:
-            while not supervisor.done.is_set():
+            while True:  # until the supervisor ends the stream (EndOfStream)
                 record: dict[str, Any] = HEARTBEAT
                 with anyio.move_on_after(HEARTBEAT_INTERVAL):
                     record = await receive.receive()
@@ -102,7 +102,10 @@ async def serve(supervisor: Supervisor, path: Path) -> web.AppRunner:
     """Start serving on `path` (0600); the caller cleans the returned runner up."""
     if path.exists() or path.is_symlink():
         path.unlink()  # a socket left behind by a crashed supervisor (we hold the lock)
-    runner = web.AppRunner(build_app(supervisor), handle_signals=False, access_log=None)
+    # At exit, handlers still streaming to a reader that does not read get 2 s, not 60.
+    runner = web.AppRunner(
+        build_app(supervisor), handle_signals=False, access_log=None, shutdown_timeout=2.0
+    )
     await runner.setup()
     old_umask = os.umask(0o177)
     try:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from golem_deploy.errors import GolemDeployError
-from golem_deploy.supervisor import client, deployments
+from golem_deploy.supervisor import client, deployments, journal, reach
 from golem_deploy.supervisor.deployments import DeploymentDir
 from golem_deploy.supervisor.snapshot import DeploymentSnapshot
 from golem_deploy.supervisor.snapshot_plain import from_plain
@@ -28,6 +28,7 @@ SOCKET_WAIT = 30.0  # how long a fresh supervisor may take to answer on its sock
 POLL = 0.1  # how often the lock is polled while a supervisor exits: the user waits on it
 SETTLE_WAIT = 3.0  # how long a live supervisor's socket may stay silent before it is an error
 FORCE_MARGIN = 15.0  # down: beyond the graceful timeout, time for the engine's own cleanup
+PROBE_EVERY = 1.0  # down: how often the deployment's yagna is checked for refusing connections
 
 
 class ControlError(GolemDeployError):
@@ -151,24 +152,54 @@ def graceful_down(
     *,
     on_record: Callable[[Mapping[str, object]], None],
     on_forcing: Callable[[], None],
+    on_yagna_dead: Callable[[str], None] = lambda url: None,
 ) -> None:
     """Ask for a graceful down and report every supervisor record until it exits.
 
     Past `timeout` plus FORCE_MARGIN the supervisor is killed (`on_forcing` says so first);
-    recover.finish_down then releases whatever the journal still lists."""
+    recover.finish_down then releases whatever the journal still lists. When the
+    deployment's yagna refuses connections while the journal still holds market state, a
+    graceful stop cannot release it: the supervisor is killed at once (`on_yagna_dead`
+    says so) instead of waiting out the timeout -- recovery does the rest."""
+    if _yagna_dead(deployment, on_yagna_dead):
+        return
     try:
         events = client.EventStream(deployment.socket)  # subscribe first: miss nothing
     except client.SupervisorUnreachable:
         events = None
     request_down(deployment, timeout)
     deadline = time.monotonic() + timeout + FORCE_MARGIN
-    for record in events or ():
+    next_probe = time.monotonic() + PROBE_EVERY
+    for record in events or ():  # heartbeats arrive about once a second
         on_record(record)
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > deadline:
             break
+        if now >= next_probe:
+            next_probe = now + PROBE_EVERY
+            if _yagna_dead(deployment, on_yagna_dead):
+                if events is not None:
+                    events.close()
+                return
     # The stream ended: the supervisor exited, or it is stuck; give it a moment, then force.
     while deployment.supervisor_alive() and time.monotonic() < deadline:
         time.sleep(POLL)
     if deployment.supervisor_alive():
         on_forcing()
         kill(deployment)
+
+
+def _yagna_dead(deployment: DeploymentDir, say: Callable[[str], None]) -> bool:
+    """Kill the supervisor when its yagna refuses connections while the journal still
+    holds what only that yagna can release; True when it did.
+
+    The journal is read first (it is written before anything is published): once the
+    market state is released, yagna going away is the supervisor stopping its own local
+    network, which is no reason to interrupt it."""
+    held = journal.load(deployment.journal)
+    market = held.agreements or held.activities or held.allocations or held.networks
+    if not market or not held.api_url or not reach.refuses(held.api_url):
+        return False
+    say(held.api_url)
+    kill(deployment)
+    return True

@@ -89,7 +89,11 @@ class Supervisor:
         self.providers = providers
         self.faults = faults
         self.journal = journal
-        self.logs = InstanceLogs(folder.logs, redactor=redactor)
+        self.logs = InstanceLogs(
+            folder.logs,
+            redactor=redactor,
+            rotation={name: spec.logs for name, spec in manifest.services.items()},
+        )
         self.redactor = redactor
         self.waves = [
             [(name, manifest.services[name].instances) for name in wave]
@@ -128,7 +132,16 @@ class Supervisor:
                 stream.close()
 
     def subscribe(self, stream: MemoryObjectSendStream[dict[str, Any]]) -> None:
+        if self.done.is_set():
+            stream.close()  # nothing more will be published: the reader gets the end
+            return
         self._subscribers.append(stream)
+
+    def end_streams(self) -> None:
+        """No record follows: end every /events stream after what it already holds."""
+        for stream in self._subscribers:
+            stream.close()
+        self._subscribers.clear()
 
     def note(self, kind: str, **fields: object) -> None:
         """Journal a supervisor record and publish it."""
@@ -149,10 +162,10 @@ class Supervisor:
             record = {"kind": type(event).__name__, **to_plain(event, self.redactor)}
         self.publish(record)
         match event:
-            case ev.InstanceRestartScheduled(service=service, index=index):
-                self.feed(dm.RestartScheduled(service, index))
-            case ev.InstanceStateChanged(service=service, index=index, new=new, reason=why):
-                self.feed(dm.InstanceChanged(service, index, new, why))
+            case ev.InstanceStateChanged(
+                service=service, index=index, new=new, reason=why, final=final
+            ):
+                self.feed(dm.InstanceChanged(service, index, new, why, final))
         line = log_line(event)
         if line is not None:
             service, index, stream, text = line
@@ -242,9 +255,10 @@ class Supervisor:
                 await self._lifecycle()
             finally:
                 self.done.set()
+                self.end_streams()
                 with anyio.CancelScope(shield=True):
-                    # Let `down` clients see the final state before the socket goes away.
-                    await anyio.sleep(0.3)
+                    # Each /events reader gets the records still queued, then the end of
+                    # its stream; cleanup waits (bounded) for those handlers to finish.
                     await runner.cleanup()
                 self.folder.socket.unlink(missing_ok=True)
                 tg.cancel_scope.cancel()

@@ -12,22 +12,27 @@ written by the engine are its event class names (AllocationCreated, AgreementTer
 the supervisor adds its own (DeploymentStarted, LocalnetStarted, LocalnetStopped,
 SupervisorStopped, DeploymentStopped). Secrets never reach the file: the writer redacts the
 app key and every manifest env value from every string it writes.
+
+What the records mean is held.py's (`fold` -> `Held`); past COMPACT_EVERY records the
+writer compacts the file to one snapshot record plus what follows (journal_compact.py), so
+the journal stays small and quick to replay however long a deployment runs.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from decimal import Decimal
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from golem_deploy.supervisor import journal_compact
+from golem_deploy.supervisor.held import SNAPSHOT_KIND, Held, HeldAgreement, apply, fold
 from golem_deploy.supervisor.redact import (
     MIN_SECRET_LENGTH,
     REDACTED,
@@ -43,6 +48,7 @@ __all__ = [
     "HeldAgreement",
     "Journal",
     "Redactor",
+    "apply",
     "fold",
     "load",
     "read",
@@ -61,18 +67,41 @@ class Journal:
     """Appends records to one file; each record is flushed and fsync'd before `append` returns.
 
     Thread-safe (the daemon writes from the event loop and, rarely, from worker threads).
+    It also keeps what the journal folds to (`held`), so compacting needs no re-read:
+    every `compact_every` records since the last snapshot (None: never) the file is
+    swapped for a snapshot of it (journal_compact.py). Only one Journal may write a file
+    at a time -- the deployment's lock holder.
     """
 
     def __init__(
-        self, path: Path, *, secrets: Iterable[str] = (), redactor: Redactor | None = None
+        self,
+        path: Path,
+        *,
+        secrets: Iterable[str] = (),
+        redactor: Redactor | None = None,
+        compact_every: int | None = journal_compact.COMPACT_EVERY,
     ) -> None:
         self.path = path
         self._redactor = redactor if redactor is not None else Redactor(secrets)
         self._lock = threading.Lock()
+        self._compact_every = compact_every
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         _end_torn_line(fd)
         self._file = os.fdopen(fd, "a", encoding="utf-8")
+        self._held = Held()
+        self._since_snapshot = 0
+        for record in read(path):
+            self._held = apply(self._held, record)
+            snapshot = record["kind"] == SNAPSHOT_KIND
+            self._since_snapshot = 0 if snapshot else self._since_snapshot + 1
+        self._compact_if_due()
+
+    @property
+    def held(self) -> Held:
+        """What the journal folds to now (a copy: the writer keeps folding its own)."""
+        with self._lock:
+            return copy.deepcopy(self._held)
 
     def append(self, kind: str, /, **fields: Any) -> dict[str, Any]:
         """Write one record durably and return it (as written, secrets redacted).
@@ -85,12 +114,42 @@ class Journal:
                 continue
             key = f"event_{name}" if name in record else name
             record[key] = to_plain(value, self._redactor)
-        line = json.dumps(record, separators=(",", ":"), sort_keys=False)
+        line = journal_compact.encode(record)
         with self._lock:
             self._file.write(line + "\n")
             self._file.flush()
             os.fsync(self._file.fileno())
+            # Fold what a reader will read back (JSON has no tuples, for one), not `record`.
+            self._held = apply(self._held, json.loads(line))
+            self._since_snapshot += 1
+            self._compact_if_due()
         return record
+
+    def compact(self) -> None:
+        """Swap the file for one snapshot record of what it folds to (atomically)."""
+        with self._lock:
+            self._compact()
+
+    def _compact_if_due(self) -> None:
+        if self._compact_every is not None and self._since_snapshot >= self._compact_every:
+            self._compact()
+
+    def _compact(self) -> None:
+        snapshot = journal_compact.snapshot_record(self._held)
+        try:
+            journal_compact.replace_atomically(self.path, [journal_compact.encode(snapshot)])
+        except OSError as error:
+            # The full journal is still whole and still appended to: only bigger. Retry
+            # after another round of records rather than on every append.
+            log.warning("%s: compaction failed (%s); the journal stays whole", self.path, error)
+            self._since_snapshot = 0
+            return
+        # The old file is gone from the folder: append to the new one from now on.
+        self._file.close()
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND, 0o600)
+        self._file = os.fdopen(fd, "a", encoding="utf-8")
+        self._since_snapshot = 0
+        log.info("%s: compacted to a snapshot", self.path)
 
     def append_event(self, event: Any) -> dict[str, Any]:
         """Journal an engine event (a frozen dataclass): kind = class name, fields as data."""
@@ -141,225 +200,6 @@ def read(path: Path) -> Iterator[dict[str, Any]]:
                 continue
             if isinstance(record, dict) and isinstance(record.get("kind"), str):
                 yield record
-
-
-@dataclass
-class HeldAgreement:
-    agreement_id: str
-    provider_id: str | None = None
-    provider_name: str | None = None
-    service: str | None = None
-    index: int | None = None
-
-
-@dataclass
-class Held:
-    """What the journal says a deployment still holds (and what it last knew about it)."""
-
-    name: str | None = None
-    network_kind: str | None = None  # "local" | "yagna"
-    api_url: str | None = None
-    budget: str | None = None
-    supervisor_pid: int | None = None
-    allocations: dict[str, dict[str, Any]] = field(default_factory=dict)
-    agreements: dict[str, HeldAgreement] = field(default_factory=dict)
-    activities: dict[str, str | None] = field(default_factory=dict)  # activity -> agreement
-    # The private local network's state folder: its own pid files there name every
-    # process it started, which is what `golem_deploy.localnet.stop` ends.
-    localnet_dir: str | None = None
-    networks: dict[str, str] = field(default_factory=dict)  # VPN id -> cidr, not yet removed
-    instance_ips: dict[tuple[str, int], str] = field(default_factory=dict)
-    services: list[tuple[str, int]] = field(default_factory=list)  # (name, instances)
-    instance_states: dict[tuple[str, int], str] = field(default_factory=dict)
-    # last known agreement/provider/activity per instance, for a snapshot after a crash
-    instance_info: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
-    agreement_owner: dict[str, tuple[str, int]] = field(default_factory=dict)
-    # agreements that had an activity (work was done: an invoice is due) and those whose
-    # invoice was accepted; with what debit notes already covered, per agreement
-    worked: set[str] = field(default_factory=set)
-    invoiced: set[str] = field(default_factory=set)
-    accepted_by_agreement: dict[str, Decimal] = field(default_factory=dict)
-    instance_cost: dict[tuple[str, int], Decimal] = field(default_factory=dict)
-    # replacements per instance (the engine's `restarts`), for status after the supervisor
-    instance_restarts: dict[tuple[str, int], int] = field(default_factory=dict)
-    # restarts scheduled (InstanceRestartScheduled.attempt) but not yet performed: a restart
-    # counts once the instance leaves its ended state (a stop may cancel it before)
-    restarts_scheduled: dict[tuple[str, int], int] = field(default_factory=dict)
-    spent: Decimal = Decimal(0)
-    stopped: bool = False  # a DeploymentStopped was the last word
-    failure: str | None = None  # why the deployment failed, if it did
-    ended: str | None = None  # why it went down by itself (budget, expiration), if it did
-    last_ts: float | None = None
-
-    @property
-    def empty(self) -> bool:
-        """True when nothing costs money or runs any more."""
-        return not (
-            self.allocations
-            or self.agreements
-            or self.activities
-            or self.networks
-            or self.localnet_dir
-        )
-
-    def summary(self) -> list[str]:
-        """Human lines: one per kind of thing still held."""
-        lines: list[str] = []
-        if self.allocations:
-            lines.append(f"{len(self.allocations)} allocation(s): {', '.join(self.allocations)}")
-        if self.agreements:
-            lines.append(
-                f"{len(self.agreements)} agreement(s): "
-                + ", ".join(_short(a) for a in self.agreements)
-            )
-        if self.activities:
-            lines.append(
-                f"{len(self.activities)} activity(ies): "
-                + ", ".join(_short(a) for a in self.activities)
-            )
-        if self.networks:
-            lines.append(f"{len(self.networks)} VPN network(s): {', '.join(self.networks)}")
-        if self.localnet_dir:
-            lines.append(f"local network in {self.localnet_dir}")
-        return lines
-
-
-def _short(ident: str) -> str:
-    return ident if len(ident) <= 12 else ident[:12] + "…"
-
-
-def _get(record: Mapping[str, Any], *names: str) -> Any:
-    for name in names:
-        value = record.get(name)
-        if value is not None:
-            return value
-    return None
-
-
-def _instance_key(record: Mapping[str, Any]) -> tuple[str, int] | None:
-    service, index = record.get("service"), record.get("index")
-    if isinstance(service, str) and isinstance(index, int):
-        return (service, index)
-    return None
-
-
-def fold(records: Iterable[Mapping[str, Any]]) -> Held:
-    """Replay records into what is still held. Pure: no I/O, order matters, unknown kinds skip."""
-    held = Held()
-    for rec in records:
-        kind = rec.get("kind")
-        held.last_ts = rec.get("ts", held.last_ts)
-        if kind == "DeploymentStarted":
-            held.name = rec.get("name", held.name)
-            held.network_kind = rec.get("network_kind", held.network_kind)
-            held.api_url = rec.get("api_url", held.api_url)
-            held.budget = rec.get("budget", held.budget)
-            held.supervisor_pid = rec.get("pid", held.supervisor_pid)
-            held.services = [
-                (str(s.get("name")), int(s.get("instances", 0)))
-                for s in rec.get("services") or []
-                if isinstance(s, dict)
-            ]
-            held.stopped = False
-            held.failure = None
-            held.ended = None
-        elif kind == "NetworkReady":
-            held.network_kind = rec.get("network_kind", held.network_kind)
-            held.api_url = rec.get("api_url", held.api_url)
-        elif kind == "LocalnetStarting" or kind == "LocalnetStarted":
-            held.localnet_dir = rec.get("state_dir", held.localnet_dir)
-            if rec.get("api_url"):
-                held.api_url = rec["api_url"]
-        elif kind == "LocalnetStopped":
-            held.localnet_dir = None
-        elif kind == "NetworkCreated":
-            if rec.get("network_id"):
-                held.networks[str(rec["network_id"])] = str(rec.get("cidr"))
-        elif kind == "NetworkRemoved":
-            held.networks.pop(str(rec.get("network_id")), None)
-        elif kind == "NetworkPlanned":  # the supervisor's: every instance's fixed address
-            for entry in rec.get("addresses") or []:
-                if isinstance(entry, list) and len(entry) == 3:
-                    service, index, ip = entry
-                    if isinstance(service, str) and isinstance(index, int):
-                        held.instance_ips[(service, index)] = str(ip)
-        elif kind == "AllocationCreated":
-            alloc = _get(rec, "allocation_id", "id")
-            if alloc:
-                held.allocations[alloc] = {"amount": rec.get("amount")}
-        elif kind == "AllocationReleased":
-            held.allocations.pop(_get(rec, "allocation_id", "id"), None)
-        elif kind == "AgreementCreated":
-            agr = _get(rec, "agreement_id", "id")
-            if agr:
-                held.agreements[agr] = HeldAgreement(
-                    agreement_id=agr,
-                    provider_id=rec.get("provider_id"),
-                    provider_name=rec.get("provider_name"),
-                    service=rec.get("service"),
-                    index=rec.get("index"),
-                )
-                key = _instance_key(rec)
-                if key:
-                    held.agreement_owner[agr] = key
-                    info = held.instance_info.setdefault(key, {})
-                    info.update(
-                        agreement_id=agr,
-                        provider_id=rec.get("provider_id"),
-                        provider_name=rec.get("provider_name"),
-                        activity_id=None,
-                    )
-        elif kind == "AgreementTerminated":
-            held.agreements.pop(_get(rec, "agreement_id", "id"), None)
-        elif kind == "ActivityCreated":
-            act = _get(rec, "activity_id", "id")
-            if act:
-                held.activities[act] = rec.get("agreement_id")
-                if rec.get("agreement_id"):
-                    held.worked.add(str(rec["agreement_id"]))
-                key = _instance_key(rec)
-                if key:
-                    held.instance_info.setdefault(key, {})["activity_id"] = act
-        elif kind == "ActivityDestroyed":
-            held.activities.pop(_get(rec, "activity_id", "id"), None)
-        elif kind == "InstanceStateChanged":
-            service, index, new = rec.get("service"), rec.get("index"), rec.get("new")
-            if isinstance(service, str) and isinstance(index, int) and isinstance(new, str):
-                key = (service, index)
-                held.instance_states[key] = new
-                if new not in ("terminated", "unresponsive") and key in held.restarts_scheduled:
-                    held.instance_restarts[key] = held.restarts_scheduled.pop(key)
-        elif kind == "InstanceRestartScheduled":
-            key = _instance_key(rec)
-            attempt = rec.get("attempt")
-            if key is not None and isinstance(attempt, int):
-                held.restarts_scheduled[key] = attempt
-        elif kind in ("DebitNoteAccepted", "InvoiceAccepted"):
-            # The engine reports the newly spent part: a debit note's `amount` is its total
-            # due minus what was accepted before; an invoice's `new_spend` is what debit
-            # notes had not already covered. So the sum is what was spent.
-            new = rec.get("new_spend") if kind == "InvoiceAccepted" else rec.get("amount")
-            try:
-                amount = Decimal(str(new))
-            except (ArithmeticError, ValueError):
-                continue
-            held.spent += amount
-            agreement = str(rec.get("agreement_id"))
-            held.accepted_by_agreement[agreement] = (
-                held.accepted_by_agreement.get(agreement, Decimal(0)) + amount
-            )
-            if kind == "InvoiceAccepted":
-                held.invoiced.add(agreement)
-            owner = held.agreement_owner.get(agreement)
-            if owner is not None:
-                held.instance_cost[owner] = held.instance_cost.get(owner, Decimal(0)) + amount
-        elif kind == "DeploymentFailed":
-            held.failure = rec.get("reason") or "failed"
-        elif kind == "DeploymentEnded":
-            held.ended = rec.get("reason") or "every instance ended"
-        elif kind == "DeploymentStopped":
-            held.stopped = True
-    return held
 
 
 def load(path: Path) -> Held:

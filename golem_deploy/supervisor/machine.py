@@ -23,14 +23,9 @@ state (they are recorded, and only decide something while starting), a second `d
 service finishing while the deployment still starts. Anything else out of place raises
 IllegalTransition: it is a bug in the supervisor, and must not look like a race.
 
-TODO(engine, issue 10 item 2): whether an instance has ended for good is the instance
-lifecycle's knowledge (`Lifecycle.final`), but the engine does not report it per instance:
-it reports the state change to terminated first and InstanceRestartScheduled after
-releasing the activity. So this machine infers "ended" as "terminated with no restart
-scheduled" (`_restarting`), which misjudges an instance whose restart is announced only
-after the wave rule looked (the same window the former 50 ms poll had). Once the engine
-emits an event when an instance becomes final (or InstanceSnapshot says so), `_restarting`
-goes and the wave rule reads that event.
+Whether an instance has ended for good is the instance lifecycle's knowledge
+(`Lifecycle.final`); the engine's InstanceStateChanged carries it (`final`), so an
+instance that terminates with a restart scheduled is never mistaken for one that ended.
 """
 
 from __future__ import annotations
@@ -56,7 +51,6 @@ __all__ = [
     "IllegalTransition",
     "InstanceChanged",
     "NetworkReady",
-    "RestartScheduled",
     "ServiceFinished",
     "StartWave",
     "StopServices",
@@ -97,14 +91,7 @@ class InstanceChanged:
     index: int
     state: ServiceState
     reason: str = ""
-
-
-@dataclass(frozen=True)
-class RestartScheduled:
-    """The engine will replace this instance (InstanceRestartScheduled): it has not ended."""
-
-    service: str
-    index: int
+    final: bool = False  # ended for good: no restart will follow
 
 
 @dataclass(frozen=True)
@@ -142,7 +129,6 @@ class Finished:
 Event = (
     NetworkReady
     | InstanceChanged
-    | RestartScheduled
     | ServiceFinished
     | DownRequested
     | DownTimedOut
@@ -207,7 +193,7 @@ class DeploymentMachine:
     wave: int = -1  # the wave being started; -1 until the network is ready
     instance_states: dict[tuple[str, int], ServiceState] = field(default_factory=dict)
     _instance_reasons: dict[tuple[str, int], str] = field(default_factory=dict)
-    _restarting: set[tuple[str, int]] = field(default_factory=set)
+    _final: set[tuple[str, int]] = field(default_factory=set)
     _finished: dict[str, tuple[str, ...]] = field(default_factory=dict)
     _ended: bool = False
     _crashed: bool = False
@@ -223,16 +209,17 @@ class DeploymentMachine:
                 if self.state is not S.starting or self.wave != -1:
                     raise IllegalTransition(f"network ready while {self.state} (wave {self.wave})")
                 return self._start_wave(0)
-            case InstanceChanged(service=service, index=index, state=new, reason=reason):
+            case InstanceChanged(
+                service=service, index=index, state=new, reason=reason, final=final
+            ):
                 key = (service, index)
                 self.instance_states[key] = new
                 self._instance_reasons[key] = reason
-                if new is not ServiceState.terminated:
-                    self._restarting.discard(key)  # the replacement is under way
+                if final:
+                    self._final.add(key)
+                else:
+                    self._final.discard(key)
                 return self._check_wave() if self.state is S.starting else []
-            case RestartScheduled(service=service, index=index):
-                self._restarting.add((service, index))
-                return []
             case ServiceFinished(service=service, reasons=reasons):
                 self._finished[service] = reasons
                 return self._check_all_ended() if self.state is S.running else []
@@ -276,12 +263,10 @@ class DeploymentMachine:
         wave = self._waves[self.wave]
         names = [name for name, _ in wave]
         for name in names:
-            for (service, index), state in sorted(self.instance_states.items()):
+            for service, index in sorted(self._final):
+                if service != name:
+                    continue
                 key = (service, index)
-                if service != name or state is not ServiceState.terminated:
-                    continue
-                if key in self._restarting:
-                    continue
                 why = self._instance_reasons.get(key) or "it terminated before running"
                 self.state = DeploymentState.failed
                 self.reason = f"{service}.{index} did not start: {why}"

@@ -4,7 +4,10 @@ Why: after a SIGKILL nobody remembers the agreements, activities and allocation 
 journal (decision 5). `golem-deploy down` folds it and calls `release()`: agreements are
 terminated and activities destroyed through yagna's REST API, the allocation is released,
 the private local network is stopped (its processes are recorded in its state folder), and
-each release is journaled so that running `down` twice is harmless.
+each release is journaled so that running `down` twice is harmless. A private network that
+is no longer running (one of its daemons died, and its host stopped the rest) is started
+again on its own state first: its yagna databases still hold every agreement, and only a
+running requestor can record their end.
 
 The app key is never in the journal: a private local network's key is read from its state
 folder; for the user's own yagna it comes from YAGNA_APPKEY, as for `up`.
@@ -22,7 +25,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from golem_deploy.errors import GolemDeployError
-from golem_deploy.supervisor import journal, lock
+from golem_deploy.supervisor import journal, lock, reach
 from golem_deploy.supervisor.deployments import DeploymentDir
 from golem_deploy.supervisor.journal import Held, Journal
 
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
 Progress = Callable[[str], None]
 
 TERMINATE_REASON = "deployment went down after its supervisor was lost"
+RESTART_TIMEOUT = 30.0  # starting a stopped private network again, to release through it
 
 
 class RecoveryError(GolemDeployError):
@@ -96,7 +100,7 @@ async def _release_market(
             progress,
             problems,
         )
-        if held.allocations:
+        if held.allocations and invoice_wait > 0:
             await _settle_invoices(
                 client, held, next(iter(held.allocations)), journal, progress, invoice_wait
             )
@@ -253,6 +257,11 @@ def release(
 
         state_dir = Path(held.localnet_dir) if held.localnet_dir else None
         info = localnet.status(state_dir) if state_dir is not None else None
+        if state_dir is not None and info is not None and reach.refuses(info.api_url):
+            # Its requestor daemon died; the host stops the rest by itself within a second.
+            progress("the local network's requestor yagna is dead; stopping the network")
+            localnet.stop(state_dir)
+            info = None
         if market_held:
             if info is not None:
                 problems += anyio.run(
@@ -264,6 +273,8 @@ def release(
                     progress,
                     invoice_wait,
                 )
+            elif state_dir is not None and (state_dir / "yagna").is_dir():
+                problems += _release_on_restarted_network(held, state_dir, journal, progress)
             else:
                 _forget_market(held, journal, "its local network is no longer running", progress)
         if state_dir is not None:
@@ -279,10 +290,44 @@ def release(
                 "an app key is needed to release them",
                 hint="set YAGNA_APPKEY (the same key `up` used) and run `golem-deploy down` again",
             )
+        if reach.refuses(api_url):
+            # Each release would only fail in turn; the journal keeps them all for later.
+            raise RecoveryError(
+                f"yagna at {api_url} refuses connections: nothing could be released; "
+                + "; ".join(held.summary())
+                + " are still held",
+                hint="start your yagna again (same data dir) and run `golem-deploy down` again",
+            )
         problems += anyio.run(
             _release_market, held, api_url, app_key, journal, progress, invoice_wait
         )
     return problems
+
+
+def _release_on_restarted_network(
+    held: Held, state_dir: Path, journal: Journal, progress: Progress
+) -> list[str]:
+    """Release through the private network started again on its own state.
+
+    It stopped by itself (one of its daemons died) or with the machine. Its daemons keep
+    their databases in `state_dir`, so the restarted requestor still has every agreement,
+    activity and the allocation, and records their end -- instead of keeping them
+    Approved forever. Invoices are not waited for: the provider agents that did the work
+    went with the old network and the fresh ones never invoice it; the debit notes
+    accepted until then pay for it. Should the network not start, the state is dropped as
+    before: nothing of it can run or bill without its daemons."""
+    from golem_deploy import localnet
+
+    progress("the local network is not running; starting it again on its state to release")
+    try:
+        info = localnet.start(
+            state_dir, providers=held.localnet_providers or 3, timeout=RESTART_TIMEOUT
+        )
+    except localnet.LocalnetError as error:
+        why = f"its local network is no longer running and did not start again ({error.message})"
+        _forget_market(held, journal, why, progress)
+        return []
+    return anyio.run(_release_market, held, info.api_url, info.app_key, journal, progress, 0.0)
 
 
 def finish_down(deployment: DeploymentDir, *, progress: Progress) -> None:
@@ -310,14 +355,8 @@ def finish_down(deployment: DeploymentDir, *, progress: Progress) -> None:
 def missing_invoices(deployment: DeploymentDir) -> list[str]:
     """The last run's agreements whose provider never sent an invoice (the supervisor gave
     up waiting for it): worth telling, since their last debit notes are all that was paid."""
-    lines: list[str] = []
-    for record in journal.read(deployment.journal):
-        if record["kind"] == "DeploymentStarted":
-            lines = []
-        elif record["kind"] == "InvoiceMissing":
-            agreement = str(record.get("agreement_id"))[:12]
-            lines.append(
-                f"  no invoice arrived for agreement {agreement}… within "
-                f"{record.get('waited')}s; its accepted debit notes cover the work"
-            )
-    return lines
+    return [
+        f"  no invoice arrived for agreement {agreement[:12]}… within {waited}s; "
+        "its accepted debit notes cover the work"
+        for agreement, waited in journal.load(deployment.journal).invoices_missing
+    ]

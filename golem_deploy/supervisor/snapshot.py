@@ -43,6 +43,7 @@ INSTANCE_KEYS = (
     "restarts",
     "cost",
     "last_output",
+    "download",
 )
 
 # Deployment-level states: the live ones are supervisor.machine.DeploymentState's values;
@@ -55,6 +56,18 @@ STARTING, RUNNING, FAILED, STOPPING, STOPPED, GONE = (
     "stopped",
     "gone",
 )
+
+
+@dataclass(frozen=True)
+class DownloadView:
+    """The image download of a starting instance: bytes done, of total (None: unknown)."""
+
+    done: int
+    total: int | None
+    bytes_per_s: float
+
+    def plain(self) -> Snapshot:
+        return {"done": self.done, "total": self.total, "bytes_per_s": round(self.bytes_per_s)}
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,7 @@ class InstanceView:
     expires_at: str | None = None
     reason: str | None = None
     ip: str | None = None  # the instance's address in the deployment's VPN
+    download: DownloadView | None = None  # while its image downloads
 
     def plain(self) -> Snapshot:
         return {
@@ -90,6 +104,7 @@ class InstanceView:
             "last_output": self.last_output,
             "expires_at": self.expires_at,
             "reason": self.reason,
+            "download": self.download.plain() if self.download else None,
         }
 
 
@@ -235,7 +250,15 @@ def live_instance(
         expires_at=iso(expires_at) if instance.agreement_id else None,
         reason=instance.reason or None,
         ip=instance.ip,
+        download=_download(instance),
     )
+
+
+def _download(instance: InstanceSnapshot) -> DownloadView | None:
+    got = instance.download
+    if got is None or instance.state.value != "starting":
+        return None
+    return DownloadView(done=got.done, total=got.total, bytes_per_s=got.bytes_per_s)
 
 
 def from_journal(

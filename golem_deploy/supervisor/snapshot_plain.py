@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from golem_deploy.supervisor.snapshot import (
     DeploymentSnapshot,
+    DownloadView,
     InstanceView,
     PortView,
     VpnView,
@@ -71,6 +72,20 @@ def _instance_from_plain(row: Mapping[str, object]) -> InstanceView:
         expires_at=_str(row.get("expires_at")),
         reason=_str(row.get("reason")),
         ip=_str(row.get("ip")),
+        download=_download(row.get("download")),
+    )
+
+
+def _download(value: object) -> DownloadView | None:
+    plain = _mapping(value)
+    done = _int(plain.get("done"))
+    if done is None:
+        return None
+    rate = plain.get("bytes_per_s")
+    return DownloadView(
+        done=done,
+        total=_int(plain.get("total")),
+        bytes_per_s=float(rate) if isinstance(rate, int | float) else 0.0,
     )
 
 

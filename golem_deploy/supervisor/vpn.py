@@ -52,7 +52,7 @@ class PortForwards:
 
     def __init__(self) -> None:
         self.forwards: list[Forward] = []
-        self._scope = anyio.CancelScope()
+        self._scopes: list[anyio.CancelScope] = []  # one per listener: a scope is single-use
 
     async def open(
         self,
@@ -73,12 +73,15 @@ class PortForwards:
     async def _serve(
         self, proxy: TcpProxy, forward: PortSpec, *, task_status: anyio.abc.TaskStatus[int]
     ) -> None:
-        with self._scope:
+        scope = anyio.CancelScope()
+        self._scopes.append(scope)
+        with scope:
             await proxy.serve(forward.host, forward.host_port or 0, task_status=task_status)
 
     def close(self) -> None:
         """Stop listening (`down` does this first, so no new connection starts)."""
-        self._scope.cancel()
+        for scope in self._scopes:
+            scope.cancel()
 
     def refused(self) -> int:
         return sum(forward.proxy.stats.refused for forward in self.forwards)

@@ -77,6 +77,21 @@ def amount(value: object, places: int = 4) -> str:
     return text or "0"
 
 
+def state_text(instance: InstanceView) -> str:
+    """The state, with the image download while a starting instance waits for it:
+    "starting (image 45 %, 12 MB/s)"."""
+    state = instance.state or "?"
+    got = instance.download
+    if got is None or state != "starting":
+        return state
+    rate = f"{got.bytes_per_s / 1e6:.1f} MB/s" if got.bytes_per_s else ""
+    if got.total:
+        done = f"{min(100, 100 * got.done // got.total)} %"
+    else:
+        done = f"{got.done / 1e6:.1f} MB"
+    return f"starting (image {done}{', ' + rate if rate else ''})"
+
+
 def _uptime(instance: InstanceView, now: float) -> str:
     if instance.state != "running":
         return "-"
@@ -169,7 +184,7 @@ class DeploymentView:
             rows.append(
                 {
                     "INSTANCE": f"{service}.{inst.index}",
-                    "STATE": inst.state or "?",
+                    "STATE": state_text(inst),
                     "PROVIDER": inst.provider_name or "-",
                     "IP": inst.ip or "-",
                     "UP": _uptime(inst, self.now),
@@ -183,7 +198,7 @@ class DeploymentView:
 
     def table(self, width: int) -> Table:
         rows, _ = self._rows()
-        caps = {"INSTANCE": 24, "STATE": 12, "PROVIDER": 20, "IP": 15, "UP": 6, "RST": 3}
+        caps = {"INSTANCE": 24, "STATE": 32, "PROVIDER": 20, "IP": 15, "UP": 6, "RST": 3}
         caps["COST"] = 8
         caps["EXPIRES"] = 7
         widths = {
@@ -220,7 +235,8 @@ class DeploymentView:
             cells: list[str | Text] = []
             for name in columns:
                 if name == "STATE":
-                    cells.append(Text(row[name], style=STATE_STYLES.get(row[name], "")))
+                    state = row[name].split(" ", 1)[0]  # "starting (image 45 %, ...)"
+                    cells.append(Text(row[name], style=STATE_STYLES.get(state, "")))
                 else:
                     cells.append(row[name])
             cells.append(row["LAST OUTPUT"])
@@ -268,7 +284,7 @@ def plain_lines(snapshot: DeploymentSnapshot, *, now: float | None = None) -> li
     for service, inst in instances(snapshot):
         ip = f" ip={inst.ip}" if inst.ip else ""
         lines.append(
-            f"{service}.{inst.index} {inst.state} "
+            f"{service}.{inst.index} {state_text(inst)} "
             f"provider={inst.provider_name or '-'}{ip} up={_uptime(inst, now)} "
             f"restarts={inst.restarts} cost={amount(inst.cost)} "
             f"expires={_expires(inst, now)} | {_one_line(inst.last_output)}".rstrip()

@@ -347,6 +347,20 @@ class YagnaClient:
         data = await self._get(path, params={"timeout": timeout}, timeout=timeout + 5, retry=False)
         return ActivityUsage.parse(data, f"GET {path}")
 
+    async def request_destroy(self, activity_id: str, wait: float) -> bool:
+        """DELETE the activity, letting yagna wait only `wait` s for the provider to end it:
+        True when it ended in that time, False when the wait ran out (yagna's 408: the
+        provider was told, and is ending it; its state will say Terminated)."""
+        status, _ = await self.request(
+            "DELETE",
+            f"{ACTIVITY}/activity/{activity_id}",
+            params={"timeout": wait},
+            timeout=wait + 5,
+            poll=True,
+            ok=(200, 204, 404, 410),
+        )
+        return status != 408
+
     async def destroy_activity(self, activity_id: str, timeout: float = 10.0) -> None:
         await self.request(
             "DELETE",

@@ -298,7 +298,8 @@ class RuntimeEvent:
     """One SSE `runtime` event (snake_case on the wire).
 
     kind: "started" | "stdout" | "stderr" | "finished" | "progress"; `text` for output,
-    `return_code`/`message` for finished."""
+    `return_code`/`message` for finished, `progress` (done, total or None) for a byte
+    progress report (a deploy's image download, a transfer)."""
 
     batch_id: str
     index: int
@@ -306,6 +307,7 @@ class RuntimeEvent:
     text: str | None = None
     return_code: int | None = None
     message: str | None = None
+    progress: tuple[int, int | None] | None = None
 
     @classmethod
     def parse(cls, data: object, request: str) -> RuntimeEvent:
@@ -324,7 +326,25 @@ class RuntimeEvent:
             f = _Reader(body, "finished event", request)
             code, message = f.integer("return_code"), f.opt_text("message")
             return cls(batch_id, index, kind, return_code=code, message=message)
+        if kind == "progress":
+            return cls(batch_id, index, kind, progress=_byte_progress(body))
         return cls(batch_id, index, kind)
+
+
+def _byte_progress(body: object) -> tuple[int, int | None] | None:
+    """(done, total) of a progress report counted in bytes; None for any other shape (a
+    progress in steps, a unit we do not know): progress is informative, never an error."""
+    if not isinstance(body, dict) or body.get("unit") not in ("Bytes", None):
+        return None
+    pair = body.get("progress")
+    if not isinstance(pair, list) or len(pair) != 2:
+        return None
+    done, total = pair
+    if not isinstance(done, int) or isinstance(done, bool) or done < 0:
+        return None
+    if not (total is None or (isinstance(total, int) and not isinstance(total, bool))):
+        return None
+    return done, total
 
 
 @dataclass(frozen=True)

@@ -232,3 +232,45 @@ def test_device_nodes_an_image_brings_open_nothing(tmp_path: Path) -> None:
             await in_image(tmp_path, cache, TaskPackage(image.digest, server.url("img.gvmi")), body)
 
     anyio.run(main)
+
+
+@pytest.mark.localnet
+def test_start_entrypoint_runs_the_images_entrypoint_as_the_vm_does(
+    shared_localnet: LocalNetInfo, tmp_path: Path, gvmi: Gvmi
+) -> None:
+    """`start` with the "start-entrypoint" argument (the capability of that name) starts
+    the image's Entrypoint + Cmd in the background; an image without one fails the start
+    with ya-runtime-vm's own message."""
+    script = "echo from-entrypoint > /golem/work/ep; exec sleep 60"
+    config = ImageConfig(entrypoint=("/bin/sh", "-c"), cmd=(script,), volumes=("/golem/work",))
+    with_entrypoint = build_gvmi(tmp_path / "ep", config)
+    start = {"start": {"args": ["start-entrypoint"]}}
+    # The entrypoint runs beside this command: wait (bounded) for the file it writes.
+    wait_for_file = (
+        "i=0; while [ ! -f /golem/work/ep ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done;"
+        " cat /golem/work/ep"
+    )
+    capture = {"stdout": {"atEnd": {}}}
+    read_it = {"run": {"entry_point": "/bin/sh", "args": ["-c", wait_for_file], "capture": capture}}
+
+    async def results(unit: ExeUnit, call: Callable[..., Awaitable[Any]]) -> list[Any]:
+        me = unit.config.activity_id
+        await call("Exec", exec_payload(unit, "b1", [{"deploy": {}}, start, read_it]))
+        answer = await call(
+            "GetExecBatchResults",
+            {"activityId": me, "batchId": "b1", "commandIndex": None, "timeout": 30.0},
+        )
+        return list(answer["Ok"])
+
+    async def runs(unit: ExeUnit, call: Callable[..., Awaitable[Any]]) -> None:
+        got = await results(unit, call)
+        assert [r["result"] for r in got] == ["Ok", "Ok", "Ok"], got
+        assert got[2]["stdout"] == "from-entrypoint\n"
+
+    async def refused(unit: ExeUnit, call: Callable[..., Awaitable[Any]]) -> None:
+        got = await results(unit, call)
+        assert [r["result"] for r in got[:2]] == ["Ok", "Error"], got
+        assert "does not define an entrypoint" in got[1]["message"]
+
+    with_exeunit(shared_localnet, tmp_path, runs, local_image=with_entrypoint.path)
+    with_exeunit(shared_localnet, tmp_path, refused, local_image=gvmi.path)

@@ -114,6 +114,19 @@ def test_a_forwarded_port_round_robins_over_running_instances(
 
                 running = ["192.168.10.9", nodes[1].ip]  # .9: nobody there, yagna gives up
                 assert await anyio.to_thread.run_sync(ask, port, b"hi") == b"b:hi"
+
+                # An instance that stops running (its provider vanished): its open
+                # connections are reset -- yagna would never close them.
+                running = [nodes[0].ip]
+                held = await anyio.to_thread.run_sync(socket.create_connection, ("127.0.0.1", port))
+                with held:
+                    held.settimeout(60)  # far beyond the proxy's look: a hang fails the test
+                    held.sendall(b"hi")
+                    assert await anyio.to_thread.run_sync(held.recv, 100) == b"a:hi"
+                    running = [nodes[1].ip]
+                    with pytest.raises(ConnectionResetError):
+                        await anyio.to_thread.run_sync(held.recv, 100)
+                assert proxy.stats.aborted == 1
                 tg.cancel_scope.cancel()
 
     anyio.run(main)

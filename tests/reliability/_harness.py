@@ -330,15 +330,26 @@ def ask_yagna(url: str, key: str, activity_ids: set[str]) -> YagnaView:
         agreements[entry["id"]] = str(agreement["state"])
     invoices = list(_get(url, key, "/payment-api/v1/invoices") or [])
     notes = list(_get(url, key, "/payment-api/v1/debitNotes") or [])
+    # Which activities the requestor node recorded at all: one whose creation request was
+    # cut off (the supervisor SIGKILLed while POST /activity was in flight) exists on the
+    # provider only; yagna then cannot answer for it, and nothing of ours could destroy it.
+    recorded: set[str] = set()
+    for agreement_id in agreements:
+        listed = _get(url, key, f"/activity-api/v1/activity?agreementId={agreement_id}")
+        recorded.update(str(a) for a in listed or [])
     activities: dict[str, str] = {}
     for activity_id in {str(n["activityId"]) for n in notes} | activity_ids:
         try:
             state = _get(url, key, f"/activity-api/v1/activity/{activity_id}/state")
             activities[activity_id] = str(state["state"][0])
         except urllib.error.HTTPError as error:
-            activities[activity_id] = f"HTTP {error.code}"
+            known = "" if activity_id in recorded else UNRECORDED
+            activities[activity_id] = f"{known}HTTP {error.code}"
     allocations = list(_get(url, key, "/payment-api/v1/allocations") or [])
     return YagnaView(agreements, activities, invoices, notes, allocations)
+
+
+UNRECORDED = "never recorded by the requestor: "
 
 
 def _journal_activities(folder: Path) -> set[str]:
@@ -372,7 +383,11 @@ class Audit:
 
     def stuck_activities(self, vanished: tuple[str, ...] = ()) -> dict[str, str]:
         """Activities yagna does not show Terminated, except those of providers that died
-        on purpose (see `check`)."""
+        on purpose (see `check`), and those the requestor node never recorded whose
+        agreement it shows Terminated (the provider ended them with it; see ask_yagna)."""
+        agreement_of_note = {
+            str(n["activityId"]): str(n.get("agreementId")) for n in self.yagna.debit_notes
+        }
         provider_of = {
             str(r["agreement_id"]): r.get("provider_name")
             for r in self.records
@@ -387,6 +402,10 @@ class Audit:
             a: s
             for a, s in self.live_activities.items()
             if not (s == "Unresponsive" and provider_of.get(agreement_of.get(a, "")) in vanished)
+            and not (
+                s.startswith(UNRECORDED)
+                and self.yagna.agreements.get(agreement_of_note.get(a, "")) == "Terminated"
+            )
         }
 
     @property

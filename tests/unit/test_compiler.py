@@ -12,7 +12,13 @@ from typing import Any
 import anyio
 import pytest
 
-from golem_deploy.compiler import CompileError, class_name, compile_manifest, with_env
+from golem_deploy.compiler import (
+    CompileError,
+    class_name,
+    compile_manifest,
+    export_source,
+    with_env,
+)
 from golem_deploy.engine import RestartPolicy, Service
 from golem_deploy.engine.payload import LOCAL_MOUNTS_PROPERTY
 from golem_deploy.engine.service import Script, WorkContext
@@ -144,6 +150,20 @@ def test_start_deploys_then_runs_the_start_steps_with_env(tmp_path: Path) -> Non
     assert argv(echo) == ["/usr/bin/env", "MODE=prod", "N=2", "/bin/echo", "starting"]
     assert upload["transfer"]["to"] == "container:/golem/work/input.txt"
     assert len(scripts) == 2
+
+
+def test_the_start_entrypoint_capability_starts_the_images_entrypoint(tmp_path: Path) -> None:
+    m = manifest(
+        tmp_path,
+        f"ep: {{payload: {{image_hash: {HASH}, capabilities: [start-entrypoint]}},"
+        " start: [[/bin/true]]}\n",
+    )
+    scripts = anyio.run(collect, instance(compile_manifest(m)["ep"]).start())
+    assert commands(scripts[0]) == [{"deploy": {}}, {"start": {"args": ["start-entrypoint"]}}]
+    assert [argv(c) for c in commands(scripts[1])] == [["/bin/true"]]
+    exported = export_source(m)  # the yapapi program asks the VM for the same
+    assert "script.start('start-entrypoint')" in exported
+    compile(exported, "program.py", "exec")
 
 
 def test_run_repeats_every_interval(tmp_path: Path) -> None:

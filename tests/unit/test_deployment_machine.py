@@ -48,7 +48,8 @@ def _running() -> m.DeploymentMachine:
 
 def test_an_instance_that_ends_before_running_fails_the_deployment() -> None:
     machine = _started()
-    actions = machine.handle(m.InstanceChanged("db", 0, S.terminated, "start failed: code 3"))
+    ended = m.InstanceChanged("db", 0, S.terminated, "start failed: code 3", final=True)
+    actions = machine.handle(ended)
     assert actions == [m.DeploymentFailed("db.0 did not start: start failed: code 3")]
     assert machine.state is D.failed
     assert _run(machine, "cache", 0) == []  # no later wave starts
@@ -57,14 +58,14 @@ def test_an_instance_that_ends_before_running_fails_the_deployment() -> None:
 def test_a_terminated_instance_with_a_restart_scheduled_has_not_ended() -> None:
     machine = _started()
     _run(machine, "db", 0)
-    assert machine.handle(m.RestartScheduled("db", 0)) == []
+    # Terminated, but not final: the engine schedules a restart.
     assert machine.handle(m.InstanceChanged("db", 0, S.terminated, "run failed")) == []
     assert machine.state is D.starting
     machine.handle(m.InstanceChanged("db", 0, S.pending))  # the replacement
     _run(machine, "db", 0)
     assert _run(machine, "cache", 0)[0] == m.WaveRunning(0, ("db", "cache"))
     # Once replaced, the instance ending again is an ending again.
-    machine.handle(m.InstanceChanged("web", 0, S.terminated, "gone"))
+    machine.handle(m.InstanceChanged("web", 0, S.terminated, "gone", final=True))
     assert machine.state is D.failed
 
 
@@ -103,7 +104,7 @@ def test_down_from_every_live_state_stops_and_a_second_down_is_a_no_op() -> None
 
 def test_a_failed_start_then_down_ends_stopped_a_crash_ends_failed() -> None:
     machine = _started()
-    machine.handle(m.InstanceChanged("db", 0, S.terminated, "x"))
+    machine.handle(m.InstanceChanged("db", 0, S.terminated, "x", final=True))
     machine.handle(m.DownRequested("down requested"))
     machine.handle(m.Finished())
     assert machine.state is D.stopped
@@ -138,11 +139,7 @@ instance_events = st.one_of(
         index=st.integers(0, 1),
         state=st.sampled_from(list(S)),
         reason=st.sampled_from(["", "why"]),
-    ),
-    st.builds(
-        m.RestartScheduled,
-        service=st.sampled_from(["db", "cache", "web"]),
-        index=st.integers(0, 1),
+        final=st.booleans(),
     ),
     st.builds(m.ServiceFinished, service=st.sampled_from(["db", "cache", "web"])),
     st.builds(m.DownRequested, reason=st.just("down")),

@@ -49,3 +49,37 @@ def test_every_way_of_not_joining_is_a_vpn_error(tmp_path: Path) -> None:
         await unsealed.join({}, None)  # no network asked: nothing to do
 
     anyio.run(main)
+
+
+class RecordingHost:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    async def join(self, spec: Any, node_id: str, netns: Path) -> object:
+        member = ("member", spec.id)
+        self.calls.append(("join", member))
+        return member
+
+    def cut(self, member: object) -> None:
+        self.calls.append(("cut", member))
+
+    async def leave(self, member: object) -> None:
+        self.calls.append(("leave", member))
+
+
+def test_a_vanishing_activity_cuts_its_interfaces_at_once_and_leaves_later(
+    tmp_path: Path,
+) -> None:
+    host = RecordingHost()
+    vpn = ActivityVpn(host, "0xp", tmp_path)  # type: ignore[arg-type]
+    member = ("member", "n1")
+
+    async def main() -> None:
+        await vpn.join({"net": [NET]}, tmp_path)
+        vpn.cut()  # synchronous: ExeUnit.vanish() cannot wait
+        assert host.calls == [("join", member), ("cut", member)]
+        await vpn.leave()  # the network still forgets it
+        await vpn.leave()  # once
+        assert host.calls[2:] == [("leave", member)]
+
+    anyio.run(main)

@@ -77,6 +77,15 @@ def test_every_problem_of_a_faults_file_is_reported_with_its_position(tmp_path: 
     assert "local-provider-2.fail_commands_matching" in message
 
 
+def test_die_when_names_the_absolute_path_of_a_trigger_file(tmp_path: Path) -> None:
+    faults = parse_faults({"local-provider-1": {"die_when": "/tmp/kill-1"}})
+    assert faults["local-provider-1"].die_when == Path("/tmp/kill-1")
+    assert faults["local-provider-1"].die_after is None
+    for bad in ("kill-1", 5, True):
+        with pytest.raises(FaultsError, match="die_when: expected the absolute path"):
+            parse_faults({"local-provider-1": {"die_when": bad}})
+
+
 def test_faults_file_must_be_a_mapping_of_valid_yaml(tmp_path: Path) -> None:
     path = tmp_path / "faults.yaml"
     path.write_text("- local-provider-1\n")

@@ -7,7 +7,7 @@ import datetime as dt
 from decimal import Decimal
 
 from golem_deploy.engine.lifecycle import ServiceState
-from golem_deploy.engine.service import InstanceSnapshot
+from golem_deploy.engine.service import ImageDownload, InstanceSnapshot
 from golem_deploy.supervisor import journal as jr
 from golem_deploy.supervisor import snapshot as sn
 from golem_deploy.supervisor.snapshot_plain import from_plain
@@ -81,6 +81,16 @@ def test_the_plain_form_reads_back_as_the_same_snapshot() -> None:
     plain = snap.plain()
     assert plain["budget"] == {"total": "1", "spent": "0.25", "remaining": "0.75"}
     assert from_plain({"services": [{"instances": [{"cost": "x"}]}]}).name == "?"
+
+
+def test_a_download_shows_only_while_the_instance_starts() -> None:
+    got = ImageDownload(done=10, total=40, bytes_per_s=5.0)
+    starting = _live(state=ServiceState.starting, download=got)
+    row = starting.services[1][1][0]
+    assert row.download == sn.DownloadView(done=10, total=40, bytes_per_s=5.0)
+    assert from_plain(starting.plain()) == starting
+    running = _live(download=got).services[1][1][0]
+    assert running.download is None  # a stale report never outlives the start
 
 
 def test_status_json_is_cut_to_the_documented_keys() -> None:

@@ -54,6 +54,7 @@ class FakeInstance:
     reason: str = ""
     restart_scheduled: bool = False
     ip: str | None = None
+    download: None = None
 
     def snapshot(self) -> InstanceSnapshot:
         return InstanceSnapshot(
@@ -71,12 +72,21 @@ class FakeCluster:
         self._emit = emit
         self._finished = anyio.Event()
 
-    def set_state(self, index: int, state: ServiceState, reason: str = "") -> None:
+    def set_state(
+        self, index: int, state: ServiceState, reason: str = "", final: bool | None = None
+    ) -> None:
+        """`final`: whether the engine would call the instance ended (default: terminated,
+        as without a restart policy)."""
         inst = self.instances[index]
         old, inst.state, inst.reason = inst.state, state, reason
         self._emit(
             events.InstanceStateChanged(
-                service=inst.service, index=index, old=old, new=state, reason=reason
+                service=inst.service,
+                index=index,
+                old=old,
+                new=state,
+                reason=reason,
+                final=state is ServiceState.terminated if final is None else final,
             )
         )
         if all(i.state is ServiceState.terminated for i in self.instances):
@@ -205,7 +215,7 @@ async def test_a_terminated_instance_with_a_restart_scheduled_has_not_ended(
                 service="db", index=0, attempt=1, delay=5.0, reason="run failed"
             )
         )
-        golem.clusters["db"].set_state(0, ServiceState.terminated, "run failed")
+        golem.clusters["db"].set_state(0, ServiceState.terminated, "run failed", final=False)
         assert sup.state == "starting"  # waiting for the replacement, not failed
         golem.clusters["db"].set_state(0, ServiceState.running)
         golem.clusters["cache"].set_all(ServiceState.running)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from typing import Any
 
 from rich.console import Console
 
-from golem_deploy.supervisor.snapshot import DeploymentSnapshot, iso, public_status
+from golem_deploy.supervisor.snapshot import DeploymentSnapshot, DownloadView, iso, public_status
 from golem_deploy.supervisor.snapshot_plain import from_plain
 from golem_deploy.ui import table as ui
 
@@ -162,4 +163,24 @@ def test_status_json_has_exactly_the_documented_keys() -> None:
         "restarts",
         "cost",
         "last_output",
+        "download",
     }
+
+
+def test_a_starting_instance_shows_its_image_download() -> None:
+    snap = _typed(_snapshot())
+    (name, rows), *rest = snap.services
+    downloading = dataclasses.replace(
+        rows[0],
+        state="starting",
+        download=DownloadView(done=45_000_000, total=100_000_000, bytes_per_s=12_300_000),
+    )
+    unknown_size = dataclasses.replace(
+        downloading, download=DownloadView(done=3_000_000, total=None, bytes_per_s=0)
+    )
+    assert ui.state_text(downloading) == "starting (image 45 %, 12.3 MB/s)"
+    assert ui.state_text(unknown_size) == "starting (image 3.0 MB)"
+    assert ui.state_text(dataclasses.replace(downloading, state="running")) == "running"
+    snap = dataclasses.replace(snap, services=((name, (downloading, *rows[1:])), *rest))
+    assert "starting (image 45 %, 12.3 MB/s)" in _render(ui.deployment_table(snap, now=NOW), 100)
+    assert any("starting (image 45 %, 12.3 MB/s)" in line for line in ui.plain_lines(snap))

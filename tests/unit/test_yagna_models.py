@@ -124,6 +124,19 @@ def test_exec_results_decode_binary_output() -> None:
     assert r.stdout == "hi" and r.is_batch_finished
 
 
+def test_a_progress_event_carries_bytes_done_and_total() -> None:
+    def parse(body: object) -> tuple[int, int | None] | None:
+        event = {"batch_id": "b", "index": 0, "kind": {"progress": body}}
+        return RuntimeEvent.parse(event, REQ).progress
+
+    assert parse({"step": [0, 1], "progress": [5, 10], "unit": "Bytes"}) == (5, 10)
+    assert parse({"progress": [5, None], "unit": "Bytes"}) == (5, None)
+    # Informative only: shapes we do not read are no error, just no progress.
+    assert parse({"progress": [1, 3], "unit": "Steps"}) is None
+    assert parse({"progress": ["5", 10]}) is None
+    assert parse(None) is None
+
+
 def test_runtime_events_are_snake_case() -> None:
     out = RuntimeEvent.parse(
         {"batch_id": "b", "index": 0, "timestamp": "t", "kind": {"stdout": "hello\n"}}, REQ

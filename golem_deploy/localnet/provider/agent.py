@@ -10,7 +10,8 @@ to serve and how much to bill is decided by terms.py; this module only acts on i
 
 Faults (see faults.py) make an agent misbehave on purpose for reliability tests.
 `die_after` counts from the provider's first approved agreement: the provider gets work, and
-then vanishes.
+then vanishes. `die_when` vanishes it the same way once a file exists, so a test can kill
+exactly the provider it saw an instance placed on.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import aiohttp
 import anyio
@@ -116,6 +118,8 @@ class ProviderAgent:
             tg.start_soon(self._activity_events_loop)
             if self.config.faults.die_after is not None:
                 tg.start_soon(self._die_later, self.config.faults.die_after)
+            if self.config.faults.die_when is not None:
+                tg.start_soon(self._die_when, self.config.faults.die_when)
             task_status.started()
 
     async def shutdown(self, timeout: float = 8.0) -> None:
@@ -151,6 +155,17 @@ class ProviderAgent:
         await self._first_approval.wait()
         await anyio.sleep(delay)
         log.warning("%s: dying now (fault die_after=%ss)", self.name, delay)
+        await self._vanish()
+
+    async def _die_when(self, trigger: Path) -> None:
+        """The die_when fault: vanish as soon as ``trigger`` exists (polled: a test's file)."""
+        while not trigger.exists():
+            await anyio.sleep(0.2)
+        log.warning("%s: dying now (fault die_when=%s)", self.name, trigger)
+        await self._vanish()
+
+    async def _vanish(self) -> None:
+        """Like a crashed machine: every ExeUnit silent, the offer gone, nothing more."""
         self._activities.vanish()
         with anyio.move_on_after(3):
             await self._unsubscribe()
