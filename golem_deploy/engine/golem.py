@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
@@ -45,7 +44,14 @@ from golem_deploy.engine.market import Demand, build_demand
 from golem_deploy.engine.network import Network
 from golem_deploy.engine.payload import VmPayload
 from golem_deploy.engine.payments import PaymentManager, payment_platform
-from golem_deploy.engine.service import Service, Storage
+from golem_deploy.engine.run_args import (
+    DEFAULT_EXPIRATION,
+    EngineError,
+    _class_default,
+    check_hooks,
+    expiration_time,
+)
+from golem_deploy.engine.service import Storage
 from golem_deploy.engine.storage import GsbApiStorage
 from golem_deploy.engine.timing import Timings
 from golem_deploy.errors import GolemDeployError
@@ -56,12 +62,6 @@ from golem_deploy.yagna.net import NetApi
 __all__ = ["DEFAULT_EXPIRATION", "EngineError", "Golem", "expiration_time"]
 
 log = logging.getLogger(__name__)
-_T = TypeVar("_T")
-DEFAULT_EXPIRATION = timedelta(minutes=180)  # yapapi's Cluster.DEFAULT_SERVICE_EXPIRATION
-
-
-class EngineError(GolemDeployError):
-    """Misuse of the engine API (bad arguments, used outside `async with`)."""
 
 
 class Golem:
@@ -429,46 +429,6 @@ class Golem:
                     continue
                 reason = f"provider terminated the agreement: {event.reason or '-'}"
                 self._router.send(event.agreement_id, lc.AgreementTerminatedByProvider(reason))
-
-
-def expiration_time(expiration: datetime | timedelta | None, now: datetime) -> datetime:
-    """When a cluster expires (UTC): `now` plus a timedelta (default 180 min), or a datetime;
-    a naive datetime is local time, as yapapi reads it (`datetime.now() + timedelta(...)`
-    means the same moment wherever the program runs)."""
-    if expiration is None:
-        return now + DEFAULT_EXPIRATION
-    if isinstance(expiration, timedelta):
-        return now + expiration
-    return expiration.astimezone(UTC)  # naive: astimezone takes it as local time
-
-
-def _class_default(service_class: type[Service], name: str, kind: type[_T]) -> _T | None:
-    """A class attribute that configures `run_service`, when it has the engine's type; an
-    attribute of another type under that name (a user's own `healthcheck()` method, say)
-    is the subclass's business, not configuration."""
-    value = getattr(service_class, name, None)
-    return value if isinstance(value, kind) else None
-
-
-def check_hooks(service_class: type[Service], healthcheck: HealthCheck | None) -> None:
-    """Refuse yapapi hook overrides the engine would otherwise silently ignore."""
-    name = service_class.__name__
-    if service_class.restart_condition is not Service.restart_condition:
-        raise EngineError(
-            f"{name} overrides yapapi's restart_condition, which golem-deploy does not "
-            "consult: its restarts follow run_service(restart=RestartPolicy(...)) and "
-            "respawn_unstarted_instances",
-            hint="remove the override and pass e.g. restart=RestartPolicy('on-failure', "
-            "max_restarts=3) (respawn_unstarted_instances=True respawns failed starts)",
-        )
-    own_probe = service_class.is_activity_responsive is not Service.is_activity_responsive
-    if own_probe and healthcheck is not None and healthcheck.probes:
-        raise EngineError(
-            f"{name} overrides is_activity_responsive() and has a health check probe: "
-            "the engine runs one check per instance",
-            hint="drop the HealthCheck's argv/http/tcp (keep interval, timeout, retries) "
-            "or the is_activity_responsive() override",
-        )
 
 
 def _reserve(network: Network | None, addresses: Sequence[str] | None) -> tuple[str, ...]:

@@ -15,7 +15,7 @@ import pytest
 from golem_deploy.engine import Cluster, Golem, HealthCheck, RestartPolicy, Service, ServiceState
 from golem_deploy.engine import events as ev
 from golem_deploy.engine import lifecycle as lc
-from golem_deploy.engine.golem import (
+from golem_deploy.engine.run_args import (
     DEFAULT_EXPIRATION,
     EngineError,
     _class_default,
