@@ -48,6 +48,7 @@ INSTANCE_KEYS = {
     "restarts",
     "cost",
     "last_output",
+    "download",  # while the image downloads (else null)
 }
 
 
