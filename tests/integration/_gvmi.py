@@ -99,12 +99,19 @@ async def serve_files(files: dict[str, Path]) -> AsyncIterator[ImageServer]:
 
     app = web.Application()
     app.router.add_get("/{name}", handler)
+    async with serve_app(app) as base:
+        yield ImageServer(base, hits)
+
+
+@asynccontextmanager
+async def serve_app(app: web.Application) -> AsyncIterator[str]:
+    """Serve `app` on a free port of 127.0.0.1; yields its base URL."""
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        yield ImageServer(f"http://127.0.0.1:{port}", hits)
+        yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()

@@ -18,7 +18,7 @@ from pathlib import Path
 import anyio
 import pytest
 from _engine_helpers import Recorder, golem_for, wait_for
-from _gvmi import build_gvmi, mksquashfs_available
+from _gvmi import build_gvmi, mksquashfs_available, serve_app
 from aiohttp import web
 
 from golem_deploy.engine import Service, ServiceState, vm
@@ -48,16 +48,11 @@ async def half_then_wait(image: Path, gate: anyio.Event) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/image.gvmi", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/image.gvmi"
-    finally:
-        gate.set()
-        await runner.cleanup()
+    async with serve_app(app) as base:
+        try:
+            yield f"{base}/image.gvmi"
+        finally:
+            gate.set()  # a handler still waiting must end before the server can
 
 
 def test_a_starting_instance_reports_its_image_download(localnet: object, tmp_path: Path) -> None:
