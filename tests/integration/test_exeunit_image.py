@@ -82,7 +82,7 @@ def test_commands_see_the_image_and_not_the_host_and_the_cache_is_reused(
         code, out = await sh(
             sandbox,
             "cat /etc/image-marker; pwd; echo $FROM_IMAGE; ls /data && echo data-ok; "
-            "ls /usr/bin/python3 || echo no-host-python; "
+            "ls /usr/bin/python3 2>&1 || echo no-host-python; "  # one pipe: lines in order
             "echo changed > /etc/image-marker && cat /etc/image-marker; "
             "touch /new-at-the-root && echo root-owns-slash",
         )
