@@ -293,7 +293,8 @@ class Supervisor:
         # Local mounts work on any golem-deploy local network: the private one, or one
         # started with `golem-deploy localnet start` and exported (its subnet is local-dev).
         local = self.backend.kind == "local" or subnet == LOCAL_SUBNET
-        classes = compile_manifest(self.manifest, local=local)
+        images = await self._resolve_images(subnet) if self.backend.kind == "yagna" else {}
+        classes = compile_manifest(self.manifest, local=local, images=images)
         golem = Golem(
             self.manifest.budget,
             subnet,
@@ -331,6 +332,22 @@ class Supervisor:
         # its invoice_timeout; say which agreements went unpaid (their debit notes were).
         for agreement_id in golem.unpaid_agreements:
             self.note("InvoiceMissing", agreement_id=agreement_id, waited=golem.invoice_timeout)
+
+    async def _resolve_images(self, subnet: str) -> dict[str, tuple[str, str]]:
+        """On the user's yagna: image tags and bare hashes through the registry, before any
+        demand is published (a failure fails the deployment with the registry's reason)."""
+        from golem_deploy.preflight.images import needs_registry, resolve_images
+
+        if not needs_registry(self.manifest):
+            return {}
+        resolved = await resolve_images(
+            self.manifest,
+            subnet=subnet,
+            warn=lambda text: self.note("ImageUnresolved", warning=text),
+        )
+        for name, image in resolved.items():
+            self.note("ImageResolved", service=name, sha3=image.sha3, url=image.url)
+        return {name: (image.sha3, image.url) for name, image in resolved.items()}
 
     async def _open_vpn(self, golem: Golem, tg: TaskGroup) -> None:
         """The deployment's VPN and forwarded ports, before anything is negotiated."""
