@@ -87,13 +87,15 @@ async def run_checks(target: Target, *, offers_wait: float | None) -> list[Check
     config = YagnaConfig(api_url=target.api_url, app_key=target.app_key)
     async with YagnaClient(config, retries=1) as client:
         checks.append(await _version(client))
-        later = ["payment account", "funds", "subnet", "images", "offers"]
+        later = ["payment account", "funds", "subnet", "images"]
+        if offers_wait is not None and target.manifest is not None:
+            later.append("offers")
         if checks[-1].status != OK:
             return checks + _skipped("app key", "identity", *later)
         key, address = await _identity(client, target)
         checks += key
         if address is None:
-            return checks + _skipped(*later)
+            return checks + _skipped(*(["identity"] if len(key) == 1 else []), *later)
         checks.append(await _account(client, target))
         checks.append(await _funds(client, target, address))
         checks.append(_subnet(target))
@@ -127,7 +129,8 @@ async def _version(client: YagnaClient) -> Check:
 async def _identity(client: YagnaClient, target: Target) -> tuple[list[Check], str | None]:
     if not target.app_key:
         fix = "`yagna app-key create requestor` prints one: export YAGNA_APPKEY=<that key>"
-        return [Check("app key", FAIL, "YAGNA_APPKEY is not set", fix)], None
+        why = "YAGNA_APPKEY is not set (without it `up` runs on the embedded local network)"
+        return [Check("app key", FAIL, why, fix)], None
     try:
         me = await client.me()
     except YagnaStatusError as error:
@@ -179,10 +182,12 @@ async def _funds(client: YagnaClient, target: Target, address: str) -> Check:
             timeout=datetime.now(UTC) + timedelta(minutes=5),
         )
     except YagnaError as error:
+        status = f"HTTP {error.status}: " if isinstance(error, YagnaStatusError) else ""
         return Check(
             "funds",
             FAIL,
-            f"yagna refused to allocate the budget ({budget} GLM on {target.platform}): "
+            f"yagna refused an allocation of the budget ({budget} GLM on {target.platform}): "
+            + status
             + _why_refused(error.detail),
             _fund_fix(target, address),
         )

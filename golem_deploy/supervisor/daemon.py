@@ -6,7 +6,8 @@ in its own session, so closing the terminal does not end the deployment. It
   1. takes the deployment's lock (one supervisor per deployment name, ever),
   2. serves the control API on a Unix socket (snapshot, events, down, logs),
   3. when no yagna is configured (YAGNA_APPKEY unset) starts a private local network in the
-     deployment folder,
+     deployment folder; on the user's yagna it resolves registry images (image_tag, or
+     image_hash without image_url) before any demand is published,
   4. runs the services in depends_on waves: a wave starts once every instance of the earlier
      waves is running,
   5. journals every engine event before the engine goes on (the journal is the truth after a
