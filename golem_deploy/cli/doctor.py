@@ -12,6 +12,7 @@ import typer
 from golem_deploy.cli.common import DeployError, console, load_manifest, parse_duration
 
 if TYPE_CHECKING:
+    from golem_deploy.manifest.model import Manifest
     from golem_deploy.preflight.checks import Check
 
 _ENV_FILE_HELP = "A .env file for ${VAR} interpolation in the manifest."
@@ -66,14 +67,13 @@ def print_checks(checks: list[Check], *, stderr: bool = False) -> None:
             out.print(f"      fix: {check.fix}", soft_wrap=True)
 
 
-def preflight(file: Path, env_file: Path | None) -> None:
+def preflight(manifest: Manifest, file: Path) -> None:
     """`up` on the user's yagna: the doctor's checks but the offers wait, before anything
     starts; a failure ends `up` with the checks printed (nothing was allocated)."""
     import anyio
 
     from golem_deploy.preflight.checks import Target, run_checks
 
-    manifest = load_manifest(file, env_file)
     checks = anyio.run(lambda: run_checks(Target.from_env(manifest), offers_wait=None))
     failed = [check for check in checks if check.status == "FAIL"]
     if failed:

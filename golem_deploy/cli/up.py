@@ -92,11 +92,12 @@ def up(
             )
         allow_unsafe_host_exec()
     manifest = load_manifest(file, env_file)
+    ports.check_ports_free(manifest)  # before anything starts: nothing to clean up
     if os.environ.get("YAGNA_APPKEY") and not skip_checks:
         from golem_deploy.cli.doctor import preflight
 
-        preflight(file, env_file)  # before anything is allocated or started
-    ports.check_ports_free(manifest)  # before anything starts: nothing to clean up
+        # `doctor`'s checks, before anything is allocated, started or even given a folder.
+        preflight(manifest, file)
     deployment = deployments.of(manifest.name)
     if deployment.supervisor_alive():
         raise DeployError(
