@@ -69,7 +69,8 @@ async def resolve_images(
             image = await resolve(image_tag=tag, image_hash=image_hash, cache=cache)
         except RegistryUnreachable as error:
             if subnet != LOCAL_SUBNET:
-                raise
+                message = f"service {name!r}: {error.message}"
+                raise RegistryUnreachable(message, hint=error.hint) from None
             warn(f"service {name!r}: image left unresolved on {LOCAL_SUBNET}: {error.message}")
             continue
         except RegistryError as error:

@@ -130,6 +130,19 @@ def test_doctor_on_a_ready_yagna(
     assert bare["funds"]["status"] == "skip" and "offers" not in bare
     assert bare["images"]["status"] == "ok"
 
+    # A registry that cannot be reached: only a warning on local-dev, an error elsewhere.
+    cli.env["GOLEM_REGISTRY_URL"] = "http://127.0.0.1:9"
+    (cli.home / "registry-cache.json").unlink()
+    offline = _checks(cli("doctor", str(path), "--json", "--wait", "1s", check=True))
+    assert offline["images"]["status"] == "ok"
+    assert "left unresolved on local-dev" in offline["images"]["detail"]
+    cli.env["YAGNA_SUBNET"] = "public"
+    elsewhere = _checks(cli("doctor", str(path), "--json", "--wait", "1s"))
+    assert elsewhere["images"]["status"] == "FAIL"
+    assert "cannot ask the image registry http://127.0.0.1:9" in elsewhere["images"]["detail"]
+    assert "GOLEM_REGISTRY_URL" in elsewhere["images"]["fix"]
+    _nothing_held(external_net.info)
+
 
 def test_doctor_and_up_on_an_unfunded_yagna(cli: Cli, unfunded: Any, tmp_path: Path) -> None:
     path = _manifest(tmp_path, "doc-poor", f'{{image_hash: {SHA3}, image_url: "{IMAGE_URL}"}}')
