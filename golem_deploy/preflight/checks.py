@@ -61,18 +61,19 @@ class Target:
     def from_env(cls, manifest: Manifest | None) -> Target:
         """As `up` decides (supervisor/backend.py): YAGNA_* over the manifest."""
         env = os.environ
+        if manifest is not None:
+            subnet = manifest.subnet
+            driver, network = manifest.payment.driver, manifest.payment.network
+        else:
+            subnet = "public"
+            driver = env.get("YAGNA_PAYMENT_DRIVER", "erc20")
+            network = env.get("YAGNA_PAYMENT_NETWORK", "holesky")
         return cls(
             api_url=(env.get("YAGNA_API_URL") or DEFAULT_API_URL).rstrip("/"),
             app_key=env.get("YAGNA_APPKEY", ""),
-            subnet=env.get("YAGNA_SUBNET") or (manifest.subnet if manifest else "public"),
-            driver=manifest.payment.driver
-            if manifest
-            else env.get("YAGNA_PAYMENT_DRIVER", "erc20"),
-            network=(
-                manifest.payment.network
-                if manifest
-                else env.get("YAGNA_PAYMENT_NETWORK", "holesky")
-            ),
+            subnet=env.get("YAGNA_SUBNET") or subnet,
+            driver=driver,
+            network=network,
             manifest=manifest,
         )
 
