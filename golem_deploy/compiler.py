@@ -90,6 +90,8 @@ class ManifestService(Service):
     spec: ClassVar[ServiceSpec]
     local_mounts: ClassVar[Mapping[str, Path]] = {}
     local_image: ClassVar[Path | None] = None
+    # (sha3, url) the registry gave for image_tag / a bare image_hash (real network only).
+    resolved_image: ClassVar[tuple[str, str] | None] = None
 
     @classmethod
     def service_name(cls) -> str:
@@ -98,10 +100,13 @@ class ManifestService(Service):
     @classmethod
     async def _payload(cls) -> Any:
         p = cls.spec.payload
+        image_hash, image_url, image_tag = p.image_hash, p.image_url, p.image_tag
+        if cls.resolved_image is not None:
+            (image_hash, image_url), image_tag = cls.resolved_image, None
         payload = await vm.repo(
-            image_hash=p.image_hash,
-            image_url=p.image_url,
-            image_tag=p.image_tag,
+            image_hash=image_hash,
+            image_url=image_url,
+            image_tag=image_tag,
             min_mem_gib=p.min_mem_gib,
             min_storage_gib=p.min_storage_gib,
             min_cpu_threads=p.min_cpu_threads,
@@ -214,11 +219,18 @@ def price_caps(max_price: MaxPrice) -> PriceCaps:
     )
 
 
-def compile_manifest(manifest: Manifest, *, local: bool = False) -> dict[str, type[Service]]:
+def compile_manifest(
+    manifest: Manifest,
+    *,
+    local: bool = False,
+    images: Mapping[str, tuple[str, str]] | None = None,
+) -> dict[str, type[Service]]:
     """One generated Service subclass per service, in manifest order.
 
     With `local=True` the payload also carries the `golem_deploy.local.mounts` demand
-    property (read only by the embedded local network's provider).
+    property (read only by the embedded local network's provider). `images` maps a service
+    to the (sha3, url) the registry resolved its image to (golem_deploy.preflight.images):
+    its payload is then `vm.repo(image_hash=sha3, image_url=url)`.
     """
     classes: dict[str, type[Service]] = {}
     taken: set[str] = set()
@@ -228,11 +240,21 @@ def compile_manifest(manifest: Manifest, *, local: bool = False) -> dict[str, ty
         while cls_name in taken:
             cls_name, suffix = f"{class_name(name)}{suffix}", suffix + 1
         taken.add(cls_name)
-        classes[name] = _compile_service(cls_name, spec, manifest.folder, local=local)
+        resolved = (images or {}).get(name)
+        classes[name] = _compile_service(
+            cls_name, spec, manifest.folder, local=local, resolved=resolved
+        )
     return classes
 
 
-def _compile_service(cls_name: str, spec: ServiceSpec, folder: Path, *, local: bool) -> type:
+def _compile_service(
+    cls_name: str,
+    spec: ServiceSpec,
+    folder: Path,
+    *,
+    local: bool,
+    resolved: tuple[str, str] | None = None,
+) -> type:
     _check_local_paths(spec, folder)
 
     async def get_payload() -> Any:
@@ -248,6 +270,7 @@ def _compile_service(cls_name: str, spec: ServiceSpec, folder: Path, *, local: b
         "respawn_unstarted_instances": spec.respawn_unstarted_instances,
         "local_mounts": dict(spec.mounts) if local else {},
         "local_image": spec.local_image if local else None,
+        "resolved_image": resolved,
         "get_payload": staticmethod(get_payload),
     }
     cls: type[ManifestService] = type(cls_name, (ManifestService,), attrs)

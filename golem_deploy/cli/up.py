@@ -63,6 +63,13 @@ def up(
         bool,
         typer.Option("--unsafe-host-exec", help=UNSAFE_HOST_EXEC_HELP),
     ] = False,
+    skip_checks: Annotated[
+        bool,
+        typer.Option(
+            "--skip-checks",
+            help="On your yagna: skip the `golem-deploy doctor` checks `up` runs first.",
+        ),
+    ] = False,
 ) -> None:
     """Validate a manifest and deploy it (attached: a live table; Ctrl-C goes down)."""
     from golem_deploy.supervisor import control, deployments, journal, ports
@@ -86,6 +93,11 @@ def up(
         allow_unsafe_host_exec()
     manifest = load_manifest(file, env_file)
     ports.check_ports_free(manifest)  # before anything starts: nothing to clean up
+    if os.environ.get("YAGNA_APPKEY") and not skip_checks:
+        from golem_deploy.cli.doctor import preflight
+
+        # `doctor`'s checks, before anything is allocated, started or even given a folder.
+        preflight(manifest, file)
     deployment = deployments.of(manifest.name)
     if deployment.supervisor_alive():
         raise DeployError(

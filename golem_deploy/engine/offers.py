@@ -13,6 +13,7 @@ with a reason the user can read.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -81,7 +82,7 @@ class LinearPricing:
     start: Decimal
 
     @classmethod
-    def from_properties(cls, props: dict[str, Any]) -> LinearPricing:
+    def from_properties(cls, props: Mapping[str, object]) -> LinearPricing:
         """Parse an offer's linear pricing; ValueError with a reason if it is not usable."""
         if props.get(p.PRICING_MODEL) != "linear":
             raise ValueError(f"pricing model {props.get('golem.com.pricing.model')!r} not linear")
@@ -121,7 +122,7 @@ class OfferScore:
     reason: str = ""
 
 
-def offer_platforms(props: dict[str, Any]) -> set[str]:
+def offer_platforms(props: Mapping[str, object]) -> set[str]:
     """Payment platforms an offer supports (the segment after golem.com.payment.platform.)."""
     found = set()
     for key in props:
@@ -132,7 +133,7 @@ def offer_platforms(props: dict[str, Any]) -> set[str]:
 
 
 def score_offer(
-    props: dict[str, Any], caps: PriceCaps, *, platform: str, expected_seconds: float
+    props: Mapping[str, object], caps: PriceCaps, *, platform: str, expected_seconds: float
 ) -> OfferScore:
     """Accept or reject an offer; accepted offers carry their expected cost (lower wins)."""
     try:

@@ -24,7 +24,14 @@ import aiohttp
 
 from golem_deploy.errors import GolemDeployError
 
-__all__ = ["DEFAULT_REGISTRY_URL", "RegistryError", "ResolvedImage", "registry_url", "resolve"]
+__all__ = [
+    "DEFAULT_REGISTRY_URL",
+    "RegistryError",
+    "RegistryUnreachable",
+    "ResolvedImage",
+    "registry_url",
+    "resolve",
+]
 
 DEFAULT_REGISTRY_URL = "https://registry.golem.network"
 
@@ -36,6 +43,11 @@ def registry_url() -> str:
 
 class RegistryError(GolemDeployError):
     """The registry does not know the image, or cannot be asked."""
+
+
+class RegistryUnreachable(RegistryError):
+    """No answer from the registry at all: the image may well exist (an offline machine
+    can go on with what it has; see golem_deploy.preflight.images)."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +87,7 @@ async def resolve(
             text = await response.text()
             status = response.status
     except (aiohttp.ClientError, TimeoutError) as e:
-        raise RegistryError(
+        raise RegistryUnreachable(
             f"cannot ask the image registry {base} about {what}: {e or type(e).__name__}",
             hint="check the network, or set GOLEM_REGISTRY_URL; with image_url and "
             "image_hash no registry is needed",

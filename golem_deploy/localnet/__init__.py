@@ -116,8 +116,15 @@ def start(
     providers: int = 3,
     faults: Path | None = None,
     timeout: float = 30.0,
+    allocation_shortcut: bool = True,
 ) -> LocalNetInfo:
-    """Start a local network in `state_dir` (or return the one already running there)."""
+    """Start a local network in `state_dir` (or return the one already running there).
+
+    `allocation_shortcut=False` starts the requestor node without
+    YAGNA_DEV_SKIP_ALLOCATION_VALIDATION: creating an allocation then fails as on a node
+    with no funds (no chain is reachable), which is what tests of `golem-deploy doctor`
+    need. Ignored when a network already runs in `state_dir`.
+    """
     state_dir = Path(state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if providers < 1:
@@ -155,6 +162,8 @@ def start(
         ]
         if faults is not None:
             cmd += ["--faults", str(faults)]
+        if not allocation_shortcut:
+            cmd.append("--no-allocation-shortcut")
         with open(log_path, "ab") as log:
             log.write(f"--- starting local network ({providers} providers)\n".encode())
             log.flush()

@@ -73,11 +73,14 @@ def provider_name(index: int) -> str:
 class LocalNodes:
     """Start and stop the requestor (hub) and provider daemons of one state dir."""
 
-    def __init__(self, state_dir: Path, providers: int = 3) -> None:
+    def __init__(
+        self, state_dir: Path, providers: int = 3, *, allocation_shortcut: bool = True
+    ) -> None:
         if providers < 1:
             raise LocalnetError("a local network needs at least one provider")
         self.state_dir = state_dir
         self.providers = providers
+        self.allocation_shortcut = allocation_shortcut
         self.binary = yagna_binary()
         self.requestor: YagnaNode | None = None
         self.provider: YagnaNode | None = None
@@ -119,6 +122,7 @@ class LocalNodes:
                 hub_port=hub_gsb,  # the requestor node's own router is the hub
                 app_key=keys[REQUESTOR],
                 extra_env={},
+                allocation_shortcut=self.allocation_shortcut,
             ),
             self.state_dir,
             self.binary,

@@ -1,7 +1,7 @@
 """The local network's host process: both yagna daemons plus every provider agent.
 
     python -m golem_deploy.localnet.host --state-dir=D --providers N [--faults F]
-        [--exit-with-pid P]
+        [--exit-with-pid P] [--no-allocation-shortcut]
 
 It starts the daemons, runs one provider agent per identity (their ExeUnits run inside this
 process), then writes `ready.json` (atomically) with what a requestor needs. It runs until
@@ -192,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faults", type=Path, default=None)
     parser.add_argument("--exit-with-pid", type=int, default=None)
     parser.add_argument("--timeout", type=float, default=30.0)
+    # Allocations then fail as on an unfunded node (tests of `golem-deploy doctor`).
+    parser.add_argument("--no-allocation-shortcut", action="store_true")
     args = parser.parse_args(argv)
     state_dir: Path = args.state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -211,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     try:
         faults = load_faults(args.faults) if args.faults else {}
-        local_nodes = LocalNodes(state_dir, args.providers)
+        local_nodes = LocalNodes(
+            state_dir, args.providers, allocation_shortcut=not args.no_allocation_shortcut
+        )
         nodes = local_nodes.start(timeout=args.timeout, while_starting=_preload)
         import anyio
 

@@ -128,6 +128,9 @@ class NodeConfig:
     hub_port: int
     app_key: str
     extra_env: Mapping[str, str]
+    # yagna's dev switch that lets allocations pass without asking a chain for funds. Off
+    # only for tests of what an unfunded node does (localnet.start(allocation_shortcut=False)).
+    allocation_shortcut: bool = True
 
     @property
     def gsb_url(self) -> str:
@@ -158,8 +161,9 @@ class NodeConfig:
             "YA_CONSENT_STATS": "deny",
             "YAGNA_METRICS_URL": DEAD_PROXY + "/",
             "YAGNA_AUTOCONF_APPKEY": self.app_key,
-            "YAGNA_DEV_SKIP_ALLOCATION_VALIDATION": "1",
         }
+        if self.allocation_shortcut:
+            env["YAGNA_DEV_SKIP_ALLOCATION_VALIDATION"] = "1"
         for chain in CHAINS:
             env[f"{chain}_GETH_ADDR"] = DEAD_RPC
         env.update(self.extra_env)

@@ -105,6 +105,10 @@ def wait_for_socket(process: subprocess.Popen[bytes], deployment: DeploymentDir)
     deadline = time.monotonic() + SOCKET_WAIT
     while time.monotonic() < deadline:
         code = process.poll()
+        if code is not None and code in (0, 1) and _journaled_by(process.pid, deployment):
+            # It ran and already ended (e.g. its deployment failed at once, before we
+            # looked): the journal tells what happened, as for any supervisor that is gone.
+            return
         if code is not None:
             tail = _log_tail(deployment.supervisor_log)
             if code == deployments.EXIT_ALREADY_RUNNING:
@@ -124,6 +128,13 @@ def wait_for_socket(process: subprocess.Popen[bytes], deployment: DeploymentDir)
         f"the supervisor of {deployment.name!r} did not answer within {SOCKET_WAIT:g}s",
         hint=f"see {deployment.supervisor_log}",
     )
+
+
+def _journaled_by(pid: int, deployment: DeploymentDir) -> bool:
+    """Whether the deployment's journal is the one supervisor `pid` wrote."""
+    from golem_deploy.supervisor.journal import load
+
+    return load(deployment.journal).supervisor_pid == pid
 
 
 def request_down(deployment: DeploymentDir, timeout: float) -> None:

@@ -6,7 +6,8 @@ in its own session, so closing the terminal does not end the deployment. It
   1. takes the deployment's lock (one supervisor per deployment name, ever),
   2. serves the control API on a Unix socket (snapshot, events, down, logs),
   3. when no yagna is configured (YAGNA_APPKEY unset) starts a private local network in the
-     deployment folder,
+     deployment folder; on the user's yagna it resolves registry images (image_tag, or
+     image_hash without image_url) before any demand is published,
   4. runs the services in depends_on waves: a wave starts once every instance of the earlier
      waves is running,
   5. journals every engine event before the engine goes on (the journal is the truth after a
@@ -297,7 +298,8 @@ class Supervisor:
         # Local mounts work on any golem-deploy local network: the private one, or one
         # started with `golem-deploy localnet start` and exported (its subnet is local-dev).
         local = self.backend.kind == "local" or subnet == LOCAL_SUBNET
-        classes = compile_manifest(self.manifest, local=local)
+        images = await self._resolve_images(subnet) if self.backend.kind == "yagna" else {}
+        classes = compile_manifest(self.manifest, local=local, images=images)
         golem = Golem(
             self.manifest.budget,
             subnet,
@@ -335,6 +337,22 @@ class Supervisor:
         # its invoice_timeout; say which agreements went unpaid (their debit notes were).
         for agreement_id in golem.unpaid_agreements:
             self.note("InvoiceMissing", agreement_id=agreement_id, waited=golem.invoice_timeout)
+
+    async def _resolve_images(self, subnet: str) -> dict[str, tuple[str, str]]:
+        """On the user's yagna: image tags and bare hashes through the registry, before any
+        demand is published (a failure fails the deployment with the registry's reason)."""
+        from golem_deploy.preflight.images import needs_registry, resolve_images
+
+        if not needs_registry(self.manifest):
+            return {}
+        resolved = await resolve_images(
+            self.manifest,
+            subnet=subnet,
+            warn=lambda text: self.note("ImageUnresolved", warning=text),
+        )
+        for name, image in resolved.items():
+            self.note("ImageResolved", service=name, sha3=image.sha3, url=image.url)
+        return {name: (image.sha3, image.url) for name, image in resolved.items()}
 
     async def _open_vpn(self, golem: Golem, tg: TaskGroup) -> None:
         """The deployment's VPN and forwarded ports, before anything is negotiated."""

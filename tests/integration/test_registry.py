@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 from aiohttp import web
 
 from golem_deploy.engine.registry import RegistryError, resolve
+from golem_deploy.manifest import Manifest, load_manifest
+from golem_deploy.preflight.images import Resolved, resolve_images
+from golem_deploy.protocol import LOCAL_SUBNET
 
 SHA3 = "d646d7b93083d817846c2ae5c62c72ca0507782385a2e29291a3d376"
 KNOWN = {
@@ -77,3 +81,64 @@ def test_an_unknown_tag_or_a_dead_registry_is_one_clear_error(tmp_path: Path) ->
         assert error.value.hint is not None and "GOLEM_REGISTRY_URL" in error.value.hint
 
     anyio.run(dead)
+
+
+def _manifest(tmp_path: Path) -> Manifest:
+    path = tmp_path / "app.yaml"
+    path.write_text(
+        "name: app\nbudget: 1\nservices:\n"
+        '  tagged:\n    payload: {image_tag: "golem/alpine:latest"}\n'
+        f"  hashed:\n    payload: {{image_hash: {SHA3}}}\n"
+        f'  pinned:\n    payload: {{image_hash: {SHA3}, image_url: "http://x.example/i"}}\n'
+    )
+    return load_manifest(path)
+
+
+def test_a_manifest_resolves_service_by_service(tmp_path: Path, monkeypatch: Any) -> None:
+    manifest = _manifest(tmp_path)
+
+    async def body(url: str, asked: list[dict[str, str]]) -> None:
+        monkeypatch.setenv("GOLEM_REGISTRY_URL", url)
+        warnings: list[str] = []
+        found = await resolve_images(
+            manifest, subnet="public", warn=warnings.append, cache=tmp_path / "c.json"
+        )
+        image = Resolved(SHA3, "http://files.example/alpine.gvmi")
+        assert found == {"tagged": image, "hashed": image} and warnings == []
+        assert len(asked) == 2  # the pinned service needs no registry
+
+    anyio.run(with_registry, body)
+
+
+def test_an_unreachable_registry_is_an_error_except_on_local_dev(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    manifest = _manifest(tmp_path)
+    monkeypatch.setenv("GOLEM_REGISTRY_URL", "http://127.0.0.1:9")
+    warnings: list[str] = []
+
+    async def body() -> None:
+        with pytest.raises(RegistryError, match="service 'tagged': cannot ask the image registry"):
+            await resolve_images(manifest, subnet="public", warn=warnings.append)
+        found = await resolve_images(manifest, subnet=LOCAL_SUBNET, warn=warnings.append)
+        assert found == {}
+
+    anyio.run(body)
+    assert [w.split(":")[0] for w in warnings] == ["service 'tagged'", "service 'hashed'"]
+    assert all("left unresolved on local-dev" in w for w in warnings)
+
+
+def test_an_unknown_tag_names_its_service(tmp_path: Path, monkeypatch: Any) -> None:
+    path = tmp_path / "app.yaml"
+    path.write_text('name: app\nbudget: 1\nservices:\n  web:\n    payload: {image_tag: "a/b:1"}\n')
+    manifest = load_manifest(path)
+
+    async def body(url: str, asked: list[dict[str, str]]) -> None:
+        monkeypatch.setenv("GOLEM_REGISTRY_URL", url)
+        with pytest.raises(
+            RegistryError, match=r"service 'web': .* does not know image tag 'a/b:1'"
+        ):
+            # not even local-dev excuses an image the registry does not know
+            await resolve_images(manifest, subnet=LOCAL_SUBNET, warn=lambda _: None)
+
+    anyio.run(with_registry, body)

@@ -128,10 +128,17 @@ def test_malformed_yagna_answers_fail_clearly(
     proxy, info = proxied
     proxy.add(Rule("POST", r"/payment-api/v1/allocations$", mode, times=1000))
     scenario = Scenario.create(cli, tmp_path, f"malformed-{mode}", {"app": service()})
-    up = scenario.up(timeout="90s")
+    expected = {"garbage": "not JSON", "huge": "too large", "error": "500"}[mode]
+    # `up`'s own checks (golem-deploy doctor's) meet the broken allocation first: nothing starts.
+    checked = scenario.up(timeout="90s")
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "Traceback" not in checked.stderr
+    assert expected in checked.stderr and "allocation" in checked.stderr, checked.stderr
+    assert not scenario.folder.exists()
+    # Past the checks, the supervisor meets it and fails the same clear way.
+    up = cli(*scenario.up_args("-d", "--timeout", "90s", "--skip-checks"))
     assert up.returncode == 1, up.stdout + up.stderr
     assert "Traceback" not in up.stderr
-    expected = {"garbage": "not JSON", "huge": "too large", "error": "500"}[mode]
     assert expected in up.stderr, up.stderr
     assert "allocation" in up.stderr, up.stderr
     down = scenario.down()
