@@ -44,7 +44,7 @@ async def get_events(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     send, receive = anyio.create_memory_object_stream[dict[str, Any]](1000)
     # Subscribed before the headers go out: a client that got them misses no event.
-    supervisor.subscribe(send)
+    supervisor.records.subscribe(send)
     await response.prepare(request)
     with receive:
         try:

@@ -31,13 +31,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.streams.memory import MemoryObjectSendStream
 
 from golem_deploy.engine import events as ev
 from golem_deploy.protocol import LOCAL_SUBNET
 from golem_deploy.supervisor import deployments, snapshot
 from golem_deploy.supervisor import machine as dm
 from golem_deploy.supervisor.backend import Backend
+from golem_deploy.supervisor.broadcast import Broadcast
 from golem_deploy.supervisor.journal import Journal, Redactor, load, to_plain
 from golem_deploy.supervisor.logs import InstanceLogs
 from golem_deploy.supervisor.narrate import journal_worthy, log_line
@@ -107,7 +107,7 @@ class Supervisor:
         self.clusters: dict[str, Cluster] = {}
         self.vpn: DeploymentVpn | None = None  # the VPN and forwarded ports, when it has one
         self.last_output: dict[tuple[str, int], str] = {}
-        self._subscribers: list[MemoryObjectSendStream[dict[str, Any]]] = []
+        self.records = Broadcast()  # to every /events reader
         # Waves the machine asked to start, launched by _run_waves (run_service awaits).
         self._wave_send, self._wave_receive = anyio.create_memory_object_stream[dm.StartWave](100)
         self.done = anyio.Event()
@@ -123,26 +123,7 @@ class Supervisor:
     # ---- events -------------------------------------------------------------------------
 
     def publish(self, record: dict[str, Any]) -> None:
-        """Hand a record to every /events subscriber without ever blocking the engine."""
-        for stream in list(self._subscribers):
-            try:
-                stream.send_nowait(record)
-            except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                # A slow or gone reader loses its stream rather than slowing the engine.
-                self._subscribers.remove(stream)
-                stream.close()
-
-    def subscribe(self, stream: MemoryObjectSendStream[dict[str, Any]]) -> None:
-        if self.done.is_set():
-            stream.close()  # nothing more will be published: the reader gets the end
-            return
-        self._subscribers.append(stream)
-
-    def end_streams(self) -> None:
-        """No record follows: end every /events stream after what it already holds."""
-        for stream in self._subscribers:
-            stream.close()
-        self._subscribers.clear()
+        self.records.publish(record)
 
     def note(self, kind: str, **fields: object) -> None:
         """Journal a supervisor record and publish it."""
@@ -256,7 +237,7 @@ class Supervisor:
                 await self._lifecycle()
             finally:
                 self.done.set()
-                self.end_streams()
+                self.records.end()
                 with anyio.CancelScope(shield=True):
                     # Each /events reader gets the records still queued, then the end of
                     # its stream; cleanup waits (bounded) for those handlers to finish.

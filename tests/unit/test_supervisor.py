@@ -345,7 +345,7 @@ async def test_event_stream_delivers_records_as_they_happen(tmp_path: Path) -> N
         async with anyio.create_task_group() as tg:
             tg.start_soon(anyio.to_thread.run_sync, read_two)
             with anyio.fail_after(5):
-                while not sup._subscribers:
+                while not sup.records.readers:
                     await anyio.sleep(0.01)
             sup.on_event(
                 events.AllocationCreated(allocation_id="al", amount=Decimal(1), platform="p")
