@@ -62,8 +62,12 @@ def main() -> None:
         if os.environ.get("GOLEM_DEPLOY_DEBUG"):
             raise
         from rich.console import Console
+        from rich.text import Text
 
-        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False)
+        # soft_wrap: a long path stays one line the user can copy (the terminal wraps it);
+        # the message is plain text, never markup (a "[...]" in it prints as it is).
+        message = Text.assemble(("error:", "bold red"), " ", str(error))
+        Console(stderr=True).print(message, highlight=False, soft_wrap=True)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -44,6 +44,17 @@ def test_bad_timeout_and_missing_file_are_clear(cli: Cli, tmp_path: Path) -> Non
     assert "--timeout" in bad_timeout.stderr and "not a duration" in bad_timeout.stderr
 
 
+def test_an_error_keeps_a_long_path_whole_and_prints_brackets_as_they_are(
+    cli: Cli, tmp_path: Path
+) -> None:
+    narrow = Cli(cli.home, {**cli.env, "COLUMNS": "40"})
+    path = tmp_path / ("a-rather-long-folder-name-" * 3) / "[draft] manifest.yaml"
+    missing = narrow("up", "-d", str(path))
+    assert missing.returncode == 1
+    first = missing.stderr.splitlines()[0]
+    assert first == f"error: {path}: no such file", missing.stderr  # one line, copyable
+
+
 def test_no_deployment_yet(cli: Cli) -> None:
     for args in (["status"], ["down"], ["logs"]):
         result = cli(*args)
