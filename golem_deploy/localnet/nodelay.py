@@ -37,7 +37,7 @@ import os
 import socket
 import struct
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -81,11 +81,13 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return ipaddress.ip_address(packed)
 
 
-def parse_tcp_table(text: str) -> Iterator[TcpEntry]:
-    """The rows of a /proc/<pid>/net/tcp or tcp6 file (its header line skipped)."""
+def parse_tcp_table(text: str, only: Container[int] | None = None) -> Iterator[TcpEntry]:
+    """The rows of a /proc/<pid>/net/tcp or tcp6 file (its header line skipped); with
+    `only`, just the rows of those inodes (the others are not decoded: a busy machine's
+    table has thousands of rows, mostly TIME_WAIT)."""
     for line in text.splitlines()[1:]:
         fields = line.split()
-        if len(fields) < 10:
+        if len(fields) < 10 or (only is not None and int(fields[9]) not in only):
             continue
         local, remote = fields[1].split(":")[0], fields[2].split(":")[0]
         yield TcpEntry(_address(local), _address(remote), int(fields[3], 16), int(fields[9]))
@@ -133,12 +135,12 @@ def _read(path: str) -> str:
         return ""
 
 
-def _tcp_entries(pid: int) -> list[TcpEntry]:
-    """The TCP sockets of `pid`'s network namespace, IPv4 and IPv6."""
+def _tcp_entries(pid: int, inodes: Container[int]) -> list[TcpEntry]:
+    """The TCP sockets `inodes` in `pid`'s network namespace, IPv4 and IPv6."""
     return [
         entry
         for name in ("tcp", "tcp6")
-        for entry in parse_tcp_table(_read(f"/proc/{pid}/net/{name}"))
+        for entry in parse_tcp_table(_read(f"/proc/{pid}/net/{name}"), inodes)
     ]
 
 
@@ -180,10 +182,11 @@ def loopback_nodelay(pid: int) -> dict[int, bool]:
     tests and diagnostics). OSError when pidfd_getfd is not permitted."""
     pidfd = os.pidfd_open(pid)
     try:
-        entries = _tcp_entries(pid)
+        sockets = _socket_fds(pid)
+        entries = _tcp_entries(pid, sockets)
         loopback = {entry.inode for entry in entries if entry.loopback and entry.inode}
         states = {}
-        for inode, fd in _socket_fds(pid).items():
+        for inode, fd in sockets.items():
             if inode not in loopback:
                 continue
             try:
@@ -278,7 +281,7 @@ class NodelayKeeper:
         if not new:
             return
         self.counts.scans += 1
-        entries = _tcp_entries(pid)
+        entries = _tcp_entries(pid, new)
         loopback = {entry.inode for entry in entries if entry.loopback and entry.inode}
         # Never ours to touch, so never looked at again: other TCP sockets, Unix sockets.
         others = {entry.inode for entry in entries if not entry.loopback}
