@@ -158,22 +158,39 @@ def _socket_fds(pid: int) -> dict[int, int]:
     return found
 
 
+def _borrow(pidfd: int, fd: int, inode: int) -> socket.socket | None:
+    """Our duplicate of descriptor `fd` of the process `pidfd` names, as a socket object,
+    if it still is the socket `inode` (the number may have been reused since we listed it).
+    Closing the object closes only the duplicate. OSError from pidfd_getfd propagates."""
+    dup = _pidfd_getfd(pidfd, fd)
+    try:
+        if os.fstat(dup).st_ino == inode:
+            return socket.socket(fileno=dup)  # owns the duplicate from here on
+    except OSError:
+        pass
+    os.close(dup)
+    return None
+
+
 def _set_nodelay(pidfd: int, fd: int, inode: int) -> bool | None:
     """Set TCP_NODELAY on descriptor `fd` of the process `pidfd` names, if it still is the
     socket `inode`. True: it was off and is on now; False: it was on; None: `fd` is gone
     or is another file now. NotPermitted when the kernel refuses or lacks pidfd_getfd."""
     try:
-        dup = _pidfd_getfd(pidfd, fd)
+        sock = _borrow(pidfd, fd, inode)
     except OSError as exc:
         if exc.errno in (errno.EPERM, errno.EACCES, errno.ENOSYS):
             raise NotPermitted(f"pidfd_getfd: {exc.strerror}") from exc
         return None  # EBADF: closed meanwhile; ESRCH: the process is gone
-    with socket.socket(fileno=dup) as sock:  # closing it closes only our duplicate
-        if os.fstat(dup).st_ino != inode:
-            return None  # the number was reused for another file since we listed it
-        if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY):
-            return False
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if sock is None:
+        return None
+    with sock:
+        try:
+            if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY):
+                return False
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            return None  # not a TCP socket after all
         return True
 
 
@@ -190,13 +207,13 @@ def loopback_nodelay(pid: int) -> dict[int, bool]:
             if inode not in loopback:
                 continue
             try:
-                dup = _pidfd_getfd(pidfd, fd)
+                sock = _borrow(pidfd, fd, inode)
             except OSError as exc:
                 if exc.errno in (errno.EBADF, errno.ESRCH):
                     continue
                 raise
-            with socket.socket(fileno=dup) as sock:
-                if os.fstat(dup).st_ino == inode:
+            if sock is not None:
+                with sock:
                     states[inode] = bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
         return states
     finally:
