@@ -5,7 +5,7 @@ connections, its REST server including the Net API WebSocket). With Nagle's algo
 small write that follows an unacknowledged one waits for the peer's delayed ACK (40 ms on
 Linux), and a VPN frame crosses several such hops (requestor node -> hub -> provider node ->
 host process and back), so a small HTTP GET through a forwarded port took ~200 ms instead
-of ~10 ms, and downloads crawled. We cannot change yagna, but the host process started the
+of 10-25 ms, and downloads crawled. We cannot change yagna, but the host process started the
 daemons, so it may act on their sockets: ``pidfd_getfd(2)`` (Linux >= 5.6) gives us a
 duplicate of a daemon's descriptor, ``setsockopt`` on the duplicate changes the one socket
 both descriptors share, and closing the duplicate leaves the daemon's socket untouched.
@@ -34,6 +34,7 @@ import errno
 import ipaddress
 import logging
 import os
+import platform
 import socket
 import struct
 import subprocess
@@ -51,8 +52,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: pidfd_getfd's number is the same on every architecture (the unified table from 424 on).
+#: pidfd_getfd's number in the syscall table these architectures share from 424 on (alpha
+#: and mips number it differently: there we do not try).
 SYS_PIDFD_GETFD = 438
+KNOWN_MACHINES = ("x86_64", "i686", "aarch64", "armv7l", "armv8l", "riscv64", "ppc64le", "s390x")
 
 
 @dataclass(frozen=True)
@@ -261,14 +264,16 @@ class NodelayKeeper:
         self.disabled = reason
         log.warning(
             "cannot set TCP_NODELAY on the yagna daemons' sockets (%s): the local network "
-            "works, but traffic through its VPN is slower (small requests ~200 ms instead "
-            "of ~10 ms); see docs/localnet.md, 'VPN speed'",
+            "works, but traffic through its VPN is slower (a small request ~200 ms instead "
+            "of 10-25 ms); see docs/localnet.md, 'VPN speed'",
             reason,
         )
 
     def _sweep_one(self, process: subprocess.Popen[bytes]) -> None:
         if process.poll() is not None:
             return
+        if platform.machine() not in KNOWN_MACHINES:
+            raise NotPermitted(f"pidfd_getfd's number on {platform.machine()} is not known")
         try:
             pidfd = os.pidfd_open(process.pid)
         except AttributeError as exc:  # not Linux

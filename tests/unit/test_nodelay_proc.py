@@ -73,6 +73,11 @@ def test_only_loopback_sockets_are_ours_to_touch() -> None:
     }
 
 
+def test_only_the_rows_asked_for_are_decoded() -> None:
+    rows = list(parse_tcp_table(table("tcp"), only={1740324, 999}))
+    assert [entry.inode for entry in rows] == [1740324]
+
+
 def test_unix_sockets_are_recognised() -> None:
     assert unix_inodes(table("unix")) == {1740337, 1740338}
 
