@@ -102,3 +102,12 @@ LOCAL_PLATFORM = "erc20-holesky-tglm"
 #: Demand property (JSON {container path: absolute host path}): read-only bind mounts.
 LOCAL_MOUNTS = "golem_deploy.local.mounts"
 LOCAL_IMAGE = "golem_deploy.local.image"  # local.image: a .gvmi file or image tree here
+
+
+MAINNET_NETWORKS = ("mainnet", "polygon")
+
+
+def payment_platform(driver: str, network: str) -> str:
+    """`<driver>-<network>-<token>` as yapapi builds it (glm on mainnets, tglm elsewhere)."""
+    token = "glm" if network in MAINNET_NETWORKS else "tglm"
+    return f"{driver}-{network}-{token}"

@@ -43,7 +43,7 @@ from golem_deploy.engine.context import AgreementRouter, EngineContext, Provider
 from golem_deploy.engine.market import Demand, build_demand
 from golem_deploy.engine.network import Network
 from golem_deploy.engine.payload import VmPayload
-from golem_deploy.engine.payments import PaymentManager, payment_platform
+from golem_deploy.engine.payments import PaymentManager
 from golem_deploy.engine.run_args import (
     DEFAULT_EXPIRATION,
     EngineError,
@@ -55,6 +55,7 @@ from golem_deploy.engine.service import Storage
 from golem_deploy.engine.storage import GsbApiStorage
 from golem_deploy.engine.timing import Timings
 from golem_deploy.errors import GolemDeployError
+from golem_deploy.protocol import payment_platform
 from golem_deploy.yagna.client import YagnaClient, YagnaConfig
 from golem_deploy.yagna.errors import YagnaError, YagnaStatusError
 from golem_deploy.yagna.net import NetApi

@@ -26,16 +26,9 @@ from golem_deploy.yagna.client import YagnaClient
 from golem_deploy.yagna.errors import YagnaError
 from golem_deploy.yagna.models import Allocation, DebitNote, Decoration, Invoice
 
-__all__ = ["Ledger", "PaymentManager", "payment_platform"]
+__all__ = ["Ledger", "PaymentManager"]
 
 log = logging.getLogger(__name__)
-MAINNET_NETWORKS = ("mainnet", "polygon")
-
-
-def payment_platform(driver: str, network: str) -> str:
-    """`<driver>-<network>-<token>` as yapapi builds it (glm on mainnets, tglm elsewhere)."""
-    token = "glm" if network in MAINNET_NETWORKS else "tglm"
-    return f"{driver}-{network}-{token}"
 
 
 @dataclass

@@ -16,19 +16,21 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Awaitable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import anyio
 
-from golem_deploy.engine.payments import MAINNET_NETWORKS, payment_platform
-from golem_deploy.engine.registry import RegistryError
 from golem_deploy.manifest.model import Manifest
 from golem_deploy.preflight.images import needs_registry, resolve_images
-from golem_deploy.preflight.market import look_at_offers, service_demands
-from golem_deploy.protocol import LOCAL_SUBNET
+from golem_deploy.preflight.registry import RegistryError
+from golem_deploy.protocol import LOCAL_SUBNET, MAINNET_NETWORKS, payment_platform
 from golem_deploy.yagna.client import DEFAULT_API_URL, PAYMENT, YagnaClient, YagnaConfig
 from golem_deploy.yagna.errors import YagnaError, YagnaStatusError
+
+T = TypeVar("T")
 
 __all__ = ["Check", "Target", "run_checks"]
 
@@ -97,14 +99,23 @@ async def run_checks(target: Target, *, offers_wait: float | None) -> list[Check
         checks += key
         if address is None:
             return checks + _skipped(*(["identity"] if len(key) == 1 else []), *later)
-        checks.append(await _account(client, target))
-        checks.append(await _funds(client, target, address))
-        checks.append(_subnet(target))
-        images = await _images(target)
-        checks.append(images[0])
+        # Independent of each other: asked side by side (`up` waits for them).
+        account: list[Check] = []
+        funds: list[Check] = []
+        found: list[tuple[Check, dict[str, tuple[str, str]]]] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_into, account, _account(client, target))
+            tg.start_soon(_into, funds, _funds(client, target, address))
+            tg.start_soon(_into, found, _images(target))
+        images = found[0]
+        checks += [account[0], funds[0], _subnet(target), images[0]]
         if offers_wait is not None and target.manifest is not None:
             checks.append(await _offers(client, target, address, images[1], offers_wait))
     return checks
+
+
+async def _into(results: list[T], work: Awaitable[T]) -> None:
+    results.append(await work)
 
 
 def _skipped(*names: str) -> list[Check]:
@@ -260,6 +271,9 @@ async def _offers(
     images: dict[str, tuple[str, str]],
     wait: float,
 ) -> Check:
+    # The market part builds on the engine, which `up` (no offers check) need not import.
+    from golem_deploy.preflight.market import look_at_offers, service_demands
+
     assert target.manifest is not None
     try:
         demands = await service_demands(

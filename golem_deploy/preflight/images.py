@@ -2,25 +2,27 @@
 
 A real provider only runs `hash:sha3:<sha3>:<url>` it can download and verify, so on the
 user's own yagna every service whose payload gives `image_tag`, or `image_hash` without
-`image_url`, is resolved through the registry (golem_deploy.engine.registry, cached in the
+`image_url`, is resolved through the registry (golem_deploy.preflight.registry, cached in the
 state folder) before anything is published; the compiler then builds the payload from the
 answer. The embedded local network never calls this (it must stay offline).
 
-One exception keeps `golem-deploy localnet start` used as "your yagna" working offline: on
-its `local-dev` subnet an unreachable registry is only a warning, and the payload stays as
-written (the local providers accept it). Everywhere else it is an error: a deployment the
+One exception keeps `golem-deploy localnet start` used as "your yagna" offline: on its
+`local-dev` subnet the local providers accept the payload as written, so no registry is
+asked unless GOLEM_REGISTRY_URL names one (tests, a private registry), and then an
+unreachable one is only a warning. Everywhere else it is an error: a deployment the
 providers cannot verify would only fail later, after money was allocated.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from golem_deploy import paths
-from golem_deploy.engine.registry import RegistryError, RegistryUnreachable, resolve
 from golem_deploy.manifest.model import Manifest
+from golem_deploy.preflight.registry import RegistryError, RegistryUnreachable, resolve
 from golem_deploy.protocol import LOCAL_SUBNET
 
 __all__ = ["Resolved", "ResolvedImages", "cache_file", "needs_registry", "resolve_images"]
@@ -63,6 +65,8 @@ async def resolve_images(
     """Resolve every image the registry names; RegistryError (with the reason) when one
     cannot be, except an unreachable registry on `local-dev` (warned, left unresolved)."""
     resolved: dict[str, Resolved] = {}
+    if subnet == LOCAL_SUBNET and not os.environ.get("GOLEM_REGISTRY_URL"):
+        return resolved  # a local network: nothing leaves the machine for it
     cache = cache if cache is not None else cache_file()
     for name, (tag, image_hash) in needs_registry(manifest).items():
         try:

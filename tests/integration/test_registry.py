@@ -9,9 +9,10 @@ import anyio
 import pytest
 from aiohttp import web
 
-from golem_deploy.engine.registry import RegistryError, resolve
 from golem_deploy.manifest import Manifest, load_manifest
+from golem_deploy.preflight import images
 from golem_deploy.preflight.images import Resolved, resolve_images
+from golem_deploy.preflight.registry import RegistryError, resolve
 from golem_deploy.protocol import LOCAL_SUBNET
 
 SHA3 = "d646d7b93083d817846c2ae5c62c72ca0507782385a2e29291a3d376"
@@ -142,3 +143,22 @@ def test_an_unknown_tag_names_its_service(tmp_path: Path, monkeypatch: Any) -> N
             await resolve_images(manifest, subnet=LOCAL_SUBNET, warn=lambda _: None)
 
     anyio.run(with_registry, body)
+
+
+def test_a_local_network_asks_no_registry_unless_one_is_named(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """On `local-dev` (`golem-deploy localnet start` as "your yagna") nothing leaves the
+    machine: the public registry is never asked; GOLEM_REGISTRY_URL opts in."""
+    manifest = _manifest(tmp_path)
+    monkeypatch.delenv("GOLEM_REGISTRY_URL", raising=False)
+    asked: list[object] = []
+
+    async def no_lookup(**kwargs: object) -> None:
+        asked.append(kwargs)
+        raise AssertionError("the registry was asked")
+
+    monkeypatch.setattr(images, "resolve", no_lookup)
+    warnings: list[str] = []
+    found = anyio.run(lambda: resolve_images(manifest, subnet=LOCAL_SUBNET, warn=warnings.append))
+    assert (found, asked, warnings) == ({}, [], [])

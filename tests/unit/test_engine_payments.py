@@ -7,7 +7,8 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from golem_deploy.engine.payments import Ledger, payment_platform
+from golem_deploy.engine.payments import Ledger
+from golem_deploy.protocol import payment_platform
 
 D = Decimal
 
