@@ -28,6 +28,9 @@ from golem_deploy.yagna.models import Allocation, DebitNote, Decoration, Invoice
 
 __all__ = ["Ledger", "PaymentManager"]
 
+INVOICE_POLL = 0.1
+"""Seconds between two looks for an invoice someone waits for."""
+
 log = logging.getLogger(__name__)
 
 
@@ -100,6 +103,7 @@ class PaymentManager:
         self._invoice_seen = anyio.Event()
         self._cursor = datetime.now(UTC).isoformat()
         self._handled: set[str] = set()
+        self._invoice_poll: anyio.CancelScope | None = None  # the long poll in flight
 
     @property
     def spent(self) -> Decimal:
@@ -147,6 +151,8 @@ class PaymentManager:
         if agreement_id in self._agreements:
             self._agreements[agreement_id].ended = True
             self._agreements[agreement_id].expect_invoice = expect_invoice
+            if expect_invoice and self._invoice_poll is not None:
+                self._invoice_poll.cancel()  # go look often now (see _loop)
 
     def unpaid(self) -> list[str]:
         """Ended agreements whose invoice was not accepted yet."""
@@ -175,11 +181,21 @@ class PaymentManager:
             tg.start_soon(self._loop, "invoice")
 
     async def _loop(self, kind: str) -> None:
+        """yagna's payment long poll looks at its database once a second, so an invoice
+        someone waits for (down, a replacement) would wait up to a second for nothing:
+        while one is awaited, invoice events are asked often instead of long-polled."""
         cursor: str | None = self._cursor
         while True:
+            events = []
             try:
-                if kind == "invoice":
-                    events = await self.client.invoice_events(cursor, timeout=3.0)
+                if kind == "invoice" and self.unpaid():
+                    events = await self.client.invoice_events(cursor, timeout=0)
+                    if not events:
+                        await anyio.sleep(INVOICE_POLL)
+                elif kind == "invoice":
+                    with anyio.CancelScope() as self._invoice_poll:
+                        events = await self.client.invoice_events(cursor, timeout=3.0)
+                    self._invoice_poll = None
                 else:
                     events = await self.client.debit_note_events(cursor, timeout=3.0)
             except YagnaError as e:
