@@ -48,8 +48,9 @@ from golem_deploy.manifest.network import hosts, instance_addresses
 from golem_deploy.protocol import LOCAL_IMAGE
 
 LOCAL_IMAGE_PROPERTY = LOCAL_IMAGE
-START_ENTRYPOINT = "start-entrypoint"  # the capability, and the `start` argument asking for it
 """Demand property with local.image's absolute path (read by the local network's provider)."""
+START_ENTRYPOINT = "start-entrypoint"
+"""The capability, and the `start` argument that asks the VM to run the image's entrypoint."""
 
 __all__ = [
     "CompileError",

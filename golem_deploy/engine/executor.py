@@ -178,7 +178,7 @@ class ScriptExecutor:
             except YagnaError as e:
                 log.debug("exec stream %s: %s", batch_id, e)
             finally:
-                if download.started:
+                if download.started is not None:  # a report was shown: the deploy is over
                     self.on_download(None)
                 stream_done.set()
 

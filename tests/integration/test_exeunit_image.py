@@ -16,6 +16,7 @@ import anyio
 import pytest
 from _gvmi import MARKER, Gvmi, build_gvmi, mksquashfs_available, serve_files
 from test_exeunit_direct import READY, exec_payload, with_exeunit
+from test_exeunit_escape import sh
 
 from golem_deploy.localnet import LocalNetInfo, exeunit_image
 from golem_deploy.localnet.exeunit import ExeUnit
@@ -44,16 +45,6 @@ def gvmi(tmp_path_factory: pytest.TempPathFactory) -> Gvmi:
 def new_cache(tmp_path: Path) -> ImageCache:
     owner = sandbox_owner()
     return ImageCache(tmp_path / "images", id_shift=0 if owner is None else owner[0])
-
-
-async def sh(sandbox: Sandbox, script: str) -> tuple[int, str]:
-    out: list[bytes] = []
-
-    async def collect(chunk: bytes) -> None:
-        out.append(chunk)
-
-    code = await sandbox.run(["/bin/sh", "-c", script], on_stdout=collect, on_stderr=collect)
-    return code, b"".join(out).decode()
 
 
 async def in_image(

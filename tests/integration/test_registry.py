@@ -7,6 +7,7 @@ from typing import Any
 
 import anyio
 import pytest
+from _gvmi import serve_app
 from aiohttp import web
 
 from golem_deploy.manifest import Manifest, load_manifest
@@ -42,15 +43,8 @@ async def with_registry(body):  # type: ignore[no-untyped-def]
 
     app = web.Application()
     app.router.add_get("/v1/image/info", info)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        await body(f"http://127.0.0.1:{port}", asked)
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as url:
+        await body(url, asked)
 
 
 def test_a_tag_resolves_once_then_comes_from_the_cache(tmp_path: Path) -> None:
