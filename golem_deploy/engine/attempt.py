@@ -172,11 +172,25 @@ class ProviderAttempt:
         client, t = self.ctx.client, self.ctx.timings
         if await client.request_destroy(activity_id, t.destroy_wait):
             return
-        with anyio.move_on_after(t.destroy_confirm):
-            while (await client.activity_state(activity_id)).state != ActivityStateName.TERMINATED:
-                await anyio.sleep(t.destroy_poll)
+        if await self._terminated_within(activity_id, t.destroy_confirm):
             return
         await client.destroy_activity(activity_id, timeout=patience)
+
+    async def _terminated_within(self, activity_id: str, seconds: float) -> bool:
+        """Whether the activity's state says Terminated within `seconds` (a state query
+        yagna cannot answer leaves the decision to the plain DELETE)."""
+        client, t = self.ctx.client, self.ctx.timings
+        with anyio.move_on_after(seconds):
+            try:
+                while (await client.activity_state(activity_id)).state != (
+                    ActivityStateName.TERMINATED
+                ):
+                    await anyio.sleep(t.destroy_poll)
+            except YagnaError as e:
+                log.info("%s: state of activity %s: %s", self.name, activity_id, e)
+                return False
+            return True
+        return False
 
     async def _leave_network(self, patience: float) -> None:
         """Take the provider off the instance's network (best effort, bounded: a node left

@@ -165,7 +165,7 @@ class ScriptExecutor:
                             )
                         )
                     elif rt.kind == "progress" and rt.progress is not None:
-                        if steps[rt.index].describe == "deploy":
+                        if "deploy" in steps[rt.index].command:
                             self.on_download(download.update(*rt.progress))
                     elif rt.kind in ("stdout", "stderr") and rt.text:
                         self._output(rt.kind, rt.text)

@@ -104,6 +104,7 @@ class PaymentManager:
         self._cursor = datetime.now(UTC).isoformat()
         self._handled: set[str] = set()
         self._invoice_poll: anyio.CancelScope | None = None  # the long poll in flight
+        self._settling = False  # someone waits in settle(): look for invoices often
 
     @property
     def spent(self) -> Decimal:
@@ -151,8 +152,6 @@ class PaymentManager:
         if agreement_id in self._agreements:
             self._agreements[agreement_id].ended = True
             self._agreements[agreement_id].expect_invoice = expect_invoice
-            if expect_invoice and self._invoice_poll is not None:
-                self._invoice_poll.cancel()  # go look often now (see _loop)
 
     def unpaid(self) -> list[str]:
         """Ended agreements whose invoice was not accepted yet."""
@@ -165,11 +164,17 @@ class PaymentManager:
     async def settle(self, timeout: float) -> list[str]:
         """Wait (bounded) until every ended agreement's invoice is accepted; return the
         agreements still unpaid when the time ran out."""
-        with anyio.move_on_after(timeout):
-            while self.unpaid():
-                seen = self._invoice_seen
-                with anyio.move_on_after(1.0):
-                    await seen.wait()
+        self._settling = True
+        if self._invoice_poll is not None:
+            self._invoice_poll.cancel()  # go look often now (see _loop)
+        try:
+            with anyio.move_on_after(timeout):
+                while self.unpaid():
+                    seen = self._invoice_seen
+                    with anyio.move_on_after(1.0):
+                        await seen.wait()
+        finally:
+            self._settling = False
         return self.unpaid()
 
     # -------------------------------------------------------------------------- loops
@@ -182,13 +187,13 @@ class PaymentManager:
 
     async def _loop(self, kind: str) -> None:
         """yagna's payment long poll looks at its database once a second, so an invoice
-        someone waits for (down, a replacement) would wait up to a second for nothing:
-        while one is awaited, invoice events are asked often instead of long-polled."""
+        `settle` waits for (down) would wait up to a second for nothing: while it waits,
+        invoice events are asked often instead of long-polled."""
         cursor: str | None = self._cursor
         while True:
             events = []
             try:
-                if kind == "invoice" and self.unpaid():
+                if kind == "invoice" and self._settling and self.unpaid():
                     events = await self.client.invoice_events(cursor, timeout=0)
                     if not events:
                         await anyio.sleep(INVOICE_POLL)
