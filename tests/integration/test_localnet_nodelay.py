@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import urllib.parse
 from collections.abc import Iterator
@@ -116,7 +117,7 @@ def test_the_keeper_sets_what_is_missing_and_then_rests(child: subprocess.Popen[
 DEGRADED = textwrap.dedent(
     """
     import logging, subprocess, sys
-    from golem_deploy.localnet.nodelay import NodelayKeeper
+    from nodelay import NodelayKeeper
     logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(message)s")
     child = subprocess.Popen(
         [sys.executable, "-c", sys.argv[1], "private"],
@@ -142,17 +143,26 @@ def test_without_ptrace_access_it_says_so_once_and_carries_on() -> None:
     python = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")
     if python is None:
         pytest.skip("no system python3 an unprivileged user can run")
-    done = subprocess.run(
-        [python, "-c", DEGRADED, CHILD],
-        cwd=ROOT,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT)},
-        user=65534,
-        group=65534,
-        extra_groups=[],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    # A world-readable copy of the module: the checkout may sit in a folder only root can
+    # enter (a fresh clone under `mktemp -d`).
+    readable = Path(tempfile.mkdtemp(prefix="gd-nodelay-"))
+    try:
+        readable.chmod(0o755)
+        shutil.copy(ROOT / "golem_deploy" / "localnet" / "nodelay.py", readable / "nodelay.py")
+        (readable / "nodelay.py").chmod(0o644)
+        done = subprocess.run(
+            [python, "-c", DEGRADED, CHILD],
+            cwd=readable,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(readable)},
+            user=65534,
+            group=65534,
+            extra_groups=[],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        shutil.rmtree(readable, ignore_errors=True)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert len([line for line in lines if "cannot set TCP_NODELAY" in line]) == 1, lines
