@@ -1,5 +1,5 @@
 """`python -m golem_deploy` is the same program as the `golem-deploy` script."""
 
-from golem_deploy.cli.app import main
+from golem_deploy.cli.entry import main
 
 main()

@@ -131,6 +131,7 @@ def _state_home() -> Iterator[Path]:
     """Each session keeps golem-deploy's state in its own temporary folder."""
     root = Path(tempfile.mkdtemp(prefix="gd-test-home-"))
     os.environ["GOLEM_DEPLOY_HOME"] = str(root)
+    os.environ["XDG_CACHE_HOME"] = str(root / "cache")  # the rendered --help (cli/entry.py)
     try:
         yield root
     finally:

@@ -4,6 +4,8 @@ Why a Unix socket: only the user who owns the deployment may steer it. The socke
 under umask 077 and chmod'ed 0600 before anyone can use it, inside a 0700 folder.
 
   GET  /snapshot              the deployment as plain data (status shape + extras)
+  GET  /status                exactly `status --json` (answered here so the CLI need not
+                              import anything to print it: cli/entry.py)
   GET  /events                newline-delimited JSON records as they happen (journal + output),
                               {"kind": "Heartbeat"} every second when nothing happens
   POST /down {"timeout": s}   ask for a graceful down; answers at once (202)
@@ -22,6 +24,7 @@ import anyio
 from aiohttp import web
 
 from golem_deploy.supervisor import logs
+from golem_deploy.supervisor.snapshot import public_status
 
 if TYPE_CHECKING:
     from golem_deploy.supervisor.daemon import Supervisor
@@ -37,6 +40,11 @@ def _supervisor(request: web.Request) -> Supervisor:
 
 async def get_snapshot(request: web.Request) -> web.Response:
     return web.json_response(_supervisor(request).snapshot().plain())
+
+
+async def get_status(request: web.Request) -> web.Response:
+    public = public_status(_supervisor(request).snapshot())
+    return web.Response(text=json.dumps(public, indent=2) + "\n", content_type="application/json")
 
 
 async def get_events(request: web.Request) -> web.StreamResponse:
@@ -92,6 +100,7 @@ def build_app(supervisor: Supervisor) -> web.Application:
     app = web.Application()
     app[SUPERVISOR_KEY] = supervisor
     app.router.add_get("/snapshot", get_snapshot)
+    app.router.add_get("/status", get_status)
     app.router.add_get("/events", get_events)
     app.router.add_post("/down", post_down)
     app.router.add_get("/logs", get_logs)

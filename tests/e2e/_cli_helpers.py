@@ -122,6 +122,7 @@ def _environment(home: Path, extra: dict[str, str] | None = None) -> dict[str, s
         if not k.startswith("YAGNA_") and k not in ("GOLEM_DEPLOY_DEBUG",)
     }
     env["GOLEM_DEPLOY_HOME"] = str(home)
+    env["XDG_CACHE_HOME"] = str(home / "cache")  # the rendered --help (cli/entry.py)
     env["COLUMNS"] = "100"
     env.update(extra or {})
     return env

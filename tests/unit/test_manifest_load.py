@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -54,9 +53,8 @@ def test_billion_laughs_is_rejected_fast() -> None:
     for i in range(1, 10):
         refs = ", ".join([f"*a{i - 1}"] * 10)
         lines.append(f"a{i}: &a{i} [{refs}]")
-    started = time.perf_counter()
+    # 10**10 values if expanded: without the node limit this never returns.
     message = _error("\n".join(lines) + "\n")
-    assert time.perf_counter() - started < 2.0
     assert f"more than {MAX_NODES} values" in message
 
 
