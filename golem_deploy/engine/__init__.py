@@ -8,6 +8,7 @@ configuration), market, payments, storage and events are used by all of them.
 """
 
 from golem_deploy.engine import payload as vm
+from golem_deploy.engine.api_config import ApiConfig, MissingConfiguration
 from golem_deploy.engine.cluster import Cluster
 from golem_deploy.engine.config import (
     HealthCheck,
@@ -34,6 +35,7 @@ from golem_deploy.engine.service import (
 from golem_deploy.engine.timing import Timings
 
 __all__ = [
+    "ApiConfig",
     "BatchError",
     "BatchTimeoutError",
     "Cluster",
@@ -46,6 +48,7 @@ __all__ = [
     "HealthcheckConfig",
     "HttpProbe",
     "InstanceSnapshot",
+    "MissingConfiguration",
     "Network",
     "NetworkPlan",
     "Node",

@@ -12,7 +12,9 @@ background loops (debit notes, invoices, agreement events). Leaving: stop every 
 terminated agreement and accept them within the budget, remove the networks it created,
 release the allocation.
 Configuration not given explicitly comes from the environment, as yapapi reads it:
-YAGNA_API_URL, YAGNA_APPKEY, YAGNA_SUBNET, YAGNA_PAYMENT_DRIVER, YAGNA_PAYMENT_NETWORK.
+YAGNA_API_URL, YAGNA_APPKEY, YAGNA_SUBNET, YAGNA_PAYMENT_DRIVER, YAGNA_PAYMENT_NETWORK, and
+the per-API YAGNA_MARKET_URL, YAGNA_PAYMENT_URL, YAGNA_ACTIVITY_URL, YAGNA_NET_URL (or all
+of the yagna part from a yapapi-style `api_config=ApiConfig(...)`).
 
 Size: yapapi's whole `Golem` surface (start/stop, run_service, create_network) in one place;
 what each part does lives in the modules it calls.
@@ -32,6 +34,7 @@ from anyio.abc import TaskGroup
 
 from golem_deploy.engine import events as ev
 from golem_deploy.engine import lifecycle as lc
+from golem_deploy.engine.api_config import ApiConfig
 from golem_deploy.engine.cluster import (
     Cluster,
     ServiceType,
@@ -77,6 +80,7 @@ class Golem:
         *,
         api_url: str | None = None,
         app_key: str | None = None,
+        api_config: ApiConfig | None = None,
         event_consumer: Callable[[ev.EngineEvent], None] | None = None,
         max_price: PriceCaps | None = None,
         blacklist: Iterable[str] = (),
@@ -88,8 +92,17 @@ class Golem:
     ) -> None:
         """`stream_output` is yapapi's flag, accepted for porting: output is always streamed
         here (`CommandOutput` events as it arrives) and always in the results as well, so
-        either value gives what a yapapi program expects of it."""
+        either value gives what a yapapi program expects of it.
+
+        `api_config` (yapapi's `ApiConfig`) gives the yagna's URLs, per-API ones included,
+        and app key in one object; it excludes `api_url` and `app_key`."""
         del stream_output
+        if api_config is not None and (api_url is not None or app_key is not None):
+            raise EngineError(
+                "api_config and api_url/app_key given together",
+                hint="put the URL and the app key in the ApiConfig",
+            )
+        self._api_config = api_config
         try:
             self.budget = Decimal(str(budget))
         except InvalidOperation:
@@ -193,7 +206,10 @@ class Golem:
         await self.stop()
 
     async def start(self) -> None:
-        config = YagnaConfig.from_env(self._api_url, self._app_key)
+        if self._api_config is not None:
+            config = self._api_config.yagna_config()
+        else:
+            config = YagnaConfig.from_env(self._api_url, self._app_key)
         async with AsyncExitStack() as stack:
             self._client = await stack.enter_async_context(YagnaClient(config))
             identity = await self._client.me()
