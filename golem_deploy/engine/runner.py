@@ -41,12 +41,18 @@ from golem_deploy.engine.service import (
     record_of,
 )
 from golem_deploy.engine.watcher import Watcher
+from golem_deploy.errors import GolemDeployError
 from golem_deploy.protocol import DEPLOY_REPORTS_PROGRESS
 
-__all__ = ["ANY_ATTEMPT", "InstanceRunner", "responsive_hook"]
+__all__ = ["ANY_ATTEMPT", "InstanceRunner", "ServiceRunnerError", "responsive_hook"]
 
 log = logging.getLogger(__name__)
 ANY_ATTEMPT = -1
+
+
+class ServiceRunnerError(GolemDeployError):
+    """yapapi's name for the error of an instance whose health checks failed: it becomes
+    the instance's `exc_info` when the last allowed check fails, as in yapapi."""
 
 
 class InstanceRunner:
@@ -193,6 +199,8 @@ class InstanceRunner:
             case lc.CheckProvider():
                 self._spawn(self._check_provider)
             case lc.ReportHealth(ok=ok, consecutive_failures=failures, message=message):
+                if not ok and failures >= self.lifecycle.config.healthcheck_retries:
+                    self._health_failed(failures, message)
                 self.ctx.emit(
                     ev.HealthCheckResult(
                         service=self.name,
@@ -202,6 +210,17 @@ class InstanceRunner:
                         message=message,
                     )
                 )
+
+    def _health_failed(self, failures: int, message: str) -> None:
+        """yapapi sets `exc_info` to a raised ServiceRunnerError when health checks fail;
+        so do we (the state change that follows carries it; a shutdown that then runs
+        cleanly clears it again, as in yapapi)."""
+        try:
+            raise ServiceRunnerError(
+                f"Service health check failed after {failures} retries: {message}"
+            )
+        except ServiceRunnerError:
+            self.record.exc_info = sys.exc_info()
 
     def _spawn(self, fn: Callable[[int], Awaitable[None]]) -> None:
         """Start `fn(attempt)` as a task of the current provider attempt."""
