@@ -71,8 +71,16 @@ class YagnaConfig:
                 "configuration",
                 hint="set YAGNA_APPKEY (see `yagna app-key list`) or pass app_key=",
             )
+        return cls.for_yagna(url, key)
+
+    @classmethod
+    def for_yagna(cls, api_url: str, app_key: str) -> YagnaConfig:
+        """The configuration of the yagna at `api_url`: with the environment's per-API
+        URLs when it is the yagna YAGNA_API_URL names (see `from_env`), else without."""
+        url = api_url.rstrip("/")
+        env_url = (os.environ.get("YAGNA_API_URL") or DEFAULT_API_URL).rstrip("/")
         per_api = per_api_urls_from_env() if url == env_url else {}
-        return cls(api_url=url, app_key=key, **per_api)
+        return cls(api_url=url, app_key=app_key, **per_api)
 
     def base_of(self, prefix: str) -> str:
         """The base URL of the API at `prefix` (MARKET, PAYMENT, ACTIVITY or NET)."""

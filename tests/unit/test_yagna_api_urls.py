@@ -69,6 +69,9 @@ def test_the_environments_per_api_urls_go_with_the_environments_yagna(
     other = YagnaConfig.from_env("http://127.0.0.1:5555")
     assert other.market_url is None and other.activity_url is None
     assert other.url("/market-api/v1/demands") == "http://127.0.0.1:5555/market-api/v1/demands"
+    # what doctor, plan and down's recovery use: the same rule
+    assert YagnaConfig.for_yagna("http://127.0.0.1:7465", "k").activity_url == "http://a:4/act"
+    assert YagnaConfig.for_yagna("http://127.0.0.1:5555", "k").activity_url is None
 
 
 def test_api_config_reads_yapapis_variables_and_refuses_a_missing_key(
