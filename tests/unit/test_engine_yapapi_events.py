@@ -237,3 +237,30 @@ def test_a_golem_with_an_engine_consumer_adds_no_summary() -> None:
     assert not golem._extra
     summary = log_summary()
     summary(ye.ShutdownFinished())  # usable on its own, as yapapi's
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class ActivityEvaluated(ye.ActivityEvent):
+    """yapapi's custom-event example, as a dataclass."""
+
+    activity_score: float
+
+
+def test_a_custom_yapapi_shaped_event_goes_through_work_context_emit() -> None:
+    from golem_deploy.engine import WorkContext
+
+    got: list[object] = []
+    ctx = WorkContext(
+        activity_id="act", agreement_id="agr", provider_id="0xp", provider_name="p", emit=got.append
+    )
+    ref = ye.AgreementRef("agr", "0xp", ye.ProviderInfo("p"))
+    job = ye.Job("c1", "Web")
+    made = ctx.emit(
+        ActivityEvaluated,  # type: ignore[arg-type]
+        job=job,
+        agreement=ref,
+        activity=ye.ActivityRef("act"),
+        activity_score=7.5,
+    )
+    assert got == [made] and isinstance(made, ActivityEvaluated) and made.activity_score == 7.5
+    assert event_classes(["ActivityEvent"]) == (ye.ActivityEvent,)
