@@ -24,6 +24,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from golem_deploy.engine import events as ev
 from golem_deploy.engine import lifecycle as lc
+from golem_deploy.engine import yapapi_events as ye
 from golem_deploy.engine.attempt import ProviderAttempt
 from golem_deploy.engine.config import HealthCheck
 from golem_deploy.engine.context import EngineContext
@@ -222,6 +223,17 @@ class InstanceRunner:
         except ServiceRunnerError:
             self.record.exc_info = sys.exc_info()
 
+    def _event_context(self, signed: SignedAgreement, activity_id: str) -> dict[str, object]:
+        """What yapapi's `ctx.emit` fills into a yapapi-shaped event: the job (the
+        cluster), the agreement and the activity."""
+        cluster = self.record.cluster
+        info = ye.ProviderInfo(signed.provider_name)
+        return {
+            "job": ye.Job(cluster.id if cluster is not None else "", self.name),
+            "agreement": ye.AgreementRef(signed.agreement_id, signed.provider_id, info),
+            "activity": ye.ActivityRef(activity_id),
+        }
+
     def _spawn(self, fn: Callable[[int], Awaitable[None]]) -> None:
         """Start `fn(attempt)` as a task of the current provider attempt."""
         assert self._tg is not None
@@ -304,6 +316,7 @@ class InstanceRunner:
             client=self.ctx.client,
             emit=self.ctx.emit,
             offer_properties=signed.agreement.offer_properties,
+            event_context=self._event_context(signed, activity_id),
         )
 
         async def execute(script: Script) -> list[CommandResult]:

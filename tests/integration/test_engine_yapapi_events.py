@@ -10,6 +10,7 @@ import base64
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -170,6 +171,13 @@ async def api_proxy(shared_localnet: LocalNetInfo) -> AsyncIterator[tuple[str, C
 MANIFEST = base64.b64encode(b'{"version": "0.1.0", "compManifest": {"version": "0.1.0"}}')
 
 
+@dataclass(frozen=True, kw_only=True, repr=False)
+class Greeted(ye.ActivityEvent):
+    """A custom event, as in yapapi's docs (a dataclass here)."""
+
+    greeting: str
+
+
 class Hello(Service):
     """A manifest payload (yapapi's partner scheme): the local providers run it on the
     sealed host root, as they do a payload without a task package."""
@@ -189,6 +197,7 @@ class Hello(Service):
         said = script.run("/bin/echo", "hello over the proxy")
         yield script
         self.said = (await said).stdout
+        self._ctx.emit(Greeted, greeting=self.said.strip())  # type: ignore[arg-type]
 
 
 async def test_per_api_urls_default_summary_and_a_manifest_payload(
@@ -213,6 +222,8 @@ async def test_per_api_urls_default_summary_and_a_manifest_payload(
         payment_network=info.payment_network,
         api_config=config,
     )  # no event_consumer: yapapi's summary log
+    greeted: list[Greeted] = []
+    golem.add_event_consumer(greeted.append, [Greeted])  # type: ignore[arg-type]
     async with golem:
         cluster = await golem.run_service(Hello, num_instances=1)
         [inst] = cluster.instances
@@ -221,6 +232,10 @@ async def test_per_api_urls_default_summary_and_a_manifest_payload(
                 await anyio.sleep(0.1)
         assert "hello over the proxy" in inst.said
         await cluster.terminate()
+    # the custom event got its context filled in, as yapapi's ctx.emit does
+    [event] = greeted
+    assert event.greeting == "hello over the proxy" and event.job_id == cluster.id
+    assert event.agr_id is not None and event.activity is not None
     # every API the engine used went through its own base URL
     assert counts["mkt"] > 0 and counts["act"] > 0 and counts["pay"] > 0, counts
     for line in (

@@ -246,21 +246,25 @@ class ActivityEvaluated(ye.ActivityEvent):
     activity_score: float
 
 
-def test_a_custom_yapapi_shaped_event_goes_through_work_context_emit() -> None:
+def test_work_context_emit_fills_a_yapapi_events_context_as_yapapi() -> None:
     from golem_deploy.engine import WorkContext
 
     got: list[object] = []
-    ctx = WorkContext(
-        activity_id="act", agreement_id="agr", provider_id="0xp", provider_name="p", emit=got.append
-    )
     ref = ye.AgreementRef("agr", "0xp", ye.ProviderInfo("p"))
     job = ye.Job("c1", "Web")
-    made = ctx.emit(
-        ActivityEvaluated,  # type: ignore[arg-type]
-        job=job,
-        agreement=ref,
-        activity=ye.ActivityRef("act"),
-        activity_score=7.5,
+    ctx = WorkContext(
+        activity_id="act",
+        agreement_id="agr",
+        provider_id="0xp",
+        provider_name="p",
+        emit=got.append,
+        event_context={"job": job, "agreement": ref, "activity": ye.ActivityRef("act")},
     )
+    made = ctx.emit(ActivityEvaluated, activity_score=7.5)  # type: ignore[arg-type]
     assert got == [made] and isinstance(made, ActivityEvaluated) and made.activity_score == 7.5
+    assert (made.job_id, made.agr_id) == ("c1", "agr")
+    assert made.activity is not None and made.activity.id == "act"
+    # engine events have none of those fields: nothing is added to them
+    out = ctx.emit(ev.CommandOutput, service="s", index=0, stream="note", text="hi")
+    assert isinstance(out, ev.CommandOutput)
     assert event_classes(["ActivityEvent"]) == (ye.ActivityEvent,)
