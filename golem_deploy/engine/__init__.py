@@ -8,6 +8,8 @@ configuration), market, payments, storage and events are used by all of them.
 """
 
 from golem_deploy.engine import payload as vm
+from golem_deploy.engine import yapapi_events
+from golem_deploy.engine.api_config import ApiConfig, MissingConfiguration
 from golem_deploy.engine.cluster import Cluster
 from golem_deploy.engine.config import (
     HealthCheck,
@@ -20,6 +22,7 @@ from golem_deploy.engine.golem import EngineError, Golem
 from golem_deploy.engine.lifecycle import ServiceState
 from golem_deploy.engine.network import Network, NetworkPlan, Node
 from golem_deploy.engine.payload import VmPayload
+from golem_deploy.engine.runner import ServiceRunnerError
 from golem_deploy.engine.service import (
     BatchError,
     BatchTimeoutError,
@@ -31,9 +34,11 @@ from golem_deploy.engine.service import (
     Service,
     WorkContext,
 )
+from golem_deploy.engine.summary import SummaryLogger, log_event_repr, log_summary
 from golem_deploy.engine.timing import Timings
 
 __all__ = [
+    "ApiConfig",
     "BatchError",
     "BatchTimeoutError",
     "Cluster",
@@ -46,6 +51,7 @@ __all__ = [
     "HealthcheckConfig",
     "HttpProbe",
     "InstanceSnapshot",
+    "MissingConfiguration",
     "Network",
     "NetworkPlan",
     "Node",
@@ -53,9 +59,14 @@ __all__ = [
     "RestartPolicy",
     "Script",
     "Service",
+    "ServiceRunnerError",
     "ServiceState",
+    "SummaryLogger",
     "Timings",
     "VmPayload",
     "WorkContext",
+    "log_event_repr",
+    "log_summary",
     "vm",
+    "yapapi_events",
 ]

@@ -12,7 +12,9 @@ background loops (debit notes, invoices, agreement events). Leaving: stop every 
 terminated agreement and accept them within the budget, remove the networks it created,
 release the allocation.
 Configuration not given explicitly comes from the environment, as yapapi reads it:
-YAGNA_API_URL, YAGNA_APPKEY, YAGNA_SUBNET, YAGNA_PAYMENT_DRIVER, YAGNA_PAYMENT_NETWORK.
+YAGNA_API_URL, YAGNA_APPKEY, YAGNA_SUBNET, YAGNA_PAYMENT_DRIVER, YAGNA_PAYMENT_NETWORK, and
+the per-API YAGNA_MARKET_URL, YAGNA_PAYMENT_URL, YAGNA_ACTIVITY_URL, YAGNA_NET_URL (or all
+of the yagna part from a yapapi-style `api_config=ApiConfig(...)`).
 
 Size: yapapi's whole `Golem` surface (start/stop, run_service, create_network) in one place;
 what each part does lives in the modules it calls.
@@ -22,8 +24,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
@@ -32,6 +36,8 @@ from anyio.abc import TaskGroup
 
 from golem_deploy.engine import events as ev
 from golem_deploy.engine import lifecycle as lc
+from golem_deploy.engine import yapapi_events as ye
+from golem_deploy.engine.api_config import ApiConfig
 from golem_deploy.engine.cluster import (
     Cluster,
     ServiceType,
@@ -40,6 +46,13 @@ from golem_deploy.engine.cluster import (
 )
 from golem_deploy.engine.config import HealthCheck, PriceCaps, RestartPolicy
 from golem_deploy.engine.context import AgreementRouter, EngineContext, Providers
+from golem_deploy.engine.dispatch import (
+    EventClass,
+    EventConsumer,
+    EventDispatcher,
+    YapapiEvents,
+    event_classes,
+)
 from golem_deploy.engine.market import Demand, build_demand
 from golem_deploy.engine.network import Network
 from golem_deploy.engine.payload import VmPayload
@@ -53,6 +66,7 @@ from golem_deploy.engine.run_args import (
 )
 from golem_deploy.engine.service import Storage
 from golem_deploy.engine.storage import GsbApiStorage
+from golem_deploy.engine.summary import log_event_repr, log_summary
 from golem_deploy.engine.timing import Timings
 from golem_deploy.errors import GolemDeployError
 from golem_deploy.protocol import payment_platform
@@ -77,6 +91,7 @@ class Golem:
         *,
         api_url: str | None = None,
         app_key: str | None = None,
+        api_config: ApiConfig | None = None,
         event_consumer: Callable[[ev.EngineEvent], None] | None = None,
         max_price: PriceCaps | None = None,
         blacklist: Iterable[str] = (),
@@ -88,8 +103,17 @@ class Golem:
     ) -> None:
         """`stream_output` is yapapi's flag, accepted for porting: output is always streamed
         here (`CommandOutput` events as it arrives) and always in the results as well, so
-        either value gives what a yapapi program expects of it."""
+        either value gives what a yapapi program expects of it.
+
+        `api_config` (yapapi's `ApiConfig`) gives the yagna's URLs, per-API ones included,
+        and app key in one object; it excludes `api_url` and `app_key`."""
         del stream_output
+        if api_config is not None and (api_url is not None or app_key is not None):
+            raise EngineError(
+                "api_config and api_url/app_key given together",
+                hint="put the URL and the app key in the ApiConfig",
+            )
+        self._api_config = api_config
         try:
             self.budget = Decimal(str(budget))
         except InvalidOperation:
@@ -105,6 +129,12 @@ class Golem:
         self._api_url = api_url
         self._app_key = app_key
         self._consumer = event_consumer
+        # yapapi's add_event_consumer: consumers that see yapapi-shaped events (or engine
+        # events) and whose failures are logged, never fatal (engine/dispatch.py)
+        self._extra = EventDispatcher()
+        self._yapapi = YapapiEvents(self.subnet_tag)
+        if event_consumer is None:  # yapapi's default consumer: a summary log
+            self.add_event_consumer(log_summary(log_event_repr))
         self.price_caps = max_price if max_price is not None else PriceCaps()
         self.timings = timings or Timings()
         self.stop_timeout = stop_timeout
@@ -165,10 +195,37 @@ class Golem:
         return self._payments
 
     def emit(self, event: ev.EngineEvent) -> None:
-        """Hand one event to the consumer, synchronously, before anything else happens."""
+        """Hand one event to the consumer, synchronously, before anything else happens;
+        then to the consumers added with `add_event_consumer` (with the yapapi-shaped
+        events it stands for)."""
+        self._emit_from(None, event)
+
+    def _emit_from(self, cluster: Cluster | None, event: ev.EngineEvent) -> None:
+        """`emit` for an event of `cluster` (None: of the Golem itself)."""
         log.debug("event %s", event)
         if self._consumer is not None:
             self._consumer(event)
+        if not self._extra:
+            return
+        self._extra.dispatch(event)
+        try:
+            made = self._yapapi.translate(event, cluster)
+        except Exception:  # a bug here must not stop a deployment: these are extras
+            log.exception("cannot make yapapi-shaped events of %s", type(event).__name__)
+            return
+        for yapapi_event in made:
+            self._extra.dispatch(yapapi_event)
+
+    def add_event_consumer(
+        self,
+        event_consumer: EventConsumer,
+        event_classes_or_names: Iterable[EventClass | str] = (ye.Event,),
+    ) -> None:
+        """yapapi's: call `event_consumer` with every event of the given classes (or class
+        names; default: every yapapi-shaped event, `yapapi_events.Event`). Engine events
+        (`events.EngineEvent` and its classes) may be asked for too. A consumer that raises
+        is logged and skipped; it never stops the deployment."""
+        self._extra.add(event_consumer, event_classes(event_classes_or_names))
 
     def is_avoided(self, provider_id: str) -> bool:
         return self._providers.is_avoided(provider_id)
@@ -193,7 +250,10 @@ class Golem:
         await self.stop()
 
     async def start(self) -> None:
-        config = YagnaConfig.from_env(self._api_url, self._app_key)
+        if self._api_config is not None:
+            config = self._api_config.yagna_config()
+        else:
+            config = YagnaConfig.from_env(self._api_url, self._app_key)
         async with AsyncExitStack() as stack:
             self._client = await stack.enter_async_context(YagnaClient(config))
             identity = await self._client.me()
@@ -246,6 +306,14 @@ class Golem:
         stack, self._stack = self._stack, None
         if stack is None:
             return
+        try:
+            await self._stop(stack, wait_for_payments)
+        except BaseException:
+            self._extra.dispatch(ye.ShutdownFinished(exc_info=_exc_info()))
+            raise
+        self._extra.dispatch(ye.ShutdownFinished())
+
+    async def _stop(self, stack: AsyncExitStack, wait_for_payments: bool) -> None:
         # Every step is bounded; when the caller cancels us (a supervisor's deadline), the
         # runners' and the allocation's own shielded, bounded cleanup still runs.
         try:
@@ -378,8 +446,12 @@ class Golem:
             healthcheck_retries=hc.retries,
         )
         params = _params(num_instances, instance_params)
+        # The cluster's events go through `_emit_from`, so the yapapi-shaped ones made of
+        # them name its own instances (engine events name instances by service and index).
+        made: list[Cluster] = []
+        ctx = replace(self._ctx, emit=lambda event: self._emit_from(made[0], event))
         cluster = Cluster(
-            self._ctx,
+            ctx,
             service_class,
             payload=payload,
             demand=self.build_demand(payload, expires),
@@ -389,6 +461,7 @@ class Golem:
             network=network,
             network_addresses=addresses,
         )
+        made.append(cluster)
         self._clusters.append(cluster)
         await self._tg.start(self._run_cluster, cluster, params)
         return cluster
@@ -400,9 +473,16 @@ class Golem:
         *,
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
+        job = YapapiEvents.job(cluster)
+        self._extra.dispatch(ye.JobStarted(job=job))
         try:
             with cluster.scope:
                 await cluster.run(params, task_status=task_status)
+        except BaseException:
+            self._extra.dispatch(ye.JobFinished(job=job, exc_info=_exc_info()))
+            raise
+        else:
+            self._extra.dispatch(ye.JobFinished(job=job))
         finally:
             cluster.done_running.set()
 
@@ -430,6 +510,13 @@ class Golem:
                     continue
                 reason = f"provider terminated the agreement: {event.reason or '-'}"
                 self._router.send(event.agreement_id, lc.AgreementTerminatedByProvider(reason))
+
+
+def _exc_info() -> ye.ExcInfo:
+    """`sys.exc_info()` inside an `except` block, typed as never empty."""
+    error = sys.exc_info()[1]
+    assert error is not None
+    return (type(error), error, error.__traceback__)
 
 
 def _reserve(network: Network | None, addresses: Sequence[str] | None) -> tuple[str, ...]:

@@ -24,6 +24,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from golem_deploy.engine import events as ev
 from golem_deploy.engine import lifecycle as lc
+from golem_deploy.engine import yapapi_events as ye
 from golem_deploy.engine.attempt import ProviderAttempt
 from golem_deploy.engine.config import HealthCheck
 from golem_deploy.engine.context import EngineContext
@@ -41,12 +42,18 @@ from golem_deploy.engine.service import (
     record_of,
 )
 from golem_deploy.engine.watcher import Watcher
+from golem_deploy.errors import GolemDeployError
 from golem_deploy.protocol import DEPLOY_REPORTS_PROGRESS
 
-__all__ = ["ANY_ATTEMPT", "InstanceRunner", "responsive_hook"]
+__all__ = ["ANY_ATTEMPT", "InstanceRunner", "ServiceRunnerError", "responsive_hook"]
 
 log = logging.getLogger(__name__)
 ANY_ATTEMPT = -1
+
+
+class ServiceRunnerError(GolemDeployError):
+    """yapapi's name for the error of an instance whose health checks failed: it becomes
+    the instance's `exc_info` when the last allowed check fails, as in yapapi."""
 
 
 class InstanceRunner:
@@ -193,6 +200,8 @@ class InstanceRunner:
             case lc.CheckProvider():
                 self._spawn(self._check_provider)
             case lc.ReportHealth(ok=ok, consecutive_failures=failures, message=message):
+                if not ok and failures >= self.lifecycle.config.healthcheck_retries:
+                    self._health_failed(failures, message)
                 self.ctx.emit(
                     ev.HealthCheckResult(
                         service=self.name,
@@ -202,6 +211,28 @@ class InstanceRunner:
                         message=message,
                     )
                 )
+
+    def _health_failed(self, failures: int, message: str) -> None:
+        """yapapi sets `exc_info` to a raised ServiceRunnerError when health checks fail;
+        so do we (the state change that follows carries it; a shutdown that then runs
+        cleanly clears it again, as in yapapi)."""
+        try:
+            raise ServiceRunnerError(
+                f"Service health check failed after {failures} retries: {message}"
+            )
+        except ServiceRunnerError:
+            self.record.exc_info = sys.exc_info()
+
+    def _event_context(self, signed: SignedAgreement, activity_id: str) -> dict[str, object]:
+        """What yapapi's `ctx.emit` fills into a yapapi-shaped event: the job (the
+        cluster), the agreement and the activity."""
+        cluster = self.record.cluster
+        info = ye.ProviderInfo(signed.provider_name)
+        return {
+            "job": ye.Job(cluster.id if cluster is not None else "", self.name),
+            "agreement": ye.AgreementRef(signed.agreement_id, signed.provider_id, info),
+            "activity": ye.ActivityRef(activity_id),
+        }
 
     def _spawn(self, fn: Callable[[int], Awaitable[None]]) -> None:
         """Start `fn(attempt)` as a task of the current provider attempt."""
@@ -285,6 +316,7 @@ class InstanceRunner:
             client=self.ctx.client,
             emit=self.ctx.emit,
             offer_properties=signed.agreement.offer_properties,
+            event_context=self._event_context(signed, activity_id),
         )
 
         async def execute(script: Script) -> list[CommandResult]:

@@ -11,13 +11,17 @@ private, name-mangled attribute, never in the user's namespace: a subclass may h
 `index`, `cost` or `healthcheck` without the engine overwriting or tripping over them. The
 public names are yapapi's (`id`, `state`, `provider_id`, `provider_name`, `cluster`,
 `network`, `network_node`, `exc_info`, `is_available`) plus `snapshot()`.
+
+Size: Service and WorkContext are one surface for users (yapapi's), with the engine's
+private record of an instance beside them; splitting them would split that surface.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncGenerator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
+from dataclasses import fields as dc_fields
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import TracebackType
@@ -101,6 +105,7 @@ class WorkContext:
         client: YagnaClient | None = None,
         emit: Callable[[ev.EngineEvent], None] | None = None,
         offer_properties: Mapping[str, object] | None = None,
+        event_context: Mapping[str, object] | None = None,
     ) -> None:
         self.activity_id = activity_id
         self.agreement_id = agreement_id
@@ -108,6 +113,7 @@ class WorkContext:
         self.provider_name = provider_name
         self._client = client
         self._emit = emit
+        self._event_context = dict(event_context or {})  # yapapi events' job, agreement, ...
         self._offer = dict(offer_properties or {})
 
     def __repr__(self) -> str:
@@ -125,7 +131,12 @@ class WorkContext:
 
     def emit(self, event: ev.EngineEvent | type[ev.EngineEvent], **fields: Any) -> ev.EngineEvent:
         """Hand an event to the Golem's event consumer: an event, or (as yapapi's
-        `emit(EventClass, **kwargs)`) an event class and its fields. Returns the event."""
+        `emit(EventClass, **kwargs)`) an event class and its fields; like yapapi's, the
+        context fields a yapapi-shaped class has (`job`, `agreement`, `activity`) are filled
+        in when not given. Returns the event."""
+        if isinstance(event, type) and is_dataclass(event):
+            known = {f.name for f in dc_fields(event)}
+            fields = {k: v for k, v in self._event_context.items() if k in known} | fields
         made = event(**fields) if isinstance(event, type) else event
         if self._emit is not None:
             self._emit(made)

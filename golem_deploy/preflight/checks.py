@@ -87,7 +87,7 @@ class Target:
 async def run_checks(target: Target, *, offers_wait: float | None) -> list[Check]:
     """Every check, in order; `offers_wait` None leaves out the offers check."""
     checks: list[Check] = []
-    config = YagnaConfig(api_url=target.api_url, app_key=target.app_key)
+    config = YagnaConfig.for_yagna(target.api_url, target.app_key)
     async with YagnaClient(config, retries=1) as client:
         checks.append(await _version(client))
         later = ["payment account", "funds", "subnet", "images"]

@@ -168,7 +168,7 @@ def make_plan(manifest: Manifest, seconds: float) -> Plan:
 
 
 async def _look(manifest: Manifest, target: Target, seconds: float, network: str) -> Plan:
-    config = YagnaConfig(api_url=target.api_url, app_key=target.app_key)
+    config = YagnaConfig.for_yagna(target.api_url, target.app_key)
     async with YagnaClient(config, retries=1) as client:
         me = await client.me()
         images = {}

@@ -57,7 +57,7 @@ async def _release_market(
     from golem_deploy.yagna.net import NetApi
 
     problems: list[str] = []
-    async with YagnaClient(YagnaConfig(api_url=api_url, app_key=app_key), retries=2) as client:
+    async with YagnaClient(YagnaConfig.for_yagna(api_url, app_key), retries=2) as client:
         # A supervisor killed between creating an activity and journaling it leaves one the
         # journal never saw: yagna lists every activity of an agreement.
         for agreement_id in held.agreements:

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -31,7 +29,17 @@ import aiohttp
 import anyio
 
 from golem_deploy.protocol import REQUESTOR_CODE
-from golem_deploy.yagna.errors import YagnaBadAnswer, YagnaError, YagnaUnreachable
+from golem_deploy.yagna.config import (
+    ACTIVITY,
+    API_URL_VARIABLES,
+    DEFAULT_API_URL,
+    MARKET,
+    NET,
+    PAYMENT,
+    YagnaConfig,
+    per_api_urls_from_env,
+)
+from golem_deploy.yagna.errors import YagnaBadAnswer, YagnaUnreachable
 from golem_deploy.yagna.models import (
     ActivityState,
     ActivityUsage,
@@ -58,35 +66,20 @@ from golem_deploy.yagna.wire import (
     status_error,
 )
 
-__all__ = ["MAX_BODY", "YagnaClient", "YagnaConfig"]
+__all__ = [
+    "ACTIVITY",
+    "API_URL_VARIABLES",
+    "DEFAULT_API_URL",
+    "MARKET",
+    "MAX_BODY",
+    "NET",
+    "PAYMENT",
+    "YagnaClient",
+    "YagnaConfig",
+    "per_api_urls_from_env",
+]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_API_URL = "http://127.0.0.1:7465"
-MARKET = "/market-api/v1"
-ACTIVITY = "/activity-api/v1"
-PAYMENT = "/payment-api/v1"
-
-
-@dataclass(frozen=True)
-class YagnaConfig:
-    """Where yagna is and how to authenticate. The key is excluded from repr."""
-
-    api_url: str = DEFAULT_API_URL
-    app_key: str = field(default="", repr=False)
-
-    @classmethod
-    def from_env(cls, api_url: str | None = None, app_key: str | None = None) -> YagnaConfig:
-        """Explicit values win; else YAGNA_API_URL / YAGNA_APPKEY, as yapapi reads them."""
-        url = api_url or os.environ.get("YAGNA_API_URL") or DEFAULT_API_URL
-        key = app_key or os.environ.get("YAGNA_APPKEY") or ""
-        if not key:
-            raise YagnaError(
-                "no app key",
-                "configuration",
-                hint="set YAGNA_APPKEY (see `yagna app-key list`) or pass app_key=",
-            )
-        return cls(api_url=url.rstrip("/"), app_key=key)
 
 
 def _now_iso() -> str:
@@ -157,7 +150,7 @@ class YagnaClient:
         With `poll`, a 408 is returned as (408, None): a long poll's "nothing yet".
         """
         what = f"{method} {path}"
-        url = self.config.api_url + path
+        url = self.config.url(path)
         q = {k: str(v) for k, v in (params or {}).items() if v is not None}
         data = json.dumps(body).encode() if (body is not None or send_body) else None
         headers = {"Content-Type": "application/json"} if data is not None else {}
@@ -326,7 +319,7 @@ class YagnaClient:
         what = f"GET {path} (stream)"
         try:
             async with self.session.get(
-                self.config.api_url + path, headers={"Accept": "text/event-stream"}
+                self.config.url(path), headers={"Accept": "text/event-stream"}
             ) as resp:
                 if resp.status != 200:
                     raise status_error(resp.status, await read_limited(resp, what), what)

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from golem_deploy.yagna.client import YagnaClient
+from golem_deploy.yagna.client import NET, YagnaClient
 from golem_deploy.yagna.errors import YagnaBadAnswer, YagnaStatusError
 
 __all__ = ["NET_API", "NetApi", "NetworkInfo"]
 
-NET_API = "/net-api/v1"
+NET_API = NET
 
 
 @dataclass(frozen=True)
@@ -86,9 +86,9 @@ class NetApi:
 
     def tcp_url(self, network_id: str, ip: str, port: int) -> str:
         """The WebSocket URL of a TCP connection to ``ip:port`` in the network."""
-        base = self._client.config.api_url.replace("http://", "ws://", 1)
-        base = base.replace("https://", "wss://", 1)
-        return f"{base}{NET_API}/net/{network_id}/tcp/{ip}/{port}"
+        url = self._client.config.url(f"{NET_API}/net/{network_id}/tcp/{ip}/{port}")
+        url = url.replace("http://", "ws://", 1)
+        return url.replace("https://", "wss://", 1)
 
     async def connect_tcp(
         self, network_id: str, ip: str, port: int
