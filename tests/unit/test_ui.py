@@ -145,7 +145,7 @@ def test_status_json_has_exactly_the_documented_keys() -> None:
     snap = _snapshot()
     snap["held"] = ["x"]
     public = public_status(_typed(snap))
-    assert set(public) == {"name", "state", "supervisor", "network", "budget", "services"}
+    assert set(public) == {"name", "state", "reason", "supervisor", "network", "budget", "services"}
     assert set(public["supervisor"]) == {"pid", "alive"}
     assert set(public["network"]) == {"kind", "api_url", "vpn"}  # vpn: null without a VPN
     assert public["network"]["vpn"] is None
