@@ -20,6 +20,7 @@ and checks what a user sees and what the supervisor does:
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -29,7 +30,7 @@ from typing import Any
 
 import pytest
 from _cli_helpers import Cli
-from _harness import Scenario, service
+from _harness import REPORT_ENV, Scenario, service
 
 from golem_deploy.localnet.records import process_matches, read_pid_file
 
@@ -106,7 +107,7 @@ def test_row13cde_a_dead_local_network_part_is_reported_restarted_and_healed(
     assert all(costs[index] >= cost for index, cost in costs_before.items()), (costs, before)
 
     # Recovered: same address, every instance replaced and running.
-    scenario.wait_for_record(
+    recovered = scenario.wait_for_record(
         "the deployment recovered", lambda r: r["kind"] == "DeploymentRecovered", 150
     )
     snap = scenario.wait_for_status("running again", lambda s: s["state"] == "running", 30)
@@ -128,10 +129,22 @@ def test_row13cde_a_dead_local_network_part_is_reported_restarted_and_healed(
     assert down.returncode == 0, down.stdout + down.stderr
     assert "refuses connections" not in down.stdout, down.stdout  # the ordinary graceful way
     assert "everything released" in down.stdout, down.stdout
-    print(f"row{row}: {part} killed, noticed after {detected * 1000:.0f} ms")
+    healed = recovered["ts"] - killed_at
+    print(
+        f"row{row}: {part} killed, noticed after {detected * 1000:.0f} ms, healed in {healed:.1f}s"
+    )
+    _report(part=part, detected_ms=round(detected * 1000), healed_s=round(healed, 1))
     # With the provider node or the host dead, the requestor's yagna marks the activities
     # Unresponsive, and no DELETE reaches an ExeUnit that died: as for any provider that
     # died (rows 4a/4b), they may stay so in its records, while their agreements must be
     # Terminated. With only the requestor dead, they are destroyed on the restarted network.
     every_provider = tuple(f"local-provider-{k}" for k in range(1, scenario.providers + 1))
     scenario.audit(vanished=() if part == "requestor" else every_provider)
+
+
+def _report(**figures: object) -> None:
+    """bench/reliability.py's summary lists each row's figures (`localnet_heal`)."""
+    path = os.environ.get(REPORT_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(json.dumps({"localnet_heal": figures}) + "\n")
