@@ -133,8 +133,9 @@ async def watch(supervisor: Supervisor) -> None:
             return  # stopping, or failed: `down` (or its recovery) takes it from here
         try:
             await supervisor.backend.restart()
-        except LocalnetError as error:
-            supervisor.feed(dm.LocalnetRestartFailed(str(error)))
+        except Exception as error:  # whatever stops it, the deployment fails saying so
+            why = str(error) if isinstance(error, LocalnetError) else repr(error)
+            supervisor.feed(dm.LocalnetRestartFailed(supervisor.redactor.text(why)))
             return
         finally:  # the lost instances' releases waited for this (bounded), whatever came
             if supervisor.golem is not None:

@@ -16,6 +16,8 @@ and checks what a user sees and what the supervisor does:
   avoided: they come back with the network);
 - then `down` is the ordinary graceful one (no recovery from the journal), and the shared
   audit holds (_harness.py): nothing leaked, nothing beyond the budget.
+
+Row 13f: when the network cannot come back at its address, the deployment fails clearly.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _cli_helpers import Cli
+from _cli_helpers import Cli, wait_until
 from _harness import REPORT_ENV, Scenario, service
 
 from golem_deploy.localnet.records import process_matches, read_pid_file
@@ -148,3 +151,41 @@ def _report(**figures: object) -> None:
     if path:
         with open(path, "a", encoding="utf-8") as out:
             out.write(json.dumps({"localnet_heal": figures}) + "\n")
+
+
+def test_row13f_a_network_that_cannot_come_back_at_its_address_fails_clearly(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """The requestor daemon dies and another program takes its API port before the network
+    starts again: it comes back elsewhere, where the engine cannot follow, so the deployment
+    is `failed` saying why (not `running` on a network nobody reaches), and `down` still
+    releases everything (recovery finds the network at its new address)."""
+    scenario = Scenario.create(cli, tmp_path, "row13f", {"app": service(instances=1)})
+    up = scenario.up()
+    assert up.returncode == 0, up.stdout + up.stderr
+    api_url = scenario.status()["network"]["api_url"]
+    port = int(api_url.rsplit(":", 1)[1])
+
+    _kill(scenario.folder / "localnet", "requestor")
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+        def bound() -> bool:
+            try:
+                squatter.bind(("127.0.0.1", port))
+            except OSError:
+                return False  # the killed daemon's listener is not closed yet
+            squatter.listen()
+            return True
+
+        wait_until(bound, 10, f"port {port} taken by another program")
+        failed = scenario.wait_for_status("failed", lambda s: s["state"] == "failed", 120)
+    reason = failed["reason"] or ""
+    assert "requestor yagna daemon" in reason and "could not be restarted" in reason, reason
+    assert f"not {api_url}" in reason, reason
+    assert "LocalnetRestarting" in scenario.kinds()
+
+    down = scenario.down()
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "everything released" in down.stdout, down.stdout
+    scenario.audit(vanished=tuple(f"local-provider-{k}" for k in range(1, 4)))
