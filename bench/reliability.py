@@ -13,7 +13,9 @@ processes left, GLM accepted beyond the budget -- to a report file this script r
 
 Prints one line per row (outcome, seconds, audit figures), then, as its LAST line, one
 JSON object: scenarios_run, scenarios_passed, agreements_leaked, activities_leaked,
-processes_leaked, glm_accepted_beyond_budget, fuzz_cases, fuzz_tracebacks, seconds, failed.
+processes_leaked, glm_accepted_beyond_budget, fuzz_cases, fuzz_tracebacks, localnet_heal
+(rows 13c-13e: which part of the local network was killed, ms until the supervisor noticed,
+s until the deployment ran again), seconds, failed.
 """
 
 from __future__ import annotations
@@ -55,15 +57,21 @@ def _rows(junit: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _audits(report: Path) -> tuple[dict[str, dict[str, Any]], int, int]:
-    """Audit figures by test id, and the fuzz totals."""
+def _audits(
+    report: Path, heal: list[dict[str, Any]] | None = None
+) -> tuple[dict[str, dict[str, Any]], int, int]:
+    """Audit figures by test id, and the fuzz totals; the local network heal rows' figures
+    are appended to `heal`."""
     audits: dict[str, dict[str, Any]] = {}
     fuzz_cases = fuzz_tracebacks = 0
     if not report.exists():
         return audits, 0, 0
     for line in report.read_text().splitlines():
         record = json.loads(line)
-        if "fuzz_cases" in record:
+        if "localnet_heal" in record:
+            if heal is not None:
+                heal.append(record["localnet_heal"])
+        elif "fuzz_cases" in record:
             fuzz_cases += int(record["fuzz_cases"])
             fuzz_tracebacks += int(record["fuzz_tracebacks"])
         else:
@@ -106,7 +114,8 @@ def main() -> int:
             print(pytest_run.stdout[-3000:] + pytest_run.stderr[-3000:], file=sys.stderr)
             return 2
         rows = _rows(junit)
-        audits, fuzz_cases, fuzz_tracebacks = _audits(report)
+        heal: list[dict[str, Any]] = []
+        audits, fuzz_cases, fuzz_tracebacks = _audits(report, heal)
 
     leaked = {"agreements_leaked": 0, "activities_leaked": 0, "processes_leaked": 0}
     beyond = Decimal(0)
@@ -132,6 +141,7 @@ def main() -> int:
         "glm_accepted_beyond_budget": str(beyond),
         "fuzz_cases": fuzz_cases,
         "fuzz_tracebacks": fuzz_tracebacks,
+        "localnet_heal": heal,
         "seconds": round(seconds, 1),
         "failed": [r["name"] for r in ran if r["outcome"] == "failed"],
     }

@@ -119,7 +119,9 @@ class ProviderAttempt:
         inst.activity_id = None
         inst.agreement_id = None
         t = ctx.timings
-        vanished = release.cause is lc.ReleaseCause.vanished
+        if release.cause is lc.ReleaseCause.network_lost:
+            await ctx.network.wait(t.yagna_outage_grace)  # its agreement ends on the new one
+        vanished = release.cause in (lc.ReleaseCause.vanished, lc.ReleaseCause.network_lost)
         patience = t.release_patience_vanished if vanished else t.release_patience
         destroyed = False
         if activity_id is not None:

@@ -100,6 +100,13 @@ class Cluster(Generic[ServiceType]):
         for runner in self._runners:
             runner.send(lc.StopRequested())
 
+    def network_lost(self, reason: str) -> None:
+        """The network under every instance died with their activities (the supervisor's
+        local network lost a daemon): each one vanished, by nobody's fault, and its restart
+        policy decides what follows (lifecycle's NetworkLost)."""
+        for runner in self._runners:
+            runner.send(lc.NetworkLost(reason))
+
     def stop_instance(self, instance: Service) -> None:
         for runner in self._runners:
             if runner.instance is instance:

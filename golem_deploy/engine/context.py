@@ -13,6 +13,8 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+import anyio
+
 from golem_deploy.engine import events as ev
 from golem_deploy.engine import lifecycle as lc
 from golem_deploy.engine.config import PriceCaps
@@ -70,6 +72,32 @@ class AgreementRouter:
         return True
 
 
+class NetworkGate:
+    """Closed while the network under the engine is known to be down and coming back (the
+    supervisor's local network died and restarts, Golem.network_lost): the releases of the
+    instances it took wait here (bounded), so their agreements are terminated on the
+    restarted network instead of failing against a dead one and being left for `down`."""
+
+    def __init__(self) -> None:
+        self._back: anyio.Event | None = None
+
+    def close(self) -> None:
+        if self._back is None:
+            self._back = anyio.Event()
+
+    def open(self) -> None:
+        back, self._back = self._back, None
+        if back is not None:
+            back.set()
+
+    async def wait(self, timeout: float) -> None:
+        """Until open (at once when it is), at most `timeout` seconds."""
+        back = self._back
+        if back is not None:
+            with anyio.move_on_after(timeout):
+                await back.wait()
+
+
 @dataclass(frozen=True)
 class EngineContext:
     """The running engine's shared parts (valid while the Golem is entered)."""
@@ -83,3 +111,4 @@ class EngineContext:
     price_caps: PriceCaps
     timings: Timings = field(default_factory=Timings)
     router: AgreementRouter = field(default_factory=AgreementRouter)
+    network: NetworkGate = field(default_factory=NetworkGate)

@@ -165,6 +165,21 @@ class Golem:
     def clusters(self) -> list[Cluster]:
         return list(self._clusters)
 
+    def network_lost(self, reason: str) -> None:
+        """The network under every instance died with their activities (the supervisor's
+        private local network lost a daemon): each instance vanished by nobody's fault and
+        its restart policy decides (lifecycle NetworkLost); their releases wait for
+        `network_back()` (at most Timings.yagna_outage_grace) to end the agreements."""
+        if self._ctx is not None:
+            self._ctx.network.close()
+        for cluster in self._clusters:
+            cluster.network_lost(reason)
+
+    def network_back(self) -> None:
+        """The network is there again (or will not be: call it after a failed restart too)."""
+        if self._ctx is not None:
+            self._ctx.network.open()
+
     @property
     def networks(self) -> list[Network]:
         """The networks created by `create_network` and not removed yet."""

@@ -20,6 +20,9 @@ Rules (yapapi's, plus restart and health checks):
 - When the provider vanishes (activity unresponsive, agreement terminated by the provider)
   the instance goes to unresponsive / terminated WITHOUT running shutdown, and no invoice is
   expected from a vanished provider.
+- When the network under the instance dies (the supervisor's private local network lost a
+  daemon or its provider host: NetworkLost), the instance vanished as above, but the
+  provider is not avoided: it comes back with the restarted network.
 - A handler failure (or the last allowed health check failure) first asks for CheckProvider:
   a step that failed because the provider vanished is the provider vanishing, not the
   service failing. Only ProviderAlive makes it the service's failure.
@@ -50,6 +53,7 @@ from golem_deploy.engine.lifecycle_types import (
     HealthCheckPassed,
     IllegalTransition,
     LifecycleConfig,
+    NetworkLost,
     ProviderAlive,
     ReleaseActivity,
     ReleaseCause,
@@ -85,6 +89,7 @@ __all__ = [
     "IllegalTransition",
     "Lifecycle",
     "LifecycleConfig",
+    "NetworkLost",
     "ProviderAlive",
     "ReleaseActivity",
     "ReleaseCause",
@@ -109,6 +114,7 @@ __all__ = [
 S = ServiceState
 _STOP = ("StopRequested", "ExpirationReached")
 _VANISH = ("ActivityUnresponsive", "AgreementTerminatedByProvider")
+_LOST = ("ActivityUnresponsive", "NetworkLost")  # gone without a word: unresponsive
 
 
 @dataclass(frozen=True)
@@ -125,13 +131,17 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(S.pending, S.starting, ("ActivityReady",)),
     Transition(S.pending, S.terminated, _STOP),
     Transition(S.starting, S.running, ("StartReturned",)),
-    Transition(S.starting, S.pending, ("ProviderAlive", *_VANISH), "start failed: respawn"),
+    Transition(
+        S.starting, S.pending, ("ProviderAlive", *_VANISH, "NetworkLost"), "start failed: respawn"
+    ),
     Transition(S.starting, S.terminated, ("ProviderAlive", *_STOP, *_VANISH[1:]), "no respawn"),
-    Transition(S.starting, S.unresponsive, _VANISH[:1], "no respawn"),
+    Transition(S.starting, S.unresponsive, _LOST, "no respawn"),
     Transition(S.running, S.stopping, ("RunReturned", "ProviderAlive", *_STOP), "shutdown"),
-    Transition(S.running, S.unresponsive, _VANISH[:1], "no shutdown"),
+    Transition(S.running, S.unresponsive, _LOST, "no shutdown"),
     Transition(S.running, S.terminated, _VANISH[1:], "no shutdown"),
-    Transition(S.stopping, S.terminated, ("ShutdownReturned", "ProviderAlive", *_VANISH)),
+    Transition(
+        S.stopping, S.terminated, ("ShutdownReturned", "ProviderAlive", *_VANISH, "NetworkLost")
+    ),
     Transition(S.terminated, S.pending, ("RestartDue",), "restart"),
     Transition(S.unresponsive, S.pending, ("RestartDue",), "restart"),
 )
@@ -146,6 +156,7 @@ RACES: tuple[tuple[str, str], ...] = (
     ("HealthCheckPassed, HealthCheckFailed while a provider check runs", "the check decides"),
     ("AgreementTerminatedByProvider in pending", "the acquisition sees it fail"),
     ("ActivityUnresponsive, AgreementTerminatedByProvider when final", "already released"),
+    ("NetworkLost in pending, or when final", "the acquisition sees it fail; or released"),
     ("RestartDue after a stop cancelled the restart", "the timer still fired"),
 )
 
@@ -259,7 +270,7 @@ class Lifecycle:
             case StopRequested() | ExpirationReached():
                 reason = event.reason if isinstance(event, StopRequested) else "expiration reached"
                 return self._stop(reason)
-            case ActivityUnresponsive() | AgreementTerminatedByProvider():
+            case ActivityUnresponsive() | AgreementTerminatedByProvider() | NetworkLost():
                 return self._vanished(event)
             case HealthCheckPassed(message=message):
                 if s is not S.running or self._suspect is not None:
@@ -335,16 +346,23 @@ class Lifecycle:
         return []
 
     def _vanished(
-        self, event: ActivityUnresponsive | AgreementTerminatedByProvider
+        self, event: ActivityUnresponsive | AgreementTerminatedByProvider | NetworkLost
     ) -> list[Action]:
-        """The provider is gone: never run shutdown on it, expect no invoice if it vanished."""
+        """The provider is gone: never run shutdown on it, expect no invoice if it vanished.
+
+        NetworkLost is a vanishing that is nobody's fault (the local network under every
+        provider died and was restarted): the provider is not avoided afterwards, and it may
+        arrive while the instance is acquiring (that acquisition fails by itself). Its release
+        waits for the network to be back (ReleaseCause.network_lost) to end the agreement."""
         s, reason = self.state, event.reason
-        if isinstance(event, ActivityUnresponsive):
-            new, cause = S.unresponsive, ReleaseCause.vanished
-        else:
+        avoid = not isinstance(event, NetworkLost)
+        if isinstance(event, AgreementTerminatedByProvider):
             new, cause = S.terminated, ReleaseCause.provider
+        else:
+            new = S.unresponsive
+            cause = ReleaseCause.vanished if avoid else ReleaseCause.network_lost
         if s in (S.terminated, S.unresponsive) or (
-            s is S.pending and cause is ReleaseCause.provider
+            s is S.pending and (cause is ReleaseCause.provider or not avoid)
         ):
             return []  # RACES
         if s is S.pending:
@@ -352,8 +370,10 @@ class Lifecycle:
         self._suspect = None
         if s is S.starting:
             self.state = new
-            return self._unstarted_failure(reason, cause, released_state=new)
-        release: list[Action] = [AvoidProvider(reason), ReleaseActivity(reason, cause)]
+            return self._unstarted_failure(reason, cause, released_state=new, avoid=avoid)
+        release: list[Action] = [ReleaseActivity(reason, cause)]
+        if avoid:
+            release.insert(0, AvoidProvider(reason))
         if s is S.running:
             self.state = new
             self.last_reason = reason
@@ -374,11 +394,17 @@ class Lifecycle:
             raise IllegalTransition(f"{type(event).__name__} in state {self.state.value}")
 
     def _unstarted_failure(
-        self, reason: str, cause: ReleaseCause, released_state: ServiceState | None = None
+        self,
+        reason: str,
+        cause: ReleaseCause,
+        released_state: ServiceState | None = None,
+        avoid: bool = True,
     ) -> list[Action]:
         """`start` never completed on this provider: respawn elsewhere or give up."""
         self.last_reason = reason
-        actions: list[Action] = [AvoidProvider(reason), ReleaseActivity(reason, cause)]
+        actions: list[Action] = [ReleaseActivity(reason, cause)]
+        if avoid:
+            actions.insert(0, AvoidProvider(reason))
         if self.config.respawn_unstarted_instances and not self._stop_requested:
             self.state = S.pending
             self._acquiring = True

@@ -21,6 +21,7 @@ __all__ = [
     "HealthCheckPassed",
     "IllegalTransition",
     "LifecycleConfig",
+    "NetworkLost",
     "ProviderAlive",
     "ReleaseActivity",
     "ReleaseCause",
@@ -121,6 +122,15 @@ class AgreementTerminatedByProvider:
 
 
 @dataclass(frozen=True)
+class NetworkLost:
+    """The network under the instance died with its activity (the supervisor's private local
+    network lost a daemon or its provider host, and every activity on it ended). Like
+    ActivityUnresponsive, but nobody's fault: the provider is not avoided afterwards."""
+
+    reason: str = "the local network died"
+
+
+@dataclass(frozen=True)
 class ProviderAlive:
     """The answer to CheckProvider when the provider is still there: the handler failure
     (or the health checks) that asked for the check really failed."""
@@ -156,6 +166,7 @@ Event = (
     | ExpirationReached
     | ActivityUnresponsive
     | AgreementTerminatedByProvider
+    | NetworkLost
     | ProviderAlive
     | HealthCheckPassed
     | HealthCheckFailed
@@ -201,6 +212,7 @@ class ReleaseCause(Enum):
     requestor = "requestor"  # we end it: terminate the agreement, the provider invoices
     vanished = "vanished"  # the provider is gone: be brief, no invoice will come
     provider = "provider"  # the provider terminated the agreement itself (and invoices)
+    network_lost = "network_lost"  # as vanished, once the network is back (NetworkLost)
 
 
 @dataclass(frozen=True)
@@ -214,7 +226,7 @@ class ReleaseActivity:
     @property
     def expect_invoice(self) -> bool:
         """A vanished provider will never send its invoice: don't wait for it."""
-        return self.cause is not ReleaseCause.vanished
+        return self.cause not in (ReleaseCause.vanished, ReleaseCause.network_lost)
 
     @property
     def terminate_agreement(self) -> bool:

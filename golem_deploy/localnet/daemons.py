@@ -25,6 +25,7 @@ from golem_deploy.localnet.node import (
     ProviderIdentity,
     YagnaNode,
     pick_free_ports,
+    port_is_free,
     yagna_binary,
 )
 from golem_deploy.localnet.records import (
@@ -50,6 +51,36 @@ def _load_or_create_keys(state_dir: Path) -> dict[str, str]:
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         json.dump(keys, out)
     return keys
+
+
+PORTS_FILE = "ports.json"
+
+
+def _ports(state_dir: Path, fresh: bool) -> list[int]:
+    """(hub GSB, requestor API, provider GSB, provider API) ports: those of the state dir's
+    last run when all four are free again, so a network started again on its own state
+    (after one of its daemons died) keeps its address and requestors that knew it carry on;
+    else (or when `fresh`) four new ones. Recorded for the next start."""
+    path = state_dir / PORTS_FILE
+    ports: list[int] = []
+    if not fresh:
+        try:
+            recorded = json.loads(path.read_text(encoding="utf-8"))
+            if (
+                isinstance(recorded, list)
+                and len(recorded) == 4
+                and all(isinstance(port, int) for port in recorded)
+                and all(port_is_free(port, reuse_address=True) for port in recorded)
+            ):
+                ports = recorded
+        except (OSError, ValueError):
+            pass
+    if not ports:
+        ports = pick_free_ports(4)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(ports, out)
+    return ports
 
 
 @dataclass(frozen=True)
@@ -101,7 +132,7 @@ class LocalNodes:
         attempts = 3  # another program may grab a port we picked before yagna binds it
         for attempt in range(attempts):
             try:
-                return self._start_once(keys, deadline)
+                return self._start_once(keys, deadline, fresh_ports=attempt > 0)
             except DaemonExited:
                 self.stop()
                 if attempt == attempts - 1 or time.monotonic() > deadline:
@@ -111,8 +142,8 @@ class LocalNodes:
                 raise
         raise AssertionError("unreachable")
 
-    def _start_once(self, keys: dict[str, str], deadline: float) -> NodesInfo:
-        hub_gsb, req_api, prov_gsb, prov_api = pick_free_ports(4)
+    def _start_once(self, keys: dict[str, str], deadline: float, fresh_ports: bool) -> NodesInfo:
+        hub_gsb, req_api, prov_gsb, prov_api = _ports(self.state_dir, fresh_ports)
         requestor = self.requestor = YagnaNode(
             NodeConfig(
                 name=REQUESTOR,

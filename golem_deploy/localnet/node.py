@@ -94,19 +94,30 @@ def yagna_binary() -> Path:
     )
 
 
+def port_is_free(port: int, *, reuse_address: bool = False) -> bool:
+    """Nothing holds loopback `port` (in PORT_RANGE) right now. With `reuse_address`, as
+    yagna binds its listeners (SO_REUSEADDR): connections of a killed daemon lingering in
+    TIME_WAIT do not count, only a socket bound there."""
+    if not PORT_RANGE[0] <= port <= PORT_RANGE[1]:
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        if reuse_address:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def pick_free_ports(count: int, *, exclude: Sequence[int] = ()) -> list[int]:
     """`count` distinct loopback ports in PORT_RANGE that nothing listens on right now."""
     chosen: list[int] = []
     candidates = list(range(PORT_RANGE[0], PORT_RANGE[1] + 1))
     random.shuffle(candidates)
     for port in candidates:
-        if port in chosen or port in exclude:
+        if port in chosen or port in exclude or not port_is_free(port):
             continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
         chosen.append(port)
         if len(chosen) == count:
             return chosen

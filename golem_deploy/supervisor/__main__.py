@@ -21,6 +21,7 @@ from golem_deploy.supervisor import deployments, lock
 from golem_deploy.supervisor import machine as dm
 from golem_deploy.supervisor.daemon import Supervisor
 from golem_deploy.supervisor.journal import Journal, Redactor, load, secret_name
+from golem_deploy.supervisor.journal_compact import compact_every
 
 
 def _redactor(manifest: Manifest) -> Redactor:
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("YAGNA_APPKEY"):
         redactor.add(os.environ["YAGNA_APPKEY"])
     _log_to_stderr(redactor)
-    journal = Journal(folder.journal, redactor=redactor)
+    journal = Journal(folder.journal, redactor=redactor, compact_every=compact_every())
     journal.append(
         "DeploymentStarted",
         name=manifest.name,

@@ -71,6 +71,31 @@ class Backend:
         self.note("LocalnetStarted", state_dir=state_dir, api_url=info.api_url)
         return info.api_url, info.app_key, info.subnet, info.payment_driver, info.payment_network
 
+    async def restart(self) -> None:
+        """Start the private local network again on its state folder, after one of its
+        processes died: first end whatever part still runs, then start it at the same
+        address (recorded ports), where its daemons find their databases and the requestor
+        its app key, so the engine carries on. Raises LocalnetError when it cannot start,
+        or comes back at another address (the engine could not follow it there)."""
+        from golem_deploy import localnet
+
+        state_dir = self.folder.localnet
+
+        def again() -> localnet.LocalNetInfo:
+            localnet.stop(state_dir)
+            return localnet.start(
+                state_dir, providers=self.providers, faults=self.faults, timeout=60.0
+            )
+
+        self.note("LocalnetRestarting", state_dir=state_dir)
+        info = await anyio.to_thread.run_sync(again)
+        self.redactor.add(info.app_key)
+        if info.api_url != self.api_url:
+            raise localnet.LocalnetError(
+                f"it came back at {info.api_url}, not {self.api_url} (its port was taken)"
+            )
+        self.note("LocalnetRestarted", state_dir=state_dir, api_url=info.api_url)
+
     async def close(self) -> None:
         """Stop the private local network, if this deployment started one."""
         if not self._localnet_started:

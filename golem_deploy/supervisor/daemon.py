@@ -34,7 +34,7 @@ import anyio
 
 from golem_deploy.engine import events as ev
 from golem_deploy.protocol import LOCAL_SUBNET
-from golem_deploy.supervisor import deployments, snapshot
+from golem_deploy.supervisor import deployments, localnet_watch, snapshot
 from golem_deploy.supervisor import machine as dm
 from golem_deploy.supervisor.backend import Backend
 from golem_deploy.supervisor.broadcast import Broadcast
@@ -191,6 +191,8 @@ class Supervisor:
                     self.down.request(reason)
                 case dm.StopServices():
                     pass  # _deploy stops the services: it awaits them under the timeout
+                case dm.DeploymentDegraded() | dm.RestartLocalnet() | dm.DeploymentRecovered():
+                    localnet_watch.perform(self, action)
         return actions
 
     # ---- snapshot -----------------------------------------------------------------------
@@ -353,6 +355,8 @@ class Supervisor:
         network is ready, and each next one once the previous wave runs."""
         async with anyio.create_task_group() as tg:
             self.feed(dm.NetworkReady())
+            if self.backend.kind == "local":  # ours: notice a death of it, and heal it
+                tg.start_soon(localnet_watch.watch, self)
             async for wave in self._wave_receive:
                 for name in wave.services:
                     spec = self.manifest.services[name]

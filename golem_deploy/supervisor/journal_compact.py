@@ -28,6 +28,19 @@ COMPACT_EVERY = 10_000
 """Records since the last snapshot that trigger a compaction: about 14 hours of one
 instance's 5-second debit notes, a few MB of journal; folding that many takes ~0.1 s."""
 
+COMPACT_EVERY_ENV = "GOLEM_DEPLOY_JOURNAL_COMPACT_EVERY"
+"""Overrides COMPACT_EVERY for the supervisor (at least 10): the reliability row that
+compacts a live deployment's journal many times a minute sets it; users have no need to."""
+
+
+def compact_every() -> int:
+    """COMPACT_EVERY, or the environment's override when it is a number >= 10."""
+    try:
+        value = int(os.environ.get(COMPACT_EVERY_ENV, ""))
+    except ValueError:
+        return COMPACT_EVERY
+    return value if value >= 10 else COMPACT_EVERY
+
 
 def snapshot_record(held: Held) -> dict[str, Any]:
     """The record that stands for every record folded into `held`."""

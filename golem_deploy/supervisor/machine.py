@@ -14,14 +14,30 @@ see snapshot.from_journal):
 
     starting --last wave running--> running
     starting --an instance of the current wave ended before running--> failed
-    starting | running | failed --DownRequested--> stopping
+    starting | running | degraded | failed --DownRequested--> stopping
     any but stopped --Crashed--> failed (stays failed through Finished)
-    stopping | starting | running --Finished--> stopped
+    stopping | starting | running | degraded --Finished--> stopped
+
+The private local network (degraded):
+
+    starting | running --LocalnetDied--> degraded (restart the network; every instance on
+        it lost its activity)
+    degraded --LocalnetRestarted, then every instance that was not final at the death
+        runs again (or ended for good, one at least running)--> the state before
+    degraded --LocalnetRestartFailed--> failed
+    starting | running | degraded --LocalnetDied a 4th time in a row (no recovery between
+        them)--> failed
+
+A death while stopping, stopped or failed restarts nothing (down releases through the
+journal's recovery, which starts the network again itself).
 
 Races the engine and the supervisor cannot avoid are explicit no-ops: instance events in any
 state (they are recorded, and only decide something while starting), a second `down`, a
 service finishing while the deployment still starts. Anything else out of place raises
 IllegalTransition: it is a bug in the supervisor, and must not look like a race.
+
+Size: about 440 lines on purpose: every rule of a deployment (waves, down, failures, the
+local network's degraded path) and their vocabulary in one place, as in lifecycle.py.
 
 Whether an instance has ended for good is the instance lifecycle's knowledge
 (`Lifecycle.final`); the engine's InstanceStateChanged carries it (`final`), so an
@@ -37,11 +53,14 @@ from enum import Enum
 from golem_deploy.engine.lifecycle import ServiceState
 
 __all__ = [
+    "MAX_LOCALNET_DEATHS",
     "Action",
     "AllEnded",
     "Crashed",
+    "DeploymentDegraded",
     "DeploymentFailed",
     "DeploymentMachine",
+    "DeploymentRecovered",
     "DeploymentRunning",
     "DeploymentState",
     "DownRequested",
@@ -50,7 +69,11 @@ __all__ = [
     "Finished",
     "IllegalTransition",
     "InstanceChanged",
+    "LocalnetDied",
+    "LocalnetRestartFailed",
+    "LocalnetRestarted",
     "NetworkReady",
+    "RestartLocalnet",
     "ServiceFinished",
     "StartWave",
     "StopServices",
@@ -63,6 +86,7 @@ class DeploymentState(Enum):
 
     starting = "starting"
     running = "running"
+    degraded = "degraded"  # the private local network lost a daemon: being restarted
     stopping = "stopping"
     stopped = "stopped"
     failed = "failed"
@@ -126,6 +150,28 @@ class Finished:
     """Everything is stopped and released: the supervisor is about to exit."""
 
 
+MAX_LOCALNET_DEATHS = 3
+"""Deaths of the private local network in a row (no recovery between them) that are
+restarted; one more fails the deployment, since something keeps killing it."""
+
+
+@dataclass(frozen=True)
+class LocalnetDied:
+    """A process of the deployment's private local network died (`reason` says which)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class LocalnetRestarted:
+    """The private local network runs again, at the same address, on the same state."""
+
+
+@dataclass(frozen=True)
+class LocalnetRestartFailed:
+    reason: str
+
+
 Event = (
     NetworkReady
     | InstanceChanged
@@ -134,6 +180,9 @@ Event = (
     | DownTimedOut
     | Crashed
     | Finished
+    | LocalnetDied
+    | LocalnetRestarted
+    | LocalnetRestartFailed
 )
 
 
@@ -178,7 +227,40 @@ class StopServices:
     reason: str
 
 
-Action = StartWave | WaveRunning | DeploymentRunning | DeploymentFailed | AllEnded | StopServices
+@dataclass(frozen=True)
+class DeploymentDegraded:
+    """Journal and report it (state `degraded`, with the reason)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class RestartLocalnet:
+    """Tell every instance its activity is gone (NetworkLost), then start the private local
+    network again on its state folder; report LocalnetRestarted or LocalnetRestartFailed."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class DeploymentRecovered:
+    """The instances run again after the local network's death: back to `state`."""
+
+    state: DeploymentState
+    after: str  # the death it recovered from
+
+
+Action = (
+    StartWave
+    | WaveRunning
+    | DeploymentRunning
+    | DeploymentFailed
+    | AllEnded
+    | StopServices
+    | DeploymentDegraded
+    | RestartLocalnet
+    | DeploymentRecovered
+)
 
 Wave = tuple[tuple[str, int], ...]  # (service name, instance count) in manifest order
 
@@ -197,6 +279,14 @@ class DeploymentMachine:
     _finished: dict[str, tuple[str, ...]] = field(default_factory=dict)
     _ended: bool = False
     _crashed: bool = False
+    # While degraded: the state to go back to, the instances to see running again (or end
+    # for good), whether the network is back, and deaths since the last recovery.
+    _before: DeploymentState = DeploymentState.starting
+    _awaited: set[tuple[str, int]] = field(default_factory=set)
+    _network_back: bool = False
+    _rerunning: int = 0  # awaited instances seen running on the restarted network
+    _deaths: int = 0
+    _death: str = ""  # why the network died, the last time
 
     def __post_init__(self) -> None:
         self._waves: tuple[Wave, ...] = tuple(tuple(wave) for wave in self.waves)
@@ -219,10 +309,28 @@ class DeploymentMachine:
                     self._final.add(key)
                 else:
                     self._final.discard(key)
+                if self.state is S.degraded:
+                    return self._check_recovered(key, new, final)
                 return self._check_wave() if self.state is S.starting else []
             case ServiceFinished(service=service, reasons=reasons):
                 self._finished[service] = reasons
-                return self._check_all_ended() if self.state is S.running else []
+                if self.state in (S.running, S.degraded):
+                    return self._check_all_ended()
+                return []
+            case LocalnetDied(reason=reason):
+                return self._localnet_died(reason)
+            case LocalnetRestarted():
+                if self.state is not S.degraded:
+                    return []  # down or a failure came first: nothing to resume
+                self._network_back = True
+                self.reason = f"{self._death}; the local network runs again, replacing instances"
+                return self._check_recovered(None, None, False)
+            case LocalnetRestartFailed(reason=reason):
+                if self.state is not S.degraded:
+                    return []
+                self.state = S.failed
+                self.reason = f"{self.reason}, and it could not be restarted: {reason}"
+                return [DeploymentFailed(self.reason)]
             case DownRequested(reason=reason):
                 if self.state in (S.stopping, S.stopped):
                     return []  # asked again: the first request is being served
@@ -280,6 +388,50 @@ class DeploymentMachine:
         if running < expected:
             return []
         return [WaveRunning(self.wave, tuple(names)), *self._start_wave(self.wave + 1)]
+
+    def _localnet_died(self, reason: str) -> list[Action]:
+        S = DeploymentState
+        if self.state not in (S.starting, S.running, S.degraded):
+            return []  # stopping, stopped, failed: recovery restarts it for `down` if needed
+        self._deaths += 1
+        if self.state is not S.degraded:
+            self._before = self.state
+        self.state = S.degraded
+        if self._deaths > MAX_LOCALNET_DEATHS:
+            self.state = S.failed
+            self.reason = (
+                f"{reason}: the local network died {self._deaths} times in a row, "
+                "before its instances ran again; not restarting it again"
+            )
+            return [DeploymentFailed(self.reason)]
+        self._awaited = {key for key in self.instance_states if key not in self._final}
+        self._network_back = False
+        self._rerunning = 0
+        self._death = reason
+        self.reason = f"{reason}; restarting the local network"
+        return [DeploymentDegraded(self.reason), RestartLocalnet(reason)]
+
+    def _check_recovered(
+        self, key: tuple[str, int] | None, new: ServiceState | None, final: bool
+    ) -> list[Action]:
+        """While degraded: back to the state before once the network is back and every
+        instance that was on it runs again on the restarted network or ended for good (at
+        least one running: when all ended, ServiceFinished ends the deployment instead)."""
+        if key is not None and key in self._awaited:
+            if final:
+                self._awaited.discard(key)
+            elif new is ServiceState.running and self._network_back:
+                self._awaited.discard(key)
+                self._rerunning += 1
+        if not self._network_back or self._awaited:
+            return []
+        if self._rerunning == 0 and self.instance_states:
+            return []
+        self.state, self.reason, self._deaths = self._before, None, 0
+        recovered: list[Action] = [DeploymentRecovered(self.state, self._death)]
+        if self.state is DeploymentState.starting:
+            return [*recovered, *self._check_wave()]
+        return recovered
 
     def _check_all_ended(self) -> list[Action]:
         """While running: once every service finished, nothing is left to supervise."""

@@ -337,9 +337,9 @@ def parse_iso(value: object) -> float | None:
 
 
 def public_status(snapshot: DeploymentSnapshot) -> Snapshot:
-    """Exactly the `status --json` shape of the CLI reference (README.md, CLI reference)."""
+    """Exactly the `status --json` shape of the CLI reference (README.md, CLI reference).
+    `reason` says why the deployment is degraded, failed or ended (null otherwise)."""
     public = snapshot.plain()
-    public.pop("reason", None)
     public.pop("held", None)
     public["services"] = [
         {

@@ -39,6 +39,7 @@ STATE_STYLES = {
 DEPLOYMENT_STYLES = {
     "starting": "yellow",
     "running": "green",
+    "degraded": "bold yellow",
     "failed": "bold red",
     "stopping": "magenta",
     "stopped": "dim",

@@ -35,7 +35,7 @@ from golem_deploy.supervisor import journal
 
 pytestmark = [pytest.mark.localnet, pytest.mark.timeout(420)]
 
-STATUS_KEYS = {"name", "state", "supervisor", "network", "budget", "services"}
+STATUS_KEYS = {"name", "state", "reason", "supervisor", "network", "budget", "services"}
 INSTANCE_KEYS = {
     "index",
     "state",

@@ -134,7 +134,7 @@ def test_stop_after_the_host_was_killed_ends_the_orphaned_daemons(state_dir: Pat
 
 
 def test_a_new_start_after_a_crash_cleans_up_and_works(state_dir: Path) -> None:
-    ln.start(state_dir, providers=1)
+    first = ln.start(state_dir, providers=1)
     pids = recorded_pids(state_dir)
     os.kill(pids["host"], signal.SIGKILL)
     deadline = time.monotonic() + 10
@@ -146,6 +146,9 @@ def test_a_new_start_after_a_crash_cleans_up_and_works(state_dir: Path) -> None:
     assert not alive(pids["requestor"]) and not alive(pids["provider"])
     new = recorded_pids(state_dir)
     assert new["host"] != pids["host"] and all(alive(pid) for pid in new.values())
+    # Started again on its state, it keeps its address: a supervisor healing its network
+    # relies on that, its engine carries on at the URL it knew.
+    assert info.api_url == first.api_url and info.app_key == first.app_key
 
     async def me() -> str:
         session, req = await with_requestor(info)

@@ -39,6 +39,7 @@ from _cli_helpers import Cli, processes_mentioning, wait_until
 
 from golem_deploy import localnet
 from golem_deploy.supervisor import journal
+from golem_deploy.supervisor.held import SNAPSHOT_KIND, held_from_plain
 
 ALPINE = "d646d7b93083d817846c2ae5c62c72ca0507782385a2e29291a3d376"
 REPORT_ENV = "GOLEM_DEPLOY_RELIABILITY_REPORT"
@@ -373,6 +374,15 @@ class Audit:
     def ids(self, kind: str, key: str) -> list[str]:
         return [str(r[key]) for r in self.records if r["kind"] == kind and r.get(key)]
 
+    def compacted_agreements(self) -> set[str]:
+        """Agreements whose AgreementCreated a journal compaction replaced: those its
+        snapshot records still held (see supervisor/journal_compact.py)."""
+        held: set[str] = set()
+        for record in self.records:
+            if record["kind"] == SNAPSHOT_KIND:
+                held |= set(held_from_plain(record.get("held")).agreements)
+        return held
+
     @property
     def leaked_agreements(self) -> dict[str, str]:
         return {a: s for a, s in self.yagna.agreements.items() if s in BINDING_STATES}
@@ -451,6 +461,7 @@ class Audit:
 
         # The requestor yagna's own records.
         journal_agreements = set(self.ids("AgreementCreated", "agreement_id"))
+        journal_agreements |= self.compacted_agreements()
         assert journal_agreements <= set(self.yagna.agreements), (
             "agreements in the journal that yagna does not know",
             journal_agreements - set(self.yagna.agreements),

@@ -8,6 +8,10 @@ supervisor at once and recovers from the journal, which starts the network again
 own state (yagna keeps its databases) to end every agreement, activity and the allocation
 in the requestor's records, then stops it.
 
+The supervisor also notices the death itself and restarts the network (rows 13c-13e,
+test_localnet_heal.py); `down` may meet the network dead or already restarted, and must be
+quick and complete either way.
+
 Ends with the shared audit (see _harness.py): nothing left in the journal, no process of
 ours, and the requestor yagna's own records show everything ended.
 """
@@ -64,20 +68,25 @@ def test_row13_down_with_the_requestor_yagna_dead_goes_to_recovery_at_once(
 
     assert down.returncode == 0, down.stdout + down.stderr
     assert "Traceback" not in down.stderr, down.stderr
-    assert "refuses connections" in down.stdout, down.stdout
     assert "everything released" in down.stdout, down.stdout
     assert took < DOWN_BOUND, f"down took {took:.1f}s:\n{down.stdout}"
     kinds = scenario.kinds()
     assert "DownTimedOut" not in kinds, kinds
-    # Released through the restarted network, not merely forgotten.
-    recovered = [r for r in scenario.journal() if r.get("reason") == "recovery"]
-    assert {r["kind"] for r in recovered} >= {
-        "ActivityDestroyed",
-        "AllocationReleased",
-        "LocalnetStopped",
-    }, recovered
-    terminated = [r for r in scenario.journal() if r["kind"] == "AgreementTerminated"]
-    assert terminated and all(r.get("reason") == "terminated" for r in terminated), terminated
+    # The supervisor restarts its network by itself (rows 13c-13e), so `down` meets either
+    # the dead yagna (it goes to recovery at once) or, when the restart was quicker than
+    # its probe, the restarted one (a graceful down). Either way released on the network
+    # started again, not merely forgotten.
+    if "refuses connections" in down.stdout:
+        recovered = [r for r in scenario.journal() if r.get("reason") == "recovery"]
+        assert {r["kind"] for r in recovered} >= {
+            "ActivityDestroyed",
+            "AllocationReleased",
+            "LocalnetStopped",
+        }, recovered
+        terminated = [r for r in scenario.journal() if r["kind"] == "AgreementTerminated"]
+        assert terminated and all(r.get("reason") == "terminated" for r in terminated)
+    else:
+        assert "LocalnetRestarted" in kinds, down.stdout
     print(f"row13: down with the requestor yagna dead took {took:.1f}s")
     scenario.audit()
 

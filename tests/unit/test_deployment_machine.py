@@ -131,6 +131,114 @@ def test_events_out_of_place_are_loud(setup: str, event: m.Event) -> None:
         machine.handle(event)
 
 
+# ---- the private local network dies (degraded) ---------------------------------------------
+
+DIED = "the local network's requestor yagna daemon (pid 42) died"
+
+
+def test_a_dead_local_network_degrades_restarts_and_recovers_once_every_instance_runs() -> None:
+    machine = _running()
+    assert machine.handle(m.LocalnetDied(DIED)) == [
+        m.DeploymentDegraded(f"{DIED}; restarting the local network"),
+        m.RestartLocalnet(DIED),
+    ]
+    assert machine.state is D.degraded and machine.reason and DIED in machine.reason
+    # The engine reports each instance lost, then running again (before the network is
+    # back, a running report cannot be about the restarted network).
+    for key in KEYS:
+        assert machine.handle(m.InstanceChanged(*key, S.unresponsive, "lost")) == []
+    assert _run(machine, "db", 0) == []
+    assert machine.handle(m.LocalnetRestarted()) == []
+    assert machine.state is D.degraded and "runs again" in (machine.reason or "")
+    for key in KEYS[:-1]:
+        assert _run(machine, *key) == []
+    assert _run(machine, "web", 1) == [m.DeploymentRecovered(D.running, DIED)]
+    assert machine.state is D.running and machine.reason is None
+
+
+def test_instances_that_ended_for_good_do_not_hold_the_recovery_but_one_must_run() -> None:
+    machine = _running()
+    machine.handle(m.LocalnetDied(DIED))
+    machine.handle(m.LocalnetRestarted())
+    for key in KEYS[1:]:
+        ended = m.InstanceChanged(*key, S.unresponsive, "lost", final=True)
+        assert machine.handle(ended) == []
+    assert _run(machine, "db", 0) == [m.DeploymentRecovered(D.running, DIED)]
+
+    nobody = _running()
+    nobody.handle(m.LocalnetDied(DIED))
+    nobody.handle(m.LocalnetRestarted())
+    for key in KEYS:
+        nobody.handle(m.InstanceChanged(*key, S.unresponsive, "lost", final=True))
+    assert nobody.state is D.degraded  # nothing runs again: the services finish instead
+    for service in ("db", "cache"):
+        assert nobody.handle(m.ServiceFinished(service, ("lost",))) == []
+    assert nobody.handle(m.ServiceFinished("web", ("lost",))) == [
+        m.AllEnded("every instance ended: lost")
+    ]
+
+
+def test_a_death_while_starting_resumes_the_waves_after_recovery() -> None:
+    machine = _started()
+    _run(machine, "db", 0)
+    machine.handle(m.LocalnetDied(DIED))
+    machine.handle(m.InstanceChanged("db", 0, S.unresponsive, "lost"))
+    machine.handle(m.LocalnetRestarted())
+    assert _run(machine, "db", 0) == [m.DeploymentRecovered(D.starting, DIED)]
+    assert machine.state is D.starting
+    assert _run(machine, "cache", 0) == [
+        m.WaveRunning(0, ("db", "cache")),
+        m.StartWave(1, ("web",)),
+    ]
+
+
+def test_a_failed_restart_fails_the_deployment_with_both_reasons() -> None:
+    machine = _running()
+    machine.handle(m.LocalnetDied(DIED))
+    actions = machine.handle(m.LocalnetRestartFailed("yagna did not start"))
+    assert machine.state is D.failed
+    assert actions == [m.DeploymentFailed(machine.reason or "")]
+    assert DIED in (machine.reason or "") and "yagna did not start" in (machine.reason or "")
+    assert machine.handle(m.LocalnetRestarted()) == []
+    assert machine.handle(m.DownRequested("down")) == [m.StopServices("down")]
+
+
+def test_a_network_that_keeps_dying_fails_after_max_deaths_in_a_row() -> None:
+    machine = _running()
+    for _ in range(m.MAX_LOCALNET_DEATHS):
+        actions = machine.handle(m.LocalnetDied(DIED))
+        assert m.RestartLocalnet(DIED) in actions and machine.state is D.degraded
+        machine.handle(m.LocalnetRestarted())
+    actions = machine.handle(m.LocalnetDied(DIED))
+    assert machine.state is D.failed
+    assert actions == [m.DeploymentFailed(machine.reason or "")]
+    assert f"died {m.MAX_LOCALNET_DEATHS + 1} times in a row" in (machine.reason or "")
+
+    healed = _running()  # a recovery between deaths starts the count over
+    for _ in range(m.MAX_LOCALNET_DEATHS + 2):
+        healed.handle(m.LocalnetDied(DIED))
+        healed.handle(m.LocalnetRestarted())
+        for key in KEYS:
+            _run(healed, *key)
+        assert healed.state is D.running
+
+
+def test_a_death_while_stopping_or_failed_restarts_nothing_and_down_works_degraded() -> None:
+    stopping = _running()
+    stopping.handle(m.DownRequested("down"))
+    assert stopping.handle(m.LocalnetDied(DIED)) == []
+    assert stopping.state is D.stopping
+    failed = _started()
+    failed.handle(m.InstanceChanged("db", 0, S.terminated, "x", final=True))
+    assert failed.handle(m.LocalnetDied(DIED)) == [] and failed.state is D.failed
+    degraded = _running()
+    degraded.handle(m.LocalnetDied(DIED))
+    assert degraded.handle(m.DownRequested("down")) == [m.StopServices("down")]
+    assert degraded.handle(m.LocalnetRestarted()) == []
+    degraded.handle(m.Finished())
+    assert degraded.state is D.stopped
+
+
 KEYS = [("db", 0), ("cache", 0), ("web", 0), ("web", 1)]
 instance_events = st.one_of(
     st.builds(
@@ -143,6 +251,9 @@ instance_events = st.one_of(
     ),
     st.builds(m.ServiceFinished, service=st.sampled_from(["db", "cache", "web"])),
     st.builds(m.DownRequested, reason=st.just("down")),
+    st.just(m.LocalnetDied(DIED)),
+    st.just(m.LocalnetRestarted()),
+    st.just(m.LocalnetRestartFailed("no")),
 )
 
 
@@ -171,6 +282,10 @@ def test_any_order_of_engine_events_keeps_the_rules(events: list[m.Event]) -> No
             assert machine.state is D.stopping or machine.state is before
         if machine.state is D.running:
             assert ran == [0, 1]
+        if machine.state is D.degraded:
+            assert before in (D.starting, D.running, D.degraded)
+        if any(isinstance(action, m.DeploymentRecovered) for action in actions):
+            assert before is D.degraded and machine.state in (D.starting, D.running)
     assert ended <= 1
     machine.handle(m.DownRequested("down"))
     machine.handle(m.Finished())

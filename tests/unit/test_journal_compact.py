@@ -353,3 +353,21 @@ def test_the_compacted_file_is_private(tmp_path: Path) -> None:
     with jr.Journal(path, compact_every=1) as journal:
         journal.append("DeploymentStarted", name="x")
     assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+def test_the_threshold_can_be_lowered_from_the_environment_only_sensibly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reliability row 15 compacts a live journal every 40 records; nonsense keeps the
+    default rather than compacting on every append."""
+    from golem_deploy.supervisor.journal_compact import (
+        COMPACT_EVERY,
+        COMPACT_EVERY_ENV,
+        compact_every,
+    )
+
+    monkeypatch.delenv(COMPACT_EVERY_ENV, raising=False)
+    assert compact_every() == COMPACT_EVERY
+    for value, expected in (("40", 40), ("10", 10), ("9", COMPACT_EVERY), ("x", COMPACT_EVERY)):
+        monkeypatch.setenv(COMPACT_EVERY_ENV, value)
+        assert compact_every() == expected

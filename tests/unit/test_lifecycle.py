@@ -199,6 +199,47 @@ def test_vanishing_during_start_respawns() -> None:
     assert m.state is S.pending
 
 
+@pytest.mark.parametrize("policy", ["never", "on-failure", "always"])
+def test_a_lost_local_network_is_a_vanishing_that_avoids_nobody(policy: str) -> None:
+    """The supervisor's local network died under the instance (NetworkLost): no shutdown,
+    no invoice expected, the restart policy decides -- and the provider is not avoided,
+    since it comes back with the restarted network."""
+    m = running(LifecycleConfig(restart_policy=policy, backoff=2.0))
+    actions = m.handle(lc.NetworkLost("the requestor yagna daemon died"))
+    assert RunHandler("shutdown") not in actions
+    assert AvoidProvider not in kinds(actions)
+    assert (
+        ReleaseActivity("the requestor yagna daemon died", lc.ReleaseCause.network_lost) in actions
+    )
+    assert not ReleaseActivity("x", lc.ReleaseCause.network_lost).expect_invoice
+    assert m.state is S.unresponsive
+    assert m.last_reason == "the requestor yagna daemon died"
+    if policy == "never":
+        assert m.final and ScheduleRestart not in kinds(actions)
+    else:
+        assert not m.final and ScheduleRestart in kinds(actions)
+        assert m.handle(lc.RestartDue()) == [AcquireAgreement(restart=1)]
+
+
+def test_a_lost_local_network_while_starting_respawns_while_acquiring_is_nothing() -> None:
+    m = Lifecycle()
+    m.handle(lc.Spawn())
+    assert m.handle(lc.NetworkLost()) == []  # the acquisition in flight fails by itself
+    assert m.state is S.pending
+    m.handle(lc.ActivityReady())
+    actions = m.handle(lc.NetworkLost())
+    assert kinds(actions) == [ReleaseActivity, AcquireAgreement]
+    assert m.state is S.pending and m.respawns == 1
+
+
+def test_a_lost_local_network_cuts_a_running_shutdown_and_is_nothing_once_final() -> None:
+    m = running()
+    m.handle(lc.StopRequested())
+    assert kinds(m.handle(lc.NetworkLost())) == [ReleaseActivity]
+    assert m.state is S.terminated and m.final
+    assert m.handle(lc.NetworkLost()) == []
+
+
 def test_vanishing_during_stopping_terminates_without_waiting() -> None:
     m = running()
     m.handle(lc.StopRequested())
@@ -347,6 +388,7 @@ EVENTS = st.sampled_from(
         lc.ExpirationReached(),
         lc.ActivityUnresponsive(),
         lc.AgreementTerminatedByProvider(),
+        lc.NetworkLost(),
         lc.ProviderAlive(),
         lc.HealthCheckPassed(),
         lc.HealthCheckFailed(),
@@ -564,6 +606,14 @@ class RunnerModel(RuleBasedStateMachine):
         self.dead = True
 
     # -------------------------------------------------------------------- from outside
+
+    @rule()
+    def local_network_dies(self) -> None:
+        """The supervisor's local network died and took every activity with it: the
+        supervisor tells every instance at once, whatever it is doing."""
+        self.dead = self.has_activity
+        self.told = self.has_activity
+        self.apply(lc.NetworkLost("the local network died"))
 
     @rule(expire=st.booleans())
     def stop(self, expire: bool) -> None:

@@ -95,7 +95,15 @@ def test_a_download_shows_only_while_the_instance_starts() -> None:
 
 def test_status_json_is_cut_to_the_documented_keys() -> None:
     public = sn.public_status(_live())
-    assert list(public) == ["name", "state", "supervisor", "network", "budget", "services"]
+    assert list(public) == [
+        "name",
+        "state",
+        "reason",
+        "supervisor",
+        "network",
+        "budget",
+        "services",
+    ]
     services = public["services"]
     assert isinstance(services, list)
     assert set(services[1]["instances"][0]) == set(sn.INSTANCE_KEYS)

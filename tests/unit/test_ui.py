@@ -120,6 +120,22 @@ def test_plain_lines_for_pipes() -> None:
     assert lines[2].endswith("| observation 0")
 
 
+def test_a_degraded_deployment_shows_why_and_keeps_its_costs() -> None:
+    """The local network died: the table and the plain lines say `degraded` and why, and
+    the GLM accepted so far is still shown (issue 14: it used to read 0)."""
+    snap = _snapshot(states={0: "unresponsive", 1: "unresponsive"})
+    why = "the local network's requestor yagna daemon (pid 42) died; restarting the local network"
+    snap.update(state="degraded", reason=why)
+    text = _render(ui.deployment_table(_typed(snap), now=NOW), 200)
+    assert "degraded" in text and why in text and "budget 0.0123/1 GLM" in text
+    lines = ui.plain_lines(_typed(snap), now=NOW)
+    assert lines[0].startswith("deployment simple-service state=degraded")
+    assert "budget=0.0123/1 GLM" in lines[0]
+    assert lines[1] == f"reason: {why}"
+    assert public_status(_typed(snap))["reason"] == why
+    assert ui.DEPLOYMENT_STYLES["degraded"]
+
+
 def test_gone_supervisor_lists_what_is_held() -> None:
     snap = _snapshot()
     snap.update(state="gone", held=["1 agreement(s): abc"], reason="supervisor pid 123 is gone")
@@ -145,7 +161,7 @@ def test_status_json_has_exactly_the_documented_keys() -> None:
     snap = _snapshot()
     snap["held"] = ["x"]
     public = public_status(_typed(snap))
-    assert set(public) == {"name", "state", "supervisor", "network", "budget", "services"}
+    assert set(public) == {"name", "state", "reason", "supervisor", "network", "budget", "services"}
     assert set(public["supervisor"]) == {"pid", "alive"}
     assert set(public["network"]) == {"kind", "api_url", "vpn"}  # vpn: null without a VPN
     assert public["network"]["vpn"] is None
