@@ -20,6 +20,7 @@ from golem_deploy.engine.golem import EngineError, Golem
 from golem_deploy.engine.lifecycle import ServiceState
 from golem_deploy.engine.network import Network, NetworkPlan, Node
 from golem_deploy.engine.payload import VmPayload
+from golem_deploy.engine.script_args import CaptureContext, ProgressArgs
 from golem_deploy.engine.service import (
     BatchError,
     BatchTimeoutError,
@@ -36,6 +37,7 @@ from golem_deploy.engine.timing import Timings
 __all__ = [
     "BatchError",
     "BatchTimeoutError",
+    "CaptureContext",
     "Cluster",
     "CommandExecutionError",
     "CommandFailed",
@@ -50,6 +52,7 @@ __all__ = [
     "NetworkPlan",
     "Node",
     "PriceCaps",
+    "ProgressArgs",
     "RestartPolicy",
     "Script",
     "Service",
