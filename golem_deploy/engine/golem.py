@@ -40,6 +40,7 @@ from golem_deploy.engine.cluster import (
 )
 from golem_deploy.engine.config import HealthCheck, PriceCaps, RestartPolicy
 from golem_deploy.engine.context import AgreementRouter, EngineContext, Providers
+from golem_deploy.engine.images import resolve_payload
 from golem_deploy.engine.market import Demand, build_demand
 from golem_deploy.engine.network import Network
 from golem_deploy.engine.payload import VmPayload
@@ -85,10 +86,12 @@ class Golem:
         storage: Storage | None = None,
         timings: Timings | None = None,
         stream_output: bool = True,
+        resolve_images: bool = True,
     ) -> None:
         """`stream_output` is yapapi's flag, accepted for porting: output is always streamed
         here (`CommandOutput` events as it arrives) and always in the results as well, so
-        either value gives what a yapapi program expects of it."""
+        either value gives what a yapapi program expects of it. `resolve_images=False`: never
+        ask the image registry (engine/images.py says when it is asked otherwise)."""
         del stream_output
         try:
             self.budget = Decimal(str(budget))
@@ -110,6 +113,7 @@ class Golem:
         self.stop_timeout = stop_timeout
         self.invoice_timeout = invoice_timeout
         self.storage: Storage | None = storage
+        self.resolve_images = resolve_images
         self._providers = Providers(self.emit, blacklist)
         self._router = AgreementRouter()
         self._ctx: EngineContext | None = None
@@ -357,6 +361,8 @@ class Golem:
             raise EngineError(
                 f"{service_class.__name__}.get_payload() returned None and no payload was given"
             )
+        if self.resolve_images:  # vm.repo(image_tag=...) as yapapi resolves it
+            payload = await resolve_payload(payload, subnet=self.subnet_tag, warn=log.warning)
         now = datetime.now(UTC)
         expires = expiration_time(expiration, now)
         if expires <= now:

@@ -5,12 +5,14 @@ parts: resource constraints (memory, storage, threads, capabilities, runtime `vm
 properties `golem.srv.comp.task_package` = "hash:sha3:<hash>:<url>" and
 `golem.srv.comp.vm.package_format` = "gvmkit-squash".
 
-Unlike yapapi we never contact the image registry (golem-deploy must work offline and must
-not leak traffic): with `image_url` the package is "hash:sha3:<image_hash>:<image_url>"; with
-only a hash the URL is the registry's download URL for that hash, written down without
-fetching it (`http://registry.golem.network/download/<hash>`); with only a tag the package
-names the tag ("hash:sha3::<registry tag URL>"), which the local network accepts but a real
-provider cannot verify — give `image_hash` for the real network.
+Unlike yapapi, `vm.repo` itself never contacts the image registry (it cannot know yet which
+network the payload is for): with `image_url` the package is
+"hash:sha3:<image_hash>:<image_url>"; with only a hash the URL is the registry's download
+URL for that hash, written down without fetching it
+(`http://registry.golem.network/download/<hash>`); with only a tag the package names the tag
+("hash:sha3::<registry tag URL>"). Without `image_url` the payload also carries an
+`ImageLookup`: `Golem.run_service` asks the registry then, unless the network is a local one
+(engine/images.py says exactly when), and uses its hash and URL, as yapapi's `vm.repo` does.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from urllib.parse import quote
 from golem_deploy.errors import GolemDeployError
 from golem_deploy.protocol import LOCAL_MOUNTS, PACKAGE_FORMAT, TASK_PACKAGE
 
-__all__ = ["LOCAL_MOUNTS_PROPERTY", "PayloadError", "VmPayload", "repo"]
+__all__ = ["LOCAL_MOUNTS_PROPERTY", "ImageLookup", "PayloadError", "VmPayload", "repo"]
 
 REGISTRY_URL = "http://registry.golem.network"
 KNOWN_CAPABILITIES = ("vpn", "inet", "manifest-support", "start-entrypoint")
@@ -36,6 +38,17 @@ _HASH_RE = re.compile(r"^[0-9a-fA-F]{56}$|^[0-9a-fA-F]{64}$")
 
 class PayloadError(GolemDeployError):
     """A payload description that cannot work (missing image, bad hash, ...)."""
+
+
+@dataclass(frozen=True)
+class ImageLookup:
+    """What the Golem registry must be asked for a payload that names its image by tag, or
+    by hash without a URL (engine/images.py asks it once the network is known)."""
+
+    tag: str | None = None
+    hash: str | None = None
+    use_https: bool = False  # the registry's https URL instead of its http one
+    registry: str | None = None  # None: $GOLEM_REGISTRY_URL, else Golem's public registry
 
 
 @dataclass(frozen=True)
@@ -50,6 +63,7 @@ class VmPayload:
     runtime: str = "vm"
     package_format: str = "gvmkit-squash"
     extra_properties: Mapping[str, Any] = field(default_factory=dict)
+    image_lookup: ImageLookup | None = None  # set while the registry has not been asked
 
     def properties(self) -> dict[str, Any]:
         """Demand properties contributed by the payload."""
@@ -136,10 +150,14 @@ async def repo(
     else:
         assert image_tag is not None
         package = f"hash:sha3::{REGISTRY_URL}/v1/image/download?tag={quote(image_tag)}"
+    lookup = None
+    if image_url is None:  # the registry knows the URL (and, for a tag, the hash)
+        lookup = ImageLookup(tag=image_tag, hash=None if image_tag is not None else image_hash)
     return VmPayload(
         task_package=package,
         min_mem_gib=min_mem_gib,
         min_storage_gib=min_storage_gib,
         min_cpu_threads=min_cpu_threads,
         capabilities=caps,
+        image_lookup=lookup,
     )
