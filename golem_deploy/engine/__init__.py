@@ -9,6 +9,12 @@ configuration), market, payments, storage and events are used by all of them.
 
 from golem_deploy.engine import payload as vm
 from golem_deploy.engine.cluster import Cluster
+from golem_deploy.engine.compat import (
+    NoPaymentAccountError,
+    __version__,
+    enable_default_logger,
+    windows_event_loop_fix,
+)
 from golem_deploy.engine.config import (
     HealthCheck,
     HealthcheckConfig,
@@ -50,6 +56,7 @@ __all__ = [
     "InstanceSnapshot",
     "Network",
     "NetworkPlan",
+    "NoPaymentAccountError",
     "Node",
     "PriceCaps",
     "ProgressArgs",
@@ -60,5 +67,8 @@ __all__ = [
     "Timings",
     "VmPayload",
     "WorkContext",
+    "__version__",
+    "enable_default_logger",
     "vm",
+    "windows_event_loop_fix",
 ]
