@@ -13,6 +13,7 @@ needs is listed below in `ADAPTED`, each with its reason.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import re
 import socket
@@ -61,6 +62,70 @@ ADAPTED = [
         "(None reads YAGNA_SUBNET, as in yapapi)",
     ),
 ]
+
+#: simple_service.py's service is the image 8b11df59…: Python scripts under /golem/run
+#: needing numpy and matplotlib, which the host lacks (and an offline local network cannot
+#: download the image). Stand-ins with the same command line (STAND_INS, python3's
+#: standard library only) are uploaded by the start script, and the two paths point there.
+SIMPLE = "simple-service-poc/simple_service.py"
+STAND_IN_UPLOAD = """        script = self._ctx.new_script()
+        for stand_in in ("simple_service.py", "simulate_observations_ctl.py", "simulate.py"):
+            script.upload_file("STAND_INS_DIR/" + stand_in, "/golem/work/" + stand_in)
+        script.run("/bin/chmod", "+x", "/golem/work/simple_service.py",
+                   "/golem/work/simulate_observations_ctl.py", "/golem/work/simulate.py")
+        script.run(self.SIMPLE_SERVICE_CTL, "--start")"""
+NO_NUMPY = "the image's scripts need numpy and matplotlib, which the host lacks: stand-ins"
+ADAPTED += [
+    (SIMPLE, '"/golem/run/simple_service.py"', '"/golem/work/simple_service.py"', NO_NUMPY),
+    (
+        SIMPLE,
+        '"/golem/run/simulate_observations_ctl.py"',
+        '"/golem/work/simulate_observations_ctl.py"',
+        NO_NUMPY,
+    ),
+    (
+        SIMPLE,
+        """        script = self._ctx.new_script()
+        script.run(self.SIMPLE_SERVICE_CTL, "--start")""",
+        STAND_IN_UPLOAD,
+        NO_NUMPY,
+    ),
+]
+
+#: the stand-ins: the PoC's command line (--add/--stats/--plot, --start/--stop), stdlib only
+STAND_INS = {
+    "simple_service.py": r"""#!/usr/bin/python3
+import json, statistics, sys
+from pathlib import Path
+DATA = Path("/golem/work/observations.txt")
+values = [float(v) for v in DATA.read_text().split()] if DATA.exists() else []
+if sys.argv[1] == "--add":
+    with DATA.open("a") as f:
+        f.write(sys.argv[2] + "\n")
+elif sys.argv[1] == "--stats":
+    print(json.dumps({"size": len(values), "mean": statistics.fmean(values) if values else None}))
+elif sys.argv[1] == "--plot":
+    plot = Path(f"/golem/work/{sys.argv[2]}.txt")
+    plot.write_text(f"{sys.argv[2]} plot of {len(values)} values\n")
+    print(json.dumps(str(plot)))
+""",
+    "simulate_observations_ctl.py": r"""#!/usr/bin/python3
+import os, signal, subprocess, sys
+PIDFILE = "/golem/work/simulate.pid"
+if sys.argv[1] == "--start":
+    p = subprocess.Popen(["/golem/work/simulate.py"], start_new_session=True)
+    open(PIDFILE, "w").write(str(p.pid))
+else:
+    os.kill(int(open(PIDFILE).read()), signal.SIGKILL)
+    os.remove(PIDFILE)
+""",
+    "simulate.py": r"""#!/usr/bin/python3
+import random, subprocess, time
+while True:
+    subprocess.run(["/golem/work/simple_service.py", "--add", str(random.normalvariate(14, 3))])
+    time.sleep(0.2)
+""",
+}
 
 #: http_proxy.py's service is nginx in the image 16ad039c…, which the host lacks: the
 #: adapted start script serves the same page with the host's python3 from /golem/work
@@ -116,9 +181,9 @@ def examples() -> Path:
     return Path(given) / "examples"
 
 
-def ported(examples: Path, name: str, into: Path) -> Path:
+def ported(examples: Path, name: str, into: Path, **constants: str) -> Path:
     """`examples/<name>` ported into `into` (same layout, so `../utils` is found), with
-    the shared utils module ported too."""
+    the shared utils module ported too; `constants` fill in names the adaptations use."""
     for rel in (name, "utils/__init__.py"):
         data = (examples / rel).read_bytes()
         assert git_blob_id(data) == PINNED[rel], f"{rel} is not yapapi 0.13.1's"
@@ -127,6 +192,8 @@ def ported(examples: Path, name: str, into: Path) -> Path:
             if example == rel:
                 assert text.count(old) == 1, f"{rel}: {old!r} not found once"
                 text = text.replace(old, new)
+        for constant, value in constants.items():  # what an adaptation refers to
+            text = text.replace(constant, value)
         target = into / "examples" / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
@@ -134,6 +201,8 @@ def ported(examples: Path, name: str, into: Path) -> Path:
 
 
 def run_example(program: Path, net: LocalNetInfo, *args: str, timeout: float) -> str:
+    """Run a ported program with the local network's YAGNA_* variables; its stdout."""
+    assert importlib.util.find_spec("yapapi") is None  # so nothing it runs is yapapi's
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("YAGNA_")},
         **net.env(),
@@ -148,7 +217,6 @@ def run_example(program: Path, net: LocalNetInfo, *args: str, timeout: float) ->
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
-    assert "yapapi" not in output.replace("yapapi_", "")  # nothing came from yapapi itself
     return done.stdout
 
 
@@ -180,6 +248,27 @@ def test_hello_world_service(examples: Path, shared_localnet: LocalNetInfo, tmp_
     assert len(dates) >= 5, out  # run() read the file the start() loop keeps writing
     assert re.search(r"Instance 0 is running on local-provider-\d", out), out
     assert (program.parent / "hello.log").read_text()  # enable_default_logger(log_file=)
+
+
+def test_simple_service_poc(examples: Path, shared_localnet: LocalNetInfo, tmp_path: Path) -> None:
+    """examples/simple-service-poc/simple_service.py: start a simulator, read its stats and
+    download a plot every 10 s, show usage and cost, stop it at shutdown."""
+    stand_ins = tmp_path / "stand-ins"
+    stand_ins.mkdir()
+    for name, text in STAND_INS.items():
+        (stand_ins / name).write_text(text)
+    program = ported(examples, SIMPLE, tmp_path, STAND_INS_DIR=str(stand_ins))
+    args = ["--running-time", "25", "--num-instances", "1", "--show-usage"]
+    out = run_example(program, shared_localnet, *args, timeout=240)
+    assert "All instances started :)" in out, out
+    sizes = [int(m) for m in re.findall(r'stats: \{"size": (\d+)', out)]
+    assert len(sizes) >= 2 and sizes[-1] > sizes[0] > 0, out  # the simulator kept adding
+    plots = list(program.parent.glob("*.png"))  # download_file to the example's folder
+    assert plots and plots[0].read_text().startswith("dist plot of "), out
+    assert re.search(r"simple-service-1\s+COST: \d", out), out  # get_cost() in shutdown
+    assert "simple-service-1 USAGE: {'current_usage': {" in out, out  # get_usage()
+    last = out.rstrip().splitlines()[-1]  # after stop(): shut down and released
+    assert re.fullmatch(r"instances: \['simple-service-1: terminated on local-provider-\d'\]", last)
 
 
 #: Verified up to its first request: with a stand-in VM_CAPS_VPN the program negotiates,
