@@ -24,9 +24,11 @@ complete or absent.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
+import stat
 import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -91,7 +93,10 @@ class GsbApiStorage:
         """Serve `path` as it is now, one chunk read per GetChunk (never whole in memory)."""
         fd = await anyio.to_thread.run_sync(os.open, path, os.O_RDONLY)
         try:
-            size = os.fstat(fd).st_size
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):  # a folder opens fine, then cannot be read
+                raise IsADirectoryError(errno.EISDIR, "not a regular file", str(path))
+            size = info.st_size
         except OSError:
             os.close(fd)
             raise

@@ -120,12 +120,14 @@ class YapapiTransfers(Service):
         yield script
         self.sizes = [(await size).stdout, (await web).stdout, head]
 
-        script = self._ctx.new_script()
-        script.upload_file(self.workdir / "never-written.bin", "/golem/work/x.bin")
-        try:
-            yield script
-        except CommandFailed as e:  # a BatchError the handler may catch, as in yapapi
-            self.missing = str(e)
+        self.unreadable = []
+        for path in (self.workdir / "never-written.bin", self.workdir):  # missing, a folder
+            script = self._ctx.new_script()
+            script.upload_file(path, "/golem/work/x.bin")
+            try:
+                yield script
+            except CommandFailed as e:  # a BatchError the handler may catch, as in yapapi
+                self.unreadable.append(str(e))
 
 
 async def test_yapapi_transfer_names_streaming_and_download_from_url(
@@ -154,7 +156,9 @@ async def test_yapapi_transfer_names_streaming_and_download_from_url(
             assert web == "served on loopback\n" and server.hits == {"page.txt": 1}
             assert head == [BIG3[:100]]  # over the limit: cut, as yapapi does
             assert (tmp_path / "back").read_bytes() == BIG3
-            assert "cannot read" in inst.missing and "never-written.bin" in inst.missing  # type: ignore[attr-defined]
+            missing, folder = inst.unreadable  # type: ignore[attr-defined]
+            assert "never-written.bin for upload: No such file or directory" in missing
+            assert f"cannot read {tmp_path} for upload: not a regular file" in folder
             assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")]
             cluster.stop()
             with anyio.fail_after(60):
