@@ -104,7 +104,8 @@ def _prepare_yapapi_examples() -> None:
                     for member in wanted:
                         member.name = member.name.split("/", 1)[1]
                     tar.extractall(YAPAPI_EXAMPLES, members=wanted, filter="data")
-        except (OSError, tarfile.TarError, IndexError):
+        # TypeError: Python < 3.11.4 has no extractall(filter=), which keeps paths inside
+        except (OSError, tarfile.TarError, IndexError, TypeError):
             shutil.rmtree(YAPAPI_EXAMPLES, ignore_errors=True)
             return
     os.environ["GOLEM_DEPLOY_TEST_YAPAPI_EXAMPLES"] = str(YAPAPI_EXAMPLES)
