@@ -15,6 +15,10 @@ When the registry is asked, decided by the Golem's subnet, as `up` decides it:
   `run_service` with the registry's reason, before any demand or agreement.
 - `Golem(resolve_images=False)`: never (the supervisor passes it: `up` resolved the
   manifest's images already, and its embedded network must stay offline).
+
+The payload's `ImageLookup` carries yapapi's registry choices: which registry
+(`repository_url`; None: `$GOLEM_REGISTRY_URL`, else Golem's), its `https` or `http` link
+(`image_use_https`), and `dev=true` instead of `count=true` in the query (`dev_mode`).
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ async def resolve_payload(
             image_hash=lookup.hash,
             registry=lookup.registry,
             cache=cache if cache is not None else registry_cache(),
+            dev=lookup.dev_mode,
         )
     except RegistryUnreachable as error:
         if subnet != LOCAL_SUBNET:

@@ -49,6 +49,7 @@ class ImageLookup:
     hash: str | None = None
     use_https: bool = False  # the registry's https URL instead of its http one
     registry: str | None = None  # None: $GOLEM_REGISTRY_URL, else Golem's public registry
+    dev_mode: bool = False  # yapapi's: ask with dev=true, so the download is not counted
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,8 @@ async def with_registry(body):  # type: ignore[no-untyped-def]
 
     async def info(request: web.Request) -> web.Response:
         asked.append(dict(request.query))
-        if request.query.get("count") != "true":
-            return web.Response(status=400, text="count missing")
+        if "true" not in (request.query.get("count"), request.query.get("dev")):
+            return web.Response(status=400, text="count (or dev) missing")
         found = KNOWN.get(request.query.get("tag", ""))
         if found is None and request.query.get("hash") == SHA3:
             found = KNOWN["golem/alpine:latest"]
@@ -64,6 +64,8 @@ def test_a_tag_resolves_once_then_comes_from_the_cache(tmp_path: Path) -> None:
         assert again == image and len(asked) == 1  # the second answer came from the cache
         by_hash = await resolve(image_hash=SHA3, registry=url, cache=cache)
         assert by_hash.http == image.http and asked[-1] == {"hash": SHA3, "count": "true"}
+        dev = await resolve(image_tag="golem/alpine:latest", registry=url, dev=True)
+        assert dev == image and asked[-1] == {"tag": "golem/alpine:latest", "dev": "true"}
 
     anyio.run(with_registry, body)
 
