@@ -275,9 +275,9 @@ def test_simple_service_poc(examples: Path, shared_localnet: LocalNetInfo, tmp_p
 #: runs the adapted start script on a VPN, starts LocalHttpProxy and forwards the request,
 #: which the instance refuses: nothing can listen on port 80 there.
 HTTP_PROXY_BLOCKED = (
-    "blocked: vm.VM_CAPS_VPN is issue 13 A.6 (being built), and the local sandbox cannot "
-    "bind port 80, where the example's HttpProxyService connects (a VM's root can; the local "
-    "ExeUnit would need ip_unprivileged_port_start=0 in the activity's network namespace)"
+    "blocked: the local sandbox cannot bind port 80, where the example's HttpProxyService "
+    "connects (a VM's root can; the local ExeUnit would need ip_unprivileged_port_start=0 in "
+    "the activity's network namespace); it also needs vm.VM_CAPS_VPN (issue 13 A.6)"
 )
 
 
