@@ -73,6 +73,44 @@ def _prepare_yapapi_python() -> None:
     os.environ["GOLEM_DEPLOY_TEST_YAPAPI_PYTHON"] = str(python)
 
 
+YAPAPI_EXAMPLES = Path(__file__).resolve().parent.parent / ".yapapi-examples" / "0.13.1"
+YAPAPI_SOURCE = "https://github.com/golemfactory/yapapi/archive/refs/tags/0.13.1.tar.gz"
+
+
+def _prepare_yapapi_examples() -> None:
+    """Give tests/integration/test_yapapi_examples.py yapapi 0.13.1's example programs.
+
+    They are not in this repository (its rule: no copied public code), nor in yapapi's
+    PyPI sdist, so yapapi's published source archive of the tag is fetched (once, cached
+    in .yapapi-examples) before the session goes offline; only `examples/` is kept. The
+    test checks every file it runs against its git blob id. Offline, it skips.
+    $GOLEM_DEPLOY_TEST_YAPAPI_EXAMPLES may name a folder holding `examples/` instead.
+    """
+    if os.environ.get("GOLEM_DEPLOY_TEST_YAPAPI_EXAMPLES"):
+        return
+    if not (YAPAPI_EXAMPLES / "examples").is_dir():
+        import tarfile
+        import urllib.request
+
+        try:
+            with (
+                tempfile.TemporaryFile() as archive,
+                urllib.request.urlopen(YAPAPI_SOURCE, timeout=15) as answer,
+            ):
+                shutil.copyfileobj(answer, archive)
+                archive.seek(0)
+                with tarfile.open(fileobj=archive, mode="r:gz") as tar:
+                    wanted = [m for m in tar.getmembers() if m.name.split("/")[1:2] == ["examples"]]
+                    for member in wanted:
+                        member.name = member.name.split("/", 1)[1]
+                    tar.extractall(YAPAPI_EXAMPLES, members=wanted, filter="data")
+        # TypeError: Python < 3.11.4 has no extractall(filter=), which keeps paths inside
+        except (OSError, tarfile.TarError, IndexError, TypeError):
+            shutil.rmtree(YAPAPI_EXAMPLES, ignore_errors=True)
+            return
+    os.environ["GOLEM_DEPLOY_TEST_YAPAPI_EXAMPLES"] = str(YAPAPI_EXAMPLES)
+
+
 def _install_squashfs_tools() -> None:
     """Give the image tests mksquashfs/unsquashfs (Debian's squashfs-tools).
 
@@ -110,6 +148,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _restore_ctrl_c()
     if not hasattr(config, "workerinput"):  # once per process
         _prepare_yapapi_python()
+        _prepare_yapapi_examples()
         _install_squashfs_tools()
         isolated = _enter_loopback_only_netns()
         config.stash[_NETNS_KEY] = isolated

@@ -11,6 +11,12 @@ from golem_deploy.engine import payload as vm
 from golem_deploy.engine import yapapi_events
 from golem_deploy.engine.api_config import ApiConfig, MissingConfiguration
 from golem_deploy.engine.cluster import Cluster
+from golem_deploy.engine.compat import (
+    NoPaymentAccountError,
+    __version__,
+    enable_default_logger,
+    windows_event_loop_fix,
+)
 from golem_deploy.engine.config import (
     HealthCheck,
     HealthcheckConfig,
@@ -23,6 +29,7 @@ from golem_deploy.engine.lifecycle import ServiceState
 from golem_deploy.engine.network import Network, NetworkPlan, Node
 from golem_deploy.engine.payload import VmPayload
 from golem_deploy.engine.runner import ServiceRunnerError
+from golem_deploy.engine.script_args import CaptureContext, ProgressArgs
 from golem_deploy.engine.service import (
     BatchError,
     BatchTimeoutError,
@@ -41,6 +48,7 @@ __all__ = [
     "ApiConfig",
     "BatchError",
     "BatchTimeoutError",
+    "CaptureContext",
     "Cluster",
     "CommandExecutionError",
     "CommandFailed",
@@ -54,8 +62,10 @@ __all__ = [
     "MissingConfiguration",
     "Network",
     "NetworkPlan",
+    "NoPaymentAccountError",
     "Node",
     "PriceCaps",
+    "ProgressArgs",
     "RestartPolicy",
     "Script",
     "Service",
@@ -65,8 +75,11 @@ __all__ = [
     "Timings",
     "VmPayload",
     "WorkContext",
+    "__version__",
+    "enable_default_logger",
     "log_event_repr",
     "log_summary",
     "vm",
+    "windows_event_loop_fix",
     "yapapi_events",
 ]

@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 
 from golem_deploy.engine import events as ev
+from golem_deploy.engine.script import UploadSourceError
 from golem_deploy.engine.service import (
     BatchTimeoutError,
     CommandFailed,
@@ -80,14 +81,21 @@ class ScriptExecutor:
         if activity_id is None:
             raise ProviderGone("the activity is gone")
         try:
-            for step in steps:
+            for number, step in enumerate(steps):
                 if step.before is not None:
                     if self.storage is None:
                         raise GolemDeployError(
                             f"`{step.describe}` needs file transfer, which is not available",
                             hint="see docs/engine.md (GFTP over yagna's gsb-api)",
                         )
-                    await step.before(self.storage)
+                    try:
+                        await step.before(self.storage)
+                    except UploadSourceError as e:  # the step fails before it is sent
+                        unread = CommandResult(number, step.describe, -1, None, None, e.message)
+                        error = CommandFailed(unread, self.service, self.index)
+                        for each in steps:
+                            each.future._fail(error)
+                        raise error from e
             # a script that does not wait for its results (yapapi's wait_for_results=False)
             # must not hold up the ones after it: it runs beside them, as in yapapi
             lock = self.lock if script.wait_for_results else contextlib.nullcontext()

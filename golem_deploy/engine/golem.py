@@ -53,6 +53,7 @@ from golem_deploy.engine.dispatch import (
     YapapiEvents,
     event_classes,
 )
+from golem_deploy.engine.images import resolve_payload
 from golem_deploy.engine.market import Demand, build_demand
 from golem_deploy.engine.network import Network
 from golem_deploy.engine.payload import VmPayload
@@ -100,13 +101,16 @@ class Golem:
         storage: Storage | None = None,
         timings: Timings | None = None,
         stream_output: bool = True,
+        resolve_images: bool = True,
     ) -> None:
         """`stream_output` is yapapi's flag, accepted for porting: output is always streamed
         here (`CommandOutput` events as it arrives) and always in the results as well, so
         either value gives what a yapapi program expects of it.
 
         `api_config` (yapapi's `ApiConfig`) gives the yagna's URLs, per-API ones included,
-        and app key in one object; it excludes `api_url` and `app_key`."""
+        and app key in one object; it excludes `api_url` and `app_key`.
+        `resolve_images=False`: never ask the image registry (engine/images.py says when it
+        is asked otherwise)."""
         del stream_output
         if api_config is not None and (api_url is not None or app_key is not None):
             raise EngineError(
@@ -140,6 +144,7 @@ class Golem:
         self.stop_timeout = stop_timeout
         self.invoice_timeout = invoice_timeout
         self.storage: Storage | None = storage
+        self.resolve_images = resolve_images
         self._providers = Providers(self.emit, blacklist)
         self._router = AgreementRouter()
         self._ctx: EngineContext | None = None
@@ -440,6 +445,8 @@ class Golem:
             raise EngineError(
                 f"{service_class.__name__}.get_payload() returned None and no payload was given"
             )
+        if self.resolve_images:  # vm.repo(image_tag=...) as yapapi resolves it
+            payload = await resolve_payload(payload, subnet=self.subnet_tag, warn=log.warning)
         now = datetime.now(UTC)
         expires = expiration_time(expiration, now)
         if expires <= now:

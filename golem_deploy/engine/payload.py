@@ -5,16 +5,17 @@ parts: resource constraints (memory, storage, threads, capabilities, runtime `vm
 properties `golem.srv.comp.task_package` = "hash:sha3:<hash>:<url>" and
 `golem.srv.comp.vm.package_format` = "gvmkit-squash".
 
-Unlike yapapi we never contact the image registry (golem-deploy must work offline and must
-not leak traffic): with `image_url` the package is "hash:sha3:<image_hash>:<image_url>"; with
-only a hash the URL is the registry's download URL for that hash, written down without
-fetching it (`http://registry.golem.network/download/<hash>`); with only a tag the package
-names the tag ("hash:sha3::<registry tag URL>"), which the local network accepts but a real
-provider cannot verify — give `image_hash` for the real network. yapapi's registry options
-are taken: `repository_url` and `image_use_https` pick the registry and scheme of the URL
-written down, and `dev_mode` (yapapi asks the registry with `dev=true` instead of
-`count=true`, keeping the download out of its statistics) changes nothing when nothing is
-asked.
+Unlike yapapi, `vm.repo` itself never contacts the image registry (it cannot know yet which
+network the payload is for): with `image_url` the package is
+"hash:sha3:<image_hash>:<image_url>"; with only a hash the URL is the registry's download
+URL for that hash, written down without fetching it
+(`http://registry.golem.network/download/<hash>`); with only a tag the package names the tag
+("hash:sha3::<registry tag URL>"). Without `image_url` the payload also carries an
+`ImageLookup`: `Golem.run_service` asks the registry then, unless the network is a local one
+(engine/images.py says exactly when), and uses its hash and URL, as yapapi's `vm.repo` does.
+yapapi's registry options are taken: `repository_url` and `image_use_https` pick the
+registry and the scheme of the URL, and `dev_mode` asks the registry with `dev=true`
+instead of `count=true`, keeping the download out of its statistics.
 
 `await vm.manifest(...)` is yapapi's computation payload manifest (for outbound internet
 access): the same demand properties yapapi builds (`golem.srv.comp.payload` and its
@@ -42,6 +43,7 @@ __all__ = [
     "LOCAL_MOUNTS_PROPERTY",
     "VM_CAPS_MANIFEST_SUPPORT",
     "VM_CAPS_VPN",
+    "ImageLookup",
     "PayloadError",
     "VmPayload",
     "manifest",
@@ -70,6 +72,18 @@ class PayloadError(GolemDeployError):
 
 
 @dataclass(frozen=True)
+class ImageLookup:
+    """What the Golem registry must be asked for a payload that names its image by tag, or
+    by hash without a URL (engine/images.py asks it once the network is known)."""
+
+    tag: str | None = None
+    hash: str | None = None
+    use_https: bool = False  # the registry's https URL instead of its http one
+    registry: str | None = None  # None: $GOLEM_REGISTRY_URL, else Golem's public registry
+    dev_mode: bool = False  # yapapi's: ask with dev=true, so the download is not counted
+
+
+@dataclass(frozen=True)
 class VmPayload:
     """A VM image plus minimum resources; immutable, so one payload serves every instance.
 
@@ -84,6 +98,7 @@ class VmPayload:
     runtime: str = "vm"
     package_format: str = "gvmkit-squash"
     extra_properties: Mapping[str, Any] = field(default_factory=dict)
+    image_lookup: ImageLookup | None = None  # set while the registry has not been asked
 
     def properties(self) -> dict[str, Any]:
         """Demand properties contributed by the payload."""
@@ -141,10 +156,9 @@ async def repo(
 
     Async only for compatibility with yapapi code (`await vm.repo(...)`). `repository_url`
     and `image_use_https` choose the registry host and the scheme of the download URL
-    written for a hash or a tag alone; `dev_mode` only matters to a registry query (none
-    is made here).
+    written for a hash or a tag alone; `dev_mode` is yapapi's registry statistics flag,
+    used when `Golem.run_service` asks the registry (engine/images.py).
     """
-    del dev_mode  # yapapi's registry statistics flag: no registry is asked here
     if image_url is not None and image_tag is not None:
         raise PayloadError(
             "image_url and image_tag cannot be used together",
@@ -170,12 +184,22 @@ async def repo(
     else:
         assert image_tag is not None
         package = f"hash:sha3::{registry}/v1/image/download?tag={quote(image_tag)}"
+    lookup = None
+    if image_url is None:  # the registry knows the URL (and, for a tag, the hash)
+        lookup = ImageLookup(
+            tag=image_tag,
+            hash=None if image_tag is not None else image_hash,
+            use_https=image_use_https,
+            registry=None if repository_url == DEFAULT_REPOSITORY_URL else repository_url,
+            dev_mode=dev_mode,
+        )
     return VmPayload(
         task_package=package,
         min_mem_gib=min_mem_gib,
         min_storage_gib=min_storage_gib,
         min_cpu_threads=min_cpu_threads,
         capabilities=caps,
+        image_lookup=lookup,
     )
 
 

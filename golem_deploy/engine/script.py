@@ -12,14 +12,24 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
+import tempfile
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
+from golem_deploy.engine.script_args import (
+    CaptureContext,
+    CaptureSpec,
+    ProgressArgs,
+    capture_dict,
+    progress_dict,
+)
 from golem_deploy.errors import GolemDeployError
 
 if TYPE_CHECKING:
@@ -28,17 +38,19 @@ if TYPE_CHECKING:
 __all__ = [
     "BatchError",
     "BatchTimeoutError",
+    "CaptureContext",
     "CommandExecutionError",
     "CommandFailed",
     "CommandResult",
+    "ProgressArgs",
     "Script",
     "StepFuture",
     "Storage",
+    "UploadSourceError",
     "timeout_seconds",
 ]
 
 DOWNLOAD_BYTES_LIMIT_DEFAULT = 1024 * 1024
-_STREAM: dict[str, Any] = {"stdout": {"stream": {}}, "stderr": {"stream": {}}}
 
 
 @dataclass(frozen=True)
@@ -124,17 +136,29 @@ class StepFuture:
         return self.result()
 
 
+class UploadSourceError(GolemDeployError):
+    """A local file to upload could not be read when its script executed (the executor
+    fails that step with it, so the handler gets a CommandFailed it can catch)."""
+
+
+Release = Callable[[], Awaitable[None]]
+
+
 class Storage(Protocol):
     """Moves files between this machine and a provider (GFTP over the bus)."""
 
-    async def publish(self, data: bytes) -> tuple[str, Callable[[], Awaitable[None]]]:
+    async def publish(self, data: bytes) -> tuple[str, Release]:
         """Make `data` fetchable by the provider; returns (url, release)."""
         ...
 
-    async def receive(
-        self,
-    ) -> tuple[str, Callable[[], Awaitable[bytes]], Callable[[], Awaitable[None]]]:
-        """A URL the provider can upload to; returns (url, wait_for_data, release)."""
+    async def publish_file(self, path: Path) -> tuple[str, Release]:
+        """Make the file at `path` fetchable, read chunk by chunk as the provider asks for
+        it; returns (url, release). OSError when it cannot be opened."""
+        ...
+
+    async def receive_file(self, path: Path) -> tuple[str, Callable[[], Awaitable[int]], Release]:
+        """A URL the provider can upload to; what arrives is written to `path`, which
+        exists (complete and verified) once `wait()` returned its size."""
         ...
 
 
@@ -193,8 +217,9 @@ class Script:
 
     # ------------------------------------------------------------------- plain commands
 
-    def deploy(self, **kwargs: object) -> StepFuture:
-        return self._add({"deploy": kwargs}, "deploy").future
+    def deploy(self, progress_args: ProgressArgs | None = None, **kwargs: object) -> StepFuture:
+        """Deploy the image; `progress_args` asks for download progress reports."""
+        return self._add({"deploy": {**kwargs, **progress_dict(progress_args)}}, "deploy").future
 
     def start(self, *args: str) -> StepFuture:
         return self._add({"start": {"args": list(args)}}, "start").future
@@ -202,89 +227,171 @@ class Script:
     def terminate(self) -> StepFuture:
         return self._add({"terminate": {}}, "terminate").future
 
-    def run(self, cmd: str, *args: str, env: dict[str, str] | None = None) -> StepFuture:
-        """Run `cmd args...` on the provider; stdout/stderr are streamed and kept.
+    def run(
+        self,
+        cmd: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        stderr: CaptureSpec | None = None,
+        stdout: CaptureSpec | None = None,
+    ) -> StepFuture:
+        """Run `cmd args...` on the provider; stdout/stderr are streamed and kept unless a
+        `CaptureContext` says otherwise (yapapi's `stdout=`/`stderr=`).
 
         `env` is applied portably by wrapping the command in /usr/bin/env (yapapi accepts but
         silently drops it)."""
         argv = [cmd, *args]
         if env:
             argv = ["/usr/bin/env", *(f"{k}={v}" for k, v in env.items()), *argv]
-        body = {"entry_point": argv[0], "args": argv[1:], "capture": _STREAM}
+        body = {"entry_point": argv[0], "args": argv[1:], "capture": capture_dict(stdout, stderr)}
         return self._add({"run": body}, "run " + shlex.join(argv)).future
 
     # --------------------------------------------------------------------- transfers
+    # yapapi's names and semantics: files are read when the script executes, streamed to
+    # the provider chunk by chunk, and downloads go to disk as they arrive.
 
-    def upload_bytes(self, data: bytes, dst: str) -> StepFuture:
-        step = self._add({"transfer": {"from": "", "to": f"container:{dst}"}}, f"upload {dst}")
+    def upload_bytes(
+        self, data: bytes, dst_path: str, progress_args: ProgressArgs | None = None
+    ) -> StepFuture:
+        """Send `data` to `dst_path` on the provider."""
 
-        async def before(storage: Storage) -> None:
-            url, release = await storage.publish(data)
-            step.command["transfer"]["from"] = url
-            step.cleanup.append(release)
+        async def publish(storage: Storage) -> tuple[str, Release]:
+            return await storage.publish(data)
 
-        step.before = before
-        return step.future
+        return self._upload(publish, dst_path, progress_args)
 
-    def upload_file(self, src: str | Path, dst: str) -> StepFuture:
-        path = Path(src)
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise GolemDeployError(
-                f"cannot read {path} for upload: {e.strerror}", hint="check the upload's src"
-            ) from e
-        return self.upload_bytes(data, dst)
+    def upload_file(
+        self, src_path: str | Path, dst_path: str, progress_args: ProgressArgs | None = None
+    ) -> StepFuture:
+        """Send the local file `src_path` to `dst_path` on the provider. The file is read
+        when the script executes, chunk by chunk as the provider fetches it; one that
+        cannot be read then fails this step (a CommandFailed thrown into the handler)."""
+        path = Path(src_path)
 
-    def upload_json(self, data: object, dst: str) -> StepFuture:
-        return self.upload_bytes(json.dumps(data).encode(), dst)
+        async def publish(storage: Storage) -> tuple[str, Release]:
+            try:
+                return await storage.publish_file(path)
+            except OSError as e:
+                raise UploadSourceError(
+                    f"cannot read {path} for upload: {e.strerror}",
+                    hint="check the upload's src_path",
+                ) from e
+
+        return self._upload(publish, dst_path, progress_args)
+
+    def upload_json(
+        self, data: object, dst_path: str, progress_args: ProgressArgs | None = None
+    ) -> StepFuture:
+        return self.upload_bytes(json.dumps(data).encode("utf-8"), dst_path, progress_args)
+
+    def download_from_url(
+        self, src_url: str, dst_path: str, progress_args: ProgressArgs | None = None
+    ) -> StepFuture:
+        """The provider fetches `src_url` itself (from the internet, if its offer allows
+        outbound traffic) into `dst_path`; nothing passes through this machine."""
+        command = _transfer(src_url, f"container:{dst_path}", progress_args)
+        return self._add(command, f"download {src_url} to {dst_path}").future
+
+    def download_file(
+        self, src_path: str, dst_path: str | Path, progress_args: ProgressArgs | None = None
+    ) -> StepFuture:
+        """Fetch `src_path` from the provider into the local file `dst_path`, written as it
+        arrives (never whole in memory); the file appears complete or not at all."""
+        return self._download(src_path, Path(dst_path), None, progress_args)
 
     def download_bytes(
         self,
-        src: str,
+        src_path: str,
         on_download: Callable[[bytes], Awaitable[None] | None] | None = None,
         limit: int = DOWNLOAD_BYTES_LIMIT_DEFAULT,
+        progress_args: ProgressArgs | None = None,
     ) -> StepFuture:
-        step = self._add({"transfer": {"from": f"container:{src}", "to": ""}}, f"download {src}")
-        wait_data: list[Callable[[], Awaitable[bytes]]] = []
+        """Fetch `src_path` and call `on_download` with its first `limit` bytes (a longer
+        file is cut there, as yapapi does); only those bytes are ever held in memory."""
 
-        async def before(storage: Storage) -> None:
-            url, wait, release = await storage.receive()
-            step.command["transfer"]["to"] = url
-            wait_data.append(wait)
-            step.cleanup.append(release)
-
-        async def after(result: CommandResult) -> None:
-            data = await wait_data[0]()
-            if len(data) > limit:
-                raise GolemDeployError(
-                    f"download of {src} is {len(data)} bytes, over the limit of {limit}"
-                )
+        async def deliver(received: Path) -> None:
+            data = await anyio.to_thread.run_sync(_read_head, received, limit)
             if on_download is not None:
                 maybe = on_download(data)
                 if maybe is not None:
                     await maybe
 
-        step.before = before
-        step.after = after
-        return step.future
-
-    def download_file(self, src: str, dst: str | Path) -> StepFuture:
-        target = Path(dst)
-
-        def write(data: bytes) -> None:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-
-        return self.download_bytes(src, write, limit=1 << 40)
+        return self._download(src_path, None, deliver, progress_args)
 
     def download_json(
         self,
-        src: str,
+        src_path: str,
         on_download: Callable[[object], Awaitable[None] | None],
         limit: int = DOWNLOAD_BYTES_LIMIT_DEFAULT,
+        progress_args: ProgressArgs | None = None,
     ) -> StepFuture:
         def parse(data: bytes) -> Awaitable[None] | None:
             return on_download(json.loads(data))
 
-        return self.download_bytes(src, parse, limit)
+        return self.download_bytes(src_path, parse, limit, progress_args)
+
+    def _upload(
+        self,
+        publish: Callable[[Storage], Awaitable[tuple[str, Release]]],
+        dst_path: str,
+        progress_args: ProgressArgs | None,
+    ) -> StepFuture:
+        step = self._add(
+            _transfer("", f"container:{dst_path}", progress_args), f"upload {dst_path}"
+        )
+
+        async def before(storage: Storage) -> None:
+            url, release = await publish(storage)
+            step.cleanup.append(release)
+            step.command["transfer"]["from"] = url
+
+        step.before = before
+        return step.future
+
+    def _download(
+        self,
+        src_path: str,
+        into: Path | None,
+        deliver: Callable[[Path], Awaitable[None]] | None,
+        progress_args: ProgressArgs | None,
+    ) -> StepFuture:
+        """A download into `into`, or (None) into a scratch file handed to `deliver`."""
+        command = _transfer(f"container:{src_path}", "", progress_args)
+        step = self._add(command, f"download {src_path}")
+        received: list[tuple[Path, Callable[[], Awaitable[int]]]] = []
+
+        async def before(storage: Storage) -> None:
+            target = into
+            if target is None:
+                scratch = Path(tempfile.mkdtemp(prefix="golem-deploy-download-"))
+                step.cleanup.append(partial(_remove_tree, scratch))
+                target = scratch / "data"
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+            url, wait, release = await storage.receive_file(target)
+            step.cleanup.insert(0, release)  # stop receiving before the scratch goes
+            step.command["transfer"]["to"] = url
+            received.append((target, wait))
+
+        async def after(result: CommandResult) -> None:
+            target, wait = received[0]
+            await wait()
+            if deliver is not None:
+                await deliver(target)
+
+        step.before = before
+        step.after = after
+        return step.future
+
+
+def _transfer(src: str, dst: str, progress_args: ProgressArgs | None) -> dict[str, Any]:
+    return {"transfer": {"from": src, "to": dst, **progress_dict(progress_args)}}
+
+
+def _read_head(path: Path, limit: int) -> bytes:
+    with path.open("rb") as f:
+        return f.read(max(limit, 0))
+
+
+async def _remove_tree(path: Path) -> None:
+    await anyio.to_thread.run_sync(partial(shutil.rmtree, path, ignore_errors=True))

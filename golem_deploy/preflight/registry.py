@@ -68,8 +68,11 @@ async def resolve(
     registry: str | None = None,
     cache: Path | None = None,
     timeout: float = 15.0,
+    dev: bool = False,
 ) -> ResolvedImage:
-    """The registry's answer for a tag or a hash (exactly one), from ``cache`` if known."""
+    """The registry's answer for a tag or a hash (exactly one), from ``cache`` if known.
+    ``dev``: ask with ``dev=true`` instead of ``count=true`` (yapapi's ``dev_mode``: the
+    download is not counted in the registry's statistics)."""
     if (image_hash is None) == (image_tag is None):
         raise ValueError("resolve needs exactly one of image_hash and image_tag")
     base = (registry or registry_url()).rstrip("/")
@@ -77,7 +80,8 @@ async def resolve(
     known = _read_cache(cache)
     if key in known:
         return known[key]
-    params = {"count": "true", **({"tag": image_tag} if image_tag else {"hash": str(image_hash)})}
+    which = {"tag": image_tag} if image_tag else {"hash": str(image_hash)}
+    params = {**which, "dev" if dev else "count": "true"}
     what = f"image tag {image_tag!r}" if image_tag else f"image hash {image_hash}"
     try:
         async with (

@@ -293,6 +293,7 @@ class Supervisor:
             event_consumer=self.on_event,
             max_price=price_caps(self.manifest.market.max_price),
             blacklist=self.manifest.market.blacklist,
+            resolve_images=False,  # done above for your yagna; the embedded network never asks
         )
         # The down timeout bounds the graceful part (shutdown steps). Releasing comes after
         # it and is bounded by the engine itself (activity release, invoice wait,

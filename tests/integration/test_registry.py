@@ -7,9 +7,15 @@ from typing import Any
 
 import anyio
 import pytest
+from _engine_helpers import Recorder, golem_for, wait_for
 from _gvmi import serve_app
 from aiohttp import web
 
+from golem_deploy.engine import Service, ServiceState, vm
+from golem_deploy.engine import events as ev
+from golem_deploy.engine.images import resolve_payload
+from golem_deploy.engine.payload import VmPayload
+from golem_deploy.localnet import LocalNetInfo
 from golem_deploy.manifest import Manifest, load_manifest
 from golem_deploy.preflight import images
 from golem_deploy.preflight.images import Resolved, resolve_images
@@ -32,8 +38,8 @@ async def with_registry(body):  # type: ignore[no-untyped-def]
 
     async def info(request: web.Request) -> web.Response:
         asked.append(dict(request.query))
-        if request.query.get("count") != "true":
-            return web.Response(status=400, text="count missing")
+        if "true" not in (request.query.get("count"), request.query.get("dev")):
+            return web.Response(status=400, text="count (or dev) missing")
         found = KNOWN.get(request.query.get("tag", ""))
         if found is None and request.query.get("hash") == SHA3:
             found = KNOWN["golem/alpine:latest"]
@@ -58,6 +64,8 @@ def test_a_tag_resolves_once_then_comes_from_the_cache(tmp_path: Path) -> None:
         assert again == image and len(asked) == 1  # the second answer came from the cache
         by_hash = await resolve(image_hash=SHA3, registry=url, cache=cache)
         assert by_hash.http == image.http and asked[-1] == {"hash": SHA3, "count": "true"}
+        dev = await resolve(image_tag="golem/alpine:latest", registry=url, dev=True)
+        assert dev == image and asked[-1] == {"tag": "golem/alpine:latest", "dev": "true"}
 
     anyio.run(with_registry, body)
 
@@ -156,3 +164,99 @@ def test_a_local_network_asks_no_registry_unless_one_is_named(
     warnings: list[str] = []
     found = anyio.run(lambda: resolve_images(manifest, subnet=LOCAL_SUBNET, warn=warnings.append))
     assert (found, asked, warnings) == ({}, [], [])
+
+
+# ------------------------------------------------ vm.repo(image_tag=...) on the engine
+
+
+class Tagged(Service):
+    """A program using the engine directly, naming its image by tag as yapapi allows."""
+
+    tag = "golem/alpine:latest"
+
+    @staticmethod
+    async def get_payload() -> VmPayload:
+        return await vm.repo(image_tag=Tagged.tag)
+
+
+LOOPBACK_IMAGE = {"sha3": SHA3, "http": "http://127.0.0.1:9/a.gvmi", "https": "", "size": 1}
+
+
+async def with_loopback_registry(body):  # type: ignore[no-untyped-def]
+    """A registry knowing one tag, whose image URL refuses connections (so the local
+    provider runs the activity in its sealed host root, as for any image offline)."""
+    asked: list[dict[str, str]] = []
+
+    async def info(request: web.Request) -> web.Response:
+        asked.append(dict(request.query))
+        if request.query.get("tag") == "golem/alpine:latest":
+            return web.json_response(LOOPBACK_IMAGE)
+        return web.Response(status=404, text="image not found")
+
+    app = web.Application()
+    app.router.add_get("/v1/image/info", info)
+    async with serve_app(app) as url:
+        await body(url, asked)
+
+
+@pytest.mark.localnet
+def test_the_engine_resolves_vm_repo_image_tag_through_the_registry(
+    shared_localnet: LocalNetInfo, monkeypatch: Any
+) -> None:
+    """GOLEM_REGISTRY_URL set: even the local network asks it (as `up` does), and the
+    demand carries the registry's hash and URL; an unknown tag fails run_service first."""
+
+    async def body(url: str, asked: list[dict[str, str]]) -> None:
+        monkeypatch.setenv("GOLEM_REGISTRY_URL", url)
+        rec = Recorder()
+        async with golem_for(shared_localnet, rec) as golem:
+            cluster = await golem.run_service(Tagged, num_instances=1)
+            assert cluster.payload.task_package == f"hash:sha3:{SHA3}:http://127.0.0.1:9/a.gvmi"
+            assert asked == [{"tag": "golem/alpine:latest", "count": "true"}]
+            await wait_for(
+                lambda: cluster.instances[0].state is ServiceState.running, 60, "running"
+            )
+            cluster.stop()
+            with anyio.fail_after(60):
+                await cluster.wait_finished()
+
+            demands = len(rec.of(ev.DemandSubscribed))
+            Tagged.tag = "golem/nope:1"
+            try:
+                with pytest.raises(RegistryError, match="does not know image tag 'golem/nope:1'"):
+                    await golem.run_service(Tagged, num_instances=1)
+            finally:
+                Tagged.tag = "golem/alpine:latest"
+            assert len(rec.of(ev.DemandSubscribed)) == demands  # nothing was published
+
+        # without GOLEM_REGISTRY_URL the local network never asks; resolve_images=False
+        # (what the supervisor passes) never asks either
+        asked.clear()
+        for env, flag in ((None, True), (url, False)):
+            if env is None:
+                monkeypatch.delenv("GOLEM_REGISTRY_URL")
+            else:
+                monkeypatch.setenv("GOLEM_REGISTRY_URL", env)
+            async with golem_for(shared_localnet, Recorder(), resolve_images=flag) as golem:
+                cluster = await golem.run_service(Tagged, num_instances=0)
+                assert cluster.payload.task_package.startswith("hash:sha3::")
+        assert asked == []
+
+    anyio.run(with_loopback_registry, body)
+
+
+def test_off_the_local_network_an_unreachable_registry_fails_the_payload(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("GOLEM_REGISTRY_URL", "http://127.0.0.1:9")
+    tagged = anyio.run(lambda: vm.repo(image_tag="golem/alpine:latest"))
+    warnings: list[str] = []
+
+    async def body() -> None:
+        with pytest.raises(RegistryError, match="cannot ask the image registry"):
+            await resolve_payload(tagged, subnet="public", warn=warnings.append)
+        same = await resolve_payload(tagged, subnet=LOCAL_SUBNET, warn=warnings.append)
+        assert same is tagged
+
+    anyio.run(body)
+    assert len(warnings) == 1 and "left unresolved on local-dev" in warnings[0]

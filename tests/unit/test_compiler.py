@@ -226,10 +226,11 @@ def test_download_writes_inside_the_manifest_folder(tmp_path: Path) -> None:
     async def deliver() -> None:
         assert step.after is not None and step.before is not None
 
-        class Storage:
-            async def receive(self) -> Any:
-                async def wait() -> bytes:
-                    return b"result"
+        class Storage:  # the provider's side of a download: the file arrives at `path`
+            async def receive_file(self, path: Path) -> Any:
+                async def wait() -> int:
+                    path.write_bytes(b"result")
+                    return 6
 
                 async def release() -> None:
                     return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from golem_deploy.compiler import health_check
@@ -77,9 +79,20 @@ def test_script_commands_are_exescript_json() -> None:
     assert s.steps[2].describe == "run /usr/bin/env A=1 /bin/echo hi"
 
 
-def test_uploading_a_missing_file_is_a_clear_error() -> None:
+async def test_uploading_a_missing_file_is_a_clear_error() -> None:
+    """The file is read when the script executes (yapapi's semantics), so that is when a
+    missing one is reported; test_script_transfers.py covers how the step then fails."""
+    script = ctx().new_script()
+    script.upload_file("/nonexistent/nope.txt", "/golem/work/x")
+    [step] = script.steps
+    assert step.before is not None
+
+    class OpensFiles:  # a Storage whose publish_file opens the file, as GsbApiStorage's
+        async def publish_file(self, path: Path) -> None:
+            path.open("rb").close()
+
     with pytest.raises(GolemDeployError, match=r"cannot read .*nope\.txt for upload"):
-        ctx().new_script().upload_file("/nonexistent/nope.txt", "/golem/work/x")
+        await step.before(OpensFiles())  # type: ignore[arg-type]
 
 
 async def test_step_futures_resolve_and_fail() -> None:
