@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import anyio
@@ -59,6 +60,8 @@ class ProviderAttempt:
                 continue
             self.agreement = signed
             inst.agreement_id = signed.agreement_id
+            inst.agreement_signed_at = datetime.now(UTC)
+            inst.agreement_expires_at = self.market.expiration
             inst.provider_id = signed.provider_id
             inst.provider_name = signed.provider_name
             ctx.router.register(signed.agreement_id, deliver)
@@ -118,6 +121,7 @@ class ProviderAttempt:
         signed, self.agreement = self.agreement, None
         inst.activity_id = None
         inst.agreement_id = None
+        inst.agreement_expires_at = None
         t = ctx.timings
         vanished = release.cause is lc.ReleaseCause.vanished
         patience = t.release_patience_vanished if vanished else t.release_patience

@@ -18,7 +18,8 @@ mid-connection: nothing closes the WebSocket, and no byte ever comes. So the pro
 ``targets()`` while connections are open, and aborts (TCP reset, so no protocol mistakes it
 for a complete answer) every connection whose instance is no longer listed as running.
 
-This is yapapi's ``LocalHttpProxy`` for any TCP protocol; the supervisor runs one per
+This is yapapi's ``LocalHttpProxy`` for any TCP protocol (``draining()``, when given, lists
+instances that get no new connection but keep the ones they serve); the supervisor runs one per
 forwarded port, and Python users can run it themselves::
 
     async with anyio.create_task_group() as tg:
@@ -74,11 +75,15 @@ class TcpProxy:
         network_id: str,
         port: int,
         targets: Callable[[], Sequence[str]],
+        draining: Callable[[], Sequence[str]] = lambda: (),
     ) -> None:
         self.api = api
         self.network_id = network_id
         self.port = port
         self.targets = targets
+        # instances that take no new connection but finish the ones they have (an instance
+        # a renewal replaced, before it stops: engine/replace.py)
+        self.draining = draining
         self.stats = ProxyStats()
         self._next = 0
         self._open: dict[str, set[anyio.CancelScope]] = {}  # per target address
@@ -114,7 +119,7 @@ class TcpProxy:
             await anyio.sleep(DEPARTED_POLL)
             if not self._open:
                 continue
-            running = set(self.targets())
+            running = {*self.targets(), *self.draining()}
             for ip, scopes in self._open.items():
                 if ip not in running:
                     for scope in scopes:

@@ -11,6 +11,8 @@ private, name-mangled attribute, never in the user's namespace: a subclass may h
 `index`, `cost` or `healthcheck` without the engine overwriting or tripping over them. The
 public names are yapapi's (`id`, `state`, `provider_id`, `provider_name`, `cluster`,
 `network`, `network_node`, `exc_info`, `is_available`) plus `snapshot()`.
+
+Size: a little over 400 lines: the whole Services API and the engine's record behind it.
 """
 
 from __future__ import annotations
@@ -199,6 +201,8 @@ class InstanceSnapshot:
     restart_scheduled: bool = False  # ended on this provider, a restart will follow
     ip: str | None = None  # the instance's address on its network (kept across restarts)
     download: ImageDownload | None = None  # while its deploy step downloads the image
+    renewals: int = 0  # times the instance moved to a fresh agreement before one ended
+    expires_at: datetime | None = None  # when its current agreement ends (the engine's view)
 
 
 @dataclass
@@ -229,6 +233,10 @@ class InstanceRecord:
     network: Network | None = None
     network_address: str | None = None
     download: ImageDownload | None = None  # while its deploy step downloads the image
+    renewals: int = 0  # agreements renewed before they ended (engine/renewal.py)
+    agreement_signed_at: datetime | None = None
+    agreement_expires_at: datetime | None = None
+    healthy: bool | None = None  # the last health check's verdict on this provider
 
     def snapshot(self) -> InstanceSnapshot:
         return InstanceSnapshot(
@@ -247,6 +255,8 @@ class InstanceRecord:
             restart_scheduled=self.restart_scheduled,
             ip=self.network_address,
             download=self.download,
+            renewals=self.renewals,
+            expires_at=self.agreement_expires_at,
         )
 
 
