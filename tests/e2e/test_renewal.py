@@ -11,96 +11,28 @@ runs it.
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
-import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from _cli_helpers import Cli, processes_mentioning, wait_until
+from _renewal_helpers import Client, free_port, http_service
 
 pytestmark = [pytest.mark.localnet, pytest.mark.slow, pytest.mark.timeout(600)]
 
 RENEWALS = 8  # 20 s agreements, renewed at the earliest halfway: two minutes at least
 
-SERVER = """\
-import sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = self.connection.getsockname()[0].encode()  # our address in the VPN
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), Handler).serve_forever()
-"""
-
 
 def manifest(folder: Path, port: int) -> Path:
-    (folder / "server.py").write_text(SERVER)
+    doc = {
+        "version": "1",
+        "name": "renew",
+        "budget": 5.0,
+        "network": {"cidr": "192.168.0.0/24"},
+        "services": {"web": http_service(folder, port)},  # expiration: 20s, no lifetime
+    }
     path = folder / "renew.yaml"
-    path.write_text(
-        f"""\
-version: "1"
-name: renew
-budget: 5.0
-network: {{cidr: 192.168.0.0/24}}
-services:
-  web:
-    payload:
-      image_hash: 8b11df59f84358d47fc6776d0bb7290b0054c15ded2d6f54cf634488
-      min_mem_gib: 0.5
-    expiration: 20s
-    ports: ["{port}:8000"]
-    start:
-      - upload: {{src: server.py, dst: /golem/work/server.py}}
-      - run: "python3 /golem/work/server.py 8000 > /golem/work/server.log 2>&1 &"
-    healthcheck: {{http: {{port: 8000, path: /}}, interval: 1s, timeout: 5s, retries: 3}}
-"""
-    )
+    path.write_text(json.dumps(doc, indent=2))  # JSON is YAML
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass
-class Client:
-    """GETs through the forwarded port, one connection each, back to back, until stopped."""
-
-    port: int
-    ok: int = 0
-    failures: list[str] = field(default_factory=list)
-    served_by: set[str] = field(default_factory=set)
-    slowest: float = 0.0
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            began = time.monotonic()
-            try:
-                url = f"http://127.0.0.1:{self.port}/"
-                with urllib.request.urlopen(url, timeout=30) as answer:  # loopback only
-                    body = answer.read().decode()
-                    assert answer.status == 200, answer.status
-                self.ok += 1
-                self.served_by.add(body)
-            except Exception as error:  # every failure counts, whatever it is
-                self.failures.append(f"{type(error).__name__}: {error}")
-            self.slowest = max(self.slowest, time.monotonic() - began)
 
 
 def renewed(cli: Cli) -> list[dict[str, object]]:
@@ -119,8 +51,7 @@ def test_a_service_outlives_its_agreements_without_a_failed_request(
     cli.ok("up", "-d", str(path), "--faults", str(faults), "--timeout", "4m")
 
     client = Client(port)
-    thread = threading.Thread(target=client.run, daemon=True)
-    thread.start()
+    client.start()
     seen: list[int] = []
     agreements: list[str] = []
     try:
@@ -135,8 +66,7 @@ def test_a_service_outlives_its_agreements_without_a_failed_request(
 
         wait_until(enough_renewals, 420, f"{RENEWALS} renewals")
     finally:
-        client.stop.set()
-        thread.join(60)
+        client.finish()
 
     assert client.failures == [], (
         f"{len(client.failures)} failed of {client.ok + len(client.failures)}"
@@ -169,4 +99,35 @@ def test_a_service_outlives_its_agreements_without_a_failed_request(
     ended = {r["agreement_id"] for r in journal if r["kind"] == "AgreementTerminated"}
     assert created and created <= ended  # every agreement of every renewal was ended
     assert journal[-1]["kind"] == "DeploymentStopped" and journal[-1]["clean"] is True
+    assert processes_mentioning(str(cli.home)) == []
+
+
+def test_down_after_a_supervisor_killed_mid_renewal_releases_both_instances(
+    cli: Cli, tmp_path: Path
+) -> None:
+    import os
+    import signal
+
+    from golem_deploy.supervisor import journal
+
+    path = manifest(tmp_path, free_port())
+    cli.ok("up", "-d", str(path), "--timeout", "4m")
+
+    def successor_signed() -> bool:  # the replacement holds an agreement, the old one too
+        records = cli.journal("renew")
+        kinds = [r["kind"] for r in records]
+        if "InstanceRenewing" not in kinds:
+            return False
+        after = kinds[kinds.index("InstanceRenewing") :]
+        return "ActivityCreated" in after and "InstanceRenewed" not in after
+
+    wait_until(successor_signed, 120, "a renewal's replacement with its activity")
+    os.kill(cli.supervisor_pid("renew"), signal.SIGKILL)
+    held = journal.load(cli.deployment_dir("renew") / "journal.jsonl")
+    assert len(held.agreements) == 2 and len(held.activities) == 2  # old and replacement
+
+    cli.ok("down")
+    assert journal.load(cli.deployment_dir("renew") / "journal.jsonl").empty
+    ended = {r["agreement_id"] for r in cli.journal("renew") if r["kind"] == "AgreementTerminated"}
+    assert set(held.agreements) <= ended
     assert processes_mentioning(str(cli.home)) == []

@@ -1,0 +1,72 @@
+"""Renewal rows of the fault matrix (docs/reliability.md): what happens to a service that
+outlives its agreements when a provider will not sign again.
+
+The service has `expiration: 20s`, so it is renewed every 10-15 s; a client loops GETs
+through its forwarded port the whole time and must see no failed request.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from _cli_helpers import Cli, wait_until
+from _harness import Scenario
+from _renewal_helpers import Client, free_port, http_service
+
+pytestmark = [pytest.mark.localnet, pytest.mark.timeout(420)]
+
+
+def _records(scenario: Scenario, kind: str) -> list[dict[str, Any]]:
+    return [r for r in scenario.journal() if r["kind"] == kind]
+
+
+@pytest.mark.slow
+def test_rowR1_a_provider_refusing_renewal_is_replaced_elsewhere(cli: Cli, tmp_path: Any) -> None:
+    # Two providers. local-provider-1 (the cheaper) signs one agreement, then refuses every
+    # later one: once the instance left it, the next renewal prefers it (not busy, cheaper),
+    # is refused, avoids it, and renews on local-provider-2 instead.
+    port = free_port()
+    scenario = Scenario.create(
+        cli,
+        tmp_path,
+        "rowr1",
+        {"web": http_service(tmp_path, port)},
+        faults={"local-provider-1": {"reject_agreements_after": 1}},
+        providers=2,
+        network={"cidr": "192.168.0.0/24"},
+    )
+    up = scenario.up()
+    assert up.returncode == 0, up.stdout + up.stderr
+    client = Client(port)
+    client.start()
+    try:
+
+        def renewed_after_a_refusal() -> bool:
+            journal = scenario.journal()
+            refused = [
+                n
+                for n, r in enumerate(journal)
+                if r["kind"] == "AgreementRejected"
+                and any(x["kind"] == "InstanceRenewing" for x in journal[:n])
+            ]
+            return bool(refused) and any(
+                r["kind"] == "InstanceRenewed" for r in journal[refused[0] :]
+            )
+
+        wait_until(renewed_after_a_refusal, 300, "a renewal refused, then done elsewhere")
+    finally:
+        client.finish()
+
+    assert client.failures == [], client.failures[:5]
+    assert client.ok > 50
+    avoided = _records(scenario, "ProviderAvoided")
+    assert any(r["provider_name"] == "local-provider-1" for r in avoided), avoided
+    renewed = _records(scenario, "InstanceRenewed")
+    assert renewed[-1]["provider_name"] == "local-provider-2"
+    [row] = scenario.instances()
+    assert row["state"] == "running" and row["renewals"] == len(renewed)
+    down = scenario.down()
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "everything released" in down.stdout
+    scenario.audit()
