@@ -37,6 +37,9 @@ class ProviderAttempt:
         self.market = market
         self.instance = instance
         self.record = record_of(instance)  # what the engine shows about the instance
+        # where the cost of this attempt's agreement is counted: the record, or (once a
+        # renewal replaced the instance) its successor's, so an instance's cost keeps growing
+        self.cost_record = self.record
         self.agreement: SignedAgreement | None = None
         self.activity_id: str | None = None
 
@@ -108,7 +111,7 @@ class ProviderAttempt:
         return False
 
     def _add_cost(self, amount: Decimal) -> None:
-        self.record.cost += amount
+        self.cost_record.cost += amount
 
     async def release(self, release: lc.ReleaseActivity) -> None:
         """Destroy the activity and terminate the agreement (bounded), as `release` says.

@@ -253,6 +253,10 @@ class Cluster(Generic[ServiceType]):
             self._successors.remove(successor)
         successor.record.renewals += 1
         self._retiring.append(old)
+        successor.record.cost += old.record.cost  # the instance's cost so far, and to come:
+        for retiring in self._retiring:
+            if retiring.record.index == index:
+                retiring.provider.cost_record = successor.record
         return old
 
     def retired(self, runner: InstanceRunner) -> None:

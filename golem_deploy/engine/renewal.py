@@ -59,6 +59,7 @@ class Renewer:
             None if policy.lifetime is None else started.timestamp() + policy.lifetime
         )
         self._kept = 0
+        self._refused: dict[str, str] = {}  # agreement -> why it is not renewed
 
     async def run(self) -> None:
         """Until cancelled (the cluster ends): a keeper for every instance index."""
@@ -101,13 +102,14 @@ class Renewer:
             if not await self._wait_until(runner, agreement, plan.at):
                 continue  # the instance moved (restart) or ended: plan again
             if isinstance(plan, lc.StopAt):
-                self._refused(index, f"{plan.reason}: not renewed")
+                self._say_refused(index, f"{plan.reason}: not renewed")
                 runner.send(lc.StopRequested(plan.reason))
                 return
             why = self._over_budget(runner, expires)
-            if why is not None:
-                self._refused(index, why)
-                await runner.done.wait()  # it stops when its agreement ends (_expire)
+            if why is not None and agreement is not None:
+                self._refused[agreement] = why  # _expire stops it, saying why
+                self._say_refused(index, why)
+                await runner.done.wait()
                 return
             await self._renew(index, runner, expires)
 
@@ -145,10 +147,12 @@ class Renewer:
                 return False
 
     async def _expire(self, runner: InstanceRunner, agreement: str, expires: datetime) -> None:
-        """End the instance when `agreement` reaches its end while it still holds it."""
+        """End the instance when `agreement` reaches its end while it still holds it (with
+        the reason it was not renewed, when it was refused)."""
         await anyio.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()))
         if runner.record.agreement_id == agreement and not runner.done.is_set():
-            runner.send(lc.ExpirationReached())
+            why = self._refused.pop(agreement, None)
+            runner.send(lc.ExpirationReached() if why is None else lc.StopRequested(why))
 
     def _over_budget(self, runner: InstanceRunner, expires: datetime) -> str | None:
         record, payments = runner.record, self.ctx.payments
@@ -163,7 +167,7 @@ class Renewer:
             agreement_length=(expires - signed).total_seconds(),
         )
 
-    def _refused(self, index: int, reason: str) -> None:
+    def _say_refused(self, index: int, reason: str) -> None:
         self.ctx.emit(
             ev.InstanceRenewalRefused(service=self.cluster.service_name, index=index, reason=reason)
         )

@@ -85,7 +85,7 @@ class Client:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            began = time.monotonic()
+            began, began_wall = time.monotonic(), time.time()
             try:
                 url = f"http://127.0.0.1:{self.port}/"
                 with urllib.request.urlopen(url, timeout=30) as answer:  # loopback only
@@ -95,5 +95,6 @@ class Client:
                 self.ok += 1
                 self.served_by.add(body)
             except Exception as error:  # every failure counts, whatever it is
-                self.failures.append(f"{type(error).__name__}: {error}")
+                when = time.strftime("%H:%M:%S", time.gmtime(began_wall))
+                self.failures.append(f"{when}Z {type(error).__name__}: {error}")
             self.slowest = max(self.slowest, time.monotonic() - began)

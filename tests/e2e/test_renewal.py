@@ -11,6 +11,7 @@ runs it.
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ def manifest(folder: Path, port: int) -> Path:
         "name": "renew",
         "budget": 5.0,
         "network": {"cidr": "192.168.0.0/24"},
+        "market": {"blacklist": ["local-provider-1"]},
         "services": {"web": http_service(folder, port)},  # expiration: 20s, no lifetime
     }
     path = folder / "renew.yaml"
@@ -53,12 +55,14 @@ def test_a_service_outlives_its_agreements_without_a_failed_request(
     client = Client(port)
     client.start()
     seen: list[int] = []
+    costs: list[Decimal] = []
     agreements: list[str] = []
     try:
 
         def enough_renewals() -> bool:
             [row] = cli.status("renew")["services"][0]["instances"]
             seen.append(row["renewals"])
+            costs.append(Decimal(row["cost"]))
             if row["agreement_id"] and row["agreement_id"] not in agreements:
                 agreements.append(row["agreement_id"])
             assert row["state"] == "running", row  # never down between agreements
@@ -73,6 +77,7 @@ def test_a_service_outlives_its_agreements_without_a_failed_request(
     )
     assert client.ok > 100
     assert seen == sorted(seen) and seen[-1] >= RENEWALS  # the count only grows
+    assert costs == sorted(costs) and costs[-1] > 0  # so does the instance's cost
     assert len(agreements) >= RENEWALS // 2  # status showed fresh agreements on the way
     records = renewed(cli)
     assert [r["renewals"] for r in records] == list(range(1, len(records) + 1))

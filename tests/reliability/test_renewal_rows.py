@@ -7,11 +7,12 @@ through its forwarded port the whole time and must see no failed request.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from _cli_helpers import Cli, wait_until
-from _harness import Scenario
+from _harness import Scenario, service
 from _renewal_helpers import Client, free_port, http_service
 
 pytestmark = [pytest.mark.localnet, pytest.mark.timeout(420)]
@@ -70,3 +71,40 @@ def test_rowR1_a_provider_refusing_renewal_is_replaced_elsewhere(cli: Cli, tmp_p
     assert down.returncode == 0, down.stdout + down.stderr
     assert "everything released" in down.stdout
     scenario.audit()
+
+
+@pytest.mark.slow
+def test_rowR2_a_renewal_that_would_pass_the_budget_is_refused_and_the_deployment_ends(
+    cli: Cli, tmp_path: Any
+) -> None:
+    # local-provider-1 (no start fee; the start-price cap keeps the deployment on it) bills
+    # about 0.0004 GLM per 20 s agreement of an idle instance: a budget of 0.0005 pays for
+    # one agreement, not for the second the renewal would commit.
+    scenario = Scenario.create(
+        cli,
+        tmp_path,
+        "rowr2",
+        {"app": service(expiration="20s")},
+        budget="0.0005",
+        market={"max_price": {"start": 0}},
+    )
+    up = scenario.up()
+    assert up.returncode == 0, up.stdout + up.stderr
+    scenario.wait_for_status(
+        "the deployment to end when its renewal was refused",
+        lambda s: s["state"] == "stopped",
+        120,
+    )
+    [refused] = _records(scenario, "InstanceRenewalRefused")
+    assert refused["reason"].startswith("budget: renewing would spend"), refused
+    assert not _records(scenario, "InstanceRenewing")  # said so before renewing, instead
+    assert len(_records(scenario, "AgreementCreated")) == 1
+    assert not _records(scenario, "PaymentRejected")  # it stopped before the money ran out
+    [ended] = _records(scenario, "DeploymentEnded")
+    assert "budget: renewing would spend" in ended["reason"], ended
+    changes = [(r["old"], r["new"]) for r in _records(scenario, "InstanceStateChanged")]
+    assert ("running", "stopping") in changes  # stopped cleanly: its shutdown ran
+    down = scenario.down()
+    assert down.returncode == 0, down.stdout + down.stderr
+    audit = scenario.audit()
+    assert audit.yagna.accepted() <= Decimal("0.0005")

@@ -89,3 +89,40 @@ def test_a_provider_refuses_demands_expiring_beyond_its_max_agreement() -> None:
     why = expiration_too_late(in_2m, 60.0, now)
     assert why is not None and "at most 60s" in why and "120s" in why
     assert expiration_too_late({}, 60.0, now) is None  # nothing to check
+
+
+def test_the_journal_follows_the_instance_holding_the_index_across_a_renewal() -> None:
+    """A renewal's successor and retiring instance share (service, index): status after a
+    crash must show the holder, and every agreement of both stays held until released."""
+    from golem_deploy.supervisor import journal
+    from golem_deploy.supervisor.held import held_from_plain, held_to_plain
+
+    def change(old: str, new: str, renewal: str = "") -> dict[str, object]:
+        return {
+            "kind": "InstanceStateChanged",
+            "service": "web",
+            "index": 0,
+            "old": old,
+            "new": new,
+            "renewal": renewal,
+        }
+
+    records = [
+        {"kind": "AgreementCreated", "agreement_id": "a", "service": "web", "index": 0},
+        change("starting", "running"),
+        {"kind": "InstanceRenewing", "service": "web", "index": 0, "agreement_id": "a"},
+        {"kind": "AgreementCreated", "agreement_id": "b", "service": "web", "index": 0},
+        change("pending", "starting", "successor"),
+        change("starting", "running", "successor"),
+        {"kind": "InstanceRenewed", "service": "web", "index": 0, "renewals": 1},
+        change("running", "stopping", "retiring"),
+        change("stopping", "terminated", "retiring"),
+    ]
+    held = journal.fold(records)
+    assert held.instance_states == {("web", 0): "running"}
+    assert held.instance_renewals == {("web", 0): 1}
+    assert set(held.agreements) == {"a", "b"}  # until AgreementTerminated: `down` ends both
+    terminated = {"kind": "AgreementTerminated", "agreement_id": "a"}
+    assert set(journal.fold([*records, terminated]).agreements) == {"b"}
+    plain = held_to_plain(held)  # the compaction snapshot keeps the count
+    assert held_from_plain(plain).instance_renewals == {("web", 0): 1}
