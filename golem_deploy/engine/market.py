@@ -206,7 +206,8 @@ class MarketSession:
             props, self.caps, platform=self.platform, expected_seconds=self.expected_seconds
         )
         reason = score.reason
-        if score.accepted and self.avoided(provider):
+        if score.accepted and (self.avoided(provider) or self.avoided(self._names[provider])):
+            # (the user's blacklist may name a provider instead of giving its node id)
             reason = "provider failed us earlier in this deployment"
         if reason:
             self.emit(

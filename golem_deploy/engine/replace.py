@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Replacement", "ready", "replace_instance"]
 
-DRAIN = 2.0
+DRAIN = 5.0
 """Seconds a replaced instance keeps serving the connections it has before it stops."""
 
 

@@ -29,7 +29,6 @@ def manifest(folder: Path, port: int) -> Path:
         "name": "renew",
         "budget": 5.0,
         "network": {"cidr": "192.168.0.0/24"},
-        "market": {"blacklist": ["local-provider-1"]},
         "services": {"web": http_service(folder, port)},  # expiration: 20s, no lifetime
     }
     path = folder / "renew.yaml"

@@ -24,18 +24,19 @@ def _records(scenario: Scenario, kind: str) -> list[dict[str, Any]]:
 
 @pytest.mark.slow
 def test_rowR1_a_provider_refusing_renewal_is_replaced_elsewhere(cli: Cli, tmp_path: Any) -> None:
-    # Two providers. local-provider-1 (the cheaper) signs one agreement, then refuses every
-    # later one: once the instance left it, the next renewal prefers it (not busy, cheaper),
-    # is refused, avoids it, and renews on local-provider-2 instead.
+    # local-provider-2 (the cheaper of the two in use) signs one agreement, then refuses
+    # every later one: once the instance left it, the next renewal prefers it (not busy,
+    # cheaper), is refused, avoids it, and renews on local-provider-3 instead.
+    # (local-provider-1, the cheapest, is blacklisted by name, so the order is known.)
     port = free_port()
     scenario = Scenario.create(
         cli,
         tmp_path,
         "rowr1",
         {"web": http_service(tmp_path, port)},
-        faults={"local-provider-1": {"reject_agreements_after": 1}},
-        providers=2,
+        faults={"local-provider-2": {"reject_agreements_after": 1}},
         network={"cidr": "192.168.0.0/24"},
+        market={"blacklist": ["local-provider-1"]},
     )
     up = scenario.up()
     assert up.returncode == 0, up.stdout + up.stderr
@@ -62,9 +63,11 @@ def test_rowR1_a_provider_refusing_renewal_is_replaced_elsewhere(cli: Cli, tmp_p
     assert client.failures == [], client.failures[:5]
     assert client.ok > 50
     avoided = _records(scenario, "ProviderAvoided")
-    assert any(r["provider_name"] == "local-provider-1" for r in avoided), avoided
+    assert any(r["provider_name"] == "local-provider-2" for r in avoided), avoided
     renewed = _records(scenario, "InstanceRenewed")
-    assert renewed[-1]["provider_name"] == "local-provider-2"
+    assert renewed[-1]["provider_name"] == "local-provider-3"
+    signed = {r["provider_name"] for r in _records(scenario, "AgreementCreated")}
+    assert "local-provider-1" not in signed  # blacklisted by name
     [row] = scenario.instances()
     assert row["state"] == "running" and row["renewals"] == len(renewed)
     down = scenario.down()
