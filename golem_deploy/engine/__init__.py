@@ -17,7 +17,7 @@ from golem_deploy.engine.config import (
     RestartPolicy,
 )
 from golem_deploy.engine.golem import EngineError, Golem
-from golem_deploy.engine.lifecycle import ServiceState
+from golem_deploy.engine.lifecycle import RenewalPolicy, ServiceState
 from golem_deploy.engine.network import Network, NetworkPlan, Node
 from golem_deploy.engine.payload import VmPayload
 from golem_deploy.engine.service import (
@@ -50,6 +50,7 @@ __all__ = [
     "NetworkPlan",
     "Node",
     "PriceCaps",
+    "RenewalPolicy",
     "RestartPolicy",
     "Script",
     "Service",
