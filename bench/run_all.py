@@ -5,6 +5,7 @@ this collects them and prints, as the last line, the medians the issue asks for:
 up_1_s, up_10_s, up_100_s, up_1_cold_s, down_100_s, help_ms, status_json_ms,
 validate_one_ms, validate_1000_s, supervisor_rss_mb_100, supervisor_cpu_pct_100,
 score_10000_offers_s, vpn_http_p50_ms, vpn_download_mb_s (beside their loopback floor),
+renewal_gap_ms and renewal_failed_requests (bench/renewal.py),
 cores (plus a few more: down_1_s, down_10_s, status_json_ms_100, ...);
 each timed figure's ratio to the yardstick measured alternately with it (`*_ratio`, see
 _yardstick.py), the yardsticks themselves (python_pass_ms, yagna_roundtrip_s), the race
@@ -86,6 +87,8 @@ def main() -> None:
         "vpn": bench(
             "vpn.py", "--http-rounds", "10" if q else "30", "--download-rounds", "1" if q else "2"
         ),
+        # about 20 s per renewal (20 s agreements), after one `up` of a few seconds
+        "renewal": bench("renewal.py", "--renewals", "2" if q else "4"),
     }
     ud, sup, cli = results["up_down"], results["supervisor"], results["cli"]
     vs, vpn = results["vs_yapapi"], results["vpn"]
@@ -136,6 +139,9 @@ def main() -> None:
         "loopback_download_mb_s": vpn["loopback_download_mb_s"]["median"],
         "vpn_http_ratio": vpn["vpn_http_ms"]["ratio"],
         "vpn_download_ratio": vpn["vpn_download_mb_s"]["ratio"],
+        # Renewals on fresh agreements under a client's requests (goal: 0 failed requests).
+        "renewal_gap_ms": results["renewal"]["renewal_gap_ms"],
+        "renewal_failed_requests": results["renewal"]["failed_requests"],
         "cores": results["market"]["cores"],
         "quick": q,
         "load_avg_1m": round(os.getloadavg()[0], 2),

@@ -436,6 +436,7 @@ def export_source(manifest: Manifest, *, output: Path | None = None) -> str:
         "respawn_unstarted_instances",
         "local.mounts and local.image (local network only)",
         "forwarded ports (`ports`; yapapi's LocalHttpProxy can forward HTTP by hand)",
+        "renewals and `lifetime` (services stop at `expiration`)",
     ]
     plan = network_plan(manifest)
     if plan is None:

@@ -25,7 +25,7 @@ from golem_deploy.engine.config import (
     RestartPolicy,
 )
 from golem_deploy.engine.golem import EngineError, Golem
-from golem_deploy.engine.lifecycle import ServiceState
+from golem_deploy.engine.lifecycle import RenewalPolicy, ServiceState
 from golem_deploy.engine.network import Network, NetworkPlan, Node
 from golem_deploy.engine.payload import VmPayload
 from golem_deploy.engine.runner import ServiceRunnerError
@@ -66,6 +66,7 @@ __all__ = [
     "Node",
     "PriceCaps",
     "ProgressArgs",
+    "RenewalPolicy",
     "RestartPolicy",
     "Script",
     "Service",

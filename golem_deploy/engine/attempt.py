@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import anyio
@@ -36,6 +37,9 @@ class ProviderAttempt:
         self.market = market
         self.instance = instance
         self.record = record_of(instance)  # what the engine shows about the instance
+        # where the cost of this attempt's agreement is counted: the record, or (once a
+        # renewal replaced the instance) its successor's, so an instance's cost keeps growing
+        self.cost_record = self.record
         self.agreement: SignedAgreement | None = None
         self.activity_id: str | None = None
 
@@ -59,6 +63,8 @@ class ProviderAttempt:
                 continue
             self.agreement = signed
             inst.agreement_id = signed.agreement_id
+            inst.agreement_signed_at = datetime.now(UTC)
+            inst.agreement_expires_at = self.market.expiration
             inst.provider_id = signed.provider_id
             inst.provider_name = signed.provider_name
             ctx.router.register(signed.agreement_id, deliver)
@@ -105,7 +111,7 @@ class ProviderAttempt:
         return False
 
     def _add_cost(self, amount: Decimal) -> None:
-        self.record.cost += amount
+        self.cost_record.cost += amount
 
     async def release(self, release: lc.ReleaseActivity) -> None:
         """Destroy the activity and terminate the agreement (bounded), as `release` says.
@@ -118,6 +124,7 @@ class ProviderAttempt:
         signed, self.agreement = self.agreement, None
         inst.activity_id = None
         inst.agreement_id = None
+        inst.agreement_expires_at = None
         t = ctx.timings
         if release.cause is lc.ReleaseCause.network_lost:
             await ctx.network.wait(t.yagna_outage_grace)  # its agreement ends on the new one

@@ -12,6 +12,7 @@ cluster unsubscribes its demand; spawning into it subscribes again).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -28,6 +29,7 @@ from golem_deploy.engine.context import EngineContext
 from golem_deploy.engine.market import Demand, MarketSession
 from golem_deploy.engine.network import Network, NetworkError
 from golem_deploy.engine.payload import VmPayload
+from golem_deploy.engine.renewal import Renewer
 from golem_deploy.engine.runner import InstanceRunner
 from golem_deploy.engine.service import InstanceSnapshot, Service, record_of
 from golem_deploy.errors import GolemDeployError
@@ -53,8 +55,16 @@ class Cluster(Generic[ServiceType]):
         healthcheck: HealthCheck,
         network: Network | None = None,
         network_addresses: Sequence[str] = (),
+        renewal: lc.RenewalPolicy | None = None,
     ) -> None:
         self._ctx = ctx
+        # None: instances end with `expiration` (yapapi's); else they are renewed on fresh
+        # agreements before theirs end, for the policy's lifetime (engine/renewal.py)
+        self.renewal = renewal
+        self.started_at = datetime.now(UTC)
+        self._retiring: list[InstanceRunner] = []  # replaced by a renewal, stopping
+        self._successors: list[InstanceRunner] = []  # a renewal's replacements, starting
+        self.stopping = False  # stop() was called: renew nothing any more
         self.id = str(uuid.uuid4())
         self.service_class = service_class
         self.service_name = service_class.service_name()
@@ -91,13 +101,28 @@ class Cluster(Generic[ServiceType]):
         """Every instance is final (terminated/unresponsive with no restart to come)."""
         return self._finished.is_set()
 
+    @property
+    def ctx(self) -> EngineContext:
+        return self._ctx
+
+    @property
+    def runners(self) -> list[InstanceRunner]:
+        """The runner holding each index, in index order (engine/renewal.py reads them)."""
+        return list(self._runners)
+
+    @property
+    def draining(self) -> list[Service]:
+        """Instances a renewal replaced that still run while their connections drain."""
+        return [r.instance for r in self._retiring if not r.done.is_set()]
+
     def snapshot(self) -> list[InstanceSnapshot]:
         """A plain, typed copy of every instance's visible state (for supervisors and UIs)."""
         return [r.record.snapshot() for r in self._runners]
 
     def stop(self) -> None:
         """Ask every instance to stop (running ones run their shutdown handler once)."""
-        for runner in self._runners:
+        self.stopping = True
+        for runner in (*self._runners, *self._successors, *self._retiring):
             runner.send(lc.StopRequested())
 
     def network_lost(self, reason: str) -> None:
@@ -149,7 +174,7 @@ class Cluster(Generic[ServiceType]):
         """spawn_instances, with `reserved` the addresses already held for the new ones."""
         if self._tg is None or self._closed.is_set():
             raise GolemDeployError(f"cluster {self.service_name} is not running (terminated)")
-        if self.expiration <= datetime.now(UTC):
+        if self.renewal is None and self.expiration <= datetime.now(UTC):
             raise GolemDeployError(
                 f"cluster {self.service_name} expired at {self.expiration.isoformat()}",
                 hint="run_service again with a later expiration",
@@ -164,6 +189,7 @@ class Cluster(Generic[ServiceType]):
                 self.market = self._new_market()
             self._market_scope = anyio.CancelScope()
             self._tg.start_soon(self._run_market, self._market_scope)
+        self.stopping = False
         if params and self._finished.is_set():
             self._finished = anyio.Event()  # not finished any more: waiters wait anew
         new = []
@@ -189,6 +215,67 @@ class Cluster(Generic[ServiceType]):
             self._tg.start_soon(self._run_instance, runner)
             new.append(instance)
         return new
+
+    def start_successor(self, index: int) -> InstanceRunner:
+        """Start a replacement for instance `index` on a fresh agreement, beside the one
+        holding the index (engine/replace.py): a new object of the service class with the
+        same parameters, on the cluster's current market, at a free network address (the
+        planned one when it is free). It holds nothing of the old one's until `promote`."""
+        if self._tg is None or self._closed.is_set() or self.stopping:
+            raise GolemDeployError(f"cluster {self.service_name} is stopping: nothing to renew")
+        old = record_of(self._runners[index].instance)
+        make: Callable[..., ServiceType] = self.service_class
+        instance = make(**old.params)
+        record = record_of(instance)
+        record.service, record.index, record.cluster = self.service_name, index, self
+        record.network = self.network
+        record.renewals = old.renewals
+        record.restarts = old.restarts
+        if self.network is not None and index < len(self.network_addresses):
+            planned = self.network_addresses[index]
+            with contextlib.suppress(NetworkError):  # taken: the next free one, at start
+                record.network_address = self.network.reserve(planned)
+        runner = InstanceRunner(
+            self._ctx,
+            self.market,
+            instance,
+            lifecycle_config=self.lifecycle_config,
+            healthcheck=self.healthcheck,
+        )
+        runner.role = "successor"
+        runner.lifecycle.restarts = self._runners[index].lifecycle.restarts
+        self._successors.append(runner)
+        self._active += 1
+        self._tg.start_soon(self._run_instance, runner)
+        return runner
+
+    def promote(self, successor: InstanceRunner) -> InstanceRunner:
+        """The successor holds its index from now on; returns the runner it replaced, which
+        keeps running (draining) until the caller stops it."""
+        index = successor.record.index
+        old = self._runners[index]
+        self._runners[index] = successor
+        successor.role, old.role = "", "retiring"
+        if successor in self._successors:
+            self._successors.remove(successor)
+        successor.record.renewals += 1
+        self._retiring.append(old)
+        successor.record.cost += old.record.cost  # the instance's cost so far, and to come:
+        for retiring in self._retiring:
+            if retiring.record.index == index:
+                retiring.provider.cost_record = successor.record
+        return old
+
+    def retired(self, runner: InstanceRunner) -> None:
+        """A replaced runner finished: forget it and give back its network address."""
+        for pending in (self._retiring, self._successors):
+            if runner in pending:
+                pending.remove(runner)
+        address = runner.record.network_address
+        network = self.network
+        held = any(r.record.network_address == address for r in self._runners)
+        if network is not None and address is not None and not network.removed and not held:
+            network.unreserve(address)
 
     async def wait_finished(self) -> None:
         """Until every instance is final (terminated/unresponsive without restart)."""
@@ -241,7 +328,10 @@ class Cluster(Generic[ServiceType]):
         it is closed (its instances finished by then) or cancelled."""
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            tg.start_soon(self._expiration_timer)
+            if self.renewal is None:
+                tg.start_soon(self._expiration_timer)
+            else:
+                tg.start_soon(Renewer(self, self.renewal, self._ctx).run)
             if initial:
                 self._spawn(None, initial, None, self.network_addresses)
             else:

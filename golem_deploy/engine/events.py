@@ -36,6 +36,9 @@ __all__ = [
     "DemandUnsubscribed",
     "EngineEvent",
     "HealthCheckResult",
+    "InstanceRenewalRefused",
+    "InstanceRenewed",
+    "InstanceRenewing",
     "InstanceRestartScheduled",
     "InstanceRestarted",
     "InstanceStateChanged",
@@ -172,6 +175,44 @@ class InstanceStateChanged(EngineEvent):
     new: ServiceState
     reason: str
     final: bool = False  # the instance ended for good (no restart will follow)
+    #: "" for the instance holding its index; "successor" while a renewal's replacement
+    #: starts, "retiring" for the instance it replaced (engine/replace.py)
+    renewal: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceRenewing(EngineEvent):
+    """A replacement for the instance starts on a fresh agreement, because its current
+    agreement ends at `expires_at` (engine/renewal.py)."""
+
+    service: str
+    index: int
+    agreement_id: str | None
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceRenewed(EngineEvent):
+    """The replacement runs and now holds the index; the old instance stops (its shutdown
+    runs). `renewals` counts the instance's renewals so far."""
+
+    service: str
+    index: int
+    old_agreement_id: str | None
+    agreement_id: str | None
+    provider_name: str | None
+    renewals: int
+    took: float  # seconds from asking for the agreement to running (and healthy)
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceRenewalRefused(EngineEvent):
+    """The instance is not renewed (its lifetime ends, the budget would pass): it stops
+    when its agreement ends (or its lifetime does)."""
+
+    service: str
+    index: int
+    reason: str
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -424,6 +424,7 @@ class Golem:
         network_addresses: Sequence[str] | None = None,
         restart: RestartPolicy | None = None,
         healthcheck: HealthCheck | None = None,
+        renewal: lc.RenewalPolicy | None = None,
     ) -> Cluster[ServiceType]:
         """Start `num_instances` instances of `service_class`; returns their Cluster.
 
@@ -432,7 +433,10 @@ class Golem:
         them from the manifest); `expiration` is an absolute datetime (naive: local time) or
         a timedelta from now (default 180 min). On a `network`,
         instance i takes `network_addresses[i]` (when given; else the next free address when
-        it first starts) and keeps it on every provider it moves to."""
+        it first starts) and keeps it on every provider it moves to. With a `renewal`
+        policy the instances outlive `expiration`: each agreement lasts `renewal.agreement`
+        seconds and instances are renewed on fresh ones (engine/renewal.py) for the policy's
+        lifetime; without one they stop at `expiration`, as yapapi's."""
         if self._tg is None or self._ctx is None:
             raise EngineError("run_service needs `async with Golem(...)` first")
         restart = restart or _class_default(service_class, "restart", RestartPolicy)
@@ -482,6 +486,7 @@ class Golem:
             healthcheck=hc,
             network=network,
             network_addresses=addresses,
+            renewal=renewal,
         )
         made.append(cluster)
         self._clusters.append(cluster)

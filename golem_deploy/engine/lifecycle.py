@@ -9,8 +9,8 @@ every state change the rules make (docs/engine.md's diagram is rendered from it 
 pins the code to it), RACES every event that may arrive when it no longer matters. Anything
 else raises IllegalTransition: it is a bug in the runner, and must be loud.
 
-Size: about 400 lines on purpose: every rule of an instance's life, and the table of them,
-in one place.
+Size: about 510 lines on purpose: every rule of an instance's life (its renewals on fresh
+agreements included), and the table of them, in one place.
 
 Rules (yapapi's, plus restart and health checks):
 - `start` runs once per provider. If it fails, the instance is respawned on ANOTHER provider
@@ -33,11 +33,27 @@ Rules (yapapi's, plus restart and health checks):
   An explicit stop or the expiration never causes a restart.
 - Before every acquisition after the first (a respawn or a restart) the instance's
   `reset()` hook runs (AcquireAgreement.reset), as yapapi's does before a restart.
+
+Renewal rules (an instance outliving its agreements; `plan_renewal`, `renewal_refusal`):
+- An agreement lasts `expiration`; the service lasts `lifetime` (None: until stopped).
+- A replacement for the same index starts on a fresh agreement early enough to be running
+  (and healthy) before the old agreement ends: the slowest start measured so far plus a
+  safety margin before the end -- but never earlier than halfway through the agreement.
+- When the lifetime ends before the agreement does, nothing is renewed: the instance stops
+  at the end of its lifetime.
+- A renewal that would pass the budget (what is spent, plus the current agreement's cost
+  scaled to a whole agreement) is refused with the reason; the instance then runs to the
+  end of its agreement and stops cleanly.
+- The old instance stops only once its replacement runs; it stops as on an explicit stop
+  (StopRequested: shutdown runs, no restart). Its agreement reaching its end first is the
+  plain ExpirationReached.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from golem_deploy.engine.lifecycle_types import (
     AcquireAgreement,
@@ -93,6 +109,8 @@ __all__ = [
     "ProviderAlive",
     "ReleaseActivity",
     "ReleaseCause",
+    "RenewAt",
+    "RenewalPolicy",
     "ReportHealth",
     "RestartDue",
     "RunHandler",
@@ -105,10 +123,13 @@ __all__ = [
     "Spawn",
     "StartRaised",
     "StartReturned",
+    "StopAt",
     "StopRequested",
     "Transition",
+    "plan_renewal",
     "render_mermaid",
     "render_races",
+    "renewal_refusal",
 ]
 
 S = ServiceState
@@ -435,3 +456,80 @@ class Lifecycle:
         self._restart_scheduled = True
         delay = self.config.backoff * (2**self.restarts)
         return [ScheduleRestart(delay=delay, attempt=self.restarts + 1, reason=reason)]
+
+
+# ----------------------------------------------------------------------------- renewals
+
+
+@dataclass(frozen=True)
+class RenewalPolicy:
+    """How the instances of a service outlive their agreements (the compiler makes it from
+    the manifest's `expiration` and `lifetime`). Seconds throughout."""
+
+    agreement: float  # how long each agreement lasts (`expiration`)
+    lifetime: float | None = None  # how long the service runs; None: until stopped
+    margin: float = 5.0  # how much earlier than the slowest start a replacement begins
+
+    def __post_init__(self) -> None:
+        if self.agreement <= 0:
+            raise ValueError("an agreement must last longer than 0 s")
+        if self.lifetime is not None and self.lifetime <= 0:
+            raise ValueError("a lifetime must be longer than 0 s")
+        if self.margin < 0:
+            raise ValueError("the renewal margin cannot be negative")
+
+
+@dataclass(frozen=True)
+class RenewAt:
+    """Start the replacement at `at` (the clock the times were given on)."""
+
+    at: float
+
+
+@dataclass(frozen=True)
+class StopAt:
+    """Renew no more: stop the instance at `at`, for `reason`."""
+
+    at: float
+    reason: str
+
+
+def plan_renewal(
+    policy: RenewalPolicy,
+    *,
+    signed_at: float,
+    expires_at: float,
+    lifetime_ends_at: float | None,
+    start_durations: Sequence[float],
+) -> RenewAt | StopAt:
+    """When to start the replacement of an instance whose agreement runs from `signed_at`
+    to `expires_at`, given how long starts took so far (from asking for an agreement to
+    running and healthy); or, when the service's lifetime ends first, when to stop it."""
+    if lifetime_ends_at is not None and lifetime_ends_at <= expires_at:
+        return StopAt(max(lifetime_ends_at, signed_at), "lifetime reached")
+    lead = max(start_durations, default=0.0) + policy.margin
+    halfway = signed_at + (expires_at - signed_at) / 2
+    return RenewAt(max(halfway, expires_at - lead))
+
+
+def renewal_refusal(
+    *,
+    spent: Decimal,
+    budget: Decimal,
+    agreement_cost: Decimal,
+    agreement_age: float,
+    agreement_length: float,
+) -> str | None:
+    """Why renewing an instance would pass the budget, or None when it fits. A renewal
+    commits about one more agreement priced like the current one: its cost so far
+    (`agreement_cost` after `agreement_age` seconds) scaled to a whole agreement."""
+    if agreement_age <= 0 or agreement_cost <= 0:
+        return None  # nothing known about the price yet: the Ledger still caps every payment
+    scale = Decimal(str(max(agreement_length / agreement_age, 1.0)))
+    projected = (agreement_cost * scale).quantize(Decimal("0.000001"))
+    if spent + projected <= budget:
+        return None
+    return (
+        f"budget: renewing would spend about {projected} GLM more "
+        f"(spent {spent} of {budget}); stopping when the current agreement ends"
+    )

@@ -31,7 +31,7 @@ from golem_deploy.engine.offers import (
     offer_platforms,
     score_offer,
 )
-from golem_deploy.protocol import NODE_NAME
+from golem_deploy.protocol import EXPIRATION, NODE_NAME
 from golem_deploy.yagna.client import YagnaClient
 from golem_deploy.yagna.errors import YagnaError, YagnaStatusError
 from golem_deploy.yagna.models import Agreement, Proposal
@@ -206,7 +206,8 @@ class MarketSession:
             props, self.caps, platform=self.platform, expected_seconds=self.expected_seconds
         )
         reason = score.reason
-        if score.accepted and self.avoided(provider):
+        if score.accepted and (self.avoided(provider) or self.avoided(self._names[provider])):
+            # (the user's blacklist may name a provider instead of giving its node id)
             reason = "provider failed us earlier in this deployment"
         if reason:
             self.emit(
@@ -272,6 +273,19 @@ class MarketSession:
         best = min(usable, key=lambda d: (d.provider_id in busy, d.cost, random.random()))
         del self._pool[best.provider_id]
         return best
+
+    def extend(self, expiration: datetime) -> None:
+        """Negotiate agreements ending at `expiration` from now on (a renewal needs a fresh,
+        whole agreement; engine/renewal.py): the demand is published again with the new
+        expiration, and drafts negotiated for the old one are dropped."""
+        if expiration <= self.expiration:
+            return
+        props = {**self.demand.properties, EXPIRATION: int(expiration.timestamp() * 1000)}
+        self.demand = Demand(props, self.demand.constraints)
+        self.expiration = expiration
+        self._pool.clear()
+        self._want_resubscribe = True
+        self._stop_polling()
 
     async def sign(self, index: int) -> SignedAgreement:
         """Wait for a usable draft and turn it into an approved agreement."""

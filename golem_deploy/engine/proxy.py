@@ -4,8 +4,9 @@ Every connection accepted on the local port becomes one WebSocket to yagna's
 ``/net-api/v1/net/{id}/tcp/{ip}/{port}`` (a TCP connection from the requestor's own VPN
 stack to an instance), and bytes are piped both ways until either side closes. Instances are
 picked round robin among those currently running; when yagna cannot connect to one (its
-provider died: 504 after yagna's 5 s connect timeout) the next is tried. With no running
-instance the connection is closed at once and counted -- never left hanging.
+provider died: 504 after yagna's 5 s connect timeout) the next is tried, and when none
+answers they are tried again for up to CONNECT_PATIENCE seconds. With no running instance
+the connection is closed at once and counted -- never left hanging.
 
 A limit of yagna 0.17.6: when the service closes a connection, yagna does not close the
 WebSocket, so the client learns of it only from the protocol itself (a Content-Length, a
@@ -18,7 +19,8 @@ mid-connection: nothing closes the WebSocket, and no byte ever comes. So the pro
 ``targets()`` while connections are open, and aborts (TCP reset, so no protocol mistakes it
 for a complete answer) every connection whose instance is no longer listed as running.
 
-This is yapapi's ``LocalHttpProxy`` for any TCP protocol; the supervisor runs one per
+This is yapapi's ``LocalHttpProxy`` for any TCP protocol (``draining()``, when given, lists
+instances that get no new connection but keep the ones they serve); the supervisor runs one per
 forwarded port, and Python users can run it themselves::
 
     async with anyio.create_task_group() as tg:
@@ -53,6 +55,14 @@ DEPARTED_POLL = 0.5
 connections to them are open (an instance needs far longer to be replaced at its address)."""
 
 
+CONNECT_PATIENCE = 20.0
+"""Seconds a new connection keeps trying the running instances when none answers: yagna's
+Net API sometimes fails connections to an instance for 5-10 s (a 504 after its 5 s connect
+timeout; on the local network seen right after another instance left the VPN), and a
+renewal's replacement takes over within seconds."""
+CONNECT_RETRY_PAUSE = 0.5
+
+
 class PortInUse(GolemDeployError):
     """The local port of a forwarded port cannot be bound."""
 
@@ -74,11 +84,15 @@ class TcpProxy:
         network_id: str,
         port: int,
         targets: Callable[[], Sequence[str]],
+        draining: Callable[[], Sequence[str]] = lambda: (),
     ) -> None:
         self.api = api
         self.network_id = network_id
         self.port = port
         self.targets = targets
+        # instances that take no new connection but finish the ones they have (an instance
+        # a renewal replaced, before it stops: engine/replace.py)
+        self.draining = draining
         self.stats = ProxyStats()
         self._next = 0
         self._open: dict[str, set[anyio.CancelScope]] = {}  # per target address
@@ -114,7 +128,7 @@ class TcpProxy:
             await anyio.sleep(DEPARTED_POLL)
             if not self._open:
                 continue
-            running = set(self.targets())
+            running = {*self.targets(), *self.draining()}
             for ip, scopes in self._open.items():
                 if ip not in running:
                     for scope in scopes:
@@ -167,13 +181,24 @@ class TcpProxy:
                         await ws.close()
 
     async def _connect(self) -> tuple[str, aiohttp.ClientWebSocketResponse] | None:
-        for ip in self._candidates():
-            try:
-                with anyio.fail_after(15):
-                    return ip, await self.api.connect_tcp(self.network_id, ip, self.port)
-            except (aiohttp.ClientError, YagnaError, TimeoutError) as e:
-                log.info("forward to %s:%d failed (%s), trying the next", ip, self.port, e)
-        return None
+        """A WebSocket to the first running instance that answers. When none does, the
+        running instances are tried again (they are listed anew: a renewal's replacement
+        may have taken over) for CONNECT_PATIENCE seconds, so a short outage is a slow
+        answer rather than a refused connection; nothing running: None at once."""
+        deadline = anyio.current_time() + CONNECT_PATIENCE
+        while True:
+            candidates = self._candidates()
+            if not candidates:
+                return None
+            for ip in candidates:
+                try:
+                    with anyio.fail_after(15):
+                        return ip, await self.api.connect_tcp(self.network_id, ip, self.port)
+                except (aiohttp.ClientError, YagnaError, TimeoutError) as e:
+                    log.info("forward to %s:%d failed (%s), trying the next", ip, self.port, e)
+            if anyio.current_time() >= deadline:
+                return None
+            await anyio.sleep(CONNECT_RETRY_PAUSE)
 
 
 def _reset_on_close(client: SocketStream) -> None:

@@ -100,10 +100,24 @@ class InstanceRunner:
         self._recv: MemoryObjectReceiveStream[tuple[int, lc.Event]]
         self._send, self._recv = anyio.create_memory_object_stream[tuple[int, lc.Event]](math.inf)
         self._tg: TaskGroup | None = None
+        #: "" while the runner holds its index; engine/replace.py sets "successor" and
+        #: "retiring" during a renewal (carried by InstanceStateChanged.renewal)
+        self.role = ""
+        self._changed = anyio.Event()
+        self.done = anyio.Event()  # run() returned: the instance is final and released
 
     @property
     def agreement(self) -> SignedAgreement | None:
         return self.provider.agreement
+
+    async def changed(self) -> None:
+        """Until the instance's state or health verdict changes (or the runner ends)."""
+        if not self.done.is_set():
+            await self._changed.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
 
     def _download(self, download: ImageDownload | None) -> None:
         self.record.download = download
@@ -134,6 +148,8 @@ class InstanceRunner:
             self._send.close()
             with anyio.CancelScope(shield=True):
                 await self.provider.release(lc.ReleaseActivity("instance finished"))
+            self.done.set()
+            self._notify()
 
     async def _apply(self, event: lc.Event) -> None:
         """Feed one event to the machine and carry out what it decides. IllegalTransition
@@ -150,6 +166,8 @@ class InstanceRunner:
             inst.state = new
             if new is ServiceState.running:
                 inst.started_at = datetime.now(UTC)
+            if new is ServiceState.starting:
+                inst.healthy = None  # a new provider: no verdict yet
             self.ctx.emit(
                 ev.InstanceStateChanged(
                     service=self.name,
@@ -158,8 +176,10 @@ class InstanceRunner:
                     new=new,
                     reason=self.lifecycle.transition_reason,
                     final=self.lifecycle.final,
+                    renewal=self.role,
                 )
             )
+            self._notify()
         for action in actions:
             await self._do(action)
 
@@ -202,6 +222,8 @@ class InstanceRunner:
             case lc.ReportHealth(ok=ok, consecutive_failures=failures, message=message):
                 if not ok and failures >= self.lifecycle.config.healthcheck_retries:
                     self._health_failed(failures, message)
+                self.record.healthy = ok
+                self._notify()
                 self.ctx.emit(
                     ev.HealthCheckResult(
                         service=self.name,

@@ -210,6 +210,8 @@ class InstanceSnapshot:
     restart_scheduled: bool = False  # ended on this provider, a restart will follow
     ip: str | None = None  # the instance's address on its network (kept across restarts)
     download: ImageDownload | None = None  # while its deploy step downloads the image
+    renewals: int = 0  # times the instance moved to a fresh agreement before one ended
+    expires_at: datetime | None = None  # when its current agreement ends (the engine's view)
 
 
 @dataclass
@@ -240,6 +242,10 @@ class InstanceRecord:
     network: Network | None = None
     network_address: str | None = None
     download: ImageDownload | None = None  # while its deploy step downloads the image
+    renewals: int = 0  # agreements renewed before they ended (engine/renewal.py)
+    agreement_signed_at: datetime | None = None
+    agreement_expires_at: datetime | None = None
+    healthy: bool | None = None  # the last health check's verdict on this provider
 
     def snapshot(self) -> InstanceSnapshot:
         return InstanceSnapshot(
@@ -258,6 +264,8 @@ class InstanceRecord:
             restart_scheduled=self.restart_scheduled,
             ip=self.network_address,
             download=self.download,
+            renewals=self.renewals,
+            expires_at=self.agreement_expires_at,
         )
 
 

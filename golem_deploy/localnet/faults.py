@@ -14,6 +14,11 @@ A faults file is YAML keyed by provider name::
                                      # matches exit with code 1
       slow_start: 5s                 # deploy/start take this long
       never_invoice: true            # debit notes yes, the final invoice never
+      max_agreement: 60s             # rejects demands whose expiration is further away
+                                     # than this (as a real provider's max agreement
+                                     # expiration), so deployments must renew sooner
+      reject_agreements_after: 1     # approves its first N agreements, rejects the rest
+                                     # (a provider that will not renew)
 
 Durations are a number of seconds or a number with a unit: ms, s, m, h (e.g. 500ms, 1.5s).
 """
@@ -48,6 +53,8 @@ class ProviderFaults:
     fail_commands_matching: re.Pattern[str] | None = None
     slow_start: float = 0.0
     never_invoice: bool = False
+    max_agreement: float | None = None
+    reject_agreements_after: int | None = None
 
 
 NO_FAULTS = ProviderFaults()
@@ -111,8 +118,12 @@ def parse_faults(data: object, source: str = "faults") -> dict[str, ProviderFaul
                     if not isinstance(value, bool):
                         raise ValueError("expected true or false")
                     values[key] = value
-                elif key in ("die_after", "slow_start"):
+                elif key in ("die_after", "slow_start", "max_agreement"):
                     values[key] = parse_duration(value)
+                elif key == "reject_agreements_after":
+                    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                        raise ValueError("expected a number of agreements (0 or more)")
+                    values[key] = value
                 elif key == "die_when":
                     if not isinstance(value, str) or not value.startswith("/"):
                         raise ValueError("expected the absolute path of a file")
@@ -124,7 +135,8 @@ def parse_faults(data: object, source: str = "faults") -> dict[str, ProviderFaul
                 else:
                     raise ValueError(
                         "unknown fault (known: reject_agreements, fail_activity_create, "
-                        "die_after, die_when, fail_commands_matching, slow_start, never_invoice)"
+                        "die_after, die_when, fail_commands_matching, slow_start, never_invoice, "
+                        "max_agreement, reject_agreements_after)"
                     )
             except (ValueError, re.error) as error:
                 problems.append(f"{at}: {name}.{key}: {error}")

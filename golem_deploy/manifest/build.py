@@ -79,6 +79,8 @@ def _service(name: str, data: dict[str, Any], folder: Path, *, vpn: bool) -> Ser
             kwargs[key] = data[key]
     if "expiration" in data:
         kwargs["expiration"] = parse_duration(data["expiration"])
+    if "lifetime" in data:
+        kwargs["lifetime"] = parse_duration(data["lifetime"])
     if "restart" in data:
         restart = dict(data["restart"])
         if "backoff" in restart:

@@ -87,6 +87,7 @@ def _service(spec: ServiceSpec, folder: Path) -> dict[str, Any]:
         "payload": payload,
         "instances": spec.instances,
         "expiration": format_duration(spec.expiration),
+        **({"lifetime": format_duration(spec.lifetime)} if spec.lifetime is not None else {}),
         "respawn_unstarted_instances": spec.respawn_unstarted_instances,
         "restart": {
             "policy": spec.restart.policy,

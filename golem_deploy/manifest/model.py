@@ -140,6 +140,7 @@ class ServiceSpec:
     payload: Payload
     instances: int = 1
     expiration: float = 3600.0  # seconds each agreement lives
+    lifetime: float | None = None  # seconds the service runs across agreements; None: until down
     respawn_unstarted_instances: bool = True
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     logs: LogRotation = field(default_factory=LogRotation)

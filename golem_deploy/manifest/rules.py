@@ -133,6 +133,7 @@ def _check_payload(payload: Any, path: JsonPath, error: Report) -> None:
 
 _POSITIVE_DURATIONS = [
     ("expiration",),
+    ("lifetime",),
     ("run", "every"),
     ("healthcheck", "interval"),
     ("healthcheck", "timeout"),

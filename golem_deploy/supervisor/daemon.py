@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from golem_deploy.engine import events as ev
+from golem_deploy.engine.lifecycle import RenewalPolicy, ServiceState
 from golem_deploy.protocol import LOCAL_SUBNET
 from golem_deploy.supervisor import deployments, localnet_watch, snapshot
 from golem_deploy.supervisor import machine as dm
@@ -145,9 +146,11 @@ class Supervisor:
         self.publish(record)
         match event:
             case ev.InstanceStateChanged(
-                service=service, index=index, new=new, reason=why, final=final
-            ):
+                service=service, index=index, new=new, reason=why, final=final, renewal=""
+            ):  # a renewal's successor or retiring instance does not move the deployment
                 self.feed(dm.InstanceChanged(service, index, new, why, final))
+            case ev.InstanceRenewed(service=service, index=index):
+                self.feed(dm.InstanceChanged(service, index, ServiceState.running, "renewed"))
         line = log_line(event)
         if line is not None:
             service, index, stream, text = line
@@ -206,7 +209,7 @@ class Supervisor:
                 engine_view = instance.snapshot()
                 rows[(name, engine_view.index)] = snapshot.live_instance(
                     engine_view,
-                    expires_at=cluster.expiration,
+                    expires_at=engine_view.expires_at or cluster.expiration,
                     last_output=self.last_output.get((name, engine_view.index)),
                     redact=self.redactor.text,
                 )
@@ -369,6 +372,7 @@ class Supervisor:
                         respawn_unstarted_instances=spec.respawn_unstarted_instances,
                         network=self.vpn.network if self.vpn else None,
                         network_addresses=self.vpn.plan.addresses[name] if self.vpn else None,
+                        renewal=RenewalPolicy(spec.expiration, spec.lifetime),
                     )
                     self.clusters[name] = cluster
                     tg.start_soon(self._watch_finished, name, cluster)

@@ -68,6 +68,8 @@ class Held:
     # restarts scheduled (InstanceRestartScheduled.attempt) but not yet performed: a restart
     # counts once the instance leaves its ended state (a stop may cancel it before)
     restarts_scheduled: dict[tuple[str, int], int] = field(default_factory=dict)
+    # renewals per instance (InstanceRenewed.renewals): agreements it moved to before one ended
+    instance_renewals: dict[tuple[str, int], int] = field(default_factory=dict)
     spent: Decimal = Decimal(0)
     stopped: bool = False  # a DeploymentStopped was the last word
     failure: str | None = None  # why the deployment failed, if it did
@@ -219,13 +221,20 @@ def apply(held: Held, rec: Mapping[str, Any]) -> Held:
                 held.instance_info.setdefault(key, {})["activity_id"] = act
     elif kind == "ActivityDestroyed":
         held.activities.pop(_get(rec, "activity_id", "id"), None)
-    elif kind == "InstanceStateChanged":
+    elif kind == "InstanceStateChanged" and not rec.get("renewal"):
+        # (a renewal's successor or retiring instance does not speak for the instance)
         service, index, new = rec.get("service"), rec.get("index"), rec.get("new")
         if isinstance(service, str) and isinstance(index, int) and isinstance(new, str):
             key = (service, index)
             held.instance_states[key] = new
             if new not in ("terminated", "unresponsive") and key in held.restarts_scheduled:
                 held.instance_restarts[key] = held.restarts_scheduled.pop(key)
+    elif kind == "InstanceRenewed":
+        key = _instance_key(rec)
+        renewals = rec.get("renewals")
+        if key is not None and isinstance(renewals, int):
+            held.instance_renewals[key] = renewals
+            held.instance_states[key] = "running"
     elif kind == "InstanceRestartScheduled":
         key = _instance_key(rec)
         attempt = rec.get("attempt")
@@ -339,6 +348,7 @@ _CODECS: dict[str, _Codec] = {
     "instance_cost": _decimal_rows(),
     "instance_restarts": _instance_rows(_same),
     "restarts_scheduled": _instance_rows(_same),
+    "instance_renewals": _instance_rows(_same),
     "spent": (str, lambda v: Decimal(str(v))),
     "stopped": _PLAIN,
     "failure": _PLAIN,

@@ -41,6 +41,7 @@ INSTANCE_KEYS = (
     "activity_id",
     "started_at",
     "restarts",
+    "renewals",
     "cost",
     "last_output",
     "download",
@@ -88,6 +89,7 @@ class InstanceView:
     reason: str | None = None
     ip: str | None = None  # the instance's address in the deployment's VPN
     download: DownloadView | None = None  # while its image downloads
+    renewals: int = 0  # agreements renewed before they ended (the service outlives them)
 
     def plain(self) -> Snapshot:
         return {
@@ -100,6 +102,7 @@ class InstanceView:
             "activity_id": self.activity_id,
             "started_at": self.started_at,
             "restarts": self.restarts,
+            "renewals": self.renewals,
             "cost": str(self.cost),
             "last_output": self.last_output,
             "expires_at": self.expires_at,
@@ -251,6 +254,7 @@ def live_instance(
         reason=instance.reason or None,
         ip=instance.ip,
         download=_download(instance),
+        renewals=instance.renewals,
     )
 
 
@@ -290,6 +294,7 @@ def from_journal(
                 agreement_id=info.get("agreement_id"),
                 activity_id=info.get("activity_id"),
                 restarts=held.instance_restarts.get(key, 0),
+                renewals=held.instance_renewals.get(key, 0),
                 cost=held.instance_cost.get(key, Decimal(0)),
                 ip=held.instance_ips.get(key),
             )

@@ -67,6 +67,7 @@ def _instance_from_plain(row: Mapping[str, object]) -> InstanceView:
         activity_id=_str(row.get("activity_id")),
         started_at=_str(row.get("started_at")),
         restarts=_int(row.get("restarts")) or 0,
+        renewals=_int(row.get("renewals")) or 0,
         cost=_decimal(row.get("cost")),
         last_output=_str(row.get("last_output")),
         expires_at=_str(row.get("expires_at")),

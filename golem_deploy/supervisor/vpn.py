@@ -61,12 +61,20 @@ class PortForwards:
         api: NetApi,
         network_id: str,
         targets: Callable[[str], Sequence[str]],
+        draining: Callable[[str], Sequence[str]] = lambda service: (),
     ) -> None:
         """Bind every listener (PortInUse at the first that cannot be) and serve them in
-        ``tg``; ``targets(service)`` lists the addresses of its running instances."""
+        ``tg``; ``targets(service)`` lists the addresses of its running instances,
+        ``draining(service)`` those a renewal replaced that finish their connections."""
         for name, spec in manifest.services.items():
             for forward in spec.ports:
-                proxy = TcpProxy(api, network_id, forward.port, _targets_of(targets, name))
+                proxy = TcpProxy(
+                    api,
+                    network_id,
+                    forward.port,
+                    _targets_of(targets, name),
+                    _targets_of(draining, name),
+                )
                 bound = await tg.start(self._serve, proxy, forward)
                 self.forwards.append(Forward(name, forward, proxy, bound))
 
@@ -117,7 +125,14 @@ class DeploymentVpn:
             views = [instance.snapshot() for instance in cluster.instances]
             return [v.ip for v in views if v.ip and v.state is ServiceState.running]
 
-        await vpn.forwards.open(tg, manifest, network.api, network.network_id, running)
+        def draining(service: str) -> list[str]:
+            cluster = clusters.get(service)
+            if cluster is None:
+                return []
+            views = [instance.snapshot() for instance in cluster.draining]
+            return [v.ip for v in views if v.ip and v.state is ServiceState.running]
+
+        await vpn.forwards.open(tg, manifest, network.api, network.network_id, running, draining)
         return vpn
 
     def addresses(self) -> list[list[str | int]]:

@@ -165,7 +165,7 @@ class DeploymentView:
     """
 
     # Dropped in this order when the console is narrow.
-    OPTIONAL = ("EXPIRES", "RST", "UP", "COST", "IP", "PROVIDER")
+    OPTIONAL = ("RNW", "EXPIRES", "RST", "UP", "COST", "IP", "PROVIDER")
 
     def __init__(
         self,
@@ -190,6 +190,7 @@ class DeploymentView:
                     "IP": inst.ip or "-",
                     "UP": _uptime(inst, self.now),
                     "RST": str(inst.restarts),
+                    "RNW": str(inst.renewals),
                     "COST": amount(inst.cost),
                     "EXPIRES": _expires(inst, self.now),
                     "LAST OUTPUT": _one_line(inst.last_output),
@@ -199,7 +200,7 @@ class DeploymentView:
 
     def table(self, width: int) -> Table:
         rows, _ = self._rows()
-        caps = {"INSTANCE": 24, "STATE": 32, "PROVIDER": 20, "IP": 15, "UP": 6, "RST": 3}
+        caps = {"INSTANCE": 24, "STATE": 32, "PROVIDER": 20, "IP": 15, "UP": 6, "RST": 3, "RNW": 3}
         caps["COST"] = 8
         caps["EXPIRES"] = 7
         widths = {
@@ -218,7 +219,7 @@ class DeploymentView:
             columns.remove(name)
         # No box: a single space between columns is what lets 8 columns fit in 80.
         table = Table(box=None, padding=(0, 1, 0, 0), header_style="bold", show_edge=False)
-        right = {"UP", "RST", "COST", "EXPIRES"}
+        right = {"UP", "RST", "RNW", "COST", "EXPIRES"}
         for name in columns:
             table.add_column(
                 name,
@@ -287,7 +288,7 @@ def plain_lines(snapshot: DeploymentSnapshot, *, now: float | None = None) -> li
         lines.append(
             f"{service}.{inst.index} {state_text(inst)} "
             f"provider={inst.provider_name or '-'}{ip} up={_uptime(inst, now)} "
-            f"restarts={inst.restarts} cost={amount(inst.cost)} "
+            f"restarts={inst.restarts} renewals={inst.renewals} cost={amount(inst.cost)} "
             f"expires={_expires(inst, now)} | {_one_line(inst.last_output)}".rstrip()
         )
     for line in snapshot.held or ():

@@ -46,6 +46,7 @@ INSTANCE_KEYS = {
     "activity_id",
     "started_at",
     "restarts",
+    "renewals",  # agreements renewed before they ended
     "cost",
     "last_output",
     "download",  # while the image downloads (else null)

@@ -55,6 +55,8 @@ class FakeInstance:
     restart_scheduled: bool = False
     ip: str | None = None
     download: None = None
+    renewals: int = 0
+    expires_at: Any = None
 
     def snapshot(self) -> InstanceSnapshot:
         return InstanceSnapshot(

@@ -177,6 +177,7 @@ def test_status_json_has_exactly_the_documented_keys() -> None:
         "activity_id",
         "started_at",
         "restarts",
+        "renewals",
         "cost",
         "last_output",
         "download",

@@ -17,6 +17,7 @@ exactly the provider it saw an instance placed on.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -69,6 +70,7 @@ class ProviderAgent:
         self.subscription_id: str | None = None
         self.agreements: dict[str, Agreement] = {}
         self._countered: set[str] = set()
+        self._approved = 0  # agreements approved so far (the reject_agreements_after fault)
         self._first_approval = anyio.Event()
         self._stopping = False
         self._tg: TaskGroup | None = None
@@ -212,6 +214,11 @@ class ProviderAgent:
 
     def _why_not(self, properties: terms.Properties, constraints: str) -> str | None:
         """Why this provider cannot serve a demand, or None when it can."""
+        limit = self.config.faults.max_agreement
+        if limit is not None:
+            too_late = terms.expiration_too_late(properties, limit, time.time())
+            if too_late is not None:
+                return too_late
         return terms.rejection(
             properties,
             constraints,
@@ -241,8 +248,11 @@ class ProviderAgent:
     async def _on_agreement(self, proposed: ProposedAgreement) -> None:
         agreement_id = proposed.agreement_id
         reason: str | None
+        after = self.config.faults.reject_agreements_after
         if self.config.faults.reject_agreements:
             reason = "fault injected: this provider rejects every agreement"
+        elif after is not None and self._approved >= after:
+            reason = f"fault injected: this provider approves no more than {after} agreements"
         else:
             reason = self._why_not(proposed.demand, proposed.demand_constraints)
         if reason is not None:
@@ -272,6 +282,7 @@ class ProviderAgent:
             local_image=terms.parse_local_image(proposed.demand),
         )
         self.agreements[agreement_id] = agreement  # reserve before the await
+        self._approved += 1
         try:
             await self._api.approve_agreement(agreement_id)
         except ProviderApiError as error:

@@ -200,6 +200,21 @@ def rejection(
     return None
 
 
+def expiration_too_late(properties: Properties, max_seconds: float, now: float) -> str | None:
+    """Why a demand whose agreement would last longer than `max_seconds` from `now` (epoch
+    seconds) is refused, or None: a real provider's "max agreement expiration" check."""
+    expiration = properties.get(p.EXPIRATION)
+    if not isinstance(expiration, int | float) or isinstance(expiration, bool):
+        return None
+    seconds = expiration / 1000 - now
+    if seconds <= max_seconds + 1.0:  # a second of slack for the clocks and the trip
+        return None
+    return (
+        f"expiration too late: the demand expires in {seconds:.0f}s; this provider signs "
+        f"agreements of at most {max_seconds:g}s"
+    )
+
+
 def is_final(reason: str) -> bool:
     """Whether a rejection stays true if the requestor asks again later (not for capacity)."""
     return not reason.startswith((OVER_CAPACITY, SHUTTING_DOWN))

@@ -1,0 +1,103 @@
+"""Replace one instance by a fresh one without a gap in service: the engine's "replace this
+instance" primitive.
+
+`replace_instance(cluster, index)` starts a successor for the instance at `index` on a fresh
+agreement (same or another provider: the market prefers providers not busy with this
+service), beside the instance it replaces. Only once the successor runs -- and is healthy,
+when the service has a health probe -- does it take over the index (`Cluster.promote`):
+status shows it, and forwarded ports send new connections to it. The old instance keeps
+running for `drain` seconds so the connections it is serving finish (the proxy does not
+reset them: `Cluster.draining`), then stops as on an explicit stop (its shutdown runs, no
+restart) and its agreement is terminated.
+
+If the successor ends without ever being ready (every provider failed it), the old instance
+is untouched and None is returned. If the old instance ends first (its agreement expired),
+the successor still takes over once it is ready. Cancelling the call (the deployment goes
+down) stops a successor that has not taken over.
+
+Renewals (engine/renewal.py) use it for the same spec; the journal sees every agreement and
+activity of both instances through the usual events, so `down` after a crash in the middle
+releases both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import anyio
+
+from golem_deploy.engine import events as ev
+from golem_deploy.engine import lifecycle as lc
+from golem_deploy.engine.lifecycle import ServiceState
+
+if TYPE_CHECKING:
+    from golem_deploy.engine.cluster import Cluster
+    from golem_deploy.engine.runner import InstanceRunner
+
+__all__ = ["Replacement", "ready", "replace_instance"]
+
+DRAIN = 5.0
+"""Seconds a replaced instance keeps serving the connections it has before it stops."""
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """A finished replacement: who took over, and how long the successor took to be ready
+    (from asking for its agreement to running and healthy)."""
+
+    index: int
+    old_agreement_id: str | None
+    agreement_id: str | None
+    provider_name: str | None
+    took: float
+
+
+def ready(runner: InstanceRunner, probes: bool) -> bool:
+    """Running on its provider, and healthy when the service has a health probe."""
+    record = runner.record
+    return record.state is ServiceState.running and (not probes or record.healthy is True)
+
+
+async def replace_instance(
+    cluster: Cluster, index: int, *, reason: str, drain: float = DRAIN
+) -> Replacement | None:
+    """Replace instance `index` of `cluster` by a successor on a fresh agreement (see the
+    module docstring); returns None when no successor became ready."""
+    ctx = cluster.ctx
+    old = cluster.runners[index]
+    old_agreement = old.record.agreement_id
+    began = anyio.current_time()
+    successor = cluster.start_successor(index)
+    probes = cluster.healthcheck.probes
+    promoted = False
+    try:
+        while not ready(successor, probes):
+            if successor.done.is_set():
+                cluster.retired(successor)
+                return None
+            await successor.changed()
+        cluster.promote(successor)
+        promoted = True
+    finally:
+        if not promoted:
+            successor.send(lc.StopRequested("replacement abandoned"))
+    took = anyio.current_time() - began
+    record = successor.record
+    ctx.emit(
+        ev.InstanceRenewed(
+            service=cluster.service_name,
+            index=index,
+            old_agreement_id=old_agreement,
+            agreement_id=record.agreement_id,
+            provider_name=record.provider_name,
+            renewals=record.renewals,
+            took=took,
+        )
+    )
+    if not old.done.is_set():
+        await anyio.sleep(drain)  # new connections go to the successor; old ones finish
+        old.send(lc.StopRequested(reason))
+        await old.done.wait()
+    cluster.retired(old)
+    return Replacement(index, old_agreement, record.agreement_id, record.provider_name, took)
