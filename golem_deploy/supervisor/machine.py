@@ -17,6 +17,7 @@ see snapshot.from_journal):
     starting | running | failed --DownRequested--> stopping
     any but stopped --Crashed--> failed (stays failed through Finished)
     stopping | starting | running --Finished--> stopped
+    running --ServicesChanged--> running (the services it supervises are the new ones)
 
 Races the engine and the supervisor cannot avoid are explicit no-ops: instance events in any
 state (they are recorded, and only decide something while starting), a second `down`, a
@@ -52,6 +53,7 @@ __all__ = [
     "InstanceChanged",
     "NetworkReady",
     "ServiceFinished",
+    "ServicesChanged",
     "StartWave",
     "StopServices",
     "WaveRunning",
@@ -126,6 +128,16 @@ class Finished:
     """Everything is stopped and released: the supervisor is about to exit."""
 
 
+@dataclass(frozen=True)
+class ServicesChanged:
+    """A change to the running deployment (`up` again, `scale`, `restart`) is being applied:
+    `waves` are its services now; `started` the services it starts instances of (finished
+    or not before, they have instances to supervise again)."""
+
+    waves: tuple[tuple[tuple[str, int], ...], ...]
+    started: tuple[str, ...] = ()
+
+
 Event = (
     NetworkReady
     | InstanceChanged
@@ -134,6 +146,7 @@ Event = (
     | DownTimedOut
     | Crashed
     | Finished
+    | ServicesChanged
 )
 
 
@@ -238,6 +251,17 @@ class DeploymentMachine:
                     raise IllegalTransition("crashed after it stopped")
                 self.state, self.reason, self._crashed = S.failed, reason, True
                 return [DeploymentFailed(reason)]
+            case ServicesChanged(waves=waves, started=started):
+                if self.state is not S.running:
+                    raise IllegalTransition(f"services changed while {self.state}")
+                self._waves = tuple(tuple(wave) for wave in waves)
+                names = {name for wave in self._waves for name, _ in wave}
+                self._finished = {
+                    name: reasons
+                    for name, reasons in self._finished.items()
+                    if name in names and name not in started
+                }
+                return self._check_all_ended()
             case Finished():
                 if self.state is S.stopped:
                     raise IllegalTransition("finished twice")

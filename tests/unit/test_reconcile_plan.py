@@ -1,4 +1,5 @@
-"""The plan of a change to a running deployment (supervisor/changes.py): pure, no engine."""
+"""The plan of a change to a running deployment (supervisor/changes.py) and the requests
+that ask for one (supervisor/reconcile_request.py): pure, no engine."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import dataclasses
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,6 +22,7 @@ from golem_deploy.manifest.model import (
     UpdatePolicy,
 )
 from golem_deploy.supervisor.changes import Kind, Plan, ServiceChange, plan
+from golem_deploy.supervisor.reconcile_request import ReconcileRefused, parse
 
 IMAGE = Payload(image_hash="d646d7b93083d817846c2ae5c62c72ca0507782385a2e29291a3d376")
 
@@ -215,3 +218,29 @@ def test_a_plan_respects_depends_on(running: Manifest, wanted: Manifest) -> None
 @given(manifests())
 def test_a_manifest_against_itself_is_empty(m: Manifest) -> None:
     assert plan(m, m).empty
+
+
+# ---- requests (supervisor/reconcile_request.py) ------------------------------------------------
+
+
+def test_scale_and_restart_requests_name_running_services() -> None:
+    current = manifest(service("web", 2), service("db"))
+    wanted, restart = parse({"scale": {"web": 4}, "restart": ["db", "web.1"]}, current)
+    assert wanted.services["web"].instances == 4 and wanted.services["db"].instances == 1
+    assert restart == {"db": (0,), "web": (1,)}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"scale": {"wbe": 2}}, "no service 'wbe' in deployment 'd' (did you mean 'web'?)"),
+        ({"restart": ["web.2"]}, "web.2: web has instances 0 to 1"),
+        ({"restart": ["web.x"]}, "web.x: web has instances 0 to 1"),
+        ({"scale": {"web": -1}}, "scale: give SERVICE=COUNT with a count of 0 or more"),
+        ({"restart": "web"}, "restart: give SERVICE or SERVICE.INDEX"),
+    ],
+)
+def test_bad_requests_are_refused_with_a_reason(body: dict[str, object], message: str) -> None:
+    with pytest.raises(ReconcileRefused) as refused:
+        parse(body, manifest(service("web", 2), service("db")))
+    assert refused.value.message == message
