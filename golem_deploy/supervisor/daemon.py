@@ -217,7 +217,8 @@ class Supervisor:
             spec = self.manifest.services.get(name)
             for instance in cluster.instances:
                 engine_view = instance.snapshot()
-                if generations.scaled_away(engine_view, spec.instances if spec else 0):
+                count, key = spec.instances if spec else 0, (name, engine_view.index)
+                if generations.hidden(engine_view, count, shown=key in rows):
                     continue
                 rows[(name, engine_view.index)] = snapshot.live_instance(
                     engine_view,

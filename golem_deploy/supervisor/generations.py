@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from golem_deploy.engine import Cluster
     from golem_deploy.engine.service import InstanceSnapshot
 
-__all__ = ["every_cluster", "scaled_away", "service_clusters"]
+__all__ = ["every_cluster", "hidden", "service_clusters"]
 
 
 def service_clusters(
@@ -40,7 +40,12 @@ def every_cluster(
     ]
 
 
-def scaled_away(view: InstanceSnapshot, count: int) -> bool:
-    """An instance a change stopped for good: its index is beyond the service's count."""
-    final = view.state in (ServiceState.terminated, ServiceState.unresponsive)
-    return view.index >= count and final and not view.restart_scheduled
+def hidden(view: InstanceSnapshot, count: int, *, shown: bool) -> bool:
+    """Whether the snapshot leaves out this instance, which has ended for good: a change
+    stopped it (its index is beyond the service's count now), or its index is already
+    `shown` by another instance (a replacement, or the old instance a failed one left)."""
+    if view.state not in (ServiceState.terminated, ServiceState.unresponsive):
+        return False
+    if view.restart_scheduled:
+        return False
+    return view.index >= count or shown

@@ -40,6 +40,7 @@ from golem_deploy.manifest.model import Manifest, ServiceSpec
 from golem_deploy.supervisor import changes
 from golem_deploy.supervisor import machine as dm
 from golem_deploy.supervisor.reconcile_request import parse
+from golem_deploy.supervisor.redact import secret_name
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -159,6 +160,12 @@ class Reconciler:
         except GolemDeployError as error:
             status.reason = str(error)
         finally:
+            if not status.ok:
+                status.reason = status.reason or "cut short: the deployment is going down"
+                # What runs now is the running manifest's services (a failed change added
+                # only some): the machine supervises those.
+                if self.sup.state == dm.DeploymentState.running.value:
+                    self._set_waves(self.sup.manifest, ())
             status.done = True
             self.sup.note("ReconcileFinished", change=status.id, ok=status.ok, reason=status.reason)
 
@@ -166,9 +173,9 @@ class Reconciler:
         from golem_deploy.compiler import compile_manifest
 
         classes = compile_manifest(wanted, local=self.local, images=self.images)
-        for spec in wanted.services.values():
-            for value in spec.env.values():
-                self.sup.redactor.add(str(value))
+        for spec in wanted.services.values():  # new env values are secrets too
+            for key, value in spec.env.items():
+                self.sup.redactor.add(str(value), named_secret=secret_name(key))
         started = tuple(c.service for c in p.changes if c.start or c.replace)
         self._set_waves(wanted, started)
         for change in p.changes:
@@ -212,19 +219,31 @@ class Reconciler:
             self.sup.retired.pop(name, None)
             return
         spec = wanted.services[name]
-        cluster = self.sup.clusters.get(name)
+        old = cluster = self.sup.clusters.get(name)
+        fresh = None
         if cluster is None or change.changed or change.kind is changes.Kind.added:
             fresh = await self._new_cluster(classes[name], spec)
-            if cluster is not None:
-                self.sup.retired.setdefault(name, []).append(cluster)
+            if old is not None:
+                self.sup.retired.setdefault(name, []).append(old)
             self.sup.clusters[name] = cluster = fresh
-            self.sup.watch(name, fresh)
-        for batch in _batches(change.replace, change.parallelism):
-            await self._replace(cluster, name, batch, wanted)
-        if change.start:
-            fresh_ones = [self._spawn(cluster, name, i, wanted) for i in change.start]
-            await self._wait_ready(fresh_ones, spec, replacing=False)
+        try:
+            for batch in _batches(change.replace, change.parallelism):
+                await self._replace(cluster, name, batch, wanted)
+            if change.start:
+                fresh_ones = [self._spawn(cluster, name, i, wanted) for i in change.start]
+                await self._wait_ready(fresh_ones, spec, replacing=False)
+        except BaseException:  # failed, timed out or cut short by `down`
+            if fresh is not None and old is not None and not _has_live(fresh):
+                # Nothing was replaced: the old cluster is the service's again, so the
+                # failed new one ending is not mistaken for the service's end.
+                self.sup.retired[name].remove(old)
+                self.sup.clusters[name] = old
+                raise
             self.sup.watch(name, cluster)
+            raise
+        # Watched only now: a cluster whose first instance failed has not "finished" the
+        # service (its old instances still run).
+        self.sup.watch(name, cluster)
 
     async def _new_cluster(self, service_class: type[Service], spec: ServiceSpec) -> Cluster:
         vpn = self.sup.vpn
@@ -272,7 +291,7 @@ class Reconciler:
         news = [self._spawn(cluster, name, i, wanted) for i in batch]
         try:
             await self._wait_ready(news, wanted.services[name], replacing=True)
-        except ChangeFailed:
+        except BaseException:  # failed, timed out or cut short: the old ones keep serving
             for new in news:
                 _stop_instance(new)
             raise
@@ -334,6 +353,10 @@ class Reconciler:
             ip = instance.snapshot().ip
             if ip and ip not in in_use:
                 vpn.network.unreserve(ip)
+
+
+def _has_live(cluster: Cluster) -> bool:
+    return any(i.snapshot().state not in _FINAL for i in cluster.instances)
 
 
 def _stop_instance(instance: Service) -> None:

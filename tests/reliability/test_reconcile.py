@@ -8,11 +8,16 @@ included (the journal records them as the first `up`'s).
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _cli_helpers import Cli
+from _cli_helpers import Cli, wait_until
 from _harness import Scenario, service, write_manifest
 
 pytestmark = [pytest.mark.localnet, pytest.mark.timeout(600)]
@@ -27,7 +32,7 @@ def _changes(scenario: Scenario) -> list[dict[str, Any]]:
     return [r for r in scenario.journal() if r["kind"] == "ReconcileFinished"]
 
 
-def test_scale_2_to_5_to_1_keeps_the_instances_that_stay(cli: Cli, tmp_path: Path) -> None:
+def test_scale_2_to_5_to_1_then_restart_one(cli: Cli, tmp_path: Path) -> None:
     scenario = Scenario.create(cli, tmp_path, "scaling", {"worker": service(instances=2)})
     up = scenario.up()
     assert up.returncode == 0, up.stdout + up.stderr
@@ -54,7 +59,13 @@ def test_scale_2_to_5_to_1_keeps_the_instances_that_stay(cli: Cli, tmp_path: Pat
     assert "stop worker.4, worker.3, worker.2, worker.1" in down1.stdout
     assert _running(scenario) == {0: first[0]}
     assert [i["index"] for i in scenario.instances()] == [0]  # the stopped ones are gone
-    assert [c["ok"] for c in _changes(scenario)] == [True, True]
+
+    restart = cli("restart", "-n", "scaling", "worker.0")
+    assert restart.returncode == 0, restart.stdout + restart.stderr
+    assert "worker: replaced, 1 -> 1 instance: replace worker.0" in restart.stdout
+    restarted = _running(scenario)
+    assert list(restarted) == [0] and restarted[0] != first[0]  # a fresh agreement
+    assert [c["ok"] for c in _changes(scenario)] == [True, True, True]
 
     down = scenario.down()
     assert down.returncode == 0, down.stdout + down.stderr
@@ -104,3 +115,147 @@ def test_up_again_dry_run_and_refusals_change_nothing(cli: Cli, tmp_path: Path) 
     down = scenario.down()
     assert down.returncode == 0, down.stdout + down.stderr
     scenario.audit()
+
+
+# ---- rolling replace ---------------------------------------------------------------------------
+
+PYTHON = "8b11df59f84358d47fc6776d0bb7290b0054c15ded2d6f54cf634488"  # the webapp's image
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _web(port: int, tick: str, *, instances: int = 2, **extra: Any) -> dict[str, Any]:
+    """An HTTP server on port 8000 of each instance, forwarded from `port` here."""
+    spec = service(
+        instances=instances,
+        start=[{"run": "python3 -m http.server 8000 --directory /golem/work >/dev/null 2>&1 &"}],
+        run={"every": "2s", "steps": [["/bin/echo", tick]]},
+        ports=[f"{port}:8000"],
+        healthcheck={"http": {"port": 8000}, "interval": "2s", "timeout": "5s", "retries": 2},
+        payload={"image_hash": PYTHON},
+        restart={"policy": "on-failure", "max_restarts": 2, "backoff": "1s"},
+    )
+    spec.update(extra)
+    return spec
+
+
+class Client(threading.Thread):
+    """A client looping GETs through the forwarded port; counts what failed."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.ok = 0
+        self.failed: list[str] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            try:
+                url = f"http://127.0.0.1:{self.port}/"  # loopback only
+                with urllib.request.urlopen(url, timeout=30) as answer:
+                    answer.read()
+                    self.ok += 1
+            except (OSError, urllib.error.URLError) as error:
+                self.failed.append(repr(error))
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(timeout=60)
+
+
+def test_rolling_replace_of_a_changed_run_step_fails_no_request(cli: Cli, tmp_path: Path) -> None:
+    port = _free_port()
+    scenario = Scenario.create(cli, tmp_path, "rolling", {"web": _web(port, "v1")})
+    up = scenario.up()
+    assert up.returncode == 0, up.stdout + up.stderr
+    before = _running(scenario)
+    client = Client(port)
+    client.start()
+    try:
+        wait_until(lambda: client.ok >= 3, 60, "the client's first answers")
+        write_manifest(tmp_path, "rolling", {"web": _web(port, "v2")})
+        change = cli("up", str(scenario.manifest), "--timeout", "5m")
+        served_during = client.ok
+    finally:
+        client.stop()
+    assert change.returncode == 0, change.stdout + change.stderr
+    assert "web: replaced (run changed), 2 -> 2 instances: replace web.0, web.1" in change.stdout
+    assert client.failed == [], client.failed
+    assert served_during > 3
+    after = _running(scenario)
+    assert sorted(after) == [0, 1]
+    assert not set(after.values()) & set(before.values())  # every instance is a new one
+    records = scenario.journal()
+    replaced = [(r["service"], r["index"]) for r in records if r["kind"] == "ReplacementRunning"]
+    assert replaced == [("web", 0), ("web", 1)]  # one at a time, in order
+    assert [c["ok"] for c in _changes(scenario)] == [True]
+
+    down = scenario.down()
+    assert down.returncode == 0, down.stdout + down.stderr
+    scenario.audit()
+
+
+def test_a_replacement_that_never_becomes_healthy_keeps_the_old_instance(
+    cli: Cli, tmp_path: Path
+) -> None:
+    port = _free_port()
+    scenario = Scenario.create(cli, tmp_path, "unhealthy", {"web": _web(port, "v1", instances=1)})
+    up = scenario.up()
+    assert up.returncode == 0, up.stdout + up.stderr
+    before = _running(scenario)
+    broken = _web(port, "v2", instances=1)
+    broken["healthcheck"] = {"http": {"port": 8001}, "interval": "1s", "retries": 1}
+    write_manifest(tmp_path, "unhealthy", {"web": broken})
+    change = cli("up", str(scenario.manifest), "--timeout", "5m")
+    assert change.returncode == 1, change.stdout + change.stderr
+    assert "the change of unhealthy failed: the replacement of web.0 did not start" in (
+        change.stderr
+    )
+    assert "the old instance is kept" in change.stderr
+    assert _running(scenario) == before  # still served by the same agreement
+    assert [c["ok"] for c in _changes(scenario)] == [False]
+    # The running manifest is still the old one: the same change is planned again.
+    again = cli("up", str(scenario.manifest), "--dry-run")
+    assert "web: replaced (run, healthcheck changed)" in again.stdout
+
+    down = scenario.down()
+    assert down.returncode == 0, down.stdout + down.stderr
+    scenario.audit()
+
+
+def test_supervisor_killed_mid_rolling_replace_then_down_releases_everything(
+    cli: Cli, tmp_path: Path
+) -> None:
+    port = _free_port()
+    scenario = Scenario.create(cli, tmp_path, "killed", {"web": _web(port, "v1")})
+    up = scenario.up()
+    assert up.returncode == 0, up.stdout + up.stderr
+    write_manifest(tmp_path, "killed", {"web": _web(port, "v2")})
+    change = cli.popen("up", str(scenario.manifest), stdout=subprocess.PIPE)
+    try:
+
+        def mid_change() -> bool:
+            records = scenario.journal()
+            kinds = [r["kind"] for r in records]
+            if "ReconcileStarted" not in kinds:
+                return False
+            after = kinds[kinds.index("ReconcileStarted") :]
+            return "ActivityCreated" in after  # a replacement holds an agreement and activity
+
+        wait_until(mid_change, 180, "a replacement's activity, mid-change")
+        scenario.kill_supervisor()
+    finally:
+        change.communicate(timeout=120)
+    assert change.returncode == 1  # it says the supervisor went away
+    down = scenario.down()
+    assert down.returncode == 0, down.stdout + down.stderr
+    audit = scenario.audit(expect_invoices=False)
+    started = [r for r in scenario.journal() if r["kind"] == "AgreementCreated"]
+    assert len(started) >= 3  # the two first ones and at least one replacement: all released
+    del audit
