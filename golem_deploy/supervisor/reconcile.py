@@ -172,6 +172,8 @@ class Reconciler:
     async def _apply(self, p: changes.Plan, wanted: Manifest) -> None:
         from golem_deploy.compiler import compile_manifest
 
+        if self.sup.backend.kind == "yagna":
+            await self._resolve_images(wanted)
         classes = compile_manifest(wanted, local=self.local, images=self.images)
         for spec in wanted.services.values():  # new env values are secrets too
             for key, value in spec.env.items():
@@ -182,6 +184,22 @@ class Reconciler:
             await self._apply_service(change, wanted, classes)
             self._settle(change, wanted)
         self.sup.manifest = wanted
+
+    async def _resolve_images(self, wanted: Manifest) -> None:
+        """On the user's yagna, a changed image resolves through the registry as at `up`
+        (cached; an unknown tag fails the change before anything starts)."""
+        from golem_deploy.preflight.images import needs_registry, resolve_images
+
+        if not needs_registry(wanted):
+            return
+        resolved = await resolve_images(
+            wanted,
+            subnet=self.golem.subnet_tag,
+            warn=lambda text: self.sup.note("ImageUnresolved", warning=text),
+        )
+        for name, image in resolved.items():
+            self.sup.note("ImageResolved", service=name, sha3=image.sha3, url=image.url)
+            self.images[name] = (image.sha3, image.url)
 
     def _set_waves(self, wanted: Manifest, started: tuple[str, ...]) -> None:
         """The supervisor (and its machine) supervise the wanted services from now on."""
@@ -232,8 +250,9 @@ class Reconciler:
             if change.start:
                 fresh_ones = [self._spawn(cluster, name, i, wanted) for i in change.start]
                 await self._wait_ready(fresh_ones, spec, replacing=False)
+                self._name(fresh_ones)
         except BaseException:  # failed, timed out or cut short by `down`
-            if fresh is not None and old is not None and not _has_live(fresh):
+            if fresh is not None and old is not None and not _has_running(fresh):
                 # Nothing was replaced: the old cluster is the service's again, so the
                 # failed new one ending is not mistaken for the service's end.
                 self.sup.retired[name].remove(old)
@@ -263,8 +282,7 @@ class Reconciler:
 
     def _address(self, name: str, index: int, wanted: Manifest) -> str | None:
         """The planned address of `name.index` when no live instance holds it, else the
-        next free one (a replacement runs beside the instance it replaces). Its host name
-        `<name>-<index>` points to it for instances deployed from now on."""
+        next free one (a replacement runs beside the instance it replaces)."""
         from golem_deploy.compiler import network_plan
 
         vpn = self.sup.vpn
@@ -278,10 +296,18 @@ class Reconciler:
         }
         if address in taken or address in network.nodes:
             address = network.next_free_ip()
-        network.hosts[f"{name}-{index}"] = address
-        if index == 0:
-            network.hosts[name] = address
         return address
+
+    def _name(self, instances: Sequence[Service]) -> None:
+        """Once new instances run: `<service>-<index>` (and `<service>` for index 0) name
+        their addresses in every instance deployed from now on."""
+        vpn = self.sup.vpn
+        for instance in instances:
+            view = instance.snapshot()
+            if vpn is not None and view.ip:
+                vpn.network.hosts[f"{view.service}-{view.index}"] = view.ip
+                if view.index == 0:
+                    vpn.network.hosts[view.service] = view.ip
 
     async def _replace(
         self, cluster: Cluster, name: str, batch: Sequence[int], wanted: Manifest
@@ -295,6 +321,7 @@ class Reconciler:
             for new in news:
                 _stop_instance(new)
             raise
+        self._name(news)
         for index in batch:
             self.sup.note("ReplacementRunning", service=name, index=index)
         await self._stop(olds)
@@ -355,8 +382,8 @@ class Reconciler:
                 vpn.network.unreserve(ip)
 
 
-def _has_live(cluster: Cluster) -> bool:
-    return any(i.snapshot().state not in _FINAL for i in cluster.instances)
+def _has_running(cluster: Cluster) -> bool:
+    return any(i.snapshot().state is ServiceState.running for i in cluster.instances)
 
 
 def _stop_instance(instance: Service) -> None:

@@ -1,5 +1,5 @@
 """The plan of a change to a running deployment (supervisor/changes.py) and the requests
-that ask for one (supervisor/reconcile_request.py): pure, no engine."""
+that ask for one (supervisor/reconcile_request.py, generations.py): pure, no engine."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from golem_deploy.engine.lifecycle import ServiceState
+from golem_deploy.engine.service import InstanceSnapshot
 from golem_deploy.manifest.model import (
     Manifest,
     NetworkSpec,
@@ -22,6 +24,7 @@ from golem_deploy.manifest.model import (
     UpdatePolicy,
 )
 from golem_deploy.supervisor.changes import Kind, Plan, ServiceChange, plan
+from golem_deploy.supervisor.generations import hidden
 from golem_deploy.supervisor.reconcile_request import ReconcileRefused, parse
 
 IMAGE = Payload(image_hash="d646d7b93083d817846c2ae5c62c72ca0507782385a2e29291a3d376")
@@ -244,3 +247,33 @@ def test_bad_requests_are_refused_with_a_reason(body: dict[str, object], message
     with pytest.raises(ReconcileRefused) as refused:
         parse(body, manifest(service("web", 2), service("db")))
     assert refused.value.message == message
+
+
+# ---- which instances the snapshot shows across a change (supervisor/generations.py) ----------
+
+
+def _view(index: int, state: ServiceState, *, restart: bool = False) -> InstanceSnapshot:
+    return InstanceSnapshot(
+        service="web",
+        index=index,
+        state=state,
+        provider_id=None,
+        provider_name=None,
+        agreement_id=None,
+        activity_id=None,
+        started_at=None,
+        restarts=0,
+        cost=Decimal(0),
+        last_output="",
+        reason="",
+        restart_scheduled=restart,
+    )
+
+
+def test_instances_a_change_ended_are_hidden_live_ones_never() -> None:
+    ended, running = ServiceState.terminated, ServiceState.running
+    assert hidden(_view(3, ended), 2, shown=False)  # scaled away
+    assert not hidden(_view(3, running), 2, shown=False)  # still stopping: shown
+    assert not hidden(_view(1, ended), 2, shown=False)  # ended by itself: shown
+    assert hidden(_view(1, ended), 2, shown=True)  # a failed replacement: the old one shows
+    assert not hidden(_view(3, ended, restart=True), 2, shown=False)  # a restart comes
