@@ -29,7 +29,7 @@ from enum import Enum
 
 from golem_deploy.manifest.model import Manifest, ServiceSpec
 
-__all__ = ["Kind", "Plan", "ServiceChange", "plan"]
+__all__ = ["ChangeStatus", "Kind", "Plan", "ServiceChange", "batches", "plan"]
 
 # Keys of a service whose change never needs a new instance: the count is scaling, the
 # order only decides when things start, `update` is how to replace, `logs` is local.
@@ -229,3 +229,29 @@ def _refusals(running: Manifest, wanted: Manifest, spent: Decimal) -> list[str]:
 
 def _ports(manifest: Manifest) -> dict[str, object]:
     return {name: spec.ports for name, spec in manifest.services.items() if spec.ports}
+
+
+@dataclass
+class ChangeStatus:
+    """The last change asked for: what `up`, `scale`, `restart` wait on (GET /reconcile)."""
+
+    id: int
+    plan: Plan
+    done: bool = False
+    ok: bool = False
+    reason: str = ""
+
+    def plain(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "done": self.done,
+            "ok": self.ok,
+            "reason": self.reason,
+            "plan": self.plan.plain(),
+            "lines": self.plan.lines(),
+        }
+
+
+def batches(indices: Sequence[int], size: int) -> list[tuple[int, ...]]:
+    """The replacements run together: `update.parallelism` indices at a time, in order."""
+    return [tuple(indices[k : k + size]) for k in range(0, len(indices), max(1, size))]

@@ -27,7 +27,6 @@ import dataclasses
 import datetime as dt
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import anyio
@@ -48,7 +47,7 @@ if TYPE_CHECKING:
     from golem_deploy.engine import Cluster, Golem
     from golem_deploy.supervisor.daemon import Supervisor
 
-__all__ = ["ChangeStatus", "Reconciler"]
+__all__ = ["Reconciler"]
 
 POLL = 0.2  # how often a starting or stopping instance is looked at (a user waits on it)
 STOP_WAIT = 120.0  # an instance stopped by a change: its shutdown steps' bound, as `down`'s
@@ -57,27 +56,6 @@ _FINAL = (ServiceState.terminated, ServiceState.unresponsive)
 
 class ChangeFailed(Exception):
     """A step of a change failed; the message says which instance and why."""
-
-
-@dataclass
-class ChangeStatus:
-    """The last change asked for: what `up`, `scale`, `restart` wait on (GET /reconcile)."""
-
-    id: int
-    plan: changes.Plan
-    done: bool = False
-    ok: bool = False
-    reason: str = ""
-
-    def plain(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "done": self.done,
-            "ok": self.ok,
-            "reason": self.reason,
-            "plan": self.plan.plain(),
-            "lines": self.plan.lines(),
-        }
 
 
 class Reconciler:
@@ -97,7 +75,7 @@ class Reconciler:
         self.tg = tg
         self.local = local
         self.images = dict(images)
-        self.status: ChangeStatus | None = None
+        self.status: changes.ChangeStatus | None = None
         self._ids = itertools.count(1)
         self._healthy: set[str] = set()  # instance ids that passed a health check
 
@@ -133,9 +111,9 @@ class Reconciler:
             p = dataclasses.replace(p, refused=(*busy, *p.refused))
         return p
 
-    def start(self, wanted: Manifest, p: changes.Plan, *, timeout: float) -> ChangeStatus:
+    def start(self, wanted: Manifest, p: changes.Plan, *, timeout: float) -> changes.ChangeStatus:
         """Apply `p` in the background (the caller checked it is not refused)."""
-        status = ChangeStatus(next(self._ids), p)
+        status = changes.ChangeStatus(next(self._ids), p)
         self.status = status
         self.sup.note("ReconcileStarted", change=status.id, plan=p.plain())
         self.tg.start_soon(self._run, status, wanted, timeout)
@@ -148,7 +126,7 @@ class Reconciler:
 
     # ---- applying -------------------------------------------------------------------------
 
-    async def _run(self, status: ChangeStatus, wanted: Manifest, timeout: float) -> None:
+    async def _run(self, status: changes.ChangeStatus, wanted: Manifest, timeout: float) -> None:
         try:
             with anyio.fail_after(timeout):
                 await self._apply(status.plan, wanted)
@@ -167,7 +145,17 @@ class Reconciler:
                 if self.sup.state == dm.DeploymentState.running.value:
                     self._set_waves(self.sup.manifest, ())
             status.done = True
-            self.sup.note("ReconcileFinished", change=status.id, ok=status.ok, reason=status.reason)
+            services = [
+                {"name": name, "instances": spec.instances}
+                for name, spec in self.sup.manifest.services.items()
+            ]
+            self.sup.note(
+                "ReconcileFinished",
+                change=status.id,
+                ok=status.ok,
+                reason=status.reason,
+                services=services,
+            )
 
     async def _apply(self, p: changes.Plan, wanted: Manifest) -> None:
         from golem_deploy.compiler import compile_manifest
@@ -245,7 +233,7 @@ class Reconciler:
                 self.sup.retired.setdefault(name, []).append(old)
             self.sup.clusters[name] = cluster = fresh
         try:
-            for batch in _batches(change.replace, change.parallelism):
+            for batch in changes.batches(change.replace, change.parallelism):
                 await self._replace(cluster, name, batch, wanted)
             if change.start:
                 fresh_ones = [self._spawn(cluster, name, i, wanted) for i in change.start]
@@ -394,7 +382,3 @@ def _stop_instance(instance: Service) -> None:
 
 def _record_id(instance: Service) -> str:
     return record_of(instance).id
-
-
-def _batches(indices: Sequence[int], size: int) -> list[tuple[int, ...]]:
-    return [tuple(indices[k : k + size]) for k in range(0, len(indices), max(1, size))]

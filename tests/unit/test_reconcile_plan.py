@@ -23,8 +23,9 @@ from golem_deploy.manifest.model import (
     ServiceSpec,
     UpdatePolicy,
 )
-from golem_deploy.supervisor.changes import Kind, Plan, ServiceChange, plan
+from golem_deploy.supervisor.changes import Kind, Plan, ServiceChange, batches, plan
 from golem_deploy.supervisor.generations import hidden
+from golem_deploy.supervisor.journal import fold
 from golem_deploy.supervisor.reconcile_request import ReconcileRefused, parse
 
 IMAGE = Payload(image_hash="d646d7b93083d817846c2ae5c62c72ca0507782385a2e29291a3d376")
@@ -277,3 +278,22 @@ def test_instances_a_change_ended_are_hidden_live_ones_never() -> None:
     assert not hidden(_view(1, ended), 2, shown=False)  # ended by itself: shown
     assert hidden(_view(1, ended), 2, shown=True)  # a failed replacement: the old one shows
     assert not hidden(_view(3, ended, restart=True), 2, shown=False)  # a restart comes
+
+
+def test_replacements_run_parallelism_at_a_time() -> None:
+    assert batches((0, 1, 2, 3, 4), 2) == [(0, 1), (2, 3), (4,)]
+    assert batches((0, 1), 1) == [(0,), (1,)]
+    assert batches((), 3) == []
+
+
+def test_the_services_a_change_leaves_are_what_the_journal_folds_to() -> None:
+    records = [
+        {"ts": 1, "kind": "DeploymentStarted", "services": [{"name": "web", "instances": 2}]},
+        {
+            "ts": 2,
+            "kind": "ReconcileFinished",
+            "ok": True,
+            "services": [{"name": "web", "instances": 5}, {"name": "cache", "instances": 1}],
+        },
+    ]
+    assert fold(records).services == [("web", 5), ("cache", 1)]
