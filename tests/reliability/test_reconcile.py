@@ -72,7 +72,7 @@ def test_scale_2_to_5_to_1_then_restart_one(cli: Cli, tmp_path: Path) -> None:
     scenario.audit()
 
 
-def test_up_again_dry_run_and_refusals_change_nothing(cli: Cli, tmp_path: Path) -> None:
+def test_dry_run_and_refusals_change_nothing_then_scale_on_a_vpn(cli: Cli, tmp_path: Path) -> None:
     services = {"db": service(), "web": service(instances=2, depends_on=["db"])}
     scenario = Scenario.create(cli, tmp_path, "planned", services)
     fresh = cli("up", str(scenario.manifest), "--dry-run")
@@ -111,6 +111,22 @@ def test_up_again_dry_run_and_refusals_change_nothing(cli: Cli, tmp_path: Path) 
     assert "the budget cannot change" in refused.stderr and "10.8.0.0/24" in refused.stderr
     assert "nothing was changed" in refused.stderr
     assert _running(scenario) == before and not _changes(scenario)
+
+    # db comes first in the manifest: its new instance's planned address is web.0's, which
+    # web.0 keeps; db.1 takes a free one instead, and no running instance moves.
+    ips = {
+        (s["name"], i["index"]): i["ip"]
+        for s in scenario.status()["services"]
+        for i in s["instances"]
+    }
+    cli.ok("scale", "-n", "planned", "db=2")
+    now = {
+        (s["name"], i["index"]): i["ip"]
+        for s in scenario.status()["services"]
+        for i in s["instances"]
+    }
+    assert {k: now[k] for k in ips} == ips
+    assert now[("db", 1)] not in ips.values() and len(set(now.values())) == 4
 
     down = scenario.down()
     assert down.returncode == 0, down.stdout + down.stderr
