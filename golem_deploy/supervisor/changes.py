@@ -16,7 +16,9 @@ the decision here means every rule is unit-tested without an engine:
 - What a running deployment cannot take is refused, with the reason, and nothing happens:
   a budget below what was already spent (or any other budget: the allocation is made once,
   for the whole budget), a different network range, payment platform, subnet or market
-  settings, and different forwarded ports (their listeners are bound at start).
+  settings, and different forwarded ports (their listeners are bound at start); and, for
+  `scale` (which changes counts without a file to validate), more instances than the
+  network range holds or a host name two services would claim.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from decimal import Decimal
 from enum import Enum
 
 from golem_deploy.manifest.model import Manifest, ServiceSpec
+from golem_deploy.manifest.network import host_capacity, host_names
 
 __all__ = ["ChangeStatus", "Kind", "Plan", "ServiceChange", "batches", "plan"]
 
@@ -219,11 +222,37 @@ def _refusals(running: Manifest, wanted: Manifest, spent: Decimal) -> list[str]:
     ):
         if old != new:
             reasons.append(f"the {what} cannot change while the deployment is up")
+    reasons += _network_room(wanted)
     if _ports(running) != _ports(wanted):
         reasons.append(
             "forwarded ports cannot change while the deployment is up (their listeners "
             "are bound when it starts); `down`, then `up`"
         )
+    return reasons
+
+
+def _network_room(wanted: Manifest) -> list[str]:
+    """The checks `validate` makes of a file, for a `scale` that changes counts only: the
+    range holds every instance, and no two services claim one host name."""
+    if wanted.network is None:
+        return []
+    reasons = []
+    instances = sum(spec.instances for spec in wanted.services.values())
+    room = host_capacity(wanted.network.cidr)
+    if 1 + instances > room:
+        reasons.append(
+            f"the network {wanted.network.cidr} holds {room} hosts, but the requestor and "
+            f"{instances} instances need {1 + instances}"
+        )
+    owners: dict[str, str] = {}
+    for name, spec in wanted.services.items():
+        for host in host_names(name, spec.instances):
+            owner = owners.setdefault(host.lower(), name)
+            if owner != name:
+                reasons.append(
+                    f"services {owner!r} and {name!r} would both answer to host name {host!r}"
+                )
+                return reasons
     return reasons
 
 

@@ -297,3 +297,15 @@ def test_the_services_a_change_leaves_are_what_the_journal_folds_to() -> None:
         },
     ]
     assert fold(records).services == [("web", 5), ("cache", 1)]
+
+
+def test_scaling_beyond_the_network_range_or_onto_a_host_name_is_refused() -> None:
+    net = NetworkSpec("10.8.0.0/29")  # 6 hosts: the requestor and 5 instances
+    running = manifest(service("web", 2), service("web-3"), network=net)
+    fits = manifest(service("web", 3), service("web-3"), network=net)
+    assert plan(running, fits).refused == ()
+    too_many = manifest(service("web", 5), service("web-3"), network=net)
+    assert plan(running, too_many).refused == (
+        "the network 10.8.0.0/29 holds 6 hosts, but the requestor and 6 instances need 7",
+        "services 'web' and 'web-3' would both answer to host name 'web-3'",
+    )
