@@ -40,10 +40,11 @@ import anyio
 
 from golem_deploy.engine import events as ev
 from golem_deploy.protocol import LOCAL_SUBNET
-from golem_deploy.supervisor import deployments, generations, snapshot
+from golem_deploy.supervisor import deployments, snapshot
 from golem_deploy.supervisor import machine as dm
 from golem_deploy.supervisor.backend import Backend
 from golem_deploy.supervisor.broadcast import Broadcast
+from golem_deploy.supervisor.generations import every_cluster, hidden, service_clusters
 from golem_deploy.supervisor.journal import Journal, Redactor, load, to_plain
 from golem_deploy.supervisor.logs import InstanceLogs
 from golem_deploy.supervisor.narrate import journal_worthy, log_line
@@ -218,7 +219,7 @@ class Supervisor:
             for instance in cluster.instances:
                 engine_view = instance.snapshot()
                 count, key = spec.instances if spec else 0, (name, engine_view.index)
-                if generations.hidden(engine_view, count, shown=key in rows):
+                if hidden(engine_view, count, shown=key in rows):
                     continue
                 rows[(name, engine_view.index)] = snapshot.live_instance(
                     engine_view,
@@ -243,10 +244,10 @@ class Supervisor:
         )
 
     def service_clusters(self, name: str) -> list[Cluster]:
-        return generations.service_clusters(self.clusters, self.retired, name)
+        return service_clusters(self.clusters, self.retired, name)
 
     def every_cluster(self) -> list[tuple[str, Cluster]]:
-        return generations.every_cluster(self.clusters, self.retired)
+        return every_cluster(self.clusters, self.retired)
 
     def watch(self, name: str, cluster: Cluster, tg: TaskGroup | None = None) -> None:
         """Tell the machine when `cluster` finished (once per time it has instances)."""

@@ -13,11 +13,11 @@ States (`gone` is not one of them: it is the journal's verdict when no superviso
 see snapshot.from_journal):
 
     starting --last wave running--> running
+    running --ServicesChanged--> running (a change: the services it supervises are new)
     starting --an instance of the current wave ended before running--> failed
     starting | running | failed --DownRequested--> stopping
     any but stopped --Crashed--> failed (stays failed through Finished)
     stopping | starting | running --Finished--> stopped
-    running --ServicesChanged--> running (the services it supervises are the new ones)
 
 Races the engine and the supervisor cannot avoid are explicit no-ops: instance events in any
 state (they are recorded, and only decide something while starting), a second `down`, a
@@ -105,6 +105,16 @@ class ServiceFinished:
 
 
 @dataclass(frozen=True)
+class ServicesChanged:
+    """A change to the running deployment (`up` again, `scale`, `restart`) is being applied:
+    `waves` are its services now; `started` the services it starts instances of (finished
+    or not before, they have instances to supervise again)."""
+
+    waves: tuple[tuple[tuple[str, int], ...], ...]
+    started: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class DownRequested:
     reason: str
 
@@ -128,25 +138,15 @@ class Finished:
     """Everything is stopped and released: the supervisor is about to exit."""
 
 
-@dataclass(frozen=True)
-class ServicesChanged:
-    """A change to the running deployment (`up` again, `scale`, `restart`) is being applied:
-    `waves` are its services now; `started` the services it starts instances of (finished
-    or not before, they have instances to supervise again)."""
-
-    waves: tuple[tuple[tuple[str, int], ...], ...]
-    started: tuple[str, ...] = ()
-
-
 Event = (
     NetworkReady
     | InstanceChanged
     | ServiceFinished
+    | ServicesChanged
     | DownRequested
     | DownTimedOut
     | Crashed
     | Finished
-    | ServicesChanged
 )
 
 
