@@ -89,6 +89,7 @@ def main() -> None:
         ),
         # about 20 s per renewal (20 s agreements), after one `up` of a few seconds
         "renewal": bench("renewal.py", "--renewals", "2" if q else "4"),
+        "scale_change": bench("scale_change.py", "--rounds", "1" if q else "3"),
     }
     ud, sup, cli = results["up_down"], results["supervisor"], results["cli"]
     vs, vpn = results["vs_yapapi"], results["vpn"]
@@ -113,6 +114,7 @@ def main() -> None:
         "yagna_requestor_cpu_pct_100": sup["localnet"].get("requestor", {}).get("cpu_pct"),
         "yagna_provider_cpu_pct_100": sup["localnet"].get("provider", {}).get("cpu_pct"),
         "score_10000_offers_s": results["market"]["score_s"]["median"],
+        "scale_10_to_100_s": results["scale_change"]["scale_10_to_100_s"]["median"],
         # Ratios to the yardstick measured alternately with each figure (_yardstick.py).
         "python_pass_ms": cli["help_ms"]["yardstick_ms"]["median"],
         "yagna_roundtrip_s": ud["yardstick"]["1"]["median"],

@@ -45,9 +45,9 @@ def _root(
 
 
 def _register_commands() -> None:
-    from golem_deploy.cli import deploy, doctor, export, localnet, validate
+    from golem_deploy.cli import change, deploy, doctor, export, localnet, validate
 
-    for module in (validate, deploy, localnet, export, doctor):
+    for module in (validate, deploy, change, localnet, export, doctor):
         module.register(app)
 
 

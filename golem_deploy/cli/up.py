@@ -70,8 +70,23 @@ def up(
             help="On your yagna: skip the `golem-deploy doctor` checks `up` runs first.",
         ),
     ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print what `up` would change (per service: added, removed, replaced, "
+            "scaled, unchanged) and change nothing.",
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="With --dry-run, or on a running deployment: JSON.")
+    ] = False,
 ) -> None:
-    """Validate a manifest and deploy it (attached: a live table; Ctrl-C goes down)."""
+    """Validate a manifest and deploy it (attached: a live table; Ctrl-C goes down).
+
+    On a deployment that is already up, apply the manifest as a change instead: more or
+    fewer instances, changed services replaced instance by instance (the new one running
+    before the old one stops), services added or removed; unchanged services untouched."""
     from golem_deploy.supervisor import control, deployments, journal, ports
 
     wait = parse_duration(timeout, "--timeout")
@@ -92,19 +107,23 @@ def up(
             )
         allow_unsafe_host_exec()
     manifest = load_manifest(file, env_file)
+    deployment = deployments.of(manifest.name)
+    if deployment.supervisor_alive():
+        from golem_deploy.cli.change import up_change
+
+        up_change(deployment, manifest, env_file, dry_run=dry_run, as_json=as_json, timeout=wait)
+        return
+    if dry_run:
+        from golem_deploy.cli.change import dry_run_fresh
+
+        dry_run_fresh(manifest, as_json=as_json)
+        return
     ports.check_ports_free(manifest)  # before anything starts: nothing to clean up
     if os.environ.get("YAGNA_APPKEY") and not skip_checks:
         from golem_deploy.cli.doctor import preflight
 
         # `doctor`'s checks, before anything is allocated, started or even given a folder.
         preflight(manifest, file)
-    deployment = deployments.of(manifest.name)
-    if deployment.supervisor_alive():
-        raise DeployError(
-            f"deployment {manifest.name!r} is already up (supervisor pid {deployment.pid()})",
-            hint=f"`golem-deploy status -n {manifest.name}` shows it; "
-            f"`golem-deploy down -n {manifest.name}` stops it",
-        )
     held = journal.load(deployment.journal)
     if not held.empty:
         raise DeployError(

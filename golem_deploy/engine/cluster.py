@@ -158,11 +158,17 @@ class Cluster(Generic[ServiceType]):
         num_instances: int | None = None,
         instance_params: Iterable[Mapping[str, object]] | None = None,
         network_addresses: Sequence[str] | None = None,
+        *,
+        indices: Sequence[int] | None = None,
     ) -> list[ServiceType]:
         """Add instances (scaling up; also to an empty or finished cluster, as yapapi).
         On the cluster's network the k-th new instance takes `network_addresses[k]` when
-        given (reserved here), else the next free address. Returns the new Services."""
-        return self._spawn(num_instances, instance_params, network_addresses, ())
+        given (reserved here), else the next free address. Returns the new Services.
+
+        `indices` (golem-deploy's reconciler) names the k-th new instance `indices[k]`
+        instead of the next position: a replacement takes over the index it replaces, and
+        scaling up after scaling down reuses the indices that were stopped."""
+        return self._spawn(num_instances, instance_params, network_addresses, (), indices)
 
     def _spawn(
         self,
@@ -170,6 +176,7 @@ class Cluster(Generic[ServiceType]):
         instance_params: Iterable[Mapping[str, object]] | None,
         network_addresses: Sequence[str] | None,
         reserved: Sequence[str],
+        indices: Sequence[int] | None = None,
     ) -> list[ServiceType]:
         """spawn_instances, with `reserved` the addresses already held for the new ones."""
         if self._tg is None or self._closed.is_set():
@@ -198,7 +205,7 @@ class Cluster(Generic[ServiceType]):
             instance = make(**p)
             record = record_of(instance)
             record.service = self.service_name
-            record.index = len(self._runners)
+            record.index = indices[k] if indices and k < len(indices) else len(self._runners)
             record.cluster = self
             record.network = self.network
             if self.network is not None and k < len(addresses):

@@ -275,6 +275,9 @@ class HealthCheckResult(EngineEvent):
     ok: bool
     consecutive_failures: int
     message: str
+    # Which instance (its record id): while a replacement runs beside the instance it
+    # replaces, both report under the same (service, index).
+    instance_id: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

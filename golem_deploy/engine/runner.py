@@ -231,6 +231,7 @@ class InstanceRunner:
                         ok=ok,
                         consecutive_failures=failures,
                         message=message,
+                        instance_id=self.record.id,
                     )
                 )
 

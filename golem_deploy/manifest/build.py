@@ -29,6 +29,7 @@ from golem_deploy.manifest.model import (
     RunStep,
     ServiceSpec,
     Step,
+    UpdatePolicy,
     UploadStep,
 )
 from golem_deploy.manifest.network import resolve_cidr
@@ -86,6 +87,8 @@ def _service(name: str, data: dict[str, Any], folder: Path, *, vpn: bool) -> Ser
         if "backoff" in restart:
             restart["backoff"] = parse_duration(restart["backoff"])
         kwargs["restart"] = RestartPolicy(**restart)
+    if "update" in data:
+        kwargs["update"] = UpdatePolicy(**data["update"])
     if "logs" in data:
         logs = dict(data["logs"])
         if "max_size" in logs:

@@ -94,6 +94,7 @@ def _service(spec: ServiceSpec, folder: Path) -> dict[str, Any]:
             "max_restarts": spec.restart.max_restarts,
             "backoff": format_duration(spec.restart.backoff),
         },
+        "update": {"parallelism": spec.update.parallelism},
         "logs": {"max_size": format_size(spec.logs.max_size), "max_files": spec.logs.max_files},
         "env": dict(spec.env),
         "start": _steps(spec.start, folder),

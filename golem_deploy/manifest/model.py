@@ -68,6 +68,14 @@ class RestartPolicy:
 
 
 @dataclass(frozen=True)
+class UpdatePolicy:
+    """How a running service whose spec changed is replaced (`up` on a deployment that is
+    up): `parallelism` instances at a time, each new one running before its old one stops."""
+
+    parallelism: int = 1
+
+
+@dataclass(frozen=True)
 class LogRotation:
     """How big an instance's log file may grow before it is rotated, and how many files
     (the current one included) are kept -- compose's json-file `max-size` / `max-file`."""
@@ -143,6 +151,7 @@ class ServiceSpec:
     lifetime: float | None = None  # seconds the service runs across agreements; None: until down
     respawn_unstarted_instances: bool = True
     restart: RestartPolicy = field(default_factory=RestartPolicy)
+    update: UpdatePolicy = field(default_factory=UpdatePolicy)
     logs: LogRotation = field(default_factory=LogRotation)
     env: dict[str, str] = field(default_factory=dict)
     start: tuple[Step, ...] = ()

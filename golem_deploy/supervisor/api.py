@@ -10,6 +10,9 @@ under umask 077 and chmod'ed 0600 before anyone can use it, inside a 0700 folder
                               {"kind": "Heartbeat"} every second when nothing happens
   POST /down {"timeout": s}   ask for a graceful down; answers at once (202)
   GET  /logs?selector=&tail=  merged `service.index | text` lines
+  POST /reconcile             plan (dry_run) or start a change of the running deployment:
+                              {manifest, env_file, scale, restart, dry_run, timeout}
+  GET  /reconcile             the last change: its plan, done, ok, reason
 """
 
 from __future__ import annotations
@@ -96,6 +99,29 @@ async def get_logs(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type="text/plain")
 
 
+async def post_reconcile(request: web.Request) -> web.Response:
+    """Answers 200 with the plan (and whether it is being applied), or {"error", "hint"}:
+    a refused change is an answer, not a failure of the API."""
+    supervisor = _supervisor(request)
+    try:
+        body = await request.json()
+    except ValueError:
+        return web.json_response({"error": "body must be JSON"}, status=400)
+    if supervisor.reconciler is None:
+        answer: dict[str, object] = {
+            "error": f"the deployment is {supervisor.state}: a change applies once it runs"
+        }
+    else:
+        answer = await supervisor.reconciler.handle(body if isinstance(body, dict) else {})
+    return web.json_response(answer)
+
+
+async def get_reconcile(request: web.Request) -> web.Response:
+    reconciler = _supervisor(request).reconciler
+    status = reconciler.status if reconciler is not None else None
+    return web.json_response(status.plain() if status is not None else {})
+
+
 def build_app(supervisor: Supervisor) -> web.Application:
     app = web.Application()
     app[SUPERVISOR_KEY] = supervisor
@@ -104,6 +130,8 @@ def build_app(supervisor: Supervisor) -> web.Application:
     app.router.add_get("/events", get_events)
     app.router.add_post("/down", post_down)
     app.router.add_get("/logs", get_logs)
+    app.router.add_post("/reconcile", post_reconcile)
+    app.router.add_get("/reconcile", get_reconcile)
     return app
 
 

@@ -16,8 +16,14 @@ in its own session, so closing the terminal does not end the deployment. It
      terminate agreements, accept invoices and release the allocation, stops the local
      network, and exits.
 
+  7. on a change (`up` again, `scale`, `restart`: POST /reconcile) lets reconcile.py apply
+     it to the running engine.
+
 The app key is read from the environment and never written anywhere. The process entry is
 __main__.py; the decisions are machine.py's; this module performs them.
+
+Size: the one class that performs the deployment machine's decisions, consumes the engine's
+events and builds the snapshot; what a change does lives in reconcile.py.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from golem_deploy.supervisor import deployments, localnet_watch, snapshot
 from golem_deploy.supervisor import machine as dm
 from golem_deploy.supervisor.backend import Backend
 from golem_deploy.supervisor.broadcast import Broadcast
+from golem_deploy.supervisor.generations import every_cluster, hidden, service_clusters
 from golem_deploy.supervisor.journal import Journal, Redactor, load, to_plain
 from golem_deploy.supervisor.logs import InstanceLogs
 from golem_deploy.supervisor.narrate import journal_worthy, log_line
@@ -48,6 +55,7 @@ if TYPE_CHECKING:
 
     from golem_deploy.engine import Cluster, Golem, Service
     from golem_deploy.manifest.model import Manifest
+    from golem_deploy.supervisor.reconcile import Reconciler
     from golem_deploy.supervisor.vpn import DeploymentVpn
 
 DEFAULT_DOWN_TIMEOUT = 120.0
@@ -105,13 +113,18 @@ class Supervisor:
         self.down = DownRequest()
         self.backend = Backend(manifest, folder, providers, faults, self.note, redactor)
         self.golem: Golem | None = None
-        self.clusters: dict[str, Cluster] = {}
+        self.clusters: dict[str, Cluster] = {}  # the current cluster of each service
+        # Clusters a change replaced (reconcile.py), while their instances still end.
+        self.retired: dict[str, list[Cluster]] = {}
+        self.reconciler: Reconciler | None = None  # once the deployment's engine runs
+        self._watched: set[int] = set()  # id() of the clusters whose end is waited for
         self.vpn: DeploymentVpn | None = None  # the VPN and forwarded ports, when it has one
         self.last_output: dict[tuple[str, int], str] = {}
         self.records = Broadcast()  # to every /events reader
         # Waves the machine asked to start, launched by _run_waves (run_service awaits).
         self._wave_send, self._wave_receive = anyio.create_memory_object_stream[dm.StartWave](100)
         self.done = anyio.Event()
+        self._tg: TaskGroup | None = None  # the running deployment's (changes run in it)
 
     @property
     def state(self) -> str:
@@ -144,6 +157,8 @@ class Supervisor:
         else:
             record = {"kind": type(event).__name__, **to_plain(event, self.redactor)}
         self.publish(record)
+        if self.reconciler is not None:
+            self.reconciler.on_event(event)
         match event:
             case ev.InstanceStateChanged(
                 service=service, index=index, new=new, reason=why, final=final, renewal=""
@@ -204,9 +219,13 @@ class Supervisor:
         """The deployment now (the control API serves its plain form)."""
         spent = self.golem.spent if self.golem is not None else load(self.journal.path).spent
         rows: dict[tuple[str, int], snapshot.InstanceView] = {}
-        for name, cluster in self.clusters.items():
+        for name, cluster in self.every_cluster():
+            spec = self.manifest.services.get(name)
             for instance in cluster.instances:
                 engine_view = instance.snapshot()
+                count, key = spec.instances if spec else 0, (name, engine_view.index)
+                if hidden(engine_view, count, shown=key in rows):
+                    continue
                 rows[(name, engine_view.index)] = snapshot.live_instance(
                     engine_view,
                     expires_at=engine_view.expires_at or cluster.expiration,
@@ -228,6 +247,19 @@ class Supervisor:
             ports=self.vpn.ports() if self.vpn else (),
             vpn=self.vpn.view() if self.vpn else None,
         )
+
+    def service_clusters(self, name: str) -> list[Cluster]:
+        return service_clusters(self.clusters, self.retired, name)
+
+    def every_cluster(self) -> list[tuple[str, Cluster]]:
+        return every_cluster(self.clusters, self.retired)
+
+    def watch(self, name: str, cluster: Cluster, tg: TaskGroup | None = None) -> None:
+        """Tell the machine when `cluster` finished (once per time it has instances)."""
+        tg = tg or self._tg
+        if id(cluster) not in self._watched and tg is not None:
+            self._watched.add(id(cluster))
+            tg.start_soon(self._watch_finished, name, cluster)
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -280,6 +312,7 @@ class Supervisor:
             return
         from golem_deploy.compiler import compile_manifest, price_caps
         from golem_deploy.engine import Golem
+        from golem_deploy.supervisor.reconcile import Reconciler
 
         # Local mounts work on any golem-deploy local network: the private one, or one
         # started with `golem-deploy localnet start` and exported (its subnet is local-dev).
@@ -305,7 +338,9 @@ class Supervisor:
         async with golem:
             self.golem = golem
             async with anyio.create_task_group() as tg:
+                self._tg = tg
                 await self._open_vpn(golem, tg)  # listeners close first on down
+                self.reconciler = Reconciler(self, golem, tg, local=local, images=images)
                 tg.start_soon(self._run_waves, golem, classes)
                 await self.down.event.wait()
                 tg.cancel_scope.cancel()  # no further waves once down is asked
@@ -348,7 +383,9 @@ class Supervisor:
 
         plan = network_plan(self.manifest)
         if plan is not None:
-            self.vpn = await DeploymentVpn.open(golem, plan, self.manifest, tg, self.clusters)
+            self.vpn = await DeploymentVpn.open(
+                golem, plan, self.manifest, tg, self.service_clusters
+            )
             ports = [port.describe() for port in self.vpn.ports()]
             self.note("NetworkPlanned", addresses=self.vpn.addresses(), ports=ports)
 
@@ -375,17 +412,25 @@ class Supervisor:
                         renewal=RenewalPolicy(spec.expiration, spec.lifetime),
                     )
                     self.clusters[name] = cluster
-                    tg.start_soon(self._watch_finished, name, cluster)
+                    self.watch(name, cluster, tg)
 
     async def _watch_finished(self, name: str, cluster: Cluster) -> None:
-        await cluster.wait_finished()
+        try:
+            await cluster.wait_finished()
+        finally:
+            self._watched.discard(id(cluster))
+        if self.clusters.get(name) is not cluster:
+            return  # a change replaced it, or removed its service: not the service's end
         reasons = tuple(instance.snapshot().reason for instance in cluster.instances)
         self.feed(dm.ServiceFinished(name, reasons))
 
     async def _stop_services(self) -> None:
         """Stop services in reverse wave order, each wave once all its instances ended."""
-        for wave in reversed(self.waves):
-            clusters = [self.clusters[name] for name, _ in wave if name in self.clusters]
+        waves = [[name for name, _ in wave] for wave in self.waves]
+        listed = {name for wave in waves for name in wave}
+        others = [name for name, _ in self.every_cluster() if name not in listed]
+        for wave in [*reversed(waves), others]:  # others: removed by a change cut short
+            clusters = [c for name in dict.fromkeys(wave) for c in self.service_clusters(name)]
             for cluster in clusters:
                 cluster.stop()
             for cluster in clusters:

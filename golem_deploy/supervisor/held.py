@@ -160,6 +160,13 @@ def apply(held: Held, rec: Mapping[str, Any]) -> Held:
         held.failure = None
         held.ended = None
         held.invoices_missing = []
+    elif kind == "ReconcileFinished" and isinstance(rec.get("services"), list):
+        # A change to the running deployment: the services it runs now (reconcile.py).
+        held.services = [
+            (str(s.get("name")), int(s.get("instances", 0)))
+            for s in rec["services"]
+            if isinstance(s, dict)
+        ]
     elif kind == "NetworkReady":
         held.network_kind = rec.get("network_kind", held.network_kind)
         held.api_url = rec.get("api_url", held.api_url)

@@ -13,6 +13,7 @@ States (`gone` is not one of them: it is the journal's verdict when no superviso
 see snapshot.from_journal):
 
     starting --last wave running--> running
+    running --ServicesChanged--> running (a change: the services it supervises are new)
     starting --an instance of the current wave ended before running--> failed
     starting | running | degraded | failed --DownRequested--> stopping
     any but stopped --Crashed--> failed (stays failed through Finished)
@@ -75,6 +76,7 @@ __all__ = [
     "NetworkReady",
     "RestartLocalnet",
     "ServiceFinished",
+    "ServicesChanged",
     "StartWave",
     "StopServices",
     "WaveRunning",
@@ -127,6 +129,16 @@ class ServiceFinished:
 
 
 @dataclass(frozen=True)
+class ServicesChanged:
+    """A change to the running deployment (`up` again, `scale`, `restart`) is being applied:
+    `waves` are its services now; `started` the services it starts instances of (finished
+    or not before, they have instances to supervise again)."""
+
+    waves: tuple[tuple[tuple[str, int], ...], ...]
+    started: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class DownRequested:
     reason: str
 
@@ -176,6 +188,7 @@ Event = (
     NetworkReady
     | InstanceChanged
     | ServiceFinished
+    | ServicesChanged
     | DownRequested
     | DownTimedOut
     | Crashed
@@ -346,6 +359,17 @@ class DeploymentMachine:
                     raise IllegalTransition("crashed after it stopped")
                 self.state, self.reason, self._crashed = S.failed, reason, True
                 return [DeploymentFailed(reason)]
+            case ServicesChanged(waves=waves, started=started):
+                if self.state is not S.running:
+                    raise IllegalTransition(f"services changed while {self.state}")
+                self._waves = tuple(tuple(wave) for wave in waves)
+                names = {name for wave in self._waves for name, _ in wave}
+                self._finished = {
+                    name: reasons
+                    for name, reasons in self._finished.items()
+                    if name in names and name not in started
+                }
+                return self._check_all_ended()
             case Finished():
                 if self.state is S.stopped:
                     raise IllegalTransition("finished twice")

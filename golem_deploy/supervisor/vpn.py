@@ -8,7 +8,7 @@ the ports even earlier: supervisor/ports.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -111,25 +111,21 @@ class DeploymentVpn:
         plan: NetworkPlan,
         manifest: Manifest,
         tg: TaskGroup,
-        clusters: Mapping[str, Cluster],
+        clusters: Callable[[str], Sequence[Cluster]],
     ) -> DeploymentVpn:
-        """Create the VPN with its names, then bind every forwarded port (PortInUse)."""
+        """Create the VPN with its names, then bind every forwarded port (PortInUse).
+        `clusters(service)` lists the service's clusters (more than one while a change
+        replaces its instances: the old ones serve until their replacements run)."""
         network = await golem.create_network(plan.cidr)
         network.hosts.update(plan.hosts)
         vpn = cls(network, plan)
 
         def running(service: str) -> list[str]:
-            cluster = clusters.get(service)
-            if cluster is None:
-                return []
-            views = [instance.snapshot() for instance in cluster.instances]
+            views = [i.snapshot() for cluster in clusters(service) for i in cluster.instances]
             return [v.ip for v in views if v.ip and v.state is ServiceState.running]
 
         def draining(service: str) -> list[str]:
-            cluster = clusters.get(service)
-            if cluster is None:
-                return []
-            views = [instance.snapshot() for instance in cluster.draining]
+            views = [i.snapshot() for cluster in clusters(service) for i in cluster.draining]
             return [v.ip for v in views if v.ip and v.state is ServiceState.running]
 
         await vpn.forwards.open(tg, manifest, network.api, network.network_id, running, draining)

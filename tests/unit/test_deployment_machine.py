@@ -290,3 +290,22 @@ def test_any_order_of_engine_events_keeps_the_rules(events: list[m.Event]) -> No
     machine.handle(m.DownRequested("down"))
     machine.handle(m.Finished())
     assert machine.state is D.stopped
+
+
+def test_services_changed_replaces_what_the_machine_supervises() -> None:
+    machine = _running()
+    machine.handle(m.ServiceFinished("cache", ("expired",)))
+    machine.handle(m.ServiceFinished("web", ("expired",)))
+    # A change removes cache and starts web again: web's earlier end no longer counts.
+    waves = ((("db", 1),), (("web", 3),))
+    assert machine.handle(m.ServicesChanged(waves, started=("web",))) == []
+    assert machine.handle(m.ServiceFinished("db", ("expired",))) == []
+    assert machine.handle(m.ServiceFinished("web", ("budget",))) == [
+        m.AllEnded("every instance ended: budget; expired")
+    ]
+
+
+def test_services_changed_only_while_running() -> None:
+    machine = _started()
+    with pytest.raises(m.IllegalTransition):
+        machine.handle(m.ServicesChanged(((("db", 1),),)))

@@ -99,6 +99,8 @@ def test_schema_defaults_document_the_model_defaults() -> None:
     assert restart["policy"]["default"] == model.RestartPolicy().policy
     assert restart["max_restarts"]["default"] == model.RestartPolicy().max_restarts
     assert restart["backoff"]["default"] == "5s" and model.RestartPolicy().backoff == 5.0
+    update = service["update"]["properties"]["parallelism"]
+    assert update["default"] == model.UpdatePolicy().parallelism and update["minimum"] == 1
     check = service["healthcheck"]["properties"]
     assert check["interval"]["default"] == "30s" and model.Healthcheck().interval == 30.0
     assert check["retries"]["default"] == model.Healthcheck().retries

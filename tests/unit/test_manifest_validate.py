@@ -322,3 +322,25 @@ def test_examples_cover_the_documented_shapes() -> None:
     assert len(multi.services) == 2
     assert all(s.instances == 2 for s in multi.services.values())
     assert multi.start_order() == [["db"], ["web"]]
+
+
+def test_update_parallelism_is_read_and_at_least_one(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f"""\
+        budget: 1
+        services:
+          web:
+            payload: {{image_hash: {HASH}}}
+            update: {{parallelism: 2}}
+          db:
+            payload: {{image_hash: {HASH}}}
+            update: {{parallelism: 0}}
+        """,
+    )
+    assert problems(path) == [
+        "8:27: error: services.db.update.parallelism: must be at least 1, not 0"
+    ]
+    path.write_text(path.read_text().replace("parallelism: 0", "parallelism: 1"))
+    m = load_manifest(path)
+    assert m.services["web"].update.parallelism == 2 and m.services["db"].update.parallelism == 1
