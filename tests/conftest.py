@@ -75,16 +75,20 @@ def _prepare_yapapi_python() -> None:
 
 YAPAPI_EXAMPLES = Path(__file__).resolve().parent.parent / ".yapapi-examples" / "0.13.1"
 YAPAPI_SOURCE = "https://github.com/golemfactory/yapapi/archive/refs/tags/0.13.1.tar.gz"
+YAPAPI_MIRROR = Path("/work/.mirror/golemfactory+yapapi/repo")
 
 
 def _prepare_yapapi_examples() -> None:
     """Give tests/integration/test_yapapi_examples.py yapapi 0.13.1's example programs.
 
     They are not in this repository (its rule: no copied public code), nor in yapapi's
-    PyPI sdist, so yapapi's published source archive of the tag is fetched (once, cached
-    in .yapapi-examples) before the session goes offline; only `examples/` is kept. The
-    test checks every file it runs against its git blob id. Offline, it skips.
-    $GOLEM_DEPLOY_TEST_YAPAPI_EXAMPLES may name a folder holding `examples/` instead.
+    PyPI sdist, so they are taken, once and cached in .yapapi-examples, before the session
+    goes offline, from the first of:
+    - $GOLEM_DEPLOY_TEST_YAPAPI_EXAMPLES, a folder holding `examples/`;
+    - a git clone of golemfactory/yapapi with the 0.13.1 tag: $GOLEM_DEPLOY_TEST_YAPAPI_GIT,
+      else this workplace's mirror (YAPAPI_MIRROR; CI's machine cannot reach GitHub);
+    - yapapi's published source archive of the tag on GitHub.
+    The test checks every file it runs against its git blob id. With none of them, it skips.
     """
     if os.environ.get("GOLEM_DEPLOY_TEST_YAPAPI_EXAMPLES"):
         return
@@ -92,12 +96,18 @@ def _prepare_yapapi_examples() -> None:
         import tarfile
         import urllib.request
 
+        git = Path(os.environ.get("GOLEM_DEPLOY_TEST_YAPAPI_GIT") or YAPAPI_MIRROR)
         try:
-            with (
-                tempfile.TemporaryFile() as archive,
-                urllib.request.urlopen(YAPAPI_SOURCE, timeout=15) as answer,
-            ):
-                shutil.copyfileobj(answer, archive)
+            with tempfile.TemporaryFile() as archive:
+                if (git / "HEAD").exists() or (git / ".git").exists():
+                    subprocess.run(
+                        ["git", "-C", str(git), "archive", "--format=tar.gz",
+                         "--prefix=yapapi-0.13.1/", "0.13.1", "examples"],
+                        stdout=archive, check=True, timeout=60,
+                    )  # fmt: skip
+                else:
+                    with urllib.request.urlopen(YAPAPI_SOURCE, timeout=15) as answer:
+                        shutil.copyfileobj(answer, archive)
                 archive.seek(0)
                 with tarfile.open(fileobj=archive, mode="r:gz") as tar:
                     wanted = [m for m in tar.getmembers() if m.name.split("/")[1:2] == ["examples"]]
@@ -105,7 +115,7 @@ def _prepare_yapapi_examples() -> None:
                         member.name = member.name.split("/", 1)[1]
                     tar.extractall(YAPAPI_EXAMPLES, members=wanted, filter="data")
         # TypeError: Python < 3.11.4 has no extractall(filter=), which keeps paths inside
-        except (OSError, tarfile.TarError, IndexError, TypeError):
+        except (OSError, subprocess.SubprocessError, tarfile.TarError, IndexError, TypeError):
             shutil.rmtree(YAPAPI_EXAMPLES, ignore_errors=True)
             return
     os.environ["GOLEM_DEPLOY_TEST_YAPAPI_EXAMPLES"] = str(YAPAPI_EXAMPLES)

@@ -304,6 +304,21 @@ def loopback_up() -> None:
         fcntl.ioctl(sock, 0x8914, struct.pack("16sH14x", b"lo", flags | 1))  # IFF_UP
 
 
+def any_port_for_anyone() -> None:
+    """Let root inside bind ports below 1024, as a VM's root can (a web server on port 80).
+
+    Root inside is not root of the network namespace (that stays the host's), so it lacks
+    CAP_NET_BIND_SERVICE there; the namespace is the activity's alone, so lowering its
+    ip_unprivileged_port_start to 0 opens nothing on the host. /proc/sys/net is the
+    namespace of the process writing it: this one, before it leaves for the new root.
+    """
+    with (
+        contextlib.suppress(OSError),
+        open("/proc/sys/net/ipv4/ip_unprivileged_port_start", "w") as f,
+    ):
+        f.write("0")
+
+
 def setup(spec: dict) -> None:  # type: ignore[type-arg]
     """Build the root, enter it, forget the host's tree.
 
@@ -360,6 +375,7 @@ def setup(spec: dict) -> None:  # type: ignore[type-arg]
             if spec.get("owner") is not None:
                 os.chown(path, *spec["owner"])
     loopback_up()
+    any_port_for_anyone()
     _check(_libc.sethostname(b"golem", 5), "sethostname")
     # pivot_root(".", "."): the old root ends up stacked on the new one; detach it.
     os.chdir(new_root)

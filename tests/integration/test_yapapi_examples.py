@@ -271,17 +271,6 @@ def test_simple_service_poc(examples: Path, shared_localnet: LocalNetInfo, tmp_p
     assert re.fullmatch(r"instances: \['simple-service-1: terminated on local-provider-\d'\]", last)
 
 
-#: Verified up to its first request: with a stand-in VM_CAPS_VPN the program negotiates,
-#: runs the adapted start script on a VPN, starts LocalHttpProxy and forwards the request,
-#: which the instance refuses: nothing can listen on port 80 there.
-HTTP_PROXY_BLOCKED = (
-    "blocked: the local sandbox cannot bind port 80, where the example's HttpProxyService "
-    "connects (a VM's root can; the local ExeUnit would need ip_unprivileged_port_start=0 in "
-    "the activity's network namespace); it also needs vm.VM_CAPS_VPN (issue 13 A.6)"
-)
-
-
-@pytest.mark.skip(reason=HTTP_PROXY_BLOCKED)
 def test_http_proxy_over_the_vpn(
     examples: Path, shared_localnet: LocalNetInfo, tmp_path: Path
 ) -> None:
