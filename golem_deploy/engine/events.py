@@ -24,6 +24,7 @@ __all__ = [
     "ActivityCreated",
     "ActivityDestroyed",
     "AgreementCreated",
+    "AgreementOrphaned",
     "AgreementRejected",
     "AgreementTerminated",
     "AllocationCreated",
@@ -125,6 +126,20 @@ class AgreementRejected(EngineEvent):
     index: int
     agreement_id: str
     provider_id: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgreementOrphaned(EngineEvent):
+    """yagna created an agreement whose id never reached us (the answer to
+    `POST /agreements` was lost). Found by our demand's subscription; `cancelled` says
+    whether it was cancelled, else `reason` says why it is left to expire at its validTo.
+    It never bound anyone: nobody confirmed it and the provider never saw it."""
+
+    service: str
+    agreement_id: str
+    provider_id: str
+    cancelled: bool
     reason: str
 
 
