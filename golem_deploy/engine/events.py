@@ -46,6 +46,7 @@ __all__ = [
     "PaymentRejected",
     "ProposalRejected",
     "ProviderAvoided",
+    "YagnaOutage",
 ]
 
 
@@ -275,3 +276,15 @@ class PaymentRejected(EngineEvent):
     agreement_id: str
     amount: Decimal
     reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class YagnaOutage(EngineEvent):
+    """yagna itself did not answer (stopped, restarting) while this instance ran: the
+    instance waited for it instead of blaming its provider. `seconds` is how long it
+    waited; `back` whether yagna answers again (else the engine's grace ran out)."""
+
+    service: str
+    index: int
+    seconds: float
+    back: bool
