@@ -13,7 +13,9 @@ processes left, GLM accepted beyond the budget -- to a report file this script r
 
 Prints one line per row (outcome, seconds, audit figures), then, as its LAST line, one
 JSON object: scenarios_run, scenarios_passed, agreements_leaked, activities_leaked,
-processes_leaked, glm_accepted_beyond_budget, fuzz_cases, fuzz_tracebacks, localnet_heal
+processes_leaked, agreements_orphaned (never-bound agreements yagna holds that the journal
+never saw created: Proposal left by a lost answer, or Cancelled by the engine),
+orphans_cancelled, glm_accepted_beyond_budget, fuzz_cases, fuzz_tracebacks, localnet_heal
 (rows 13c-13e: which part of the local network was killed, ms until the supervisor noticed,
 s until the deployment ran again), seconds, failed.
 """
@@ -117,7 +119,13 @@ def main() -> int:
         heal: list[dict[str, Any]] = []
         audits, fuzz_cases, fuzz_tracebacks = _audits(report, heal)
 
-    leaked = {"agreements_leaked": 0, "activities_leaked": 0, "processes_leaked": 0}
+    leaked = {
+        "agreements_leaked": 0,
+        "activities_leaked": 0,
+        "processes_leaked": 0,
+        "agreements_orphaned": 0,
+        "orphans_cancelled": 0,
+    }
     beyond = Decimal(0)
     for row in rows:
         audit = audits.get(row["name"].split("::", 1)[-1], {})

@@ -24,6 +24,7 @@ __all__ = [
     "ActivityCreated",
     "ActivityDestroyed",
     "AgreementCreated",
+    "AgreementOrphaned",
     "AgreementRejected",
     "AgreementTerminated",
     "AllocationCreated",
@@ -48,6 +49,7 @@ __all__ = [
     "PaymentRejected",
     "ProposalRejected",
     "ProviderAvoided",
+    "YagnaOutage",
 ]
 
 
@@ -128,6 +130,20 @@ class AgreementRejected(EngineEvent):
     index: int
     agreement_id: str
     provider_id: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgreementOrphaned(EngineEvent):
+    """yagna created an agreement whose id never reached us (the answer to
+    `POST /agreements` was lost). Found by our demand's subscription; `cancelled` says
+    whether it was cancelled, else `reason` says why it is left to expire at its validTo.
+    It never bound anyone: nobody confirmed it and the provider never saw it."""
+
+    service: str
+    agreement_id: str
+    provider_id: str
+    cancelled: bool
     reason: str
 
 
@@ -304,3 +320,15 @@ class PaymentRejected(EngineEvent):
     agreement_id: str
     amount: Decimal
     reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class YagnaOutage(EngineEvent):
+    """yagna itself did not answer (stopped, restarting) while this instance ran: the
+    instance waited for it instead of blaming its provider. `seconds` is how long it
+    waited; `back` whether yagna answers again (else the engine's grace ran out)."""
+
+    service: str
+    index: int
+    seconds: float
+    back: bool

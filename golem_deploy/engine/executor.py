@@ -295,18 +295,20 @@ class ScriptExecutor:
             raise ProviderGone(f"activity {state.state.lower()} on the provider") from error
         await anyio.sleep(self.timings.retry_pause)
 
-    async def wait_for_yagna(self) -> None:
-        """Until yagna answers again (any answer), at most `yagna_outage_grace` seconds."""
+    async def wait_for_yagna(self) -> bool:
+        """Until yagna answers again (any answer), at most `yagna_outage_grace` seconds;
+        whether it answered."""
         with anyio.move_on_after(self.timings.yagna_outage_grace):
             while True:
                 try:
                     await self.client.me()
-                    return
+                    return True
                 except YagnaUnreachable:
                     pass
                 except YagnaError:
-                    return  # it answers, if only with an error
+                    return True  # it answers, if only with an error
                 await anyio.sleep(self.timings.retry_pause)
+        return False
 
     def _output(self, stream: str, text: str) -> None:
         self.emit(

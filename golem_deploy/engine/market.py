@@ -13,12 +13,13 @@ import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import anyio
 
 from golem_deploy.engine import events as ev
+from golem_deploy.engine import orphans
 from golem_deploy.engine.config import PriceCaps
 from golem_deploy.engine.offers import (
     CPU_SEC,
@@ -117,6 +118,7 @@ class MarketSession:
     _poll_scope: anyio.CancelScope | None = None
     _waiting: int = 0
     _names: dict[str, str] = field(default_factory=dict)
+    _orphans: orphans.OrphanWatch = field(default_factory=orphans.OrphanWatch)
 
     async def collect(self) -> None:
         """Negotiate forever (cancel to stop); unsubscribes on the way out."""
@@ -139,6 +141,7 @@ class MarketSession:
         self._subscription = await self.client.subscribe_demand(
             self.demand.properties, self.demand.constraints
         )
+        self._orphans.subscriptions.add(self._subscription)
         self._want_resubscribe = False
         self._countered.clear()
         self._counter_ids.clear()
@@ -310,10 +313,17 @@ class MarketSession:
     async def _try_agreement(self, draft: _Draft, index: int) -> SignedAgreement | None:
         provider = draft.provider_id
         valid_to = self.expiration + timedelta(minutes=5)
+        since = datetime.now(UTC)
         try:
-            agreement_id = await self.client.create_agreement(draft.proposal.proposal_id, valid_to)
+            with self._orphans.creating(provider) as created:
+                agreement_id = await self.client.create_agreement(
+                    draft.proposal.proposal_id, valid_to
+                )
+                created(agreement_id)
         except YagnaError as e:
             log.info("create agreement with %s failed: %s", self._names.get(provider), e)
+            if orphans.answer_may_be_lost(e):  # yagna may hold one we never heard of
+                await self._orphans.sweep(self.client, self.service, provider, since, self.emit)
             return None
         try:
             return await self._confirm(agreement_id, draft, index)

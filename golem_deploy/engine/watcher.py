@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
+from golem_deploy.engine import events as ev
 from golem_deploy.engine import lifecycle as lc
 from golem_deploy.engine.config import HealthCheck
 from golem_deploy.engine.executor import ScriptExecutor
@@ -70,6 +71,11 @@ class Watcher:
                 with anyio.fail_after(t.state_query_timeout):
                     state = await self.client.activity_state(activity_id)
                 failures = 0
+            except YagnaUnreachable as e:
+                # yagna itself is down or restarting: that says nothing about the activity.
+                if not await self._ride_out_outage(e):
+                    failures += 1  # still down after the grace: count it, as before
+                continue
             except (YagnaError, TimeoutError) as e:
                 failures += 1
                 log.info("%s: activity state: %s", self.name, e)
@@ -93,6 +99,23 @@ class Watcher:
                     else:
                         await self._vpn_probe(send)
             await anyio.sleep(pause)
+
+    async def _ride_out_outage(self, error: YagnaUnreachable) -> bool:
+        """Wait (bounded by the outage grace) for yagna to answer again; True when it does.
+        The wait is reported (YagnaOutage) so the journal and the instance's log say it."""
+        log.warning("%s: yagna does not answer (%s): waiting for it", self.name, error)
+        began = anyio.current_time()
+        back = await self.executor.wait_for_yagna()
+        executor = self.executor
+        executor.emit(
+            ev.YagnaOutage(
+                service=executor.service,
+                index=executor.index,
+                seconds=round(anyio.current_time() - began, 1),
+                back=back,
+            )
+        )
+        return back
 
     async def _health_command(self, activity_id: str, argv: tuple[str, ...], send: Send) -> None:
         hc = self.healthcheck

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from golem_deploy.localnet import disk_bound
 from golem_deploy.localnet.daemons import LocalNodes, NodesInfo
 from golem_deploy.localnet.faults import NO_FAULTS, ProviderFaults, load_faults
 from golem_deploy.localnet.node import LocalnetError
@@ -158,6 +159,14 @@ async def serve(
             # the event loop pumping VPN frames must not wait for.
             await anyio.to_thread.run_sync(nodelay.sweep, daemons)
 
+    async def keep_disk_bounded() -> None:
+        """yagna's WAL files and logs grow with no setting to stop them (disk_bound.py)."""
+        data_dirs = [n.config.data_dir for n in (local_nodes.requestor, local_nodes.provider) if n]
+        logs = state_dir / "logs"
+        while True:
+            await anyio.sleep(disk_bound.CHECKPOINT_EVERY)
+            await anyio.to_thread.run_sync(disk_bound.keep_bounded, data_dirs, logs)
+
     # No connection cap: every agent holds three long polls open at all times.
     connector = aiohttp.TCPConnector(limit=0)
     async with (
@@ -168,6 +177,7 @@ async def serve(
         tg.start_soon(on_signals)
         tg.start_soon(watch)
         tg.start_soon(keep_nodelay)
+        tg.start_soon(keep_disk_bounded)
         agents = []
         for index, identity in enumerate(nodes.providers, start=1):
             config = ProviderConfig(

@@ -158,6 +158,9 @@ class NodeConfig:
             "HOME": str(self.data_dir),
             "LANG": "C.UTF-8",
             "RUST_LOG": "info",
+            # yagna also writes its log to files in its data dir (a copy of its stdout,
+            # which logs/<node>.log keeps and disk_bound.py rotates): "" turns that off.
+            "YAGNA_LOG_DIR": "",
             "YAGNA_DATADIR": str(self.data_dir),
             "GSB_URL": self.gsb_url,
             "YAGNA_API_URL": self.api_url,

@@ -184,7 +184,7 @@ def log_files(folder: Path, selector: str | None = None) -> list[tuple[str, int,
     service_filter, index_filter = None, None
     if selector:
         head, _, tail = selector.rpartition(".")
-        if head and tail.isdigit():
+        if head and tail.isascii() and tail.isdigit():
             service_filter, index_filter = head, int(tail)
         else:
             service_filter = selector

@@ -51,6 +51,9 @@ def log_line(event: ev.EngineEvent) -> tuple[str, int, str, str] | None:
             service=s, index=i, attempt=attempt, delay=delay, reason=reason
         ):
             return s, i, "state", f"restart #{attempt} in {delay:g}s: {reason}"
+        case ev.YagnaOutage(service=s, index=i, seconds=seconds, back=back):
+            what = "carried on" if back else "still no answer: counted as a failed check"
+            return s, i, "state", f"yagna did not answer for {seconds:g}s; {what}"
         case ev.HealthCheckResult(service=s, index=i, ok=False) as check:
             text = f"health check failed ({check.consecutive_failures} in a row): {check.message}"
             return s, i, "state", text

@@ -243,6 +243,23 @@ class YagnaClient:
         path = f"{MARKET}/agreements/{agreement_id}"
         return Agreement.parse(await self._get(path), f"GET {path}")
 
+    async def agreement_ids(self, state: str, after: datetime) -> list[str]:
+        """The ids of the agreements in `state` yagna created after `after` (either role)."""
+        path = f"{MARKET}/agreements"
+        params = {"state": state, "afterDate": after.astimezone(UTC).isoformat()}
+        entries = expect_list(await self._get(path, params=params), f"GET {path}")
+        return [str(e["id"]) for e in entries if isinstance(e, dict) and "id" in e]
+
+    async def cancel_agreement(self, agreement_id: str, reason: str) -> None:
+        """Cancel an agreement nobody confirmed yet (Proposal or Pending); a final one (410)
+        counts as done."""
+        await self.request(
+            "POST",
+            f"{MARKET}/agreements/{agreement_id}/cancel",
+            body={"message": reason},
+            ok=(200, 204, 410),
+        )
+
     async def confirm_agreement(self, agreement_id: str) -> None:
         await self._post(f"{MARKET}/agreements/{agreement_id}/confirm")
 

@@ -223,6 +223,7 @@ class Agreement:
     demand_properties: dict[str, object]
     offer_properties: dict[str, object]
     valid_to: str
+    demand_id: str = ""  # the requestor's demand subscription the agreement came from
 
     @property
     def provider_name(self) -> str:
@@ -241,6 +242,7 @@ class Agreement:
             demand_properties=demand.obj("properties"),
             offer_properties=offer.obj("properties"),
             valid_to=r.text("validTo"),
+            demand_id=str(demand.data.get("demandId") or ""),
         )
 
 

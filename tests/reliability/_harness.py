@@ -388,6 +388,26 @@ class Audit:
         return {a: s for a, s in self.yagna.agreements.items() if s in BINDING_STATES}
 
     @property
+    def orphaned_agreements(self) -> dict[str, str]:
+        """Agreements yagna holds that the journal never saw as created and that never bound
+        anyone: `Proposal` ones left when the answer to `POST /agreements` was lost, and
+        the `Cancelled` ones the engine found and cancelled (journaled AgreementOrphaned)."""
+        created = set(self.ids("AgreementCreated", "agreement_id"))
+        return {
+            a: s
+            for a, s in self.yagna.agreements.items()
+            if a not in created and s in NEVER_BOUND_STATES
+        }
+
+    @property
+    def orphans_cancelled(self) -> list[str]:
+        return [
+            str(r["agreement_id"])
+            for r in self.records
+            if r["kind"] == "AgreementOrphaned" and r.get("cancelled") is True
+        ]
+
+    @property
     def live_activities(self) -> dict[str, str]:
         return {a: s for a, s in self.yagna.activities.items() if s != "Terminated"}
 
@@ -432,6 +452,8 @@ class Audit:
             "agreements_leaked": len(self.leaked_agreements),
             "activities_leaked": len(self.stuck_activities(vanished)),
             "processes_leaked": len(self.processes),
+            "agreements_orphaned": len(self.orphaned_agreements),
+            "orphans_cancelled": len(self.orphans_cancelled),
             "glm_accepted": str(self.yagna.accepted()),
             "glm_accepted_beyond_budget": str(self.beyond_budget),
             "seconds": round(time.monotonic() - self.scenario.started, 1),
@@ -473,6 +495,11 @@ class Audit:
         }
         assert not unjournaled, f"agreements yagna has but the journal never saw: {unjournaled}"
         assert not self.leaked_agreements, f"agreements still binding: {self.leaked_agreements}"
+        for agreement_id in self.orphans_cancelled:  # journaled as cancelled: yagna agrees
+            assert self.yagna.agreements.get(agreement_id) == "Cancelled", (
+                agreement_id,
+                self.yagna.agreements.get(agreement_id),
+            )
         for agreement_id in set(self.ids("ActivityCreated", "agreement_id")):
             assert self.yagna.agreements.get(agreement_id) == "Terminated", (
                 agreement_id,

@@ -1,0 +1,303 @@
+"""Soak: a deployment left running with providers dying under it, and what it costs over time.
+
+    .venv/bin/python bench/soak.py --minutes 60 --instances 20 [--providers 4] [--sample 30]
+
+`golem-deploy up -d` of one service of N instances on the embedded local network:
+Python's http.server (as manifests/webapp.yaml runs it), on the deployment's VPN with one
+forwarded port, a tcp health check and `restart: on-failure` (max_restarts 1000). While it
+runs:
+
+- faults: every `--minutes / providers` minutes one more local provider vanishes (the
+  `die_when` fault: its ExeUnits stop answering, its offer is gone); the last provider is
+  never killed. The local network's faults cannot bring a vanished provider back, so
+  providers die but do not come back in this bench;
+- a client loop GETs the forwarded port twice a second; a request that fails (reset,
+  refused, timeout of 5 s, or not a 200) is counted;
+- every `--sample` seconds: the supervisor's RSS and open fds, the deployment folder (split
+  as in bench/state_growth.py) and the journal size.
+
+Then `down`, and the private network is started again on its state to ask its requestor
+yagna for the invoices. Prints a sample line every `--sample` seconds and, as its LAST line,
+one JSON object with, scaled to one hour: supervisor RSS and fd growth after the warm-up
+(10 minutes, or the first third of a shorter run), deployment folder and journal growth per
+instance-hour, provider deaths vs the restarts performed for them, failed client requests,
+and GLM accepted (journal) vs the sum of the invoices yagna received and the budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import bench_home, emit, isolate, proc_rss_mb, run_cli
+from state_growth import measure
+
+# yapapi's Python example image; offline, the local network's sealed host root stands in
+# for it (as for manifests/webapp.yaml).
+PYTHON_IMAGE = "8b11df59f84358d47fc6776d0bb7290b0054c15ded2d6f54cf634488"
+PORT = 18480
+BUDGET = "50.0"
+
+
+def manifest(folder: Path, instances: int) -> Path:
+    doc = {
+        "version": "1",
+        "name": "soak",
+        "budget": float(BUDGET),
+        "network": {"cidr": "192.168.77.0/24"},
+        "services": {
+            "web": {
+                "payload": {"image_hash": PYTHON_IMAGE, "min_mem_gib": 0.5},
+                "instances": instances,
+                "expiration": "3h",
+                "restart": {"policy": "on-failure", "max_restarts": 1000, "backoff": "1s"},
+                "ports": [f"{PORT}:8000"],
+                "start": [
+                    {
+                        "run": [
+                            "/bin/sh",
+                            "-c",
+                            "mkdir -p /golem/work/www && echo ok > /golem/work/www/index.html",
+                        ]
+                    },
+                    {
+                        "run": "python3 -m http.server 8000 --directory /golem/work/www"
+                        " > /golem/work/http.log 2>&1 &"
+                    },
+                ],
+                "healthcheck": {"tcp": 8000, "interval": "10s", "timeout": "5s", "retries": 3},
+            }
+        },
+    }
+    path = folder / "soak.yaml"
+    path.write_text(json.dumps(doc, indent=2))
+    return path
+
+
+@dataclass
+class Client:
+    """GET the forwarded port twice a second until stopped; counts what failed."""
+
+    ok: int = 0
+    failed: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        while not self.stop.wait(0.5):
+            try:
+                with opener.open(f"http://127.0.0.1:{PORT}/", timeout=5) as answer:
+                    good = answer.status == 200 and answer.read().strip() == b"ok"
+                why = "" if good else "bad answer"
+            except (urllib.error.URLError, OSError) as error:
+                good, why = False, type(getattr(error, "reason", error)).__name__
+            if good:
+                self.ok += 1
+            else:
+                self.failed += 1
+                self.errors[why] = self.errors.get(why, 0) + 1
+
+
+def supervisor_pid(folder: Path) -> int:
+    return int((folder / "supervisor.pid").read_text().strip())
+
+
+def fd_count(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+def journal_records(folder: Path) -> list[dict[str, Any]]:
+    from golem_deploy.supervisor import journal
+
+    return list(journal.read(folder / "journal.jsonl"))
+
+
+def invoices_in_yagna(state_dir: Path) -> list[dict[str, Any]]:
+    """Start the stopped private network on its state and ask its requestor node."""
+    from golem_deploy import localnet
+
+    info = localnet.start(state_dir, providers=1, timeout=120)
+    try:
+        request = urllib.request.Request(
+            info.api_url + "/payment-api/v1/invoices",
+            headers={"Authorization": f"Bearer {info.app_key}"},
+        )
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(request, timeout=30) as answer:
+            return list(json.load(answer))
+    finally:
+        localnet.stop(state_dir)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=60.0)
+    parser.add_argument("--instances", type=int, default=20)
+    parser.add_argument("--providers", type=int, default=4)
+    parser.add_argument("--sample", type=float, default=30.0)
+    args = parser.parse_args()
+    isolate()
+    with bench_home("gd-bench-soak-") as (home, env):
+        triggers = {k: home / f"kill-provider-{k}" for k in range(1, args.providers)}
+        faults = home / "faults.json"
+        faults.write_text(
+            json.dumps({f"local-provider-{k}": {"die_when": str(p)} for k, p in triggers.items()})
+        )
+        path = manifest(home, args.instances)
+        up_s, _ = run_cli(
+            "up",
+            "-d",
+            str(path),
+            "--providers",
+            str(args.providers),
+            "--faults",
+            str(faults),
+            "--timeout",
+            "10m",
+            env=env,
+            timeout=900,
+        )
+        folder = home / "deployments" / "soak"
+        pid = supervisor_pid(folder)
+        client = Client()
+        thread = threading.Thread(target=client.run, daemon=True)
+        thread.start()
+        total_s = args.minutes * 60
+        warmup_s = min(600.0, total_s / 3)
+        death_every = total_s / args.providers
+        deaths: list[dict[str, Any]] = []
+        samples: list[dict[str, Any]] = []
+        began = time.monotonic()
+        next_sample = 0.0
+        try:
+            while (elapsed := time.monotonic() - began) <= total_s:
+                due = [
+                    k for k in triggers if elapsed >= death_every * k and not triggers[k].exists()
+                ]
+                for k in due:
+                    status = json.loads(
+                        run_cli("status", "-n", "soak", "--json", env=env)[1].stdout
+                    )
+                    name = f"local-provider-{k}"
+                    on_it = sum(
+                        1
+                        for s in status["services"]
+                        for i in s["instances"]
+                        if i.get("provider_name") == name and i["state"] == "running"
+                    )
+                    triggers[k].touch()
+                    deaths.append({"t": round(elapsed), "provider": name, "instances": on_it})
+                    print(f"{elapsed:7.0f}s  {name} dies with {on_it} instance(s)", flush=True)
+                if elapsed >= next_sample:
+                    sizes = measure(folder)
+                    sample = {
+                        "t": round(elapsed, 1),
+                        "rss_mb": round(proc_rss_mb(pid), 1),
+                        "fds": fd_count(pid),
+                        "folder_mb": round(sizes["total"] / 1e6, 3),
+                        "journal_mb": round(sizes.get("journal", 0) / 1e6, 3),
+                        "ok": client.ok,
+                        "failed": client.failed,
+                    }
+                    samples.append(sample)
+                    print(" ".join(f"{k}={v}" for k, v in sample.items()), flush=True)
+                    next_sample += args.sample
+                time.sleep(1.0)
+            status = json.loads(run_cli("status", "-n", "soak", "--json", env=env)[1].stdout)
+        finally:
+            client.stop.set()
+            thread.join(10)
+            down_s, down = run_cli("down", "-n", "soak", env=env, check=False, timeout=900)
+        records = journal_records(folder)
+        invoices = invoices_in_yagna(folder / "localnet")
+    report(args, samples, deaths, records, invoices, status, client, warmup_s, up_s, down_s)
+    return 0 if down.returncode == 0 else 1
+
+
+def report(
+    args: argparse.Namespace,
+    samples: list[dict[str, Any]],
+    deaths: list[dict[str, Any]],
+    records: list[dict[str, Any]],
+    invoices: list[dict[str, Any]],
+    status: dict[str, Any],
+    client: Client,
+    warmup_s: float,
+    up_s: float,
+    down_s: float,
+) -> None:
+    hours = max(samples[-1]["t"] / 3600, 1e-9)
+    after = [s for s in samples if s["t"] >= warmup_s] or samples
+    window_h = max((after[-1]["t"] - after[0]["t"]) / 3600, 1e-9)
+    kinds = [r["kind"] for r in records]
+    accepted = sum(
+        (Decimal(str(r["amount"])) for r in records if r["kind"] == "InvoiceAccepted"), Decimal(0)
+    )
+    invoiced = sum((Decimal(str(i["amount"])) for i in invoices), Decimal(0))
+    spent = Decimal(str(status.get("budget", {}).get("spent", "0")))
+    first, last = samples[0], samples[-1]
+    emit(
+        {
+            "bench": "soak",
+            "minutes": args.minutes,
+            "instances": args.instances,
+            "providers": args.providers,
+            "up_s": round(up_s, 1),
+            "down_s": round(down_s, 1),
+            "warmup_s": warmup_s,
+            "supervisor_rss_mb": {
+                "start": first["rss_mb"],
+                "after_warmup": after[0]["rss_mb"],
+                "end": last["rss_mb"],
+            },
+            "supervisor_rss_mb_per_hour_after_warmup": round(
+                (last["rss_mb"] - after[0]["rss_mb"]) / window_h, 2
+            ),
+            "supervisor_fds": {
+                "start": first["fds"],
+                "after_warmup": after[0]["fds"],
+                "end": last["fds"],
+            },
+            "folder_mb_per_instance_hour": round(
+                (last["folder_mb"] - first["folder_mb"]) / hours / args.instances, 3
+            ),
+            "journal_mb_per_instance_hour": round(
+                (last["journal_mb"] - first["journal_mb"]) / hours / args.instances, 3
+            ),
+            "provider_deaths": len(deaths),
+            "instances_on_dead_providers": sum(d["instances"] for d in deaths),
+            "restarts_performed": kinds.count("InstanceRestarted"),
+            "all_running_at_end": all(
+                i["state"] == "running" for s in status["services"] for i in s["instances"]
+            ),
+            "client_requests": client.ok + client.failed,
+            "client_failed": client.failed,
+            "client_errors": client.errors,
+            "glm_spent_at_end": str(spent),
+            "glm_invoices_accepted": str(accepted),
+            "glm_invoiced_in_yagna": str(invoiced),
+            "invoices_in_yagna": len(invoices),
+            "invoices_not_accepted": sum(
+                1 for i in invoices if i.get("status") not in ("ACCEPTED", "SETTLED")
+            ),
+            "budget": BUDGET,
+            "glm_beyond_budget": str(max(Decimal(0), accepted - Decimal(BUDGET))),
+            "deaths": deaths,
+        }
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
