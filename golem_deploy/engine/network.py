@@ -119,6 +119,10 @@ class Network:
         self.hosts: dict[str, str] = {}  # name -> ip, written into every node's /etc/hosts
         # Addresses held for instances between providers: never handed out as "free".
         self._reserved: set[str] = set()
+        # ip -> node id: addresses yagna still gives a node that holds other addresses too
+        # (it removes nodes, not addresses). Not free until that node leaves: a new node
+        # at such an address would lose it when the old one is removed.
+        self._lingering: dict[str, str] = {}
         self.removed = False
         # Told once the network is gone from yagna (the Golem reports it as an event).
         self.on_removed: Callable[[Network], None] | None = None
@@ -162,7 +166,8 @@ class Network:
 
     def next_free_ip(self) -> str:
         for host in self._network.hosts():
-            if str(host) not in self.nodes and str(host) not in self._reserved:
+            ip = str(host)
+            if ip not in self.nodes and ip not in self._reserved and ip not in self._lingering:
                 return str(host)
         raise NetworkError(f"network {self._network} has no free address left")
 
@@ -201,7 +206,8 @@ class Network:
         address = ip or self.next_free_ip()
         self.check_address(address)
         node_id = node_id.lower()
-        previous = self.nodes.get(address)
+        previous = self.nodes.get(address) or self._lingering.get(address)
+        self._lingering.pop(address, None)
         if previous is not None and previous != node_id:
             # its release could not remove it; yagna would refuse the address as taken
             await self.remove_node(Node(self, previous, address))
@@ -218,6 +224,11 @@ class Network:
         gone = [node.ip] if isinstance(node, Node) else held
         if not set(held) - set(gone):  # yagna removes by node, not address
             await self.api.remove_node(self.network_id, node_id)
+            for ip, owner in list(self._lingering.items()):
+                if owner == node_id:
+                    del self._lingering[ip]
+        else:  # the node keeps the address in yagna until it holds none
+            self._lingering.update((ip, node_id) for ip in gone)
         for ip in gone:
             if self.nodes.get(ip) == node_id:
                 del self.nodes[ip]

@@ -188,6 +188,28 @@ def test_a_node_is_removed_from_yagna_once_it_holds_no_address() -> None:
     assert network.nodes == {"10.0.0.1": "0xreq"}
 
 
+def test_an_address_yagna_still_gives_a_node_is_not_free_until_the_node_leaves() -> None:
+    """yagna removes nodes, not addresses: a provider running a renewal's successor beside
+    the instance it replaces keeps the old address in yagna after that instance ended. A
+    new node at that address would lose it when the provider leaves (a request hanging
+    until the instance is replaced), so the address is handed out only after that."""
+    network, api = _recording()
+
+    async def main() -> None:
+        old = await network.add_node("0xP", network.next_free_ip())
+        assert old.ip == "10.0.0.2"
+        successor = await network.add_node("0xP", network.next_free_ip())  # same provider
+        await network.remove_node(old)
+        assert network.next_free_ip() == "10.0.0.4"  # .2 is still 0xp's in yagna
+        elsewhere = await network.add_node("0xQ", network.next_free_ip())
+        await network.remove_node(successor)  # 0xp leaves: now .2 is free
+        assert api.calls[-1] == ("remove", "0xp", "")
+        assert network.next_free_ip() == "10.0.0.2"
+        assert elsewhere.ip == "10.0.0.4"
+
+    anyio.run(main)
+
+
 def test_removing_the_network_reports_once() -> None:
     network, api = _recording()
     removed: list[str] = []
