@@ -10,6 +10,7 @@ runners register their agreement while they hold it.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -30,22 +31,48 @@ log = logging.getLogger(__name__)
 Emit = Callable[[ev.EngineEvent], None]
 
 
+AVOID_FOR = 600.0
+"""Seconds a provider that failed us is passed over. Not for the whole deployment: on a
+busy machine a health check can time out on a healthy provider, and a deployment meant to
+run for weeks that once avoided every provider could never place an instance again
+(bench/soak.py found exactly that)."""
+
+
 class Providers:
     """Which providers not to sign with: the user's blacklist, plus every provider that
-    failed us in this deployment (with why)."""
+    failed us in the last `avoid_for` seconds (with why)."""
 
-    def __init__(self, emit: Emit, blacklist: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        emit: Emit,
+        blacklist: Iterable[str] = (),
+        *,
+        avoid_for: float = AVOID_FOR,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._emit = emit
         self.blacklist = frozenset(blacklist)
         self.avoided: dict[str, str] = {}
+        self._until: dict[str, float] = {}
+        self._avoid_for = avoid_for
+        self._clock = clock
 
     def is_avoided(self, provider_id: str) -> bool:
-        return provider_id in self.avoided or provider_id in self.blacklist
+        if provider_id in self.blacklist:
+            return True
+        until = self._until.get(provider_id)
+        if until is None:
+            return False
+        if self._clock() < until:
+            return True
+        del self._until[provider_id], self.avoided[provider_id]  # its time is served
+        return False
 
     def avoid(self, provider_id: str, provider_name: str, reason: str) -> None:
-        if provider_id in self.avoided:
+        if self.is_avoided(provider_id) and provider_id in self.avoided:
             return
         self.avoided[provider_id] = reason
+        self._until[provider_id] = self._clock() + self._avoid_for
         self._emit(
             ev.ProviderAvoided(provider_id=provider_id, provider_name=provider_name, reason=reason)
         )

@@ -197,8 +197,9 @@ class Golem:
 
     @property
     def avoided_providers(self) -> dict[str, str]:
-        """provider id -> why we no longer sign with it."""
-        return dict(self._providers.avoided)
+        """provider id -> why we do not sign with it now (engine/context.py: AVOID_FOR)."""
+        providers = self._providers
+        return {p: why for p, why in list(providers.avoided.items()) if providers.is_avoided(p)}
 
     # ------------------------------------------------------------ engine internals
 
