@@ -20,6 +20,7 @@ from golem_deploy.engine.golem import EngineError, Golem
 from golem_deploy.engine.lifecycle import ServiceState
 from golem_deploy.engine.network import Network, NetworkPlan, Node
 from golem_deploy.engine.payload import VmPayload
+from golem_deploy.engine.payment_terms import PaymentTerms
 from golem_deploy.engine.service import (
     BatchError,
     BatchTimeoutError,
@@ -49,6 +50,7 @@ __all__ = [
     "Network",
     "NetworkPlan",
     "Node",
+    "PaymentTerms",
     "PriceCaps",
     "RestartPolicy",
     "Script",

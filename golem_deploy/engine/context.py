@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from golem_deploy.engine import events as ev
 from golem_deploy.engine import lifecycle as lc
 from golem_deploy.engine.config import PriceCaps
+from golem_deploy.engine.payment_terms import PaymentTerms
 from golem_deploy.engine.payments import PaymentManager
 from golem_deploy.engine.service import Storage
 from golem_deploy.engine.timing import Timings
@@ -81,5 +82,6 @@ class EngineContext:
     providers: Providers
     platform: str
     price_caps: PriceCaps
+    payment_terms: PaymentTerms = field(default_factory=PaymentTerms)
     timings: Timings = field(default_factory=Timings)
     router: AgreementRouter = field(default_factory=AgreementRouter)

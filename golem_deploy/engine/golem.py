@@ -43,6 +43,7 @@ from golem_deploy.engine.context import AgreementRouter, EngineContext, Provider
 from golem_deploy.engine.market import Demand, build_demand
 from golem_deploy.engine.network import Network
 from golem_deploy.engine.payload import VmPayload
+from golem_deploy.engine.payment_terms import PaymentTerms
 from golem_deploy.engine.payments import PaymentManager
 from golem_deploy.engine.run_args import (
     DEFAULT_EXPIRATION,
@@ -85,8 +86,12 @@ class Golem:
         storage: Storage | None = None,
         timings: Timings | None = None,
         stream_output: bool = True,
+        payment_terms: PaymentTerms | None = None,
     ) -> None:
-        """`stream_output` is yapapi's flag, accepted for porting: output is always streamed
+        """`payment_terms`: the debit-note interval and mid-agreement payments to negotiate
+        (engine/payment_terms.py; default: yapapi's rules).
+
+        `stream_output` is yapapi's flag, accepted for porting: output is always streamed
         here (`CommandOutput` events as it arrives) and always in the results as well, so
         either value gives what a yapapi program expects of it."""
         del stream_output
@@ -106,6 +111,7 @@ class Golem:
         self._app_key = app_key
         self._consumer = event_consumer
         self.price_caps = max_price if max_price is not None else PriceCaps()
+        self.payment_terms = payment_terms or PaymentTerms()
         self.timings = timings or Timings()
         self.stop_timeout = stop_timeout
         self.invoice_timeout = invoice_timeout
@@ -204,6 +210,7 @@ class Golem:
                 platform=self.platform,
                 emit=self.emit,
                 on_over_budget=self._over_budget,
+                on_misbehaving=self._misbehaving,
             )
             try:
                 await self._payments.open(identity.node_id)
@@ -232,6 +239,7 @@ class Golem:
                 providers=self._providers,
                 platform=self.platform,
                 price_caps=self.price_caps,
+                payment_terms=self.payment_terms,
                 timings=self.timings,
                 router=self._router,
             )
@@ -410,6 +418,13 @@ class Golem:
 
     def _over_budget(self, agreement_id: str, reason: str) -> None:
         self._router.send(agreement_id, lc.StopRequested(reason))
+
+    def _misbehaving(self, agreement_id: str, reason: str) -> None:
+        self._router.send(agreement_id, lc.ProviderMisbehaved(reason))
+
+    def burn_rate(self) -> Decimal | None:
+        """GLM per hour at the current pace (engine/burn.py); None until it is known."""
+        return self._payments.burn.per_hour() if self._payments is not None else None
 
     async def _agreement_events(self) -> None:
         """Learn about agreements the provider terminated (yapapi misses these)."""

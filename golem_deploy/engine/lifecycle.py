@@ -51,6 +51,7 @@ from golem_deploy.engine.lifecycle_types import (
     IllegalTransition,
     LifecycleConfig,
     ProviderAlive,
+    ProviderMisbehaved,
     ReleaseActivity,
     ReleaseCause,
     ReportHealth,
@@ -86,6 +87,7 @@ __all__ = [
     "Lifecycle",
     "LifecycleConfig",
     "ProviderAlive",
+    "ProviderMisbehaved",
     "ReleaseActivity",
     "ReleaseCause",
     "ReportHealth",
@@ -108,7 +110,7 @@ __all__ = [
 
 S = ServiceState
 _STOP = ("StopRequested", "ExpirationReached")
-_VANISH = ("ActivityUnresponsive", "AgreementTerminatedByProvider")
+_VANISH = ("ActivityUnresponsive", "AgreementTerminatedByProvider", "ProviderMisbehaved")
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,11 @@ RACES: tuple[tuple[str, str], ...] = (
     ("HealthCheckPassed, HealthCheckFailed outside running", "a check outlived running"),
     ("HealthCheckPassed, HealthCheckFailed while a provider check runs", "the check decides"),
     ("AgreementTerminatedByProvider in pending", "the acquisition sees it fail"),
-    ("ActivityUnresponsive, AgreementTerminatedByProvider when final", "already released"),
+    ("ProviderMisbehaved in pending", "no activity runs yet to send notes"),
+    (
+        "ActivityUnresponsive, AgreementTerminatedByProvider, ProviderMisbehaved when final",
+        "already released",
+    ),
     ("RestartDue after a stop cancelled the restart", "the timer still fired"),
 )
 
@@ -259,7 +265,7 @@ class Lifecycle:
             case StopRequested() | ExpirationReached():
                 reason = event.reason if isinstance(event, StopRequested) else "expiration reached"
                 return self._stop(reason)
-            case ActivityUnresponsive() | AgreementTerminatedByProvider():
+            case ActivityUnresponsive() | AgreementTerminatedByProvider() | ProviderMisbehaved():
                 return self._vanished(event)
             case HealthCheckPassed(message=message):
                 if s is not S.running or self._suspect is not None:
@@ -335,16 +341,19 @@ class Lifecycle:
         return []
 
     def _vanished(
-        self, event: ActivityUnresponsive | AgreementTerminatedByProvider
+        self, event: ActivityUnresponsive | AgreementTerminatedByProvider | ProviderMisbehaved
     ) -> list[Action]:
-        """The provider is gone: never run shutdown on it, expect no invoice if it vanished."""
+        """The provider is gone (or broke the payment terms: we end its agreement): never
+        run shutdown on it, expect no invoice if it vanished."""
         s, reason = self.state, event.reason
         if isinstance(event, ActivityUnresponsive):
             new, cause = S.unresponsive, ReleaseCause.vanished
+        elif isinstance(event, ProviderMisbehaved):
+            new, cause = S.terminated, ReleaseCause.requestor
         else:
             new, cause = S.terminated, ReleaseCause.provider
         if s in (S.terminated, S.unresponsive) or (
-            s is S.pending and cause is ReleaseCause.provider
+            s is S.pending and not isinstance(event, ActivityUnresponsive)
         ):
             return []  # RACES
         if s is S.pending:

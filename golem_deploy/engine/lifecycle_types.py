@@ -22,6 +22,7 @@ __all__ = [
     "IllegalTransition",
     "LifecycleConfig",
     "ProviderAlive",
+    "ProviderMisbehaved",
     "ReleaseActivity",
     "ReleaseCause",
     "ReportHealth",
@@ -121,6 +122,14 @@ class AgreementTerminatedByProvider:
 
 
 @dataclass(frozen=True)
+class ProviderMisbehaved:
+    """The provider broke the agreed payment terms (debit notes too often): we end its
+    agreement ourselves and never use it again; like its vanishing, the instance failed."""
+
+    reason: str = "provider broke the payment terms"
+
+
+@dataclass(frozen=True)
 class ProviderAlive:
     """The answer to CheckProvider when the provider is still there: the handler failure
     (or the health checks) that asked for the check really failed."""
@@ -156,6 +165,7 @@ Event = (
     | ExpirationReached
     | ActivityUnresponsive
     | AgreementTerminatedByProvider
+    | ProviderMisbehaved
     | ProviderAlive
     | HealthCheckPassed
     | HealthCheckFailed

@@ -14,6 +14,8 @@ A faults file is YAML keyed by provider name::
                                      # matches exit with code 1
       slow_start: 5s                 # deploy/start take this long
       never_invoice: true            # debit notes yes, the final invoice never
+      debit_notes_every: 1s          # debit notes this often, whatever was agreed (a
+                                     # requestor ends such agreements: too many notes)
 
 Durations are a number of seconds or a number with a unit: ms, s, m, h (e.g. 500ms, 1.5s).
 """
@@ -48,6 +50,7 @@ class ProviderFaults:
     fail_commands_matching: re.Pattern[str] | None = None
     slow_start: float = 0.0
     never_invoice: bool = False
+    debit_notes_every: float | None = None
 
 
 NO_FAULTS = ProviderFaults()
@@ -113,6 +116,10 @@ def parse_faults(data: object, source: str = "faults") -> dict[str, ProviderFaul
                     values[key] = value
                 elif key in ("die_after", "slow_start"):
                     values[key] = parse_duration(value)
+                elif key == "debit_notes_every":
+                    values[key] = parse_duration(value)
+                    if values[key] <= 0:
+                        raise ValueError("expected a duration longer than 0, such as 1s")
                 elif key == "die_when":
                     if not isinstance(value, str) or not value.startswith("/"):
                         raise ValueError("expected the absolute path of a file")
@@ -124,7 +131,8 @@ def parse_faults(data: object, source: str = "faults") -> dict[str, ProviderFaul
                 else:
                     raise ValueError(
                         "unknown fault (known: reject_agreements, fail_activity_create, "
-                        "die_after, die_when, fail_commands_matching, slow_start, never_invoice)"
+                        "die_after, die_when, fail_commands_matching, slow_start, never_invoice, "
+                        "debit_notes_every)"
                     )
             except (ValueError, re.error) as error:
                 problems.append(f"{at}: {name}.{key}: {error}")
