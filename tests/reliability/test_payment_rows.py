@@ -17,6 +17,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,13 @@ def test_rowP1_unaccepted_payable_notes_end_the_agreement_and_the_instance_is_re
         lambda r: r["kind"] == "DebitNoteAccepted" and r["agreement_id"] == replacement,
         60,
     )
+    paced = scenario.wait_for_status(
+        "the burn rate known (an activity with two accepted notes)",
+        lambda s: s["budget"]["burn_rate_per_hour"] is not None,
+        60,
+    )
+    assert Decimal(paced["budget"]["burn_rate_per_hour"]) > 0, paced["budget"]
+    assert paced["budget"]["runs_out_at"] is not None, paced["budget"]
     down = scenario.down()
     assert down.returncode == 0, down.stdout + down.stderr
     view = ask_yagna(
