@@ -30,16 +30,21 @@ HERE = Path(__file__).resolve().parent
 
 
 def one_run(instances: int, seconds: float, interval: str | None) -> dict[str, Any]:
+    """One supervisor_cost.py run; a run whose deployment did not come up (on a machine
+    this loaded, yagna may declare an activity lost) is tried again, twice at most."""
     command = [sys.executable, str(HERE / "supervisor_cost.py"), "--instances", str(instances)]
     command += ["--seconds", str(seconds), "--status-rounds", "1"]
     if interval:
         command += ["--debit-note-interval", interval]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        raise SystemExit(f"supervisor_cost.py failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
+    for attempt in range(3):
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if done.returncode == 0 and lines:
+            result: dict[str, Any] = json.loads(lines[-1])
+            return result
+        why = [line for line in (done.stdout + done.stderr).splitlines() if "error" in line]
+        print(json.dumps({"failed_attempt": attempt + 1, "why": why[:3]}), flush=True)
+    raise SystemExit("supervisor_cost.py failed three times in a row")
 
 
 def cpu(result: dict[str, Any]) -> dict[str, float]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from golem_deploy import protocol as p
 
@@ -36,6 +37,7 @@ __all__ = [
     "PaymentTerms",
     "agreed_terms",
     "negotiate",
+    "seconds_until",
 ]
 
 #: yapapi's lower bound on the debit-note interval (s), unless the requestor asks otherwise.
@@ -119,6 +121,20 @@ def agreed_terms(demand: Mapping[str, object]) -> AgreedTerms:
     return AgreedTerms(
         _seconds(demand.get(p.DEBIT_NOTE_INTERVAL)), _seconds(demand.get(p.PAYMENT_TIMEOUT))
     )
+
+
+def seconds_until(due: str | None, now: datetime) -> float | None:
+    """Seconds from `now` to a note's `paymentDueDate` (ISO-8601); None when it has none
+    (or an unreadable one), never below 0."""
+    if due is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(due)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - now).total_seconds())
 
 
 def too_many(elapsed: float, count: int, interval: float) -> bool:

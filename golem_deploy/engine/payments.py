@@ -30,15 +30,17 @@ import anyio
 
 from golem_deploy.engine import events as ev
 from golem_deploy.engine.burn import BurnRate
-from golem_deploy.engine.payment_terms import AgreedTerms, NoteCadence
+from golem_deploy.engine.payment_terms import AgreedTerms, NoteCadence, seconds_until
 from golem_deploy.yagna.client import YagnaClient
-from golem_deploy.yagna.errors import YagnaError
+from golem_deploy.yagna.errors import YagnaError, YagnaStatusError
 from golem_deploy.yagna.models import Allocation, DebitNote, Decoration, Invoice
 
 __all__ = ["Ledger", "PaymentManager"]
 
 INVOICE_POLL = 0.1
 """Seconds between two looks for an invoice someone waits for."""
+PAYABLE_RETRY = 30.0
+"""Seconds a payable debit note's acceptance is retried at most while yagna fails."""
 
 log = logging.getLogger(__name__)
 
@@ -295,9 +297,7 @@ class PaymentManager:
                 )
                 self.on_over_budget(note.agreement_id, reason)
                 return
-            await self.client.accept_debit_note(
-                note.debit_note_id, note.total_amount_due, alloc.allocation_id
-            )
+            await self._accept(note, alloc.allocation_id)
             inc = self.ledger.record_debit_note(
                 note.agreement_id, note.activity_id, note.total_amount_due
             )
@@ -314,6 +314,25 @@ class PaymentManager:
                 )
             )
         tracked.on_cost(inc)
+
+    async def _accept(self, note: DebitNote, allocation_id: str) -> None:
+        """Accept the note. A payable one is retried while yagna fails (unreachable, 5xx),
+        1 s apart, until its due date but at most PAYABLE_RETRY s: yagna pays only accepted
+        notes, and the provider ends the agreement when one is unaccepted at its due date."""
+        window = seconds_until(note.payment_due_date, datetime.now(UTC))
+        deadline = anyio.current_time() + min(PAYABLE_RETRY, window or 0.0)
+        while True:
+            try:
+                await self.client.accept_debit_note(
+                    note.debit_note_id, note.total_amount_due, allocation_id
+                )
+                return
+            except YagnaError as e:
+                final = isinstance(e, YagnaStatusError) and e.status < 500
+                if final or anyio.current_time() + 1.0 > deadline:
+                    raise
+                log.info("payable debit note %s: %s; trying again", note.debit_note_id, e)
+                await anyio.sleep(1.0)
 
     def _misbehaviour(self, note: DebitNote) -> str | None:
         """Why this note breaks the agreed terms (and the agreement must end), or None."""

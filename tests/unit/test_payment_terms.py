@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -16,6 +17,7 @@ from golem_deploy.engine.payment_terms import (
     PaymentTerms,
     agreed_terms,
     negotiate,
+    seconds_until,
     too_many,
 )
 
@@ -116,3 +118,11 @@ def test_burn_rate_is_measured_per_live_activity() -> None:
     assert BurnRate.hours_left(Decimal("1.5"), Decimal("3")) == Decimal("0.5")
     assert BurnRate.hours_left(Decimal("1.5"), None) is None
     assert BurnRate.hours_left(Decimal("-1"), Decimal("3")) == Decimal(0)
+
+
+def test_seconds_until_a_notes_due_date() -> None:
+    now = datetime(2026, 12, 2, 2, 39, 20, tzinfo=UTC)
+    assert seconds_until("2026-12-02T02:39:23.5Z", now) == 3.5
+    assert seconds_until("2026-12-02T02:39:23.5", now) == 3.5  # no zone: UTC, as yagna means
+    assert seconds_until("2026-12-02T02:39:00Z", now) == 0.0  # past: nothing left
+    assert seconds_until(None, now) is None and seconds_until("soon", now) is None
