@@ -446,6 +446,12 @@ def export_source(manifest: Manifest, *, output: Path | None = None) -> str:
         "local.mounts and local.image (local network only)",
         "forwarded ports (`ports`; yapapi's LocalHttpProxy can forward HTTP by hand)",
     ]
+    if manifest.payment.debit_note_interval or manifest.payment.payment_timeout:
+        missing.append(
+            "payment.debit_note_interval and payment.payment_timeout (yapapi negotiates its "
+            "own: at least 60 s and 5 h, mid-agreement payments only for agreements of 5 h "
+            "or more)"
+        )
     plan = network_plan(manifest)
     if plan is None:
         vpn = "NETWORK_CIDR = None  # the deployment has no VPN\n"
