@@ -89,6 +89,7 @@ class _Tracked:
     ended: bool = False
     expect_invoice: bool = True
     terms: AgreedTerms = field(default_factory=AgreedTerms)
+    broke_terms: bool = False  # its provider broke them: its notes are no longer accepted
 
 
 class PaymentManager:
@@ -267,8 +268,11 @@ class PaymentManager:
             self._handled.add(note.debit_note_id)
             if note.agreement_id in self.ledger.invoiced:
                 return  # the invoice already covers it
+            if tracked.broke_terms:
+                return  # being ended already; said once
             why = None if tracked.ended else self._misbehaviour(note)  # a final note is due
             if why is not None:
+                tracked.broke_terms = True
                 self.emit(
                     ev.PaymentRejected(
                         kind="debit_note",
