@@ -14,6 +14,10 @@ as its yardstick: "ratio" = median / yardstick median), then it goes down. up_s 
 each come right after one sample of the yagna yardstick (_yardstick.YagnaRoundTrip):
 up_ratio, down_ratio.
 
+`--debit-note-interval 5s` asks for debit notes that often (the manifest's
+`payment.debit_note_interval`); by default the interval is negotiated (the local providers
+offer 120 s). bench/debit_notes_ab.py alternates the two.
+
 CPU% is of one core (100 = one core busy the whole time). `--profile FILE` also records
 the supervisor with py-spy (`pip install py-spy`; sampling, the process is never paused)
 during the sampling window, as collapsed stacks: where the supervisor's CPU goes.
@@ -107,6 +111,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--status-rounds", type=int, default=5)
     parser.add_argument("--profile", type=Path, help="write py-spy collapsed stacks here")
+    parser.add_argument(
+        "--debit-note-interval", help="payment.debit_note_interval (default: negotiated)"
+    )
     args = parser.parse_args()
     isolated = isolate()
     n = args.instances
@@ -119,6 +126,10 @@ def main() -> None:
         ):
             name = f"hello-{n}"
             manifest = hello_manifest(home, name, n)
+            if args.debit_note_interval:
+                with manifest.open("a") as text:
+                    text.write(f"payment:\n  debit_note_interval: {args.debit_note_interval}\n")
+                result["debit_note_interval"] = args.debit_note_interval
             network = network_pids(home / "localnet" / f"p{count}")
             yardstick.sample()  # warm-up, untimed
             ys = [yardstick.sample()]

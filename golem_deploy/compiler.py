@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 import anyio
 
-from golem_deploy.engine import HealthCheck, PriceCaps, RestartPolicy, Service, vm
+from golem_deploy.engine import HealthCheck, PaymentTerms, PriceCaps, RestartPolicy, Service, vm
 from golem_deploy.engine.config import HttpProbe
 from golem_deploy.engine.network import NetworkPlan
 from golem_deploy.engine.service import Script
@@ -39,6 +39,7 @@ from golem_deploy.manifest.model import (
     Healthcheck,
     Manifest,
     MaxPrice,
+    Payment,
     RunStep,
     ServiceSpec,
     Step,
@@ -209,6 +210,14 @@ def network_plan(manifest: Manifest) -> NetworkPlan | None:
         for name, spec in manifest.services.items()
     }
     return NetworkPlan(cidr=manifest.network.cidr, addresses=addresses, hosts=hosts(manifest))
+
+
+def payment_terms(payment: Payment) -> PaymentTerms:
+    """The engine's payment terms for the manifest's `payment.debit_note_interval` and
+    `payment.payment_timeout` (None: yapapi's rules, engine/payment_terms.py)."""
+    return PaymentTerms(
+        debit_note_interval=payment.debit_note_interval, payment_timeout=payment.payment_timeout
+    )
 
 
 def price_caps(max_price: MaxPrice) -> PriceCaps:
@@ -438,6 +447,12 @@ def export_source(manifest: Manifest, *, output: Path | None = None) -> str:
         "forwarded ports (`ports`; yapapi's LocalHttpProxy can forward HTTP by hand)",
         "renewals and `lifetime` (services stop at `expiration`)",
     ]
+    if manifest.payment.debit_note_interval or manifest.payment.payment_timeout:
+        missing.append(
+            "payment.debit_note_interval and payment.payment_timeout (yapapi negotiates its "
+            "own: at least 60 s and 5 h, mid-agreement payments only for agreements of 5 h "
+            "or more)"
+        )
     plan = network_plan(manifest)
     if plan is None:
         vpn = "NETWORK_CIDR = None  # the deployment has no VPN\n"

@@ -28,6 +28,7 @@ from golem_deploy.engine.golem import EngineError, Golem
 from golem_deploy.engine.lifecycle import RenewalPolicy, ServiceState
 from golem_deploy.engine.network import Network, NetworkPlan, Node
 from golem_deploy.engine.payload import VmPayload
+from golem_deploy.engine.payment_terms import PaymentTerms
 from golem_deploy.engine.runner import ServiceRunnerError
 from golem_deploy.engine.script_args import CaptureContext, ProgressArgs
 from golem_deploy.engine.service import (
@@ -64,6 +65,7 @@ __all__ = [
     "NetworkPlan",
     "NoPaymentAccountError",
     "Node",
+    "PaymentTerms",
     "PriceCaps",
     "ProgressArgs",
     "RenewalPolicy",

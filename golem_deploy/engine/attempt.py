@@ -20,6 +20,7 @@ from golem_deploy.engine import events as ev
 from golem_deploy.engine import lifecycle as lc
 from golem_deploy.engine.context import EngineContext
 from golem_deploy.engine.market import AgreementFailed, MarketSession, SignedAgreement
+from golem_deploy.engine.payment_terms import agreed_terms
 from golem_deploy.engine.service import Service, record_of
 from golem_deploy.protocol import ActivityStateName
 from golem_deploy.yagna.errors import YagnaError
@@ -68,7 +69,8 @@ class ProviderAttempt:
             inst.provider_id = signed.provider_id
             inst.provider_name = signed.provider_name
             ctx.router.register(signed.agreement_id, deliver)
-            ctx.payments.track(signed.agreement_id, self._add_cost)
+            terms = agreed_terms(signed.agreement.demand_properties)
+            ctx.payments.track(signed.agreement_id, self._add_cost, terms)
             try:
                 activity_id = await ctx.client.create_activity(signed.agreement_id)
             except YagnaError as e:
@@ -86,6 +88,7 @@ class ProviderAttempt:
                     await self.release(lc.ReleaseActivity(reason))
                 continue
             self.activity_id = inst.activity_id = activity_id
+            ctx.payments.activity_created(signed.agreement_id, activity_id)
             ctx.emit(
                 ev.ActivityCreated(
                     service=inst.service,

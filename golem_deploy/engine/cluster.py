@@ -298,6 +298,7 @@ class Cluster(Generic[ServiceType]):
             service=self.service_name,
             demand=self._demand,
             caps=ctx.price_caps,
+            payment_terms=ctx.payment_terms,
             platform=ctx.platform,
             expiration=expiration,
             emit=ctx.emit,

@@ -19,6 +19,7 @@ import anyio
 from golem_deploy.engine import events as ev
 from golem_deploy.engine import lifecycle as lc
 from golem_deploy.engine.config import PriceCaps
+from golem_deploy.engine.payment_terms import PaymentTerms
 from golem_deploy.engine.payments import PaymentManager
 from golem_deploy.engine.service import Storage
 from golem_deploy.engine.timing import Timings
@@ -136,6 +137,7 @@ class EngineContext:
     providers: Providers
     platform: str
     price_caps: PriceCaps
+    payment_terms: PaymentTerms = field(default_factory=PaymentTerms)
     timings: Timings = field(default_factory=Timings)
     router: AgreementRouter = field(default_factory=AgreementRouter)
     network: NetworkGate = field(default_factory=NetworkGate)

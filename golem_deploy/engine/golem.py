@@ -57,6 +57,7 @@ from golem_deploy.engine.images import resolve_payload
 from golem_deploy.engine.market import Demand, build_demand
 from golem_deploy.engine.network import Network
 from golem_deploy.engine.payload import VmPayload
+from golem_deploy.engine.payment_terms import PaymentTerms
 from golem_deploy.engine.payments import PaymentManager
 from golem_deploy.engine.run_args import (
     DEFAULT_EXPIRATION,
@@ -102,8 +103,12 @@ class Golem:
         timings: Timings | None = None,
         stream_output: bool = True,
         resolve_images: bool = True,
+        payment_terms: PaymentTerms | None = None,
     ) -> None:
-        """`stream_output` is yapapi's flag, accepted for porting: output is always streamed
+        """`payment_terms`: the debit-note interval and mid-agreement payments to negotiate
+        (engine/payment_terms.py; default: yapapi's rules).
+
+        `stream_output` is yapapi's flag, accepted for porting: output is always streamed
         here (`CommandOutput` events as it arrives) and always in the results as well, so
         either value gives what a yapapi program expects of it.
 
@@ -140,6 +145,7 @@ class Golem:
         if event_consumer is None:  # yapapi's default consumer: a summary log
             self.add_event_consumer(log_summary(log_event_repr))
         self.price_caps = max_price if max_price is not None else PriceCaps()
+        self.payment_terms = payment_terms or PaymentTerms()
         self.timings = timings or Timings()
         self.stop_timeout = stop_timeout
         self.invoice_timeout = invoice_timeout
@@ -285,6 +291,7 @@ class Golem:
                 platform=self.platform,
                 emit=self.emit,
                 on_over_budget=self._over_budget,
+                on_misbehaving=self._misbehaving,
             )
             try:
                 await self._payments.open(identity.node_id)
@@ -313,6 +320,7 @@ class Golem:
                 providers=self._providers,
                 platform=self.platform,
                 price_caps=self.price_caps,
+                payment_terms=self.payment_terms,
                 timings=self.timings,
                 router=self._router,
             )
@@ -518,6 +526,13 @@ class Golem:
 
     def _over_budget(self, agreement_id: str, reason: str) -> None:
         self._router.send(agreement_id, lc.StopRequested(reason))
+
+    def _misbehaving(self, agreement_id: str, reason: str) -> None:
+        self._router.send(agreement_id, lc.ProviderMisbehaved(reason))
+
+    def burn_rate(self) -> Decimal | None:
+        """GLM per hour at the current pace (engine/burn.py); None until it is known."""
+        return self._payments.burn.per_hour() if self._payments is not None else None
 
     async def _agreement_events(self) -> None:
         """Learn about agreements the provider terminated (yapapi misses these)."""

@@ -71,6 +71,7 @@ from golem_deploy.engine.lifecycle_types import (
     LifecycleConfig,
     NetworkLost,
     ProviderAlive,
+    ProviderMisbehaved,
     ReleaseActivity,
     ReleaseCause,
     ReportHealth,
@@ -107,6 +108,7 @@ __all__ = [
     "LifecycleConfig",
     "NetworkLost",
     "ProviderAlive",
+    "ProviderMisbehaved",
     "ReleaseActivity",
     "ReleaseCause",
     "RenewAt",
@@ -134,7 +136,8 @@ __all__ = [
 
 S = ServiceState
 _STOP = ("StopRequested", "ExpirationReached")
-_VANISH = ("ActivityUnresponsive", "AgreementTerminatedByProvider")
+_Gone = NetworkLost | ProviderMisbehaved  # with the two above, what _vanished handles
+_VANISH = ("ActivityUnresponsive", "AgreementTerminatedByProvider", "ProviderMisbehaved")
 _LOST = ("ActivityUnresponsive", "NetworkLost")  # gone without a word: unresponsive
 
 
@@ -176,7 +179,11 @@ RACES: tuple[tuple[str, str], ...] = (
     ("HealthCheckPassed, HealthCheckFailed outside running", "a check outlived running"),
     ("HealthCheckPassed, HealthCheckFailed while a provider check runs", "the check decides"),
     ("AgreementTerminatedByProvider in pending", "the acquisition sees it fail"),
-    ("ActivityUnresponsive, AgreementTerminatedByProvider when final", "already released"),
+    ("ProviderMisbehaved in pending", "no activity runs yet to send notes"),
+    (
+        "ActivityUnresponsive, AgreementTerminatedByProvider, ProviderMisbehaved when final",
+        "already released",
+    ),
     ("NetworkLost in pending, or when final", "the acquisition sees it fail; or released"),
     ("RestartDue after a stop cancelled the restart", "the timer still fired"),
 )
@@ -291,7 +298,12 @@ class Lifecycle:
             case StopRequested() | ExpirationReached():
                 reason = event.reason if isinstance(event, StopRequested) else "expiration reached"
                 return self._stop(reason)
-            case ActivityUnresponsive() | AgreementTerminatedByProvider() | NetworkLost():
+            case (
+                ActivityUnresponsive()
+                | AgreementTerminatedByProvider()
+                | NetworkLost()
+                | ProviderMisbehaved()
+            ):
                 return self._vanished(event)
             case HealthCheckPassed(message=message):
                 if s is not S.running or self._suspect is not None:
@@ -367,9 +379,10 @@ class Lifecycle:
         return []
 
     def _vanished(
-        self, event: ActivityUnresponsive | AgreementTerminatedByProvider | NetworkLost
+        self, event: ActivityUnresponsive | AgreementTerminatedByProvider | _Gone
     ) -> list[Action]:
-        """The provider is gone: never run shutdown on it, expect no invoice if it vanished.
+        """The provider is gone (or broke the payment terms: we end its agreement): never
+        run shutdown on it, expect no invoice if it vanished.
 
         NetworkLost is a vanishing that is nobody's fault (the local network under every
         provider died and was restarted): the provider is not avoided afterwards, and it may
@@ -379,11 +392,13 @@ class Lifecycle:
         avoid = not isinstance(event, NetworkLost)
         if isinstance(event, AgreementTerminatedByProvider):
             new, cause = S.terminated, ReleaseCause.provider
+        elif isinstance(event, ProviderMisbehaved):
+            new, cause = S.terminated, ReleaseCause.requestor
         else:
             new = S.unresponsive
             cause = ReleaseCause.vanished if avoid else ReleaseCause.network_lost
         if s in (S.terminated, S.unresponsive) or (
-            s is S.pending and (cause is ReleaseCause.provider or not avoid)
+            s is S.pending and not isinstance(event, ActivityUnresponsive)
         ):
             return []  # RACES
         if s is S.pending:

@@ -23,6 +23,7 @@ __all__ = [
     "LifecycleConfig",
     "NetworkLost",
     "ProviderAlive",
+    "ProviderMisbehaved",
     "ReleaseActivity",
     "ReleaseCause",
     "ReportHealth",
@@ -131,6 +132,14 @@ class NetworkLost:
 
 
 @dataclass(frozen=True)
+class ProviderMisbehaved:
+    """The provider broke the agreed payment terms (debit notes too often): we end its
+    agreement ourselves and never use it again; like its vanishing, the instance failed."""
+
+    reason: str = "provider broke the payment terms"
+
+
+@dataclass(frozen=True)
 class ProviderAlive:
     """The answer to CheckProvider when the provider is still there: the handler failure
     (or the health checks) that asked for the check really failed."""
@@ -167,6 +176,7 @@ Event = (
     | ActivityUnresponsive
     | AgreementTerminatedByProvider
     | NetworkLost
+    | ProviderMisbehaved
     | ProviderAlive
     | HealthCheckPassed
     | HealthCheckFailed

@@ -32,6 +32,7 @@ from golem_deploy.engine.offers import (
     offer_platforms,
     score_offer,
 )
+from golem_deploy.engine.payment_terms import PaymentTerms
 from golem_deploy.protocol import EXPIRATION, NODE_NAME
 from golem_deploy.yagna.client import YagnaClient
 from golem_deploy.yagna.errors import YagnaError, YagnaStatusError
@@ -103,6 +104,7 @@ class MarketSession:
     emit: Callable[[ev.EngineEvent], None]
     avoided: Callable[[str], bool]
     busy_providers: Callable[[], Iterable[str]] = lambda: ()
+    payment_terms: PaymentTerms = field(default_factory=PaymentTerms)
     expected_seconds: float = 3600.0
     approval_timeout: float = 15.0
     resubscribe_after: float = 4.0
@@ -233,6 +235,7 @@ class MarketSession:
                 platform=self.platform,
                 expiration=self.expiration,
                 now=datetime.now(self.expiration.tzinfo),
+                terms=self.payment_terms,
             )
             try:
                 counter_id = await self.client.counter_proposal(

@@ -22,6 +22,7 @@ from typing import Any
 from golem_deploy import protocol as p
 from golem_deploy.engine.config import PriceCaps
 from golem_deploy.engine.payload import VmPayload
+from golem_deploy.engine.payment_terms import MAP_MIN_LIFETIME, PaymentTerms, negotiate
 from golem_deploy.protocol import CPU_SEC, DURATION_SEC
 from golem_deploy.yagna.models import Decoration
 
@@ -41,7 +42,7 @@ PLATFORM_PREFIX = p.PAYMENT_PLATFORM_PREFIX
 ACCEPT_TIMEOUT = p.DEBIT_NOTE_ACCEPT_TIMEOUT
 DEBIT_NOTE_INTERVAL = p.DEBIT_NOTE_INTERVAL
 PAYMENT_TIMEOUT = p.PAYMENT_TIMEOUT
-MAP_MIN_EXPIRATION = 18000  # s; below this yapapi does not negotiate mid-agreement payments
+MAP_MIN_EXPIRATION = MAP_MIN_LIFETIME  # s; below this yapapi negotiates no mid-agreement payments
 
 
 @dataclass(frozen=True)
@@ -160,17 +161,22 @@ def score_offer(
 
 
 def counter_properties(
-    demand: Demand, offer: dict[str, Any], *, platform: str, expiration: datetime, now: datetime
+    demand: Demand,
+    offer: dict[str, Any],
+    *,
+    platform: str,
+    expiration: datetime,
+    now: datetime,
+    terms: PaymentTerms | None = None,
 ) -> dict[str, Any]:
-    """Our counter-proposal's properties: the demand plus what yapapi negotiates."""
+    """Our counter-proposal's properties: the demand plus what yapapi negotiates (the
+    accept timeout; the debit-note interval and mid-agreement payments by `terms`, see
+    engine/payment_terms.py)."""
     props = dict(demand.properties)
     props[p.CHOSEN_PLATFORM] = platform
     timeout = offer.get(ACCEPT_TIMEOUT)
     if isinstance(timeout, int | float) and not isinstance(timeout, bool):
         props[ACCEPT_TIMEOUT] = max(int(timeout), 30)
     lifetime = (expiration - now).total_seconds()
-    if DEBIT_NOTE_INTERVAL in offer and lifetime >= MAP_MIN_EXPIRATION:
-        interval = offer[DEBIT_NOTE_INTERVAL]
-        props[DEBIT_NOTE_INTERVAL] = max(int(interval), 60) if isinstance(interval, int) else 120
-        props[PAYMENT_TIMEOUT] = max(int(offer.get(PAYMENT_TIMEOUT, MAP_MIN_EXPIRATION)), 18000)
+    props.update(negotiate(terms or PaymentTerms(), offer, lifetime).properties())
     return props

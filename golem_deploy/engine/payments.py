@@ -9,6 +9,13 @@ that arithmetic (pure, unit-tested); `PaymentManager` talks to yagna.
 A document that would push the total over the budget is not accepted: an invoice is rejected
 (P11) with the reason, a debit note (yagna cannot reject those: 501) is left unaccepted and
 the instance's agreement is ended through `on_over_budget`, so spending stops.
+
+Before a debit note is accepted, its cadence is judged against the agreement's payment terms
+(engine/payment_terms.py, yapapi's rules): a provider that sends notes too often, or a
+payable note when mid-agreement payments were not agreed, gets the note left unaccepted and
+its agreement ended through `on_misbehaving`. Payable notes (with a due date) are accepted
+like any other, at once; the requestor's yagna pays accepted payable notes by their due
+date. Accepted notes also feed the burn rate (engine/burn.py).
 """
 
 from __future__ import annotations
@@ -22,14 +29,18 @@ from decimal import Decimal
 import anyio
 
 from golem_deploy.engine import events as ev
+from golem_deploy.engine.burn import BurnRate
+from golem_deploy.engine.payment_terms import AgreedTerms, NoteCadence, seconds_until
 from golem_deploy.yagna.client import YagnaClient
-from golem_deploy.yagna.errors import YagnaError
+from golem_deploy.yagna.errors import YagnaError, YagnaStatusError
 from golem_deploy.yagna.models import Allocation, DebitNote, Decoration, Invoice
 
 __all__ = ["Ledger", "PaymentManager"]
 
 INVOICE_POLL = 0.1
 """Seconds between two looks for an invoice someone waits for."""
+PAYABLE_RETRY = 30.0
+"""Seconds a payable debit note's acceptance is retried at most while yagna fails."""
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +88,8 @@ class _Tracked:
     on_cost: Callable[[Decimal], None]
     ended: bool = False
     expect_invoice: bool = True
+    terms: AgreedTerms = field(default_factory=AgreedTerms)
+    broke_terms: bool = False  # its provider broke them: its notes are no longer accepted
 
 
 class PaymentManager:
@@ -90,12 +103,16 @@ class PaymentManager:
         platform: str,
         emit: Callable[[ev.EngineEvent], None],
         on_over_budget: Callable[[str, str], None],
+        on_misbehaving: Callable[[str, str], None] | None = None,
     ) -> None:
         self.client = client
         self.ledger = Ledger(budget)
         self.platform = platform
         self.emit = emit
         self.on_over_budget = on_over_budget
+        self.on_misbehaving = on_misbehaving or on_over_budget
+        self.burn = BurnRate()
+        self._cadence: dict[str, NoteCadence] = {}  # activity id -> its notes so far
         self.allocation: Allocation | None = None
         self.decoration: Decoration | None = None
         self._agreements: dict[str, _Tracked] = {}
@@ -142,9 +159,21 @@ class PaymentManager:
         if released:  # else the journal keeps it open for a later `down`
             self.emit(ev.AllocationReleased(allocation_id=alloc.allocation_id))
 
-    def track(self, agreement_id: str, on_cost: Callable[[Decimal], None]) -> None:
-        """An agreement of ours: pay for it, and report its cost increments to `on_cost`."""
-        self._agreements[agreement_id] = _Tracked(on_cost)
+    def track(
+        self,
+        agreement_id: str,
+        on_cost: Callable[[Decimal], None],
+        terms: AgreedTerms | None = None,
+    ) -> None:
+        """An agreement of ours: pay for it, and report its cost increments to `on_cost`;
+        its debit notes are judged against `terms` (what its demand agreed)."""
+        self._agreements[agreement_id] = _Tracked(on_cost, terms=terms or AgreedTerms())
+
+    def activity_created(self, agreement_id: str, activity_id: str) -> None:
+        """The activity's notes are counted from now (yapapi counts from its creation)."""
+        tracked = self._agreements.get(agreement_id)
+        terms = tracked.terms if tracked is not None else AgreedTerms()
+        self._cadence[activity_id] = NoteCadence(terms, started=anyio.current_time())
 
     def agreement_ended(self, agreement_id: str, *, expect_invoice: bool = True) -> None:
         """The agreement was terminated: an invoice is expected for it, unless its provider
@@ -152,6 +181,7 @@ class PaymentManager:
         if agreement_id in self._agreements:
             self._agreements[agreement_id].ended = True
             self._agreements[agreement_id].expect_invoice = expect_invoice
+        self.burn.agreement_ended(agreement_id)
 
     def unpaid(self) -> list[str]:
         """Ended agreements whose invoice was not accepted yet."""
@@ -238,6 +268,22 @@ class PaymentManager:
             self._handled.add(note.debit_note_id)
             if note.agreement_id in self.ledger.invoiced:
                 return  # the invoice already covers it
+            if tracked.broke_terms:
+                return  # being ended already; said once
+            why = None if tracked.ended else self._misbehaviour(note)  # a final note is due
+            if why is not None:
+                tracked.broke_terms = True
+                self.emit(
+                    ev.PaymentRejected(
+                        kind="debit_note",
+                        document_id=note.debit_note_id,
+                        agreement_id=note.agreement_id,
+                        amount=note.total_amount_due,
+                        reason=why,
+                    )
+                )
+                self.on_misbehaving(note.agreement_id, why)
+                return
             inc = self.ledger.debit_note_increment(note.activity_id, note.total_amount_due)
             if not self.ledger.fits(inc):
                 reason = (
@@ -255,11 +301,12 @@ class PaymentManager:
                 )
                 self.on_over_budget(note.agreement_id, reason)
                 return
-            await self.client.accept_debit_note(
-                note.debit_note_id, note.total_amount_due, alloc.allocation_id
-            )
+            await self._accept(note, alloc.allocation_id)
             inc = self.ledger.record_debit_note(
                 note.agreement_id, note.activity_id, note.total_amount_due
+            )
+            self.burn.note_accepted(
+                note.agreement_id, note.activity_id, note.total_amount_due, anyio.current_time()
             )
             self.emit(
                 ev.DebitNoteAccepted(
@@ -271,6 +318,35 @@ class PaymentManager:
                 )
             )
         tracked.on_cost(inc)
+
+    async def _accept(self, note: DebitNote, allocation_id: str) -> None:
+        """Accept the note. A payable one is retried while yagna fails (unreachable, 5xx),
+        1 s apart, until its due date but at most PAYABLE_RETRY s: yagna pays only accepted
+        notes, and the provider ends the agreement when one is unaccepted at its due date."""
+        window = seconds_until(note.payment_due_date, datetime.now(UTC))
+        deadline = anyio.current_time() + min(PAYABLE_RETRY, window or 0.0)
+        while True:
+            try:
+                await self.client.accept_debit_note(
+                    note.debit_note_id, note.total_amount_due, allocation_id
+                )
+                return
+            except YagnaError as e:
+                final = isinstance(e, YagnaStatusError) and e.status < 500
+                if final or anyio.current_time() + 1.0 > deadline:
+                    raise
+                log.info("payable debit note %s: %s; trying again", note.debit_note_id, e)
+                await anyio.sleep(1.0)
+
+    def _misbehaviour(self, note: DebitNote) -> str | None:
+        """Why this note breaks the agreed terms (and the agreement must end), or None."""
+        cadence = self._cadence.get(note.activity_id)
+        if cadence is None:  # an activity we did not see created: count from its first note
+            tracked = self._agreements.get(note.agreement_id)
+            terms = tracked.terms if tracked is not None else AgreedTerms()
+            cadence = self._cadence[note.activity_id] = NoteCadence(terms, anyio.current_time())
+        why = cadence.judge(anyio.current_time(), payable=note.payment_due_date is not None)
+        return f"provider broke the payment terms: {why}" if why is not None else None
 
     async def _on_invoice(self, invoice: Invoice) -> None:
         tracked = self._agreements.get(invoice.agreement_id)

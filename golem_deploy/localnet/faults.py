@@ -19,6 +19,8 @@ A faults file is YAML keyed by provider name::
                                      # expiration), so deployments must renew sooner
       reject_agreements_after: 1     # approves its first N agreements, rejects the rest
                                      # (a provider that will not renew)
+      debit_notes_every: 1s          # debit notes this often, whatever was agreed (a
+                                     # requestor ends such agreements: too many notes)
 
 Durations are a number of seconds or a number with a unit: ms, s, m, h (e.g. 500ms, 1.5s).
 """
@@ -55,6 +57,7 @@ class ProviderFaults:
     never_invoice: bool = False
     max_agreement: float | None = None
     reject_agreements_after: int | None = None
+    debit_notes_every: float | None = None
 
 
 NO_FAULTS = ProviderFaults()
@@ -124,6 +127,10 @@ def parse_faults(data: object, source: str = "faults") -> dict[str, ProviderFaul
                     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                         raise ValueError("expected a number of agreements (0 or more)")
                     values[key] = value
+                elif key == "debit_notes_every":
+                    values[key] = parse_duration(value)
+                    if values[key] <= 0:
+                        raise ValueError("expected a duration longer than 0, such as 1s")
                 elif key == "die_when":
                     if not isinstance(value, str) or not value.startswith("/"):
                         raise ValueError("expected the absolute path of a file")
@@ -136,7 +143,7 @@ def parse_faults(data: object, source: str = "faults") -> dict[str, ProviderFaul
                     raise ValueError(
                         "unknown fault (known: reject_agreements, fail_activity_create, "
                         "die_after, die_when, fail_commands_matching, slow_start, never_invoice, "
-                        "max_agreement, reject_agreements_after)"
+                        "max_agreement, reject_agreements_after, debit_notes_every)"
                     )
             except (ValueError, re.error) as error:
                 problems.append(f"{at}: {name}.{key}: {error}")

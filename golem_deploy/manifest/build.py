@@ -37,6 +37,8 @@ from golem_deploy.manifest.ports import parse_port
 from golem_deploy.manifest.rules import resolve_local_path
 from golem_deploy.manifest.sizes import parse_size
 
+_PAYMENT_DURATIONS = ("debit_note_interval", "payment_timeout")
+
 
 def build_manifest(data: dict[str, Any], path: Path) -> Manifest:
     """The frozen model of valid data: the ONE place where defaults are applied (by
@@ -57,7 +59,11 @@ def build_manifest(data: dict[str, Any], path: Path) -> Manifest:
     if "version" in data:
         top["version"] = str(data["version"])
     if "payment" in data:
-        top["payment"] = Payment(**{k: str(v) for k, v in data["payment"].items()})
+        payment: dict[str, Any] = {
+            k: parse_duration(v) if k in _PAYMENT_DURATIONS else str(v)
+            for k, v in data["payment"].items()
+        }
+        top["payment"] = Payment(**payment)
     if "subnet" in data:
         top["subnet"] = data["subnet"]
     if "market" in data:

@@ -45,7 +45,7 @@ def manifest_to_data(manifest: Manifest) -> dict[str, Any]:
         "version": manifest.version,
         "name": manifest.name,
         "budget": _money(manifest.budget),
-        "payment": {"driver": manifest.payment.driver, "network": manifest.payment.network},
+        "payment": _payment(manifest),
         "subnet": manifest.subnet,
         "market": market,
         "network": False if manifest.network is None else {"cidr": manifest.network.cidr},
@@ -55,6 +55,19 @@ def manifest_to_data(manifest: Manifest) -> dict[str, Any]:
     }
     escaped: dict[str, Any] = _escape(data)
     return escaped
+
+
+def _payment(manifest: Manifest) -> dict[str, Any]:
+    """Driver and network; the payment terms only when set (their default is negotiated)."""
+    payment = manifest.payment
+    out: dict[str, Any] = {"driver": payment.driver, "network": payment.network}
+    for key, seconds in (
+        ("debit_note_interval", payment.debit_note_interval),
+        ("payment_timeout", payment.payment_timeout),
+    ):
+        if seconds is not None:
+            out[key] = format_duration(seconds)
+    return out
 
 
 def _escape(value: Any) -> Any:

@@ -185,6 +185,8 @@ class Market:
 class Payment:
     driver: str = "erc20"
     network: str = "holesky"
+    debit_note_interval: float | None = None  # seconds; None: the provider's, at least 60 s
+    payment_timeout: float | None = None  # seconds; None: mid-agreement payments from 5 h on
 
 
 @dataclass(frozen=True)

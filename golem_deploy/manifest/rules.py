@@ -96,6 +96,7 @@ def semantic_diagnostics(doc: Document, folder: Path, stem: str) -> list[Diagnos
                         else "services: " + ", ".join(services),
                     )
     _check_cycles(services, error)
+    _check_payment_terms(data.get("payment"), error)
     _check_budget(data, services, error)
     network_diagnostics(data, error)
     return out
@@ -156,6 +157,27 @@ def _check_durations(service: dict[str, Any], base: JsonPath, error: Report) -> 
                     f"{dotted((*base, *rel))}: must be longer than 0s",
                     DURATION_HINT,
                 )
+
+
+def _check_payment_terms(payment: Any, error: Report) -> None:
+    """Debit notes and payment deadlines come in whole seconds: at least one."""
+    if not isinstance(payment, dict):
+        return
+    for key in ("debit_note_interval", "payment_timeout"):
+        value = payment.get(key)
+        if not isinstance(value, str | int | Decimal) or isinstance(value, bool):
+            continue
+        try:
+            seconds = parse_duration(value)
+        except ValueError:
+            continue  # the schema reports the malformed duration
+        if seconds < 1:
+            error(
+                ("payment", key),
+                f"payment.{key}: {value!r} is shorter than 1s",
+                "providers count it in whole seconds; write e.g. 10s (or leave it out for "
+                "the negotiated default)",
+            )
 
 
 def _check_log_size(service: dict[str, Any], base: JsonPath, error: Report) -> None:

@@ -246,6 +246,7 @@ class Supervisor:
             rows=rows,
             ports=self.vpn.ports() if self.vpn else (),
             vpn=self.vpn.view() if self.vpn else None,
+            burn_per_hour=self.golem.burn_rate() if self.golem is not None else None,
         )
 
     def service_clusters(self, name: str) -> list[Cluster]:
@@ -310,7 +311,7 @@ class Supervisor:
         if self.down.event.is_set():  # asked to go down while the network was starting
             self.feed(dm.DownRequested(self.down.reason))
             return
-        from golem_deploy.compiler import compile_manifest, price_caps
+        from golem_deploy.compiler import compile_manifest, payment_terms, price_caps
         from golem_deploy.engine import Golem
         from golem_deploy.supervisor.reconcile import Reconciler
 
@@ -330,6 +331,7 @@ class Supervisor:
             max_price=price_caps(self.manifest.market.max_price),
             blacklist=self.manifest.market.blacklist,
             resolve_images=False,  # done above for your yagna; the embedded network never asks
+            payment_terms=payment_terms(self.manifest.payment),
         )
         # The down timeout bounds the graceful part (shutdown steps). Releasing comes after
         # it and is bounded by the engine itself (activity release, invoice wait,

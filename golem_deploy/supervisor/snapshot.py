@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from golem_deploy.supervisor.pace import budget_plain, runs_out_at
+
 if TYPE_CHECKING:
     from golem_deploy.engine.service import InstanceSnapshot
     from golem_deploy.supervisor.journal import Held
@@ -149,14 +151,10 @@ class DeploymentSnapshot:
     held: tuple[str, ...] | None = field(default=None)  # journal snapshots: what is held
     ports: tuple[PortView, ...] = ()
     vpn: VpnView | None = None
+    burn_per_hour: Decimal | None = None  # GLM per hour at the current pace (None: unknown)
+    runs_out_at: str | None = None  # when the budget is spent at that pace (ISO-8601 UTC)
 
     def plain(self) -> Snapshot:
-        remaining = None
-        if self.budget is not None:
-            try:
-                remaining = str(Decimal(self.budget) - self.spent)
-            except ArithmeticError:
-                remaining = None
         plain: Snapshot = {
             "name": self.name,
             "state": self.state,
@@ -167,7 +165,7 @@ class DeploymentSnapshot:
                 "api_url": self.api_url,
                 "vpn": {"id": self.vpn.id, "cidr": self.vpn.cidr} if self.vpn else None,
             },
-            "budget": {"total": self.budget, "spent": str(self.spent), "remaining": remaining},
+            "budget": budget_plain(self.budget, self.spent, self.burn_per_hour, self.runs_out_at),
             "services": [
                 {
                     "name": name,
@@ -198,6 +196,8 @@ def build(
     held: Sequence[str] | None = None,
     ports: Sequence[PortView] = (),
     vpn: VpnView | None = None,
+    burn_per_hour: Decimal | None = None,
+    now: dt.datetime | None = None,
 ) -> DeploymentSnapshot:
     """The one builder: every declared instance (pending when nothing is known about it),
     plus any extra instance `rows` knows, per service in manifest order."""
@@ -224,6 +224,8 @@ def build(
         held=tuple(held) if held is not None else None,
         ports=tuple(ports),
         vpn=vpn,
+        burn_per_hour=burn_per_hour,
+        runs_out_at=runs_out_at(budget, spent, burn_per_hour, now),
     )
 
 

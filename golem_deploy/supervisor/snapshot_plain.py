@@ -54,6 +54,10 @@ def from_plain(data: object) -> DeploymentSnapshot:
         held=tuple(str(line) for line in _list(held)) if held is not None else None,
         ports=tuple(ports),
         vpn=VpnView(str(vpn["id"]), str(vpn.get("cidr"))) if vpn.get("id") else None,
+        burn_per_hour=_decimal(budget.get("burn_rate_per_hour"))
+        if budget.get("burn_rate_per_hour") is not None
+        else None,
+        runs_out_at=_str(budget.get("runs_out_at")),
     )
 
 

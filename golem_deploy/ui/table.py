@@ -127,10 +127,26 @@ def header(snapshot: DeploymentSnapshot) -> Text:
     text.append(state, style=DEPLOYMENT_STYLES.get(state, ""))
     text.append(f"  {network_text}", style="cyan")
     text.append(f"  budget {amount(snapshot.spent)}/{amount(snapshot.budget)} GLM")
+    burn = burn_text(snapshot)
+    if burn:
+        text.append(f" · {burn}")
     counts = state_counts(snapshot)
     parts = [f"{counts[s]} {s}" for s in STATE_ORDER if counts.get(s)]
     if parts:
         text.append("  " + " · ".join(parts), style="dim")
+    return text
+
+
+def burn_text(snapshot: DeploymentSnapshot, now: float | None = None) -> str:
+    """'0.072 GLM/h, lasts 13h52m' (the pace, and how long the budget lasts at it); ''
+    while the pace is unknown."""
+    if snapshot.burn_per_hour is None:
+        return ""
+    text = f"{amount(snapshot.burn_per_hour)} GLM/h"
+    runs_out = parse_iso(snapshot.runs_out_at)
+    if runs_out is not None:
+        now = time.time() if now is None else now
+        text += f", lasts {duration(runs_out - now)}"
     return text
 
 
@@ -278,6 +294,7 @@ def plain_lines(snapshot: DeploymentSnapshot, *, now: float | None = None) -> li
         f"deployment {snapshot.name} state={snapshot.state} "
         f"network={snapshot.network_kind} "
         f"budget={amount(snapshot.spent)}/{amount(snapshot.budget)} GLM"
+        + (f" burn={burn_text(snapshot, now)}" if snapshot.burn_per_hour is not None else "")
     ]
     if snapshot.reason:
         lines.append(f"reason: {snapshot.reason}")

@@ -101,6 +101,8 @@ class Requestor:
             "golem.com.payment.protocol.version": "3",
             "golem.srv.comp.task_package": TASK_PACKAGE,
             "golem.srv.comp.vm.package_format": "gvmkit-squash",
+            # notes every 5 s, so tests see them (the providers' own default is 2 min)
+            "golem.com.scheme.payu.debit-note.interval-sec?": 5,
         }
         properties.update(extra or {})
         constraints = (

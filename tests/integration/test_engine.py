@@ -16,7 +16,7 @@ import anyio
 import pytest
 from _engine_helpers import Recorder, _payload, assert_settled, golem_for, wait_for
 
-from golem_deploy.engine import RestartPolicy, Service, ServiceState
+from golem_deploy.engine import PaymentTerms, RestartPolicy, Service, ServiceState
 from golem_deploy.engine import events as ev
 from golem_deploy.engine.payload import VmPayload
 from golem_deploy.localnet import LocalNetInfo
@@ -201,6 +201,7 @@ async def test_budget_is_never_exceeded(localnet: Any) -> None:
         str(budget),
         blacklist=[nodes["local-provider-1"], nodes["local-provider-2"]],
         invoice_timeout=15,
+        payment_terms=PaymentTerms(debit_note_interval=5),  # spend in steps of seconds
     )
     async with golem:
         cluster = await golem.run_service(HelloService, num_instances=1)

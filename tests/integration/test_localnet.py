@@ -189,7 +189,7 @@ def test_debit_notes_and_the_invoice_arrive_and_are_accepted(
         )
         await req.results(activity_id, batch)
         accepted: list[dict[str, Any]] = []
-        with anyio.fail_after(20):  # the local providers note every 5 s
+        with anyio.fail_after(20):  # this requestor asks for a note every 5 s
             while not accepted:
                 for event in await req.payment_events("debitNote", after):
                     if event["eventType"] == "DebitNoteReceivedEvent":

@@ -53,7 +53,11 @@ def test_row13_down_with_the_requestor_yagna_dead_goes_to_recovery_at_once(
     cli: Cli, tmp_path: Path
 ) -> None:
     scenario = Scenario.create(
-        cli, tmp_path, "row13", {"app": service(instances=2, shutdown=[["/bin/echo", "bye"]])}
+        cli,
+        tmp_path,
+        "row13",
+        {"app": service(instances=2, shutdown=[["/bin/echo", "bye"]])},
+        payment={"debit_note_interval": "5s"},  # a note (money spent) within seconds
     )
     up = scenario.up()
     assert up.returncode == 0, up.stdout + up.stderr

@@ -61,6 +61,7 @@ def test_row08_budget_exhausted_stops_cleanly_and_says_why(cli: Cli, tmp_path: A
         {"app": service(instances=1, run={"every": "1s", "steps": [["/bin/sh", "-c", busy]]})},
         budget="0.0003",
         market={"max_price": {"start": 0}},
+        payment={"debit_note_interval": "5s"},  # spend in steps of seconds, not minutes
     )
     up = scenario.up()
     assert up.returncode == 0, up.stdout + up.stderr

@@ -160,6 +160,7 @@ async def test_counter_proposal_adds_chosen_platform_and_negotiated_keys() -> No
         **{
             "golem.com.payment.debit-notes.accept-timeout?": 240,
             "golem.com.scheme.payu.debit-note.interval-sec?": 120,
+            "golem.com.scheme.payu.payment-timeout-sec?": 120,
         },
     )
     short = counter_properties(
@@ -167,7 +168,8 @@ async def test_counter_proposal_adds_chosen_platform_and_negotiated_keys() -> No
     )
     assert short["golem.com.payment.chosen-platform"] == PLATFORM
     assert short["golem.com.payment.debit-notes.accept-timeout?"] == 240
-    assert "golem.com.scheme.payu.debit-note.interval-sec?" not in short  # no MAP < 5 h
+    assert short["golem.com.scheme.payu.debit-note.interval-sec?"] == 120  # the provider's
+    assert "golem.com.scheme.payu.payment-timeout-sec?" not in short  # no MAP < 5 h
     long = counter_properties(
         demand, props, platform=PLATFORM, expiration=now + timedelta(hours=6), now=now
     )

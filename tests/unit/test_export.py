@@ -293,3 +293,13 @@ def test_export_with_real_yapapi_when_available(tmp_path: Path) -> None:
             [python, "-c", check, str(out)], capture_output=True, text=True, timeout=120
         )
         assert result.returncode == 0, result.stderr
+
+
+def test_export_says_when_payment_terms_are_not_carried_over(tmp_path: Path) -> None:
+    text = (REPO / "manifests" / "hello-world.yaml").read_text()
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(text)
+    asked = tmp_path / "asked.yaml"
+    asked.write_text(text + "payment: {debit_note_interval: 10s}\n")
+    assert "payment.debit_note_interval" not in export_source(load_manifest(plain))
+    assert "payment.debit_note_interval" in export_source(load_manifest(asked))

@@ -181,6 +181,19 @@ def test_provider_vanishing_skips_shutdown() -> None:
     assert m.state is S.terminated and m.final
 
 
+def test_a_misbehaving_provider_is_ended_by_us_avoided_and_replaced() -> None:
+    m = running(LifecycleConfig(restart_policy="on-failure", backoff=2.0))
+    actions = m.handle(lc.ProviderMisbehaved("too many debit notes"))
+    assert kinds(actions) == [AvoidProvider, ReleaseActivity, ScheduleRestart]
+    release = next(a for a in actions if isinstance(a, ReleaseActivity))
+    assert release.terminate_agreement and release.expect_invoice  # we end it; it invoices
+    assert m.state is S.terminated and RunHandler("shutdown") not in actions
+    assert m.handle(lc.ProviderMisbehaved("again")) == []  # already released
+    m = Lifecycle()
+    m.handle(lc.Spawn())
+    assert m.handle(lc.ProviderMisbehaved()) == []  # pending: no activity sends notes yet
+
+
 def test_provider_vanishing_is_replaced_under_on_failure() -> None:
     m = running(LifecycleConfig(restart_policy="on-failure", backoff=2.0))
     actions = m.handle(lc.ActivityUnresponsive("gone"))
@@ -389,6 +402,7 @@ EVENTS = st.sampled_from(
         lc.ActivityUnresponsive(),
         lc.AgreementTerminatedByProvider(),
         lc.NetworkLost(),
+        lc.ProviderMisbehaved(),
         lc.ProviderAlive(),
         lc.HealthCheckPassed(),
         lc.HealthCheckFailed(),

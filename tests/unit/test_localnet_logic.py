@@ -36,6 +36,8 @@ from golem_deploy.localnet.provider.terms import (
     linear_cost,
     offer_properties,
     parse_mounts,
+    payable_now,
+    payment_timeout,
     price_coeffs,
     rejection,
 )
@@ -50,8 +52,11 @@ def test_faults_file_is_parsed_into_typed_faults(tmp_path: Path) -> None:
         "  slow_start: 500ms\n"
         "  fail_commands_matching: '^/bin/false'\n"
         "local-provider-3: {never_invoice: true, fail_activity_create: true}\n"
+        "local-provider-4: {debit_notes_every: 1s}\n"
     )
     faults = load_faults(path)
+    assert faults["local-provider-4"].debit_notes_every == 1.0
+    assert faults["local-provider-3"].debit_notes_every is None
     second = faults["local-provider-2"]
     assert second.reject_agreements and second.die_after == 10.0 and second.slow_start == 0.5
     assert second.fail_commands_matching is not None
@@ -66,6 +71,7 @@ def test_every_problem_of_a_faults_file_is_reported_with_its_position(tmp_path: 
     path.write_text(
         "local-provider-1:\n  die_after: soon\n  explode: true\nprovider-9: {}\n"
         "local-provider-2: {reject_agreements: 'yes', fail_commands_matching: '('}\n"
+        "local-provider-3: {debit_notes_every: 0s}\n"
     )
     with pytest.raises(FaultsError) as failure:
         load_faults(path)
@@ -73,6 +79,7 @@ def test_every_problem_of_a_faults_file_is_reported_with_its_position(tmp_path: 
     assert f"{path}:2:3: local-provider-1.die_after" in message
     assert f"{path}:3:3: local-provider-1.explode: unknown fault" in message
     assert f"{path}:4:1: 'provider-9' is not a provider name" in message
+    assert "local-provider-3.debit_notes_every: expected a duration longer than 0" in message
     assert "local-provider-2.reject_agreements: expected true or false" in message
     assert "local-provider-2.fail_commands_matching" in message
 
@@ -211,9 +218,20 @@ def test_local_net_info_env_has_exactly_what_requestor_sdks_read() -> None:
 def test_debit_notes_follow_the_interval_the_requestor_negotiated() -> None:
     offer = offer_properties(1, "local-provider-1", "0x1")
     key = "golem.com.scheme.payu.debit-note.interval-sec?"
-    assert debit_note_interval({}, offer, 5.0) == 5.0  # the offer's own interval
-    assert debit_note_interval({key: 60}, offer, 5.0) == 60.0  # yapapi's MAP minimum
-    assert debit_note_interval({key: 1}, offer, 5.0) == 5.0  # never faster than ours
+    assert debit_note_interval({}, offer, 5.0) == 120.0  # the offer's own: ya-provider's
+    assert debit_note_interval({}, {}, 5.0) == 5.0  # the agent's default
+    assert debit_note_interval({key: 60}, offer, 5.0) == 60.0  # yapapi's minimum
+    assert debit_note_interval({key: 2}, offer, 5.0) == 2.0  # asked for: as ya-provider
+    assert debit_note_interval({key: 0.2}, offer, 5.0) == 1.0  # whole seconds, at least 1
+
+
+def test_payable_notes_come_once_per_payment_timeout_and_at_the_end() -> None:
+    key = "golem.com.scheme.payu.payment-timeout-sec?"
+    assert payment_timeout({}) is None and payment_timeout({key: 20}) == 20.0
+    assert not payable_now(final=True, now=100.0, last_payable=0.0, timeout=None)
+    assert not payable_now(final=False, now=19.0, last_payable=0.0, timeout=20.0)
+    assert payable_now(final=False, now=20.0, last_payable=0.0, timeout=20.0)
+    assert payable_now(final=True, now=1.0, last_payable=0.0, timeout=20.0)
 
 
 def test_demands_are_rejected_with_a_reason_and_capacity_rejections_are_not_final() -> None:

@@ -344,3 +344,54 @@ def test_update_parallelism_is_read_and_at_least_one(tmp_path: Path) -> None:
     path.write_text(path.read_text().replace("parallelism: 0", "parallelism: 1"))
     m = load_manifest(path)
     assert m.services["web"].update.parallelism == 2 and m.services["db"].update.parallelism == 1
+
+
+def test_payment_terms_are_durations_of_at_least_a_second(tmp_path: Path) -> None:
+    from golem_deploy.compiler import payment_terms
+    from golem_deploy.engine import PaymentTerms
+    from golem_deploy.manifest.dump import manifest_to_data as dump_manifest
+
+    good = write(
+        tmp_path,
+        f"""\
+        budget: 1
+        payment: {{debit_note_interval: 10s, payment_timeout: 1m}}
+        services:
+          web:
+            payload: {{image_hash: {HASH}}}
+        """,
+    )
+    m = load_manifest(good)
+    assert m.payment == Payment(debit_note_interval=10.0, payment_timeout=60.0)
+    assert payment_terms(m.payment) == PaymentTerms(10.0, 60.0)
+    assert dump_manifest(m)["payment"]["payment_timeout"] == "1m"
+    assert "debit_note_interval" not in dump_manifest(load_manifest(_plain(tmp_path)))["payment"]
+    bad = write(
+        tmp_path,
+        f"""\
+        budget: 1
+        payment:
+          debit_note_interval: 500ms
+          payment_timeout: soon
+        services:
+          web:
+            payload: {{image_hash: {HASH}}}
+        """,
+        name="bad.yaml",
+    )
+    found = problems(bad)
+    assert any(p.startswith("3:24: error: payment.debit_note_interval") for p in found), found
+    assert any("payment.payment_timeout" in p and "duration" in p for p in found), found
+
+
+def _plain(tmp_path: Path) -> Path:
+    return write(
+        tmp_path,
+        f"""\
+        budget: 1
+        services:
+          web:
+            payload: {{image_hash: {HASH}}}
+        """,
+        name="plain.yaml",
+    )

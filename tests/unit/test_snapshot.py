@@ -3,6 +3,7 @@ the same shape, and the plain form read back is the same snapshot."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from decimal import Decimal
 
@@ -10,6 +11,7 @@ from golem_deploy.engine.lifecycle import ServiceState
 from golem_deploy.engine.service import ImageDownload, InstanceSnapshot
 from golem_deploy.supervisor import journal as jr
 from golem_deploy.supervisor import snapshot as sn
+from golem_deploy.supervisor.pace import runs_out_at
 from golem_deploy.supervisor.snapshot_plain import from_plain
 
 STARTED = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
@@ -79,7 +81,13 @@ def test_the_plain_form_reads_back_as_the_same_snapshot() -> None:
     snap = _live()
     assert from_plain(snap.plain()) == snap
     plain = snap.plain()
-    assert plain["budget"] == {"total": "1", "spent": "0.25", "remaining": "0.75"}
+    assert plain["budget"] == {
+        "total": "1",
+        "spent": "0.25",
+        "remaining": "0.75",
+        "burn_rate_per_hour": None,  # not known before an activity had two debit notes
+        "runs_out_at": None,
+    }
     assert from_plain({"services": [{"instances": [{"cost": "x"}]}]}).name == "?"
 
 
@@ -153,3 +161,17 @@ def test_the_final_picture_keeps_the_live_output_with_the_journal_word() -> None
     assert final.state == "stopped" and not final.supervisor_alive
     assert final.services[1][1][0].last_output == "the token is ***"
     assert final.services[1][1][0].state == "terminated"
+
+
+def test_the_burn_rate_says_when_the_budget_runs_out() -> None:
+    now = dt.datetime(2030, 1, 1, 12, tzinfo=dt.UTC)
+    assert runs_out_at("1", Decimal("0.25"), Decimal("0.5"), now) == "2030-01-01T13:30:00Z"
+    assert runs_out_at("1", Decimal("0.25"), None, now) is None  # pace unknown
+    assert runs_out_at("1", Decimal("0.25"), Decimal(0), now) is None  # spending nothing
+    assert runs_out_at(None, Decimal("0.25"), Decimal("0.5"), now) is None
+    assert runs_out_at("1", Decimal("2"), Decimal("0.5"), now) == "2030-01-01T12:00:00Z"
+    snap = dataclasses.replace(
+        _live(), burn_per_hour=Decimal("0.072"), runs_out_at="2030-01-01T22:25:00Z"
+    )
+    assert snap.plain()["budget"]["burn_rate_per_hour"] == "0.072"  # type: ignore[index]
+    assert from_plain(snap.plain()) == snap

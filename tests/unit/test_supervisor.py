@@ -113,6 +113,9 @@ class FakeGolem:
         self.spent = Decimal("0.25")
         self._emit = emit
 
+    def burn_rate(self) -> Decimal | None:
+        return None
+
     async def run_service(self, cls: Any, *, num_instances: int, **_: Any) -> FakeCluster:
         self.started.append(cls)
         cluster = FakeCluster(cls, num_instances, self._emit)
@@ -300,7 +303,13 @@ async def test_snapshot_has_every_instance_in_manifest_order(tmp_path: Path) -> 
     assert db["instances"][0]["provider_name"] == "prov-1"
     assert db["instances"][0]["cost"] == "0.1"
     assert db["instances"][0]["last_output"] == "b"
-    assert snap["budget"] == {"total": "1", "spent": "0.25", "remaining": "0.75"}
+    assert snap["budget"] == {
+        "total": "1",
+        "spent": "0.25",
+        "remaining": "0.75",
+        "burn_rate_per_hour": None,
+        "runs_out_at": None,
+    }
 
 
 async def test_control_socket_is_private_and_serves_snapshot_logs_and_down(

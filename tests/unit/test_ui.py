@@ -165,7 +165,13 @@ def test_status_json_has_exactly_the_documented_keys() -> None:
     assert set(public["supervisor"]) == {"pid", "alive"}
     assert set(public["network"]) == {"kind", "api_url", "vpn"}  # vpn: null without a VPN
     assert public["network"]["vpn"] is None
-    assert set(public["budget"]) == {"total", "spent", "remaining"}
+    assert set(public["budget"]) == {
+        "total",
+        "spent",
+        "remaining",
+        "burn_rate_per_hour",
+        "runs_out_at",
+    }
     assert set(public["services"][0]) == {"name", "ports", "instances"}
     assert set(public["services"][1]["instances"][0]) == {
         "index",
@@ -201,3 +207,14 @@ def test_a_starting_instance_shows_its_image_download() -> None:
     snap = dataclasses.replace(snap, services=((name, (downloading, *rows[1:])), *rest))
     assert "starting (image 45 %, 12.3 MB/s)" in _render(ui.deployment_table(snap, now=NOW), 100)
     assert any("starting (image 45 %, 12.3 MB/s)" in line for line in ui.plain_lines(snap))
+
+
+def test_the_header_shows_the_burn_rate_and_how_long_the_budget_lasts() -> None:
+    snap = _snapshot()
+    assert "GLM/h" not in _render(ui.header(_typed(snap)), 200)  # unknown yet: nothing shown
+    snap["budget"]["burn_rate_per_hour"] = "0.072"
+    snap["budget"]["runs_out_at"] = iso(NOW + 13 * 3600 + 52 * 60)
+    typed = _typed(snap)
+    assert ui.burn_text(typed, NOW) == "0.072 GLM/h, lasts 13h52m"
+    assert "0.072 GLM/h" in _render(ui.header(typed), 200)
+    assert "burn=0.072 GLM/h, lasts 13h52m" in ui.plain_lines(typed, now=NOW)[0]

@@ -4,12 +4,18 @@ The agent hands CreateActivity/DestroyActivity events here. For each activity th
 an ExeUnit, sends a debit note at the agreed interval and a final one when it ends, and
 reports to yagna (activity state Terminated) whatever the ExeUnit cannot report itself:
 a creation that failed, a crash, a failed shutdown.
+
+With mid-agreement payments agreed, about one note per payment timeout is payable (a
+`paymentDueDate` that far ahead), as ya-provider does; a payable note the requestor has not
+accepted by its due date ends the agreement (ya-provider waits for the payment itself,
+which the offline network cannot make: acceptance is what the requestor controls).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 
 import anyio
 from anyio.abc import TaskStatus
@@ -174,21 +180,31 @@ class ActivityRunner:
             activity.request_stop("execution aborted")
 
     async def _debit_notes(self, activity: Activity) -> None:
+        # the debit_notes_every fault ignores what was agreed (the requestor should object)
+        every = self._config.faults.debit_notes_every or activity.agreement.debit_note_interval
         while True:
-            await anyio.sleep(activity.agreement.debit_note_interval)
+            await anyio.sleep(every)
             await self._debit_note(activity)
 
     async def _debit_note(self, activity: Activity, *, final: bool = False) -> None:
         """One cumulative debit note: issue it, then deliver it (retried: 408 when busy)."""
         if self.dead:
             return
+        agreement = activity.agreement
         usage = activity.usage()
-        amount = activity.final_cost if final else activity.agreement.tariff.cost(usage)
+        amount = activity.final_cost if final else agreement.tariff.cost(usage)
+        timeout = agreement.payment_timeout
+        now = anyio.current_time()
+        payable = terms.payable_now(
+            final=final, now=now, last_payable=agreement.last_payable, timeout=timeout
+        )
+        due = datetime.now(UTC) + timedelta(seconds=timeout) if payable and timeout else None
         try:
             note_id = await self._api.create_debit_note(
                 activity.activity_id,
                 terms.amount_str(amount),
-                activity.agreement.tariff.counters(usage),
+                agreement.tariff.counters(usage),
+                due,
             )
             await retried(
                 f"{self._name}: sending debit note {note_id}",
@@ -199,3 +215,33 @@ class ActivityRunner:
             activity.debit_notes += 1
         except ProviderApiError as error:
             log.info("%s: debit note for %s failed: %s", self._name, activity.activity_id, error)
+            return
+        if due is not None and timeout is not None:
+            agreement.last_payable = now
+            if not final:
+                self._spawn(
+                    lambda: self._expect_acceptance(agreement, note_id, timeout),
+                    f"payable debit note {note_id}",
+                )
+
+    async def _expect_acceptance(self, agreement: Agreement, note_id: str, timeout: float) -> None:
+        """At the note's due date: unaccepted (and the agreement still on), end it."""
+        with anyio.move_on_after(timeout):
+            await agreement.ended.wait()
+        if agreement.ended.is_set() or self.dead:
+            return
+        try:
+            status = await retried(
+                f"{self._name}: status of debit note {note_id}",
+                lambda: self._api.debit_note_status(note_id),
+                attempts=3,
+                delay=lambda attempt: 0.5 * (attempt + 1),
+            )
+        except ProviderApiError as error:
+            log.info("%s: cannot tell whether %s was accepted: %s", self._name, note_id, error)
+            return
+        if status in terms.ACCEPTED_STATES or agreement.ended.is_set():
+            return
+        message = f"debit note {note_id} not accepted within the payment timeout ({timeout:g} s)"
+        log.info("%s: ending %s: %s", self._name, agreement.agreement_id, message)
+        await self._terminate_agreement(agreement, message)

@@ -274,6 +274,8 @@ class ProviderAgent:
             debit_note_interval=terms.debit_note_interval(
                 proposed.demand, offer, self.config.debit_note_interval
             ),
+            payment_timeout=terms.payment_timeout(proposed.demand),
+            last_payable=anyio.current_time(),
             multi_activity=terms.multi_activity(proposed.demand),
             reserved=terms.demand_requirements(proposed.demand_constraints),
             mounts=terms.parse_mounts(proposed.demand),

@@ -193,9 +193,17 @@ class ProviderApi:
 
     # ------------------------------------------------------------ payments
 
-    async def create_debit_note(self, activity_id: str, amount: str, counters: list[float]) -> str:
-        """Issue a debit note (not yet sent); its id."""
-        body = {"activityId": activity_id, "totalAmountDue": amount, "usageCounterVector": counters}
+    async def create_debit_note(
+        self, activity_id: str, amount: str, counters: list[float], due: datetime | None = None
+    ) -> str:
+        """Issue a debit note (not yet sent; payable by `due` when given); its id."""
+        body: dict[str, object] = {
+            "activityId": activity_id,
+            "totalAmountDue": amount,
+            "usageCounterVector": counters,
+        }
+        if due is not None:
+            body["paymentDueDate"] = due.isoformat()
         answer = await self._call("POST", "/payment-api/v1/debitNotes", body=body, ok=(200, 201))
         return _id(answer, "debitNoteId", "POST /payment-api/v1/debitNotes")
 
@@ -211,6 +219,13 @@ class ProviderApi:
         }
         answer = await self._call("POST", "/payment-api/v1/invoices", body=body, ok=(200, 201))
         return _id(answer, "invoiceId", "POST /payment-api/v1/invoices")
+
+    async def debit_note_status(self, debit_note_id: str) -> str:
+        """The debit note's status as yagna records it (ISSUED, RECEIVED, ACCEPTED, ...)."""
+        answer = await self._call("GET", f"/payment-api/v1/debitNotes/{debit_note_id}")
+        if isinstance(answer, dict) and isinstance(answer.get("status"), str):
+            return str(answer["status"])
+        raise ProviderApiError(f"GET debit note {debit_note_id}", None, "no status")
 
     async def send_debit_note(self, debit_note_id: str) -> None:
         await self._send(f"/payment-api/v1/debitNotes/{debit_note_id}/send")

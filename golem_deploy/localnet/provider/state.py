@@ -49,6 +49,8 @@ class Agreement:
     ended: anyio.Event = field(default_factory=anyio.Event)
     end_reason: str = ""
     terminated_by_us: bool = False
+    payment_timeout: float | None = None  # mid-agreement payments agreed (terms.payment_timeout)
+    last_payable: float = 0.0  # when the last payable note was sent (anyio clock), or approval
 
     def end(self, reason: str) -> None:
         self.end_reason = reason

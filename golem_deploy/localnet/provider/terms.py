@@ -27,8 +27,12 @@ CPU_THREADS = 32
 MEM_GIB = 64.0
 STORAGE_GIB = 256.0
 
-#: Short enough that a test sees several debit notes within seconds.
-DEBIT_NOTE_INTERVAL = 5.0
+#: Offered, and used when the requestor negotiates none: ya-provider's default (2 min). A
+#: requestor asks for its own (golem-deploy: the manifest's `payment.debit_note_interval`,
+#: tests use a few seconds), and the notes follow what it asked.
+DEBIT_NOTE_INTERVAL = 120.0
+#: Offered payment timeout (ya-provider's default): what mid-agreement payments start from.
+PAYMENT_TIMEOUT = 120
 
 #: A JSON object as yagna passes properties through: values are JSON values.
 Properties = Mapping[str, object]
@@ -78,7 +82,7 @@ def offer_properties(index: int, name: str, node_id: str) -> dict[str, object]:
         p.USAGE_VECTOR: list(USAGE_VECTOR),
         p.SCHEME: "payu",
         p.DEBIT_NOTE_INTERVAL: int(DEBIT_NOTE_INTERVAL),
-        p.PAYMENT_TIMEOUT: 120,
+        p.PAYMENT_TIMEOUT: PAYMENT_TIMEOUT,
         p.DEBIT_NOTE_ACCEPT_TIMEOUT: 240,
         p.platform_address(PLATFORM): node_id.lower(),
         p.PAYMENT_PROTOCOL_VERSION: 3,
@@ -225,17 +229,44 @@ def multi_activity(demand: Properties) -> bool:
     return demand.get(p.MULTI_ACTIVITY) is True
 
 
-def debit_note_interval(demand: Properties, offer: Properties, default: float) -> float:
-    """The agreed interval: the demand's value when the requestor negotiated one.
+def _seconds(properties: Properties, key: str) -> float | None:
+    value = properties.get(key)
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return max(1.0, float(value))
+    return None
 
-    Requestors that negotiate it (yapapi with mid-agreement payments raises it to at
-    least 60 s) count notes against it and end agreements that get notes too often.
+
+def debit_note_interval(demand: Properties, offer: Properties, default: float) -> float:
+    """The agreed interval: the demand's value when the requestor negotiated one (as
+    ya-provider accepts any from 1 s on), else the offer's, else `default`.
+
+    Requestors that negotiate it (golem-deploy always, yapapi with mid-agreement payments)
+    count notes against it and end agreements that get notes too often.
     """
     for properties in (demand, offer):
-        value = properties.get(p.DEBIT_NOTE_INTERVAL)
-        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-            return max(float(value), default)
+        value = _seconds(properties, p.DEBIT_NOTE_INTERVAL)
+        if value is not None:
+            return value
     return default
+
+
+def payment_timeout(demand: Properties) -> float | None:
+    """Mid-agreement payments: the payment timeout the requestor's demand agreed, or None
+    (then no note is payable and only the invoice is paid)."""
+    return _seconds(demand, p.PAYMENT_TIMEOUT)
+
+
+def payable_now(*, final: bool, now: float, last_payable: float, timeout: float | None) -> bool:
+    """Whether this debit note is payable (carries a due date), as ya-provider decides: at
+    most one per payment timeout since the last payable one (or the agreement's start),
+    and always the final note of an activity."""
+    if timeout is None:
+        return False
+    return final or last_payable + timeout <= now
+
+
+#: Debit-note states in which the requestor has accepted it (SETTLED: also paid).
+ACCEPTED_STATES = ("ACCEPTED", "SETTLED")
 
 
 # ---------------------------------------------------------------- prices and bills
