@@ -18,6 +18,7 @@ from golem_deploy.engine import lifecycle as lc
 from golem_deploy.engine.config import PriceCaps
 from golem_deploy.engine.payments import PaymentManager
 from golem_deploy.engine.service import Storage
+from golem_deploy.engine.strategy import BaseMarketStrategy, default_strategy
 from golem_deploy.engine.timing import Timings
 from golem_deploy.yagna.client import YagnaClient
 
@@ -83,3 +84,4 @@ class EngineContext:
     price_caps: PriceCaps
     timings: Timings = field(default_factory=Timings)
     router: AgreementRouter = field(default_factory=AgreementRouter)
+    strategy: BaseMarketStrategy = field(default_factory=default_strategy)

@@ -53,6 +53,7 @@ from golem_deploy.engine.run_args import (
 )
 from golem_deploy.engine.service import Storage
 from golem_deploy.engine.storage import GsbApiStorage
+from golem_deploy.engine.strategy import BaseMarketStrategy, decorate, default_strategy
 from golem_deploy.engine.timing import Timings
 from golem_deploy.errors import GolemDeployError
 from golem_deploy.protocol import payment_platform
@@ -85,10 +86,15 @@ class Golem:
         storage: Storage | None = None,
         timings: Timings | None = None,
         stream_output: bool = True,
+        strategy: BaseMarketStrategy | None = None,
     ) -> None:
         """`stream_output` is yapapi's flag, accepted for porting: output is always streamed
         here (`CommandOutput` events as it arrives) and always in the results as well, so
-        either value gives what a yapapi program expects of it."""
+        either value gives what a yapapi program expects of it.
+
+        `strategy` scores offers and may decorate demands (engine/strategy.py; default:
+        yapapi's, `strategy.default_strategy()`); `max_price` and `blacklist` are checked
+        before it."""
         del stream_output
         try:
             self.budget = Decimal(str(budget))
@@ -106,6 +112,7 @@ class Golem:
         self._app_key = app_key
         self._consumer = event_consumer
         self.price_caps = max_price if max_price is not None else PriceCaps()
+        self.strategy = strategy if strategy is not None else default_strategy()
         self.timings = timings or Timings()
         self.stop_timeout = stop_timeout
         self.invoice_timeout = invoice_timeout
@@ -234,6 +241,7 @@ class Golem:
                 price_caps=self.price_caps,
                 timings=self.timings,
                 router=self._router,
+                strategy=self.strategy,
             )
             self._stack = stack.pop_all()
 
@@ -382,7 +390,7 @@ class Golem:
             self._ctx,
             service_class,
             payload=payload,
-            demand=self.build_demand(payload, expires),
+            demand=await decorate(self.strategy, self.build_demand(payload, expires)),
             expiration=expires,
             lifecycle_config=config,
             healthcheck=hc,
