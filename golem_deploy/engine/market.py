@@ -12,7 +12,8 @@ So a session negotiates on several subscriptions at once ("lanes"): as many as t
 instances need for the providers seen (`ceil(waiting / providers)`, at most `max_lanes`).
 On a market with more providers than waiting instances that stays one subscription, as
 yapapi has. Each lane re-subscribes on its own once its Drafts are used and its providers
-answered, so a provider slow to answer holds up only its own Drafts, never a round.
+answered (a provider slow to answer delays that by `counter_patience` at most); the other
+providers' Drafts are signed meanwhile.
 
 Size: one negotiation loop per lane plus the shared pool and the signing policy; the pure
 parts (scoring, demand, signing an agreement) live in offers.py, strategy.py, agreement.py.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import statistics
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -149,6 +151,11 @@ class MarketSession:
     approval_timeout: float = 15.0
     resubscribe_after: float = 4.0
     counter_patience: float = 2.0
+    #: How long an instance waits for a better-ranked provider's Draft that is on the way,
+    #: or three times what Drafts typically take when that is more (a provider much
+    #: slower than the rest must not hold up every instance for its whole patience).
+    rank_patience: float = 0.5
+    max_patience: float = 10.0
     max_lanes: int = 16
     _pool: dict[tuple[int, str], _Draft] = field(default_factory=dict)
     _pool_changed: anyio.Event = field(default_factory=anyio.Event)
@@ -159,6 +166,7 @@ class MarketSession:
     _signing: Counter[str] = field(default_factory=Counter)  # provider -> agreements in flight
     _approved_by: set[str] = field(default_factory=set)
     _names: dict[str, str] = field(default_factory=dict)
+    _latency: dict[str, float] = field(default_factory=dict)  # provider -> Draft took (s)
 
     async def collect(self) -> None:
         """Negotiate forever (cancel to stop); every lane unsubscribes on the way out."""
@@ -185,7 +193,7 @@ class MarketSession:
         """Open the lanes the waiting instances need (they end themselves when not)."""
         if self._tg is None or not self._hungry:
             return
-        wanted = lanes_wanted(self._waiting, len(self._providers()), self.max_lanes)
+        wanted = lanes_wanted(self._hungry, len(self._providers()), self.max_lanes)
         for index in range(wanted):
             if index not in self._lanes:
                 self._start_lane(index)
@@ -222,7 +230,7 @@ class MarketSession:
     def _lanes_needed(self) -> int:
         if not self._hungry:
             return 1
-        return lanes_wanted(self._waiting, len(self._providers()), self.max_lanes)
+        return lanes_wanted(self._hungry, len(self._providers()), self.max_lanes)
 
     async def _subscribe(self, lane: _Lane) -> None:
         lane.subscription = await self.client.subscribe_demand(
@@ -268,8 +276,9 @@ class MarketSession:
                 # the way; a subscription that never gave a Draft (nothing matches yet,
                 # or every provider is full) is re-published after a quiet while only.
                 idle = anyio.current_time() - idle_since
-                done = lane.drafted and not self._drafts_on_the_way(lane)
-                if done or idle > self.resubscribe_after:
+                if not self._drafts_on_the_way(lane) and (
+                    lane.drafted or idle > self.resubscribe_after
+                ):
                     log.debug(
                         "%s: lane %d: re-publish (idle %.1f s)", self.service, lane.index, idle
                     )
@@ -364,7 +373,10 @@ class MarketSession:
             except YagnaError as e:
                 log.info("counter-proposal to %s failed: %s", self._names[provider], e)
         elif proposal.state == "Draft" and lane.subscription == sub:
-            lane.countered.pop(provider, None)
+            countered = lane.countered.pop(provider, None)
+            if countered is not None:
+                took = anyio.current_time() - countered.at
+                self._latency[provider] = (self._latency.get(provider, took) + took) / 2
             lane.drafted = True
             log.debug("%s: lane %d: Draft of %s", self.service, lane.index, self._names[provider])
             self._pool[(lane.index, provider)] = _Draft(proposal, lane.index, score, cost)
@@ -379,9 +391,19 @@ class MarketSession:
         way; re-subscribing then threw them away, and 100 instances on 13 providers needed
         dozens of rounds (about 15 s) instead of about eight. A provider that rejects our
         counter (its capacity is taken) is not waited for; one that never answers holds its
-        lane up for `counter_patience` at most."""
+        lane up for its patience at most."""
         now = anyio.current_time()
-        return any(now - c.at < self.counter_patience for c in lane.countered.values())
+        return any(now - c.at < self._patience(p) for p, c in lane.countered.items())
+
+    def _patience(self, provider: str) -> float:
+        """How long a counter-proposal to `provider` may take: `counter_patience`, or three
+        times what its Drafts took lately when that is more (at most `max_patience`).
+
+        On an overloaded machine a Draft took longer than 2 s; re-publishing then threw
+        the negotiations in flight away and started more, which loaded the machine more:
+        negotiation stalled. Waiting for what a provider is seen to need avoids that."""
+        latency = self._latency.get(provider, 0.0)
+        return min(self.max_patience, max(self.counter_patience, 3 * latency))
 
     def _pick(self) -> tuple[_Draft | None, float]:
         """The Draft to sign now (taken out of the pool), or none and how long to wait for a
@@ -397,9 +419,13 @@ class MarketSession:
         best = min(usable, key=lambda d: (load[d.provider_id], -d.score, d.cost, random.random()))
         rank = (load[best.provider_id], -best.score, best.cost)
         now, wait = anyio.current_time(), 0.0
+        # as long as Drafts take here (all are slow on an overloaded machine), but not for
+        # one provider much slower than the rest
+        typical = statistics.median(self._latency.values()) if self._latency else 0.0
+        rank_wait = max(self.rank_patience, 3 * typical)
         for lane in self._lanes.values():
             for provider, c in lane.countered.items():
-                left = self.counter_patience - (now - c.at)
+                left = min(self._patience(provider), rank_wait) - (now - c.at)
                 if left > 0 and (load[provider], -c.score, c.cost) < rank:
                     wait = max(wait, left)
         if wait > 0:

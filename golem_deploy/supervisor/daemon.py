@@ -273,7 +273,7 @@ class Supervisor:
         if self.down.event.is_set():  # asked to go down while the network was starting
             self.feed(dm.DownRequested(self.down.reason))
             return
-        from golem_deploy.compiler import compile_manifest, price_caps
+        from golem_deploy.compiler import compile_manifest, market_strategy, price_caps
         from golem_deploy.engine import Golem
 
         # Local mounts work on any golem-deploy local network: the private one, or one
@@ -291,6 +291,7 @@ class Supervisor:
             event_consumer=self.on_event,
             max_price=price_caps(self.manifest.market.max_price),
             blacklist=self.manifest.market.blacklist,
+            strategy=market_strategy(),
         )
         # The down timeout bounds the graceful part (shutdown steps). Releasing comes after
         # it and is bounded by the engine itself (activity release, invoice wait,
