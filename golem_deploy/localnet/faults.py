@@ -13,6 +13,7 @@ A faults file is YAML keyed by provider name::
       fail_commands_matching: "^/bin/false|crash"  # run steps whose argv (joined by spaces)
                                      # matches exit with code 1
       slow_start: 5s                 # deploy/start take this long
+      slow_negotiation: 3s           # answering a proposal or an agreement takes this long
       never_invoice: true            # debit notes yes, the final invoice never
 
 Durations are a number of seconds or a number with a unit: ms, s, m, h (e.g. 500ms, 1.5s).
@@ -47,6 +48,7 @@ class ProviderFaults:
     die_when: Path | None = None
     fail_commands_matching: re.Pattern[str] | None = None
     slow_start: float = 0.0
+    slow_negotiation: float = 0.0
     never_invoice: bool = False
 
 
@@ -111,7 +113,7 @@ def parse_faults(data: object, source: str = "faults") -> dict[str, ProviderFaul
                     if not isinstance(value, bool):
                         raise ValueError("expected true or false")
                     values[key] = value
-                elif key in ("die_after", "slow_start"):
+                elif key in ("die_after", "slow_start", "slow_negotiation"):
                     values[key] = parse_duration(value)
                 elif key == "die_when":
                     if not isinstance(value, str) or not value.startswith("/"):
@@ -124,7 +126,8 @@ def parse_faults(data: object, source: str = "faults") -> dict[str, ProviderFaul
                 else:
                     raise ValueError(
                         "unknown fault (known: reject_agreements, fail_activity_create, "
-                        "die_after, die_when, fail_commands_matching, slow_start, never_invoice)"
+                        "die_after, die_when, fail_commands_matching, slow_start, "
+                        "slow_negotiation, never_invoice)"
                     )
             except (ValueError, re.error) as error:
                 problems.append(f"{at}: {name}.{key}: {error}")

@@ -97,3 +97,15 @@ async def test_many_instances_on_few_providers_negotiate_on_several_subscription
             live -= 1
     assert most > 1, "negotiated on one subscription only"
     assert live == 0, "a subscription was left behind"
+
+
+async def test_a_provider_slow_to_negotiate_neither_stalls_nor_is_avoided(localnet: Any) -> None:
+    """One of three providers answers proposals and agreements 1.5 s late: every instance
+    still comes up, on the fast providers at least, and the slow one is not treated as
+    failed (it approves, only late)."""
+    info = localnet(providers=3, faults={"local-provider-1": {"slow_negotiation": "1.5s"}})
+    rec = Recorder()
+    placed = await _run_until_running(info, rec, 6)
+    assert {"local-provider-2", "local-provider-3"} <= set(placed.values())
+    assert not rec.of(ev.ProviderAvoided)
+    assert not rec.of(ev.AgreementRejected)

@@ -224,6 +224,8 @@ class ProviderAgent:
         if proposal_id in self._countered or proposal.issuer_id == self.config.identity.node_id:
             return
         self._countered.add(proposal_id)
+        if self.config.faults.slow_negotiation:
+            await anyio.sleep(self.config.faults.slow_negotiation)
         reason = self._why_not(proposal.properties, proposal.constraints)
         try:
             if reason is not None:
@@ -240,6 +242,8 @@ class ProviderAgent:
 
     async def _on_agreement(self, proposed: ProposedAgreement) -> None:
         agreement_id = proposed.agreement_id
+        if self.config.faults.slow_negotiation:
+            await anyio.sleep(self.config.faults.slow_negotiation)
         reason: str | None
         if self.config.faults.reject_agreements:
             reason = "fault injected: this provider rejects every agreement"
