@@ -83,7 +83,9 @@ def up_within(manifest: Path, env: dict[str, str], limit: float) -> tuple[float,
         done = subprocess.run(
             argv, env=env, capture_output=True, text=True, timeout=limit + 60, check=False
         )
-        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-3:])
+        lines = (done.stdout + done.stderr).strip().splitlines()
+        errors = [line for line in lines if line.startswith("error:")]  # the reason
+        tail = "\n".join(errors or lines[-3:])
         ok = done.returncode == 0
     except subprocess.TimeoutExpired:
         tail, ok = "up -d did not return in time", False
