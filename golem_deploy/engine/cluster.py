@@ -203,6 +203,7 @@ class Cluster(Generic[ServiceType]):
             avoided=ctx.providers.is_avoided,
             busy_providers=self._busy_providers,
             strategy=ctx.strategy,
+            max_lanes=ctx.timings.market_lanes,
             expected_seconds=max(60.0, (expiration - datetime.now(UTC)).total_seconds()),
         )
 

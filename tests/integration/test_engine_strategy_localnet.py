@@ -12,7 +12,7 @@ import pytest
 from _engine_helpers import Recorder, assert_settled, golem_for, wait_for
 from test_engine import HelloService
 
-from golem_deploy.engine import ServiceState
+from golem_deploy.engine import ServiceState, Timings
 from golem_deploy.engine import events as ev
 from golem_deploy.engine.strategy import (
     LeastExpensiveLinearPayuMS,
@@ -82,11 +82,12 @@ async def test_a_strategys_score_decides_the_provider(shared_localnet: LocalNetI
 async def test_many_instances_on_few_providers_negotiate_on_several_subscriptions(
     localnet: Any,
 ) -> None:
-    """8 instances, 2 providers: one subscription yields one Draft per provider, so the
-    market opens more subscriptions at once instead of going round after round."""
+    """8 instances, 2 providers, `Timings(market_lanes=16)`: one subscription yields one
+    Draft per provider, so the market opens more subscriptions at once instead of going
+    round after round."""
     info = localnet(providers=2)
     rec = Recorder()
-    placed = await _run_until_running(info, rec, 8)
+    placed = await _run_until_running(info, rec, 8, timings=Timings(market_lanes=16))
     assert set(placed.values()) == {"local-provider-1", "local-provider-2"}
     live, most = 0, 0
     for event in rec.events:
