@@ -33,6 +33,7 @@ from golem_deploy.engine import HealthCheck, PaymentTerms, PriceCaps, RestartPol
 from golem_deploy.engine.config import HttpProbe
 from golem_deploy.engine.network import NetworkPlan
 from golem_deploy.engine.service import Script
+from golem_deploy.engine.strategy import LeastExpensiveLinearPayuMS
 from golem_deploy.errors import GolemDeployError
 from golem_deploy.manifest.model import (
     DownloadStep,
@@ -227,6 +228,14 @@ def price_caps(max_price: MaxPrice) -> PriceCaps:
         cpu_per_hour=max_price.cpu_per_hour,
         env_per_hour=max_price.env_per_hour,
     )
+
+
+def market_strategy() -> LeastExpensiveLinearPayuMS:
+    """A manifest deployment's market strategy: the cheapest offer first, capped only by
+    `market.max_price` (`price_caps`, checked by the engine before the strategy) and not by
+    yapapi's default caps, so a manifest without `max_price` accepts any price, as the
+    manifest reference says (and as `export` writes it)."""
+    return LeastExpensiveLinearPayuMS()
 
 
 def compile_manifest(

@@ -304,6 +304,8 @@ class Cluster(Generic[ServiceType]):
             emit=ctx.emit,
             avoided=ctx.providers.is_avoided,
             busy_providers=self._busy_providers,
+            strategy=ctx.strategy,
+            max_lanes=ctx.timings.market_lanes,
             expected_seconds=max(60.0, (expiration - datetime.now(UTC)).total_seconds()),
         )
 

@@ -22,6 +22,7 @@ from golem_deploy.engine.config import PriceCaps
 from golem_deploy.engine.payment_terms import PaymentTerms
 from golem_deploy.engine.payments import PaymentManager
 from golem_deploy.engine.service import Storage
+from golem_deploy.engine.strategy import BaseMarketStrategy, default_strategy
 from golem_deploy.engine.timing import Timings
 from golem_deploy.yagna.client import YagnaClient
 
@@ -141,3 +142,4 @@ class EngineContext:
     timings: Timings = field(default_factory=Timings)
     router: AgreementRouter = field(default_factory=AgreementRouter)
     network: NetworkGate = field(default_factory=NetworkGate)
+    strategy: BaseMarketStrategy = field(default_factory=default_strategy)

@@ -68,6 +68,7 @@ from golem_deploy.engine.run_args import (
 )
 from golem_deploy.engine.service import Storage
 from golem_deploy.engine.storage import GsbApiStorage
+from golem_deploy.engine.strategy import BaseMarketStrategy, decorate, default_strategy
 from golem_deploy.engine.summary import log_event_repr, log_summary
 from golem_deploy.engine.timing import Timings
 from golem_deploy.errors import GolemDeployError
@@ -104,6 +105,7 @@ class Golem:
         stream_output: bool = True,
         resolve_images: bool = True,
         payment_terms: PaymentTerms | None = None,
+        strategy: BaseMarketStrategy | None = None,
     ) -> None:
         """`payment_terms`: the debit-note interval and mid-agreement payments to negotiate
         (engine/payment_terms.py; default: yapapi's rules).
@@ -115,7 +117,10 @@ class Golem:
         `api_config` (yapapi's `ApiConfig`) gives the yagna's URLs, per-API ones included,
         and app key in one object; it excludes `api_url` and `app_key`.
         `resolve_images=False`: never ask the image registry (engine/images.py says when it
-        is asked otherwise)."""
+        is asked otherwise).
+        `strategy` scores offers and may decorate demands (engine/strategy.py; default:
+        yapapi's, `strategy.default_strategy()`); `max_price` and `blacklist` are checked
+        before it."""
         del stream_output
         if api_config is not None and (api_url is not None or app_key is not None):
             raise EngineError(
@@ -146,6 +151,7 @@ class Golem:
             self.add_event_consumer(log_summary(log_event_repr))
         self.price_caps = max_price if max_price is not None else PriceCaps()
         self.payment_terms = payment_terms or PaymentTerms()
+        self.strategy = strategy if strategy is not None else default_strategy()
         self.timings = timings or Timings()
         self.stop_timeout = stop_timeout
         self.invoice_timeout = invoice_timeout
@@ -323,6 +329,7 @@ class Golem:
                 payment_terms=self.payment_terms,
                 timings=self.timings,
                 router=self._router,
+                strategy=self.strategy,
             )
             self._stack = stack.pop_all()
 
@@ -489,7 +496,7 @@ class Golem:
             ctx,
             service_class,
             payload=payload,
-            demand=self.build_demand(payload, expires),
+            demand=await decorate(self.strategy, self.build_demand(payload, expires)),
             expiration=expires,
             lifecycle_config=config,
             healthcheck=hc,

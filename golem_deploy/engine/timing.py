@@ -59,3 +59,9 @@ class Timings:
     agreement_events_poll: float = 3.0
     #: After stopping timed out: how long cancelled clusters get to clean up.
     cluster_cancel_grace: float = 20.0
+    #: At most this many demand subscriptions a service negotiates on at once (engine/
+    #: market.py): more let many instances on few providers get their agreements in a few
+    #: rounds (100 on 4 local providers: 11.6 s instead of 33.5 s to every agreement), but
+    #: then every activity is created and deployed at once, which an overloaded machine's
+    #: local network did not survive (bench/RESULTS.md); so 1 until starts are paced.
+    market_lanes: int = 1

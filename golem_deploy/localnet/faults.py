@@ -13,6 +13,7 @@ A faults file is YAML keyed by provider name::
       fail_commands_matching: "^/bin/false|crash"  # run steps whose argv (joined by spaces)
                                      # matches exit with code 1
       slow_start: 5s                 # deploy/start take this long
+      slow_negotiation: 3s           # answering a proposal or an agreement takes this long
       never_invoice: true            # debit notes yes, the final invoice never
       max_agreement: 60s             # rejects demands whose expiration is further away
                                      # than this (as a real provider's max agreement
@@ -54,6 +55,7 @@ class ProviderFaults:
     die_when: Path | None = None
     fail_commands_matching: re.Pattern[str] | None = None
     slow_start: float = 0.0
+    slow_negotiation: float = 0.0
     never_invoice: bool = False
     max_agreement: float | None = None
     reject_agreements_after: int | None = None
@@ -121,7 +123,7 @@ def parse_faults(data: object, source: str = "faults") -> dict[str, ProviderFaul
                     if not isinstance(value, bool):
                         raise ValueError("expected true or false")
                     values[key] = value
-                elif key in ("die_after", "slow_start", "max_agreement"):
+                elif key in ("die_after", "slow_start", "max_agreement", "slow_negotiation"):
                     values[key] = parse_duration(value)
                 elif key == "reject_agreements_after":
                     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -142,8 +144,9 @@ def parse_faults(data: object, source: str = "faults") -> dict[str, ProviderFaul
                 else:
                     raise ValueError(
                         "unknown fault (known: reject_agreements, fail_activity_create, "
-                        "die_after, die_when, fail_commands_matching, slow_start, never_invoice, "
-                        "max_agreement, reject_agreements_after, debit_notes_every)"
+                        "die_after, die_when, fail_commands_matching, slow_start, "
+                        "slow_negotiation, never_invoice, max_agreement, reject_agreements_after, "
+                        "debit_notes_every)"
                     )
             except (ValueError, re.error) as error:
                 problems.append(f"{at}: {name}.{key}: {error}")

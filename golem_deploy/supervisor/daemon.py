@@ -311,7 +311,12 @@ class Supervisor:
         if self.down.event.is_set():  # asked to go down while the network was starting
             self.feed(dm.DownRequested(self.down.reason))
             return
-        from golem_deploy.compiler import compile_manifest, payment_terms, price_caps
+        from golem_deploy.compiler import (
+            compile_manifest,
+            market_strategy,
+            payment_terms,
+            price_caps,
+        )
         from golem_deploy.engine import Golem
         from golem_deploy.supervisor.reconcile import Reconciler
 
@@ -332,6 +337,7 @@ class Supervisor:
             blacklist=self.manifest.market.blacklist,
             resolve_images=False,  # done above for your yagna; the embedded network never asks
             payment_terms=payment_terms(self.manifest.payment),
+            strategy=market_strategy(),
         )
         # The down timeout bounds the graceful part (shutdown steps). Releasing comes after
         # it and is bounded by the engine itself (activity release, invoice wait,

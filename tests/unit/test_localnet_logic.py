@@ -50,6 +50,7 @@ def test_faults_file_is_parsed_into_typed_faults(tmp_path: Path) -> None:
         "  reject_agreements: true\n"
         "  die_after: 10s\n"
         "  slow_start: 500ms\n"
+        "  slow_negotiation: 2s\n"
         "  fail_commands_matching: '^/bin/false'\n"
         "local-provider-3: {never_invoice: true, fail_activity_create: true}\n"
         "local-provider-4: {debit_notes_every: 1s}\n"
@@ -59,6 +60,7 @@ def test_faults_file_is_parsed_into_typed_faults(tmp_path: Path) -> None:
     assert faults["local-provider-3"].debit_notes_every is None
     second = faults["local-provider-2"]
     assert second.reject_agreements and second.die_after == 10.0 and second.slow_start == 0.5
+    assert second.slow_negotiation == 2.0 and faults["local-provider-3"].slow_negotiation == 0.0
     assert second.fail_commands_matching is not None
     assert second.fail_commands_matching.search("/bin/false x")
     assert not second.never_invoice

@@ -231,6 +231,8 @@ class ProviderAgent:
         if proposal_id in self._countered or proposal.issuer_id == self.config.identity.node_id:
             return
         self._countered.add(proposal_id)
+        if self.config.faults.slow_negotiation:
+            await anyio.sleep(self.config.faults.slow_negotiation)
         reason = self._why_not(proposal.properties, proposal.constraints)
         try:
             if reason is not None:
@@ -247,6 +249,8 @@ class ProviderAgent:
 
     async def _on_agreement(self, proposed: ProposedAgreement) -> None:
         agreement_id = proposed.agreement_id
+        if self.config.faults.slow_negotiation:
+            await anyio.sleep(self.config.faults.slow_negotiation)
         reason: str | None
         after = self.config.faults.reject_agreements_after
         if self.config.faults.reject_agreements:
