@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 import anyio
 
@@ -76,7 +77,17 @@ class Watcher:
                 if not await self._ride_out_outage(e):
                     failures += 1  # still down after the grace: count it, as before
                 continue
-            except (YagnaError, TimeoutError) as e:
+            except TimeoutError:
+                # The client's retries against a yagna that is down can outlast the query's
+                # time limit: look whether anything listens there before blaming the activity.
+                if await self._yagna_refuses():
+                    gone = YagnaUnreachable("connection refused", "GET activity state")
+                    if not await self._ride_out_outage(gone):
+                        failures += 1
+                    continue
+                failures += 1
+                log.info("%s: activity state: no answer in time", self.name)
+            except YagnaError as e:
                 failures += 1
                 log.info("%s: activity state: %s", self.name, e)
             if state is not None and state.lost:
@@ -99,6 +110,17 @@ class Watcher:
                     else:
                         await self._vpn_probe(send)
             await anyio.sleep(pause)
+
+    async def _yagna_refuses(self) -> bool:
+        """Whether nothing accepts a connection at yagna's address (within 2 s)."""
+        url = urlsplit(self.client.config.api_url)
+        try:
+            with anyio.fail_after(2.0):
+                stream = await anyio.connect_tcp(url.hostname or "127.0.0.1", url.port or 80)
+        except (OSError, TimeoutError):
+            return True
+        await stream.aclose()
+        return False
 
     async def _ride_out_outage(self, error: YagnaUnreachable) -> bool:
         """Wait (bounded by the outage grace) for yagna to answer again; True when it does.

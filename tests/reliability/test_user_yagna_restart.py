@@ -111,7 +111,11 @@ def test_row15_your_yagna_restarted_reconnects_and_replaces_what_was_lost(
         cli.env["YAGNA_APPKEY"] = user.config.app_key
         restart = {"policy": "on-failure", "max_restarts": 3, "backoff": "1s"}
         scenario = Scenario.create(
-            cli, tmp_path, "row15", {"app": service(instances=2, restart=restart)}
+            cli,
+            tmp_path,
+            "row15",
+            {"app": service(instances=2, restart=restart)},
+            payment={"debit_note_interval": "5s"},  # notes to accept before and after
         )
         up = scenario.up()
         assert up.returncode == 0, up.stdout + up.stderr
