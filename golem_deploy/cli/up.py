@@ -107,11 +107,11 @@ def up(
             )
         allow_unsafe_host_exec()
     manifest = load_manifest(file, env_file)
-    deployment = deployments.of(manifest.name)
-    if deployment.supervisor_alive():
+    running = deployments.existing(manifest.name)  # no folder is made before the checks
+    if running is not None and running.supervisor_alive():
         from golem_deploy.cli.change import up_change
 
-        up_change(deployment, manifest, env_file, dry_run=dry_run, as_json=as_json, timeout=wait)
+        up_change(running, manifest, env_file, dry_run=dry_run, as_json=as_json, timeout=wait)
         return
     if dry_run:
         from golem_deploy.cli.change import dry_run_fresh
@@ -124,6 +124,7 @@ def up(
 
         # `doctor`'s checks, before anything is allocated, started or even given a folder.
         preflight(manifest, file)
+    deployment = deployments.of(manifest.name)
     held = journal.load(deployment.journal)
     if not held.empty:
         raise DeployError(

@@ -43,6 +43,7 @@ def test_row15_journal_compaction_under_load(cli: Cli, tmp_path: Path) -> None:
         tmp_path,
         "row15",
         {"app": service(instances=5, healthcheck=FAILING_CHECK)},
+        payment={"debit_note_interval": "5s"},  # accepted notes: spending to compact
     )
     up = scenario.up()
     assert up.returncode == 0, up.stdout + up.stderr

@@ -76,6 +76,7 @@ def test_row13cde_a_dead_local_network_part_is_reported_restarted_and_healed(
         tmp_path,
         f"row{row}",
         {"app": service(instances=2, restart={"policy": "on-failure", "backoff": "1s"})},
+        payment={"debit_note_interval": "5s"},  # money spent before the kill, to keep
     )
     up = scenario.up()
     assert up.returncode == 0, up.stdout + up.stderr

@@ -135,6 +135,14 @@ def test_row15_your_yagna_restarted_reconnects_and_replaces_what_was_lost(
             timeout=180,
         )
         after = {i["index"]: i["agreement_id"] for i in scenario.instances()}
+        # Each instance tells of the outage once its wait for yagna ended; that wait polls
+        # with backoff, so the record may follow yagna's return by a few seconds.
+        for index in before:
+            scenario.wait_for_record(
+                f"instance {index}'s YagnaOutage",
+                lambda r, i=index: r["kind"] == "YagnaOutage" and r["index"] == i,
+                60,
+            )
         records = scenario.journal()
         outages = [r for r in records if r["kind"] == "YagnaOutage"]
         print(f"row15: agreements before {before}, after {after}; outages {outages}")
