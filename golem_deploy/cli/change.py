@@ -26,6 +26,12 @@ if TYPE_CHECKING:
 POLL = 0.2  # how often a change's progress is asked for: the user waits on it
 _NAME_HELP = "The deployment's name (default: the only one there is)."
 _TIMEOUT_HELP = "How long the change may take before it is reported failed."
+# The options `scale` and `restart` share.
+_Name = Annotated[str | None, typer.Option("-n", "--name", help=_NAME_HELP)]
+_File = Annotated[Path | None, typer.Option("-f", "--file", help="The deployment's manifest.")]
+_DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")]
+_Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+_Timeout = Annotated[str, typer.Option("--timeout", help=_TIMEOUT_HELP)]
 
 
 def scale(
@@ -37,15 +43,11 @@ def scale(
             show_default=False,
         ),
     ],
-    name: Annotated[str | None, typer.Option("-n", "--name", help=_NAME_HELP)] = None,
-    file: Annotated[
-        Path | None, typer.Option("-f", "--file", help="The deployment's manifest.")
-    ] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the plan; change nothing.")
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    timeout: Annotated[str, typer.Option("--timeout", help=_TIMEOUT_HELP)] = "10m",
+    name: _Name = None,
+    file: _File = None,
+    dry_run: _DryRun = False,
+    as_json: _Json = False,
+    timeout: _Timeout = "10m",
 ) -> None:
     """Run COUNT instances of SERVICE: more start under the next indices, fewer stop the
     highest indices first (their shutdown steps run). Other services are untouched."""
@@ -71,15 +73,11 @@ def restart(
             show_default=False,
         ),
     ],
-    name: Annotated[str | None, typer.Option("-n", "--name", help=_NAME_HELP)] = None,
-    file: Annotated[
-        Path | None, typer.Option("-f", "--file", help="The deployment's manifest.")
-    ] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the plan; change nothing.")
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    timeout: Annotated[str, typer.Option("--timeout", help=_TIMEOUT_HELP)] = "10m",
+    name: _Name = None,
+    file: _File = None,
+    dry_run: _DryRun = False,
+    as_json: _Json = False,
+    timeout: _Timeout = "10m",
 ) -> None:
     """Replace instances with fresh ones, rolling: each new instance runs (and passes its
     health check) before the one it replaces stops; `update.parallelism` at a time."""

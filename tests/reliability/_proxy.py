@@ -16,14 +16,21 @@ event streams work) and websockets are bridged (the engine's GFTP over gsb-api).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import shutil
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+
+from golem_deploy import localnet
 
 HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "upgrade"}
 
@@ -188,3 +195,23 @@ class FaultyProxy:
 
         await asyncio.gather(pump(server, upstream), pump(upstream, server), return_exceptions=True)
         return server
+
+
+@contextlib.contextmanager
+def proxied_network(
+    env: dict[str, str], providers: int, prefix: str
+) -> Iterator[tuple[FaultyProxy, localnet.LocalNetInfo]]:
+    """A local network owned by the test, reached by the CLI (`env`) only through a
+    FaultyProxy; stopped and removed at exit."""
+    state_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    info = localnet.start(state_dir, providers=providers, timeout=90.0)
+    proxy = FaultyProxy(info.api_url)
+    try:
+        proxy.start()
+        env.update(info.env())
+        env["YAGNA_API_URL"] = proxy.url
+        yield proxy, info
+    finally:
+        proxy.stop()
+        localnet.stop(state_dir)
+        shutil.rmtree(state_dir, ignore_errors=True)

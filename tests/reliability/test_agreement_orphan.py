@@ -13,15 +13,13 @@ agreement the journal did not create; the audit counts them.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from _cli_helpers import Cli
 from _harness import Scenario, ask_yagna, service
-from _proxy import FaultyProxy, Rule
+from _proxy import FaultyProxy, Rule, proxied_network
 
 from golem_deploy import localnet
 
@@ -33,18 +31,8 @@ LOST_ANSWERS = 2
 @pytest.fixture
 def proxied(cli: Cli) -> Iterator[tuple[FaultyProxy, localnet.LocalNetInfo]]:
     """A network owned by the test, reached by the CLI only through the faulty proxy."""
-    state_dir = Path(tempfile.mkdtemp(prefix="gd-rel-orphan-"))
-    info = localnet.start(state_dir, providers=3, timeout=90.0)
-    proxy = FaultyProxy(info.api_url)
-    try:
-        proxy.start()
-        cli.env.update(info.env())
-        cli.env["YAGNA_API_URL"] = proxy.url
-        yield proxy, info
-    finally:
-        proxy.stop()
-        localnet.stop(state_dir)
-        shutil.rmtree(state_dir, ignore_errors=True)
+    with proxied_network(cli.env, providers=3, prefix="gd-rel-orphan-") as network:
+        yield network
 
 
 def test_orphaned_proposal_agreements_are_found_and_cancelled(

@@ -14,8 +14,6 @@ on another provider.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -24,7 +22,7 @@ from typing import Any
 import pytest
 from _cli_helpers import Cli
 from _harness import Scenario, ask_yagna, service
-from _proxy import FaultyProxy, Rule
+from _proxy import FaultyProxy, Rule, proxied_network
 
 from golem_deploy import localnet
 
@@ -36,18 +34,8 @@ ON_FAILURE = {"policy": "on-failure", "backoff": "1s"}
 @pytest.fixture
 def proxied(cli: Cli) -> Iterator[tuple[FaultyProxy, localnet.LocalNetInfo]]:
     """A network owned by the test, reached by the CLI only through the faulty proxy."""
-    state_dir = Path(tempfile.mkdtemp(prefix="gd-rel-pay-"))
-    info = localnet.start(state_dir, providers=2, timeout=90.0)
-    proxy = FaultyProxy(info.api_url)
-    try:
-        proxy.start()
-        cli.env.update(info.env())
-        cli.env["YAGNA_API_URL"] = proxy.url
-        yield proxy, info
-    finally:
-        proxy.stop()
-        localnet.stop(state_dir)
-        shutil.rmtree(state_dir, ignore_errors=True)
+    with proxied_network(cli.env, providers=2, prefix="gd-rel-pay-") as network:
+        yield network
 
 
 def _records(scenario: Scenario, kind: str) -> list[dict[str, Any]]:

@@ -8,8 +8,6 @@ past the proxy, what really happened -- e.g. that no agreement was created twice
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ from typing import Any
 import pytest
 from _cli_helpers import Cli, wait_until
 from _harness import Scenario, ask_yagna, service
-from _proxy import FaultyProxy, Rule
+from _proxy import FaultyProxy, Rule, proxied_network
 
 from golem_deploy import localnet
 
@@ -27,18 +25,8 @@ pytestmark = [pytest.mark.localnet, pytest.mark.timeout(420)]
 @pytest.fixture
 def proxied(cli: Cli) -> Iterator[tuple[FaultyProxy, localnet.LocalNetInfo]]:
     """A network owned by the test, reached by the CLI only through the faulty proxy."""
-    state_dir = Path(tempfile.mkdtemp(prefix="gd-rel-net-"))
-    info = localnet.start(state_dir, providers=3, timeout=90.0)
-    proxy = FaultyProxy(info.api_url)
-    try:
-        proxy.start()
-        cli.env.update(info.env())
-        cli.env["YAGNA_API_URL"] = proxy.url
-        yield proxy, info
-    finally:
-        proxy.stop()
-        localnet.stop(state_dir)
-        shutil.rmtree(state_dir, ignore_errors=True)
+    with proxied_network(cli.env, providers=3, prefix="gd-rel-net-") as network:
+        yield network
 
 
 def _journal_ids(scenario: Scenario, kind: str, key: str) -> list[str]:
