@@ -171,11 +171,11 @@ def _sources() -> list[str]:
         except OSError:
             continue
         stamps.append(f"{folder}:{stat.st_mtime_ns}")
-        stamps.extend(
-            f"{e.name}:{e.stat().st_size}:{e.stat().st_mtime_ns}"
-            for e in entries
-            if e.name.endswith(".py") and folder == folders[0]
-        )
+        if folder == folders[0]:  # the CLI's own modules, one by one
+            for entry in entries:
+                if entry.name.endswith(".py"):
+                    info = entry.stat()
+                    stamps.append(f"{entry.name}:{info.st_size}:{info.st_mtime_ns}")
     return stamps
 
 
