@@ -10,7 +10,7 @@ terminated is not terminated again)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -20,6 +20,7 @@ from golem_deploy.engine import events as ev
 from golem_deploy.engine import lifecycle as lc
 from golem_deploy.engine.context import EngineContext
 from golem_deploy.engine.market import AgreementFailed, MarketSession, SignedAgreement
+from golem_deploy.engine.offers import LinearPricing
 from golem_deploy.engine.payment_terms import agreed_terms
 from golem_deploy.engine.service import Service, record_of
 from golem_deploy.protocol import ActivityStateName
@@ -66,6 +67,7 @@ class ProviderAttempt:
             inst.agreement_id = signed.agreement_id
             inst.agreement_signed_at = datetime.now(UTC)
             inst.agreement_expires_at = self.market.expiration
+            inst.agreement_pricing = _pricing(signed.agreement.offer_properties)
             inst.provider_id = signed.provider_id
             inst.provider_name = signed.provider_name
             ctx.router.register(signed.agreement_id, deliver)
@@ -224,3 +226,10 @@ class ProviderAttempt:
                 service=inst.service, index=inst.index, activity_id=activity_id, abandoned=abandoned
             )
         )
+
+
+def _pricing(offer: Mapping[str, object]) -> LinearPricing | None:
+    try:
+        return LinearPricing.from_properties(offer)
+    except ValueError:
+        return None  # the market only signs linear offers; a renewal then has no floor

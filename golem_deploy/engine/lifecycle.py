@@ -41,9 +41,10 @@ Renewal rules (an instance outliving its agreements; `plan_renewal`, `renewal_re
   safety margin before the end -- but never earlier than halfway through the agreement.
 - When the lifetime ends before the agreement does, nothing is renewed: the instance stops
   at the end of its lifetime.
-- A renewal that would pass the budget (what is spent, plus the current agreement's cost
-  scaled to a whole agreement) is refused with the reason; the instance then runs to the
-  end of its agreement and stops cleanly.
+- A renewal that would pass the budget (what is spent, plus the rest of the current
+  agreement and a whole new one at the rate billed so far -- never below the offer's price
+  of wall time) is refused with the reason; the instance then runs to the end of its
+  agreement and stops cleanly.
 - The old instance stops only once its replacement runs; it stops as on an explicit stop
   (StopRequested: shutdown runs, no restart). Its agreement reaching its end first is the
   plain ExpirationReached.
@@ -96,6 +97,7 @@ __all__ = [
     "Action",
     "ActivityReady",
     "ActivityUnresponsive",
+    "AgreementPrice",
     "AgreementTerminatedByProvider",
     "AvoidProvider",
     "CheckProvider",
@@ -527,6 +529,15 @@ def plan_renewal(
     return RenewAt(max(halfway, expires_at - lead))
 
 
+@dataclass(frozen=True)
+class AgreementPrice:
+    """What an agreement costs at least, known from its offer before any debit note: the
+    fixed start price and the price of a second of wall time (GLM)."""
+
+    start: Decimal = Decimal(0)
+    per_second: Decimal = Decimal(0)
+
+
 def renewal_refusal(
     *,
     spent: Decimal,
@@ -534,17 +545,25 @@ def renewal_refusal(
     agreement_cost: Decimal,
     agreement_age: float,
     agreement_length: float,
+    price: AgreementPrice = AgreementPrice(),
 ) -> str | None:
-    """Why renewing an instance would pass the budget, or None when it fits. A renewal
-    commits about one more agreement priced like the current one: its cost so far
-    (`agreement_cost` after `agreement_age` seconds) scaled to a whole agreement."""
-    if agreement_age <= 0 or agreement_cost <= 0:
-        return None  # nothing known about the price yet: the Ledger still caps every payment
-    scale = Decimal(str(max(agreement_length / agreement_age, 1.0)))
-    projected = (agreement_cost * scale).quantize(Decimal("0.000001"))
+    """Why renewing an instance would pass the budget, or None when it fits.
+
+    Renewing commits the rest of the current agreement (it runs until its successor does;
+    counted to its end) plus one whole new agreement priced like it. The rate is what the
+    agreement has billed so far past its start price (`agreement_cost` after
+    `agreement_age` seconds), but never less than the offer's price of wall time: debit
+    notes may not have come yet (they come every few minutes on the real network)."""
+    billed = max(agreement_cost - price.start, Decimal(0))
+    observed = billed / Decimal(str(agreement_age)) if agreement_age > 0 else Decimal(0)
+    rate = max(observed, price.per_second)
+    rest = rate * Decimal(str(max(agreement_length - agreement_age, 0.0)))
+    projected = (rest + price.start + rate * Decimal(str(agreement_length))).quantize(
+        Decimal("0.000001")
+    )
     if spent + projected <= budget:
         return None
     return (
-        f"budget: renewing would spend about {projected} GLM more "
+        f"budget: renewing would spend about {projected.normalize():f} GLM more "
         f"(spent {spent} of {budget}); stopping when the current agreement ends"
     )

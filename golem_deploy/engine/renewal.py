@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import anyio
@@ -30,6 +31,7 @@ from anyio.abc import TaskGroup
 from golem_deploy.engine import events as ev
 from golem_deploy.engine import lifecycle as lc
 from golem_deploy.engine.context import EngineContext
+from golem_deploy.engine.offers import DURATION_SEC, LinearPricing
 from golem_deploy.engine.replace import ready, replace_instance
 
 if TYPE_CHECKING:
@@ -165,9 +167,17 @@ class Renewer:
             agreement_cost=payments.ledger.cost_of(record.agreement_id),
             agreement_age=(datetime.now(UTC) - signed).total_seconds(),
             agreement_length=(expires - signed).total_seconds(),
+            price=_floor(record.agreement_pricing),
         )
 
     def _say_refused(self, index: int, reason: str) -> None:
         self.ctx.emit(
             ev.InstanceRenewalRefused(service=self.cluster.service_name, index=index, reason=reason)
         )
+
+
+def _floor(pricing: LinearPricing | None) -> lc.AgreementPrice:
+    """The least an agreement under `pricing` costs: its start price and wall time."""
+    if pricing is None:
+        return lc.AgreementPrice()
+    return lc.AgreementPrice(pricing.start, pricing.prices.get(DURATION_SEC, Decimal(0)))

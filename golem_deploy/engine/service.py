@@ -245,6 +245,7 @@ class InstanceRecord:
     renewals: int = 0  # agreements renewed before they ended (engine/renewal.py)
     agreement_signed_at: datetime | None = None
     agreement_expires_at: datetime | None = None
+    agreement_pricing: LinearPricing | None = None  # from its offer; None if not linear
     healthy: bool | None = None  # the last health check's verdict on this provider
 
     def snapshot(self) -> InstanceSnapshot:

@@ -108,58 +108,84 @@ def test_the_policy_refuses_impossible_values() -> None:
         lc.RenewalPolicy(20.0, margin=-1.0)
 
 
-def refusal(spent: str, budget: str, cost: str, age: float, length: float) -> str | None:
+def refusal(
+    spent: str,
+    budget: str,
+    cost: str,
+    age: float,
+    length: float,
+    price: lc.AgreementPrice | None = None,
+) -> str | None:
     return lc.renewal_refusal(
         spent=Decimal(spent),
         budget=Decimal(budget),
         agreement_cost=Decimal(cost),
         agreement_age=age,
         agreement_length=length,
+        price=price or lc.AgreementPrice(),
     )
 
 
 def test_a_renewal_that_would_pass_the_budget_is_refused_with_the_numbers() -> None:
-    # 0.1 GLM in the first 10 s of a 20 s agreement: a new one costs about 0.2
+    # 0.1 GLM in the first 10 s of a 20 s agreement: the 10 s left cost about 0.1 more and
+    # a new agreement about 0.2, so renewing commits about 0.3
     assert refusal("0.5", "1.0", "0.1", 10.0, 20.0) is None
-    why = refusal("0.9", "1.0", "0.1", 10.0, 20.0)
-    assert why is not None and "0.2" in why and "0.9 of 1.0" in why
+    assert refusal("0.7", "1.0", "0.1", 10.0, 20.0) is None
+    why = refusal("0.71", "1.0", "0.1", 10.0, 20.0)
+    assert why is not None and "0.3" in why and "0.71 of 1.0" in why
 
 
-def test_nothing_known_about_the_price_yet_never_refuses() -> None:
+def test_the_offer_price_decides_before_any_debit_note_came() -> None:
+    # nothing billed yet, 5 s into a 20 s agreement at 0.01 GLM/s plus a 0.05 start price:
+    # the 15 s left (0.15) and a new agreement (0.05 + 0.2) commit 0.4
+    price = lc.AgreementPrice(start=Decimal("0.05"), per_second=Decimal("0.01"))
+    assert refusal("0", "0.4", "0", 5.0, 20.0, price) is None
+    why = refusal("0", "0.39", "0", 5.0, 20.0, price)
+    assert why is not None and "0.4 GLM" in why
+
+
+def test_nothing_known_about_the_price_never_refuses_within_the_budget() -> None:
     assert refusal("0.99", "1.0", "0", 10.0, 20.0) is None
     assert refusal("0.99", "1.0", "0.5", 0.0, 20.0) is None
 
 
 amounts = st.decimals(min_value=0, max_value=100, places=6)
+rates = st.decimals(min_value=0, max_value=1, places=6)
 
 
-@given(amounts, amounts, amounts, st.floats(0.1, 1e5), st.floats(0.1, 1e5))
+@given(amounts, amounts, amounts, rates, rates, st.floats(0.1, 1e5), st.floats(0.1, 1e5))
 def test_refused_exactly_when_the_projection_passes_the_budget(
-    spent: Decimal, budget: Decimal, cost: Decimal, age: float, length: float
+    spent: Decimal,
+    budget: Decimal,
+    cost: Decimal,
+    start: Decimal,
+    per_second: Decimal,
+    age: float,
+    length: float,
 ) -> None:
-    why = lc.renewal_refusal(
-        spent=spent, budget=budget, agreement_cost=cost, agreement_age=age, agreement_length=length
-    )
-    if cost == 0:
-        assert why is None
-        return
-    projected = cost * Decimal(str(max(length / age, 1.0)))
+    def refuse(spent: Decimal, price: lc.AgreementPrice) -> str | None:
+        return lc.renewal_refusal(
+            spent=spent,
+            budget=budget,
+            agreement_cost=cost,
+            agreement_age=age,
+            agreement_length=length,
+            price=price,
+        )
+
+    price = lc.AgreementPrice(start, per_second)
+    why = refuse(spent, price)
+    rate = max(max(cost - start, Decimal(0)) / Decimal(str(age)), per_second)
+    left = Decimal(str(max(length - age, 0.0)))
+    projected = rate * left + start + rate * Decimal(str(length))
     if spent + projected <= budget - Decimal("0.00001"):
         assert why is None
     elif spent + projected > budget + Decimal("0.00001"):
         assert why is not None and why.startswith("budget:")
-    # more spent never turns a refusal into a renewal
+    # more spent, or a dearer offer, never turns a refusal into a renewal
     if why is not None:
-        assert (
-            lc.renewal_refusal(
-                spent=spent + 1,
-                budget=budget,
-                agreement_cost=cost,
-                agreement_age=age,
-                agreement_length=length,
-            )
-            is not None
-        )
+        assert refuse(spent + 1, price) is not None
+        assert refuse(spent, lc.AgreementPrice(start, per_second + Decimal("0.1"))) is not None
 
 
 def test_the_replaced_instance_stops_as_on_an_explicit_stop() -> None:
