@@ -5,7 +5,8 @@ Measured, not quoted: each live activity's rate is the growth of its cumulative 
 total between its first and its latest accepted note, over the time between them; the burn
 rate is their sum. So an activity counts from its second note on (its first one carries the
 provider's start price, which is no rate), and an activity whose agreement ended stops
-counting at once. A deployment with no activity past its second note has no rate yet (None).
+counting at once. A deployment with no activity past its second note has no rate yet (None);
+nor has one whose notes have not grown since the first.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ class BurnRate:
         seen = self._activities.get(activity_id)
         if seen is None:
             self._activities[activity_id] = _Samples(agreement_id, at, total, at, total)
-        elif total >= seen.last_total and at >= seen.last_at:
+        elif total > seen.last_total and at > seen.last_at:
+            # a note with the same total is no news (a note delivered again, or usage not
+            # refreshed yet under load): counting it would measure a rate of 0
             seen.last_at, seen.last_total = at, total
 
     def agreement_ended(self, agreement_id: str) -> None:

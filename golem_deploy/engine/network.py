@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TypedDict
 
+from golem_deploy.engine.connections import Connections
 from golem_deploy.errors import GolemDeployError
 from golem_deploy.yagna.net import NetApi
 
@@ -124,6 +125,8 @@ class Network:
         # at such an address would lose it when the old one is removed.
         self._lingering: dict[str, str] = {}
         self.removed = False
+        # Connections the forwarded ports have open per address (engine/connections.py).
+        self.connections = Connections()
         # Told once the network is gone from yagna (the Golem reports it as an event).
         self.on_removed: Callable[[Network], None] | None = None
 

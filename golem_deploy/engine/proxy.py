@@ -41,6 +41,7 @@ import aiohttp
 import anyio
 from anyio.abc import SocketStream, TaskStatus
 
+from golem_deploy.engine.connections import Connections
 from golem_deploy.errors import GolemDeployError
 from golem_deploy.yagna.errors import YagnaError
 from golem_deploy.yagna.net import NetApi
@@ -85,6 +86,7 @@ class TcpProxy:
         port: int,
         targets: Callable[[], Sequence[str]],
         draining: Callable[[], Sequence[str]] = lambda: (),
+        connections: Connections | None = None,
     ) -> None:
         self.api = api
         self.network_id = network_id
@@ -93,6 +95,8 @@ class TcpProxy:
         # instances that take no new connection but finish the ones they have (an instance
         # a renewal replaced, before it stops: engine/replace.py)
         self.draining = draining
+        # shared with the network: a replacement waits until its old instance serves none
+        self.connections = connections or Connections()
         self.stats = ProxyStats()
         self._next = 0
         self._open: dict[str, set[anyio.CancelScope]] = {}  # per target address
@@ -170,6 +174,7 @@ class TcpProxy:
                     _reset_on_close(client)
             finally:
                 self.stats.active -= 1
+                self.connections.closed(ip)
                 scopes = self._open.get(ip, set())
                 scopes.discard(departed)
                 if not scopes:
@@ -191,11 +196,16 @@ class TcpProxy:
             if not candidates:
                 return None
             for ip in candidates:
+                self.connections.opened(ip)  # counted from the choice: it is being served
                 try:
                     with anyio.fail_after(15):
                         return ip, await self.api.connect_tcp(self.network_id, ip, self.port)
                 except (aiohttp.ClientError, YagnaError, TimeoutError) as e:
                     log.info("forward to %s:%d failed (%s), trying the next", ip, self.port, e)
+                except BaseException:
+                    self.connections.closed(ip)
+                    raise
+                self.connections.closed(ip)
             if anyio.current_time() >= deadline:
                 return None
             await anyio.sleep(CONNECT_RETRY_PAUSE)

@@ -6,9 +6,9 @@ agreement (same or another provider: the market prefers providers not busy with 
 service), beside the instance it replaces. Only once the successor runs -- and is healthy,
 when the service has a health probe -- does it take over the index (`Cluster.promote`):
 status shows it, and forwarded ports send new connections to it. The old instance keeps
-running for `drain` seconds so the connections it is serving finish (the proxy does not
-reset them: `Cluster.draining`), then stops as on an explicit stop (its shutdown runs, no
-restart) and its agreement is terminated.
+running until the connections it serves through forwarded ports finish, at most `drain`
+seconds (the proxy does not reset them: `Cluster.draining`), then stops as on an explicit
+stop (its shutdown runs, no restart) and its agreement is terminated.
 
 If the successor ends without ever being ready (every provider failed it), the old instance
 is untouched and None is returned. If the old instance ends first (its agreement expired),
@@ -22,6 +22,7 @@ releases both.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,8 +38,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Replacement", "ready", "replace_instance"]
 
-DRAIN = 5.0
-"""Seconds a replaced instance keeps serving the connections it has before it stops."""
+DRAIN = 30.0
+"""Seconds a replaced instance keeps serving the connections it has, at most, before it
+stops; it stops as soon as it serves none (engine/connections.py)."""
 
 
 @dataclass(frozen=True)
@@ -96,8 +98,25 @@ async def replace_instance(
         )
     )
     if not old.done.is_set():
-        await anyio.sleep(drain)  # new connections go to the successor; old ones finish
+        await _drained(old, drain)  # new connections go to the successor; old ones finish
+    if not old.done.is_set():  # (its agreement may have ended it meanwhile)
         old.send(lc.StopRequested(reason))
         await old.done.wait()
     cluster.retired(old)
     return Replacement(index, old_agreement, record.agreement_id, record.provider_name, took)
+
+
+async def _drained(old: InstanceRunner, at_most: float) -> None:
+    """Until the forwarded ports serve no connection to `old` (at most `at_most` seconds)."""
+    record = old.record
+    if record.network is None or record.network_address is None:
+        return  # on no network: nothing is forwarded to it
+    connections, ip = record.network.connections, record.network_address
+    async with anyio.create_task_group() as tg:
+
+        async def first(done: Awaitable[object]) -> None:
+            await done
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(first, connections.wait_idle(ip, at_most))
+        tg.start_soon(first, old.done.wait())

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.abc import TaskGroup
 
+from golem_deploy.engine.connections import Connections
 from golem_deploy.engine.lifecycle import ServiceState
 from golem_deploy.engine.proxy import TcpProxy
 from golem_deploy.manifest.model import Manifest, PortSpec
@@ -62,6 +63,7 @@ class PortForwards:
         network_id: str,
         targets: Callable[[str], Sequence[str]],
         draining: Callable[[str], Sequence[str]] = lambda service: (),
+        connections: Connections | None = None,
     ) -> None:
         """Bind every listener (PortInUse at the first that cannot be) and serve them in
         ``tg``; ``targets(service)`` lists the addresses of its running instances,
@@ -74,6 +76,7 @@ class PortForwards:
                     forward.port,
                     _targets_of(targets, name),
                     _targets_of(draining, name),
+                    connections,
                 )
                 bound = await tg.start(self._serve, proxy, forward)
                 self.forwards.append(Forward(name, forward, proxy, bound))
@@ -128,7 +131,9 @@ class DeploymentVpn:
             views = [i.snapshot() for cluster in clusters(service) for i in cluster.draining]
             return [v.ip for v in views if v.ip and v.state is ServiceState.running]
 
-        await vpn.forwards.open(tg, manifest, network.api, network.network_id, running, draining)
+        await vpn.forwards.open(
+            tg, manifest, network.api, network.network_id, running, draining, network.connections
+        )
         return vpn
 
     def addresses(self) -> list[list[str | int]]:

@@ -106,6 +106,8 @@ def test_burn_rate_is_measured_per_live_activity() -> None:
     assert burn.per_hour() is None
     burn.note_accepted("ag1", "a1", Decimal("0.5"), at=0.0)  # start price: no rate yet
     assert burn.per_hour() is None
+    burn.note_accepted("ag1", "a1", Decimal("0.5"), at=30.0)  # no growth (sent again): no news
+    assert burn.per_hour() is None
     burn.note_accepted("ag1", "a1", Decimal("0.6"), at=60.0)  # 0.1 GLM a minute
     assert burn.per_hour() == Decimal("6")
     burn.note_accepted("ag2", "a2", Decimal("0"), at=0.0)
