@@ -21,11 +21,13 @@ a payment, never the only record of something held. The row asserts that premise
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
 from _cli_helpers import Cli
-from _harness import Scenario, service
+from _harness import REPORT_ENV, Scenario, service
 
 pytestmark = [pytest.mark.localnet, pytest.mark.timeout(300)]
 
@@ -69,7 +71,9 @@ def test_row15d_torn_last_journal_record(cli: Cli, tmp_path: Path) -> None:
     assert json.loads(as_json.stdout)["supervisor"]["alive"] is False
     assert "Traceback" not in as_json.stderr
 
+    started = time.monotonic()
     down = scenario.down()
+    down_seconds = round(time.monotonic() - started, 1)
     assert down.returncode == 0, down.stdout + down.stderr
     assert warning in down.stderr, down.stderr
     assert "Traceback" not in down.stdout + down.stderr
@@ -78,3 +82,12 @@ def test_row15d_torn_last_journal_record(cli: Cli, tmp_path: Path) -> None:
     # whole (the recovery's), and the audit reads past it.
     assert path.read_bytes().endswith(b"\n")
     scenario.audit()
+    _report(line=line, torn_kind=kind, down_seconds=down_seconds)  # after its asserts
+
+
+def _report(**figures: object) -> None:
+    """bench/reliability.py's summary lists the row's figures (`torn_journal`)."""
+    path = os.environ.get(REPORT_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(json.dumps({"torn_journal": figures}) + "\n")
