@@ -17,7 +17,9 @@ processes_leaked, agreements_orphaned (never-bound agreements yagna holds that t
 never saw created: Proposal left by a lost answer, or Cancelled by the engine),
 orphans_cancelled, glm_accepted_beyond_budget, fuzz_cases, fuzz_tracebacks, localnet_heal
 (rows 13c-13e: which part of the local network was killed, ms until the supervisor noticed,
-s until the deployment ran again), seconds, failed.
+s until the deployment ran again), torn_journal (row 15d, once status and down warned
+without a traceback: the torn line, the kind of the record torn, s for that down),
+seconds, failed.
 """
 
 from __future__ import annotations
@@ -60,10 +62,12 @@ def _rows(junit: Path) -> list[dict[str, Any]]:
 
 
 def _audits(
-    report: Path, heal: list[dict[str, Any]] | None = None
+    report: Path,
+    heal: list[dict[str, Any]] | None = None,
+    torn: list[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], int, int]:
     """Audit figures by test id, and the fuzz totals; the local network heal rows' figures
-    are appended to `heal`."""
+    are appended to `heal`, the torn journal row's to `torn`."""
     audits: dict[str, dict[str, Any]] = {}
     fuzz_cases = fuzz_tracebacks = 0
     if not report.exists():
@@ -73,6 +77,9 @@ def _audits(
         if "localnet_heal" in record:
             if heal is not None:
                 heal.append(record["localnet_heal"])
+        elif "torn_journal" in record:
+            if torn is not None:
+                torn.append(record["torn_journal"])
         elif "fuzz_cases" in record:
             fuzz_cases += int(record["fuzz_cases"])
             fuzz_tracebacks += int(record["fuzz_tracebacks"])
@@ -117,7 +124,8 @@ def main() -> int:
             return 2
         rows = _rows(junit)
         heal: list[dict[str, Any]] = []
-        audits, fuzz_cases, fuzz_tracebacks = _audits(report, heal)
+        torn: list[dict[str, Any]] = []
+        audits, fuzz_cases, fuzz_tracebacks = _audits(report, heal, torn)
 
     leaked = {
         "agreements_leaked": 0,
@@ -150,6 +158,7 @@ def main() -> int:
         "fuzz_cases": fuzz_cases,
         "fuzz_tracebacks": fuzz_tracebacks,
         "localnet_heal": heal,
+        "torn_journal": torn,
         "seconds": round(seconds, 1),
         "failed": [r["name"] for r in ran if r["outcome"] == "failed"],
     }

@@ -50,6 +50,7 @@ __all__ = [
     "ProposalRejected",
     "ProviderAvoided",
     "YagnaOutage",
+    "YagnaOutageBegan",
 ]
 
 
@@ -320,6 +321,18 @@ class PaymentRejected(EngineEvent):
     agreement_id: str
     amount: Decimal
     reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class YagnaOutageBegan(EngineEvent):
+    """yagna at `api_url` stopped answering while this instance ran (`error`: how): the
+    instance now waits for it, and a YagnaOutage follows when the wait ends. The supervisor
+    shows the outage in the live table and `status` meanwhile."""
+
+    service: str
+    index: int
+    api_url: str
+    error: str
 
 
 @dataclass(frozen=True, kw_only=True)

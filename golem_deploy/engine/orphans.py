@@ -89,15 +89,17 @@ async def sweep(
     *,
     service: str,
     subscriptions: Collection[str],
-    provider_id: str,
+    provider_id: str | None,
     since: datetime,
     known: Callable[[str], bool],
     emit: Callable[[ev.EngineEvent], None],
 ) -> int:
     """Cancel (or report) the `Proposal`-state agreements of `subscriptions` with
-    `provider_id`, created after `since`, that `known` does not claim; returns how many
-    were found. `known` is asked again right before each cancel: a create call of ours
-    that was still in flight may have returned that id meanwhile."""
+    `provider_id` (None: with any provider), created after `since`, that `known` does not
+    claim; returns how many were found. `known` is asked again right before each cancel: a
+    create call of ours that was still in flight may have returned that id meanwhile.
+    Recovery (`down` after the supervisor died) sweeps with every provider: nothing of
+    ours is in flight any more, and the journal names every agreement that was ours."""
     found = 0
     with anyio.move_on_after(SWEEP_TIMEOUT) as scope:
         try:
@@ -108,12 +110,12 @@ async def sweep(
                 if (
                     agreement.state != "Proposal"
                     or agreement.demand_id not in subscriptions
-                    or agreement.provider_id != provider_id
+                    or provider_id not in (None, agreement.provider_id)
                     or known(agreement_id)
                 ):
                     continue
                 found += 1
-                await _cancel(client, service, agreement_id, provider_id, emit)
+                await _cancel(client, service, agreement_id, agreement.provider_id, emit)
         except YagnaError as error:
             log.warning("%s: could not look for an orphaned agreement: %s", service, error)
     if scope.cancelled_caught:

@@ -124,11 +124,20 @@ class Watcher:
 
     async def _ride_out_outage(self, error: YagnaUnreachable) -> bool:
         """Wait (bounded by the outage grace) for yagna to answer again; True when it does.
-        The wait is reported (YagnaOutage) so the journal and the instance's log say it."""
+        The wait is reported (YagnaOutageBegan, then YagnaOutage) so the journal, the
+        instance's log and the live table say it."""
         log.warning("%s: yagna does not answer (%s): waiting for it", self.name, error)
         began = anyio.current_time()
-        back = await self.executor.wait_for_yagna()
         executor = self.executor
+        executor.emit(
+            ev.YagnaOutageBegan(
+                service=executor.service,
+                index=executor.index,
+                api_url=self.client.config.api_url,
+                error=str(error),
+            )
+        )
+        back = await executor.wait_for_yagna()
         executor.emit(
             ev.YagnaOutage(
                 service=executor.service,

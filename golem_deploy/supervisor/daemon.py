@@ -49,6 +49,7 @@ from golem_deploy.supervisor.generations import every_cluster, hidden, service_c
 from golem_deploy.supervisor.journal import Journal, Redactor, load, to_plain
 from golem_deploy.supervisor.logs import InstanceLogs
 from golem_deploy.supervisor.narrate import journal_worthy, log_line
+from golem_deploy.supervisor.outage import OutageWatch
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -120,6 +121,7 @@ class Supervisor:
         self._watched: set[int] = set()  # id() of the clusters whose end is waited for
         self.vpn: DeploymentVpn | None = None  # the VPN and forwarded ports, when it has one
         self.last_output: dict[tuple[str, int], str] = {}
+        self.outage = OutageWatch()  # yagna not answering the instances, while it lasts
         self.records = Broadcast()  # to every /events reader
         # Waves the machine asked to start, launched by _run_waves (run_service awaits).
         self._wave_send, self._wave_receive = anyio.create_memory_object_stream[dm.StartWave](100)
@@ -159,6 +161,7 @@ class Supervisor:
         self.publish(record)
         if self.reconciler is not None:
             self.reconciler.on_event(event)
+        self.outage.on_event(event)
         match event:
             case ev.InstanceStateChanged(
                 service=service, index=index, new=new, reason=why, final=final, renewal=""
@@ -247,6 +250,7 @@ class Supervisor:
             ports=self.vpn.ports() if self.vpn else (),
             vpn=self.vpn.view() if self.vpn else None,
             burn_per_hour=self.golem.burn_rate() if self.golem is not None else None,
+            outage=self.outage.view(dt.datetime.now(dt.UTC).timestamp()),
         )
 
     def service_clusters(self, name: str) -> list[Cluster]:

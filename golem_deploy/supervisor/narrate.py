@@ -51,6 +51,8 @@ def log_line(event: ev.EngineEvent) -> tuple[str, int, str, str] | None:
             service=s, index=i, attempt=attempt, delay=delay, reason=reason
         ):
             return s, i, "state", f"restart #{attempt} in {delay:g}s: {reason}"
+        case ev.YagnaOutageBegan(service=s, index=i, api_url=url, error=error):
+            return s, i, "state", f"yagna at {url} does not answer ({error}); waiting for it"
         case ev.YagnaOutage(service=s, index=i, seconds=seconds, back=back):
             what = "carried on" if back else "still no answer: counted as a failed check"
             return s, i, "state", f"yagna did not answer for {seconds:g}s; {what}"

@@ -4,10 +4,11 @@ Why: after a SIGKILL nobody remembers the agreements, activities and allocation 
 journal (decision 5). `golem-deploy down` folds it and calls `release()`: agreements are
 terminated and activities destroyed through yagna's REST API, the allocation is released,
 the private local network is stopped (its processes are recorded in its state folder), and
-each release is journaled so that running `down` twice is harmless. A private network that
-is no longer running (one of its daemons died, and its host stopped the rest) is started
-again on its own state first: its yagna databases still hold every agreement, and only a
-running requestor can record their end.
+each release is journaled so that running `down` twice is harmless. `Proposal` agreements
+orphaned by a create call that lost its answer are looked for as well (recover_orphans.py).
+A private network that is no longer running (one of its daemons died, and its host stopped
+the rest) is started again on its own state first: its yagna databases still hold every
+agreement, and only a running requestor can record their end.
 
 The app key is never in the journal: a private local network's key is read from its state
 folder; for the user's own yagna it comes from YAGNA_APPKEY, as for `up`.
@@ -28,6 +29,7 @@ from golem_deploy.errors import GolemDeployError
 from golem_deploy.supervisor import journal, lock, reach
 from golem_deploy.supervisor.deployments import DeploymentDir
 from golem_deploy.supervisor.journal import Held, Journal
+from golem_deploy.supervisor.recover_orphans import sweep_orphans
 
 if TYPE_CHECKING:
     from golem_deploy.yagna.client import YagnaClient
@@ -80,6 +82,9 @@ async def _release_market(
                 # It was approved, so its provider invoices it -- even when the supervisor
                 # died before journaling the activity it had already created there.
                 held.worked.add(agreement_id)
+        # A create call whose answer was lost when the supervisor died left an agreement
+        # the journal never saw (recover_orphans.py): cancel or report it.
+        await sweep_orphans(client, journal, progress)
         await _release_each(
             held.activities,
             "activity",

@@ -13,6 +13,9 @@ a snapshot is `DeploymentSnapshot.plain()`: JSON-ready dicts, a superset of the 
 it back with `snapshot_plain.from_plain()`.
 
 Times are ISO-8601 UTC strings (or null); amounts are decimal strings.
+
+Size: the typed views, their plain form and the one builder belong together, so every
+field is added in one place (reading the plain form back is snapshot_plain.py).
 """
 
 from __future__ import annotations
@@ -137,6 +140,20 @@ class VpnView:
 
 
 @dataclass(frozen=True)
+class OutageView:
+    """yagna at `api_url` has not answered the instances since `since` (ISO-8601 UTC):
+    `seconds` long when the snapshot was taken; `error` is how the last wait began."""
+
+    api_url: str
+    since: str
+    seconds: float
+    error: str | None = None
+
+    def plain(self) -> Snapshot:
+        return {"since": self.since, "seconds": self.seconds, "error": self.error}
+
+
+@dataclass(frozen=True)
 class DeploymentSnapshot:
     name: str
     state: str
@@ -153,6 +170,7 @@ class DeploymentSnapshot:
     vpn: VpnView | None = None
     burn_per_hour: Decimal | None = None  # GLM per hour at the current pace (None: unknown)
     runs_out_at: str | None = None  # when the budget is spent at that pace (ISO-8601 UTC)
+    outage: OutageView | None = None  # yagna not answering the instances right now
 
     def plain(self) -> Snapshot:
         plain: Snapshot = {
@@ -164,6 +182,7 @@ class DeploymentSnapshot:
                 "kind": self.network_kind,
                 "api_url": self.api_url,
                 "vpn": {"id": self.vpn.id, "cidr": self.vpn.cidr} if self.vpn else None,
+                "outage": self.outage.plain() if self.outage else None,
             },
             "budget": budget_plain(self.budget, self.spent, self.burn_per_hour, self.runs_out_at),
             "services": [
@@ -198,6 +217,7 @@ def build(
     vpn: VpnView | None = None,
     burn_per_hour: Decimal | None = None,
     now: dt.datetime | None = None,
+    outage: OutageView | None = None,
 ) -> DeploymentSnapshot:
     """The one builder: every declared instance (pending when nothing is known about it),
     plus any extra instance `rows` knows, per service in manifest order."""
@@ -226,6 +246,7 @@ def build(
         vpn=vpn,
         burn_per_hour=burn_per_hour,
         runs_out_at=runs_out_at(budget, spent, burn_per_hour, now),
+        outage=outage,
     )
 
 

@@ -11,6 +11,7 @@ from golem_deploy.supervisor.snapshot import (
     DeploymentSnapshot,
     DownloadView,
     InstanceView,
+    OutageView,
     PortView,
     VpnView,
 )
@@ -58,6 +59,7 @@ def from_plain(data: object) -> DeploymentSnapshot:
         if budget.get("burn_rate_per_hour") is not None
         else None,
         runs_out_at=_str(budget.get("runs_out_at")),
+        outage=_outage(network.get("outage"), _str(network.get("api_url"))),
     )
 
 
@@ -78,6 +80,19 @@ def _instance_from_plain(row: Mapping[str, object]) -> InstanceView:
         reason=_str(row.get("reason")),
         ip=_str(row.get("ip")),
         download=_download(row.get("download")),
+    )
+
+
+def _outage(value: object, api_url: str | None) -> OutageView | None:
+    plain = _mapping(value)
+    if not plain.get("since"):
+        return None
+    seconds = plain.get("seconds")
+    return OutageView(
+        api_url=api_url or "?",
+        since=str(plain["since"]),
+        seconds=float(seconds) if isinstance(seconds, int | float) else 0.0,
+        error=_str(plain.get("error")),
     )
 
 

@@ -150,6 +150,20 @@ def burn_text(snapshot: DeploymentSnapshot, now: float | None = None) -> str:
     return text
 
 
+def outage_text(snapshot: DeploymentSnapshot, now: float) -> str:
+    """The line under the header while yagna does not answer the instances: how long,
+    counted to `now` from when the first instance began to wait."""
+    outage = snapshot.outage
+    if outage is None:
+        return ""
+    since = parse_iso(outage.since)
+    seconds = max(0.0, now - since) if since is not None else outage.seconds
+    return (
+        f"yagna at {outage.api_url} not answering for {duration(seconds)}: "
+        "the instances wait for it (their providers are not blamed)"
+    )
+
+
 def _select_rows(
     rows: list[tuple[str, InstanceView]], max_rows: int | None
 ) -> tuple[list[tuple[str, InstanceView]], dict[str, int]]:
@@ -266,6 +280,8 @@ class DeploymentView:
         yield header(snapshot)
         if snapshot.reason:
             yield Text(snapshot.reason, style="red")
+        if snapshot.outage is not None:
+            yield Text(outage_text(snapshot, self.now), style="bold yellow")
         if snapshot.ports:
             yield Text("ports: " + ", ".join(p.describe() for p in snapshot.ports), style="cyan")
         yield self.table(options.max_width)
@@ -298,6 +314,8 @@ def plain_lines(snapshot: DeploymentSnapshot, *, now: float | None = None) -> li
     ]
     if snapshot.reason:
         lines.append(f"reason: {snapshot.reason}")
+    if snapshot.outage is not None:
+        lines.append(outage_text(snapshot, now))
     for port in snapshot.ports:
         lines.append(f"port {port.describe()}")
     for service, inst in instances(snapshot):

@@ -35,9 +35,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from _cli_helpers import Cli, processes_mentioning, wait_until
+from _cli_helpers import CLI_TIMEOUT, Cli, processes_mentioning, wait_until
 
 from golem_deploy import localnet
+from golem_deploy.manifest.durations import parse_duration
 from golem_deploy.supervisor import journal
 from golem_deploy.supervisor.held import SNAPSHOT_KIND, held_from_plain
 
@@ -131,8 +132,13 @@ class Scenario:
         return [*args, *extra]
 
     def up(self, timeout: str = "3m") -> subprocess.CompletedProcess[str]:
-        """`up -d`; returns the finished process (the caller asserts its exit code)."""
-        return self.cli(*self.up_args("-d", "--timeout", timeout))
+        """`up -d`; returns the finished process (the caller asserts its exit code).
+
+        The process gets `timeout` and a minute more (at least the CLI helper's default):
+        `up`'s own --timeout is what the row tests, and a loaded machine must not cut it
+        short (the load row's 8 minutes were once killed at that default of 4)."""
+        wait = max(CLI_TIMEOUT, parse_duration(timeout) + 60.0)
+        return self.cli(*self.up_args("-d", "--timeout", timeout), timeout=wait)
 
     def popen_up(self, *extra: str) -> subprocess.Popen[str]:
         return self.cli.popen(
@@ -280,6 +286,10 @@ class YagnaView:
     invoices: list[dict[str, Any]]
     debit_notes: list[dict[str, Any]]
     allocations: list[dict[str, Any]]
+    # yagna's own attribution, independent of the journal: agreement id -> provider node
+    # id (the agreement's offer), activity id -> agreement id (GET activity?agreementId)
+    agreement_providers: dict[str, str] = field(default_factory=dict)
+    activity_agreements: dict[str, str] = field(default_factory=dict)
 
     def accepted(self) -> Decimal:
         """GLM the requestor accepted: an accepted invoice's amount, else the highest
@@ -326,20 +336,25 @@ def yagna_view(state_dir: Path, providers: int) -> YagnaView:
 def ask_yagna(url: str, key: str, activity_ids: set[str]) -> YagnaView:
     """Everything the requestor yagna at `url` recorded (REST, the requestor's key)."""
     agreements: dict[str, str] = {}
+    providers: dict[str, str] = {}
     for entry in _get(url, key, "/market-api/v1/agreements") or []:
         agreement = _get(url, key, f"/market-api/v1/agreements/{entry['id']}")
         agreements[entry["id"]] = str(agreement["state"])
+        providers[entry["id"]] = str((agreement.get("offer") or {}).get("providerId"))
     invoices = list(_get(url, key, "/payment-api/v1/invoices") or [])
     notes = list(_get(url, key, "/payment-api/v1/debitNotes") or [])
     # Which activities the requestor node recorded at all: one whose creation request was
     # cut off (the supervisor SIGKILLed while POST /activity was in flight) exists on the
     # provider only; yagna then cannot answer for it, and nothing of ours could destroy it.
-    recorded: set[str] = set()
+    # Every activity it did record is checked too, journaled or not: one whose creation
+    # answer came too late for the engine (a loaded machine, a dying provider) is one the
+    # journal never saw, and it must be Terminated all the same.
+    recorded: dict[str, str] = {}
     for agreement_id in agreements:
         listed = _get(url, key, f"/activity-api/v1/activity?agreementId={agreement_id}")
-        recorded.update(str(a) for a in listed or [])
+        recorded.update((str(a), agreement_id) for a in listed or [])
     activities: dict[str, str] = {}
-    for activity_id in {str(n["activityId"]) for n in notes} | activity_ids:
+    for activity_id in {str(n["activityId"]) for n in notes} | activity_ids | set(recorded):
         try:
             state = _get(url, key, f"/activity-api/v1/activity/{activity_id}/state")
             activities[activity_id] = str(state["state"][0])
@@ -347,7 +362,7 @@ def ask_yagna(url: str, key: str, activity_ids: set[str]) -> YagnaView:
             known = "" if activity_id in recorded else UNRECORDED
             activities[activity_id] = f"{known}HTTP {error.code}"
     allocations = list(_get(url, key, "/payment-api/v1/allocations") or [])
-    return YagnaView(agreements, activities, invoices, notes, allocations)
+    return YagnaView(agreements, activities, invoices, notes, allocations, providers, recorded)
 
 
 UNRECORDED = "never recorded by the requestor: "
@@ -414,24 +429,54 @@ class Audit:
     def stuck_activities(self, vanished: tuple[str, ...] = ()) -> dict[str, str]:
         """Activities yagna does not show Terminated, except those of providers that died
         on purpose (see `check`), and those the requestor node never recorded whose
-        agreement it shows Terminated (the provider ended them with it; see ask_yagna)."""
+        agreement it shows Terminated (the provider ended them with it; see ask_yagna).
+
+        An activity is the vanished provider's when its agreement is with that provider and
+        is Terminated. Its agreement is the journal's (ActivityCreated), else yagna's own
+        (the activity listing of each agreement, a debit note); the agreement's provider
+        is the journal's (AgreementCreated), else the agreement's offer in yagna, named by
+        the provider ids the journal saw. yagna's side matters: under load an activity's
+        creation can answer after the engine gave up on it (the provider died meanwhile),
+        and the journal then never saw that activity."""
         agreement_of_note = {
             str(n["activityId"]): str(n.get("agreementId")) for n in self.yagna.debit_notes
         }
-        provider_of = {
-            str(r["agreement_id"]): r.get("provider_name")
-            for r in self.records
-            if r["kind"] == "AgreementCreated"
-        }
         agreement_of = {
-            str(r["activity_id"]): str(r.get("agreement_id"))
-            for r in self.records
-            if r["kind"] == "ActivityCreated"
+            **agreement_of_note,
+            **self.yagna.activity_agreements,
+            **{
+                str(r["activity_id"]): str(r.get("agreement_id"))
+                for r in self.records
+                if r["kind"] == "ActivityCreated"
+            },
         }
+        name_of_provider = {
+            str(r["provider_id"]): str(r["provider_name"])
+            for r in self.records
+            if r.get("provider_id") and r.get("provider_name")
+        }
+        provider_of = {
+            a: name_of_provider.get(p, p) for a, p in self.yagna.agreement_providers.items()
+        }
+        provider_of.update(
+            {
+                str(r["agreement_id"]): r.get("provider_name")
+                for r in self.records
+                if r["kind"] == "AgreementCreated"
+            }
+        )
+
+        def vanished_with_its_provider(activity_id: str) -> bool:
+            agreement_id = agreement_of.get(activity_id, "")
+            return (
+                provider_of.get(agreement_id) in vanished
+                and self.yagna.agreements.get(agreement_id) == "Terminated"
+            )
+
         return {
             a: s
             for a, s in self.live_activities.items()
-            if not (s == "Unresponsive" and provider_of.get(agreement_of.get(a, "")) in vanished)
+            if not (s == "Unresponsive" and vanished_with_its_provider(a))
             and not (
                 s.startswith(UNRECORDED)
                 and self.yagna.agreements.get(agreement_of_note.get(a, "")) == "Terminated"

@@ -7,7 +7,8 @@ where providers do not care whether a requestor restarts. The test stops it the 
 does (SIGINT: yagna shuts down cleanly), keeps it down for OUTAGE_S, and starts it again
 on the same data dir and ports. The engine must reconnect: the agreements and activities
 survived (the providers kept them), so every instance goes on on its own agreement with
-no restart and no provider blamed; each instance journals a `YagnaOutage` (how long it
+no restart and no provider blamed; while yagna is down `status` (JSON and the table) says
+"yagna at URL not answering"; each instance journals a `YagnaOutage` (how long it
 waited) and its log says so; nothing is paid twice (no debit note or invoice accepted
 twice). Then `down`, and the shared audit against that yagna's own records.
 An instance whose activity did not survive is replaced under its restart policy by the
@@ -125,8 +126,20 @@ def test_row15_your_yagna_restarted_reconnects_and_replaces_what_was_lost(
         before = {i["index"]: i["agreement_id"] for i in scenario.instances()}
 
         user.stop(timeout=15.0)  # as `yagna service shutdown` / systemctl stop would
+        stopped = time.monotonic()
         assert reach.refuses(user.config.api_url)
-        time.sleep(OUTAGE_S)  # the outage itself: the fault, not a wait for a result
+        # While it lasts, `status` says so (the instances' watchers notice within their
+        # 5 s interval, well inside the outage).
+        during = scenario.wait_for_status(
+            "the outage in status --json",
+            lambda s: s["network"]["outage"] is not None,
+            timeout=OUTAGE_S - 5,
+        )
+        assert during["network"]["outage"]["seconds"] >= 0, during["network"]
+        table = cli.ok("status", "-n", "row15").stdout
+        assert f"yagna at {user.config.api_url} not answering for" in table, table
+        # the outage itself: the fault, not a wait for a result
+        time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - stopped)))
         _start(user, net_dir)
 
         status = scenario.wait_for_status(
@@ -143,6 +156,7 @@ def test_row15_your_yagna_restarted_reconnects_and_replaces_what_was_lost(
                 lambda r, i=index: r["kind"] == "YagnaOutage" and r["index"] == i,
                 60,
             )
+        assert scenario.status()["network"]["outage"] is None  # every wait ended
         records = scenario.journal()
         outages = [r for r in records if r["kind"] == "YagnaOutage"]
         print(f"row15: agreements before {before}, after {after}; outages {outages}")

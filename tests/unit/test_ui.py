@@ -163,8 +163,10 @@ def test_status_json_has_exactly_the_documented_keys() -> None:
     public = public_status(_typed(snap))
     assert set(public) == {"name", "state", "reason", "supervisor", "network", "budget", "services"}
     assert set(public["supervisor"]) == {"pid", "alive"}
-    assert set(public["network"]) == {"kind", "api_url", "vpn"}  # vpn: null without a VPN
+    # vpn: null without a VPN; outage: null while yagna answers
+    assert set(public["network"]) == {"kind", "api_url", "vpn", "outage"}
     assert public["network"]["vpn"] is None
+    assert public["network"]["outage"] is None
     assert set(public["budget"]) == {
         "total",
         "spent",
@@ -218,3 +220,23 @@ def test_the_header_shows_the_burn_rate_and_how_long_the_budget_lasts() -> None:
     assert ui.burn_text(typed, NOW) == "0.072 GLM/h, lasts 13h52m"
     assert "0.072 GLM/h" in _render(ui.header(typed), 200)
     assert "burn=0.072 GLM/h, lasts 13h52m" in ui.plain_lines(typed, now=NOW)[0]
+
+
+def test_a_yagna_outage_shows_under_the_header_and_in_status_json() -> None:
+    snap = _snapshot()
+    snap["network"]["outage"] = {
+        "since": iso(NOW - 12),
+        "seconds": 10.0,
+        "error": "connection refused",
+    }
+    typed = _typed(snap)
+    assert typed.outage is not None and typed.outage.api_url == snap["network"]["api_url"]
+    # Counted to the renderer's clock (a live table keeps counting), not the snapshot's.
+    line = f"yagna at {snap['network']['api_url']} not answering for 12s"
+    assert line in _render(ui.deployment_table(typed, now=NOW), 100)
+    assert any(text.startswith(line) for text in ui.plain_lines(typed, now=NOW))
+    public = public_status(typed)
+    assert public["network"]["outage"] == snap["network"]["outage"]
+    answered = _typed(_snapshot())
+    assert "not answering" not in _render(ui.deployment_table(answered, now=NOW), 100)
+    assert not any("not answering" in text for text in ui.plain_lines(answered, now=NOW))
