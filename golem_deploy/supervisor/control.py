@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from golem_deploy.errors import GolemDeployError
-from golem_deploy.supervisor import client, deployments, journal, reach
+from golem_deploy.supervisor import client, deployments, journal, lock, reach
 from golem_deploy.supervisor.deployments import DeploymentDir
 from golem_deploy.supervisor.snapshot import DeploymentSnapshot
 from golem_deploy.supervisor.snapshot_plain import from_plain
@@ -40,9 +40,11 @@ def current_snapshot(deployment: DeploymentDir) -> DeploymentSnapshot:
 
     A supervisor that is starting or exiting holds its lock a moment before its socket
     answers or after it closed it; that moment is waited out, not reported as an error.
+    A `down` releasing what a dead supervisor left holds the lock with no socket at all:
+    the journal's account is the answer then.
     """
     deadline = time.monotonic() + SETTLE_WAIT
-    while deployment.supervisor_alive():
+    while deployment.supervisor_alive() and lock.holder_role(deployment.lock) != lock.DOWN:
         try:
             snap = client.request(deployment.socket, "GET", "/snapshot", timeout=5.0)
         except client.SupervisorUnreachable:
