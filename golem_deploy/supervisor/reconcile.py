@@ -52,6 +52,8 @@ __all__ = ["Reconciler"]
 POLL = 0.2  # how often a starting or stopping instance is looked at (a user waits on it)
 STOP_WAIT = 120.0  # an instance stopped by a change: its shutdown steps' bound, as `down`'s
 _FINAL = (ServiceState.terminated, ServiceState.unresponsive)
+_SUPERVISING = (dm.DeploymentState.running.value, dm.DeploymentState.degraded.value)
+"""States whose machine takes new services (ServicesChanged): not stopping, not failed."""
 
 
 class ChangeFailed(Exception):
@@ -99,14 +101,16 @@ class Reconciler:
         return answer
 
     def plan(self, wanted: Manifest, restart: Mapping[str, Sequence[int]]) -> changes.Plan:
-        """The plan for `wanted`; refused also while the deployment is not running or
-        another change is being applied."""
+        """The plan for `wanted`; refused also while another change is being applied, or
+        while the deployment neither runs nor is degraded with its local network up again
+        (a lasting degradation must not keep a user from scaling)."""
         p = changes.plan(self.sup.manifest, wanted, spent=self.golem.spent, restart=restart)
         busy: list[str] = []
         if self.status is not None and not self.status.done:
             busy.append(f"change {self.status.id} is being applied; wait until it finished")
-        if self.sup.state != dm.DeploymentState.running.value:
-            busy.append(f"the deployment is {self.sup.state}: a change applies once it runs")
+        why = self.sup.machine.change_refusal()  # running, or degraded with its network up
+        if why is not None:
+            busy.append(why)
         if busy:
             p = dataclasses.replace(p, refused=(*busy, *p.refused))
         return p
@@ -142,7 +146,7 @@ class Reconciler:
                 status.reason = status.reason or "cut short: the deployment is going down"
                 # What runs now is the running manifest's services (a failed change added
                 # only some): the machine supervises those.
-                if self.sup.state == dm.DeploymentState.running.value:
+                if self.sup.state in _SUPERVISING:
                     self._set_waves(self.sup.manifest, ())
             status.done = True
             services = [
