@@ -5,7 +5,9 @@ instance" primitive.
 agreement (same or another provider: the market prefers providers not busy with this
 service), beside the instance it replaces. Only once the successor runs -- and is healthy,
 when the service has a health probe -- does it take over the index (`Cluster.promote`):
-status shows it, and forwarded ports send new connections to it. The old instance keeps
+status shows it, forwarded ports send new connections to it, and its VPN names
+(`<service>-<index>`, `<service>`) point at its address in every running instance's
+/etc/hosts and in later deploys (engine/names.py). The old instance keeps
 running for `drain` seconds so the connections it is serving finish (the proxy does not
 reset them: `Cluster.draining`), then stops as on an explicit stop (its shutdown runs, no
 restart) and its agreement is terminated.
@@ -29,6 +31,7 @@ import anyio
 
 from golem_deploy.engine import events as ev
 from golem_deploy.engine import lifecycle as lc
+from golem_deploy.engine import names
 from golem_deploy.engine.lifecycle import ServiceState
 
 if TYPE_CHECKING:
@@ -82,6 +85,9 @@ async def replace_instance(
     finally:
         if not promoted:
             successor.send(lc.StopRequested("replacement abandoned"))
+    # Its names (`<service>-<index>`, `<service>`) point at the successor everywhere before
+    # the old one drains: clients inside the VPN reach it by name from here on.
+    await names.follow(cluster, successor)
     took = anyio.current_time() - began
     record = successor.record
     ctx.emit(

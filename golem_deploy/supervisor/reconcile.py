@@ -33,6 +33,7 @@ import anyio
 
 from golem_deploy.engine import events as ev
 from golem_deploy.engine.lifecycle import ServiceState
+from golem_deploy.engine.names import announce, index_names
 from golem_deploy.engine.service import Service, record_of
 from golem_deploy.errors import GolemDeployError
 from golem_deploy.manifest.model import Manifest, ServiceSpec
@@ -242,7 +243,7 @@ class Reconciler:
             if change.start:
                 fresh_ones = [self._spawn(cluster, name, i, wanted) for i in change.start]
                 await self._wait_ready(fresh_ones, spec, replacing=False)
-                self._name(fresh_ones)
+                await self._name(fresh_ones)
         except BaseException:  # failed, timed out or cut short by `down`
             if fresh is not None and old is not None and not _has_running(fresh):
                 # Nothing was replaced: the old cluster is the service's again, so the
@@ -290,16 +291,22 @@ class Reconciler:
             address = network.next_free_ip()
         return address
 
-    def _name(self, instances: Sequence[Service]) -> None:
+    async def _name(self, instances: Sequence[Service]) -> None:
         """Once new instances run: `<service>-<index>` (and `<service>` for index 0) name
-        their addresses in every instance deployed from now on."""
+        their addresses in every instance deployed from now on, and in every running one
+        (its /etc/hosts rewritten: engine/names.py), so a replaced instance's names follow
+        its replacement before the old one stops."""
         vpn = self.sup.vpn
+        if vpn is None:
+            return
         for instance in instances:
             view = instance.snapshot()
-            if vpn is not None and view.ip:
-                vpn.network.hosts[f"{view.service}-{view.index}"] = view.ip
-                if view.index == 0:
-                    vpn.network.hosts[view.service] = view.ip
+            if view.ip:
+                vpn.network.hosts.update(
+                    {n: view.ip for n in index_names(view.service, view.index)}
+                )
+        runners = [r for _, cluster in self.sup.every_cluster() for r in cluster.runners]
+        await announce(vpn.network, runners)
 
     async def _replace(
         self, cluster: Cluster, name: str, batch: Sequence[int], wanted: Manifest
@@ -313,7 +320,7 @@ class Reconciler:
             for new in news:
                 _stop_instance(new)
             raise
-        self._name(news)
+        await self._name(news)
         for index in batch:
             self.sup.note("ReplacementRunning", service=name, index=index)
         await self._stop(olds)
