@@ -7,10 +7,10 @@ service), beside the instance it replaces. Only once the successor runs -- and i
 when the service has a health probe -- does it take over the index (`Cluster.promote`):
 status shows it, forwarded ports send new connections to it, and its VPN names
 (`<service>-<index>`, `<service>`) point at its address in every running instance's
-/etc/hosts and in later deploys (engine/names.py). The old instance keeps
-running for `drain` seconds so the connections it is serving finish (the proxy does not
-reset them: `Cluster.draining`), then stops as on an explicit stop (its shutdown runs, no
-restart) and its agreement is terminated.
+/etc/hosts and in later deploys (engine/names.py). The old instance keeps running for
+`drain` seconds (and until the names moved), so the connections it is serving finish (the
+proxy does not reset them: `Cluster.draining`), then stops as on an explicit stop (its
+shutdown runs, no restart) and its agreement is terminated.
 
 If the successor ends without ever being ready (every provider failed it), the old instance
 is untouched and None is returned. If the old instance ends first (its agreement expired),
@@ -85,9 +85,6 @@ async def replace_instance(
     finally:
         if not promoted:
             successor.send(lc.StopRequested("replacement abandoned"))
-    # Its names (`<service>-<index>`, `<service>`) point at the successor everywhere before
-    # the old one drains: clients inside the VPN reach it by name from here on.
-    await names.follow(cluster, successor)
     took = anyio.current_time() - began
     record = successor.record
     ctx.emit(
@@ -101,8 +98,14 @@ async def replace_instance(
             took=took,
         )
     )
+    async with anyio.create_task_group() as tg:
+        # Its names (`<service>-<index>`, `<service>`) move to the successor in every
+        # running instance while the old one drains; it stops once both are done, so a
+        # client inside the VPN that resolved the old address meanwhile still gets answers.
+        tg.start_soon(names.follow, cluster, successor)
+        if not old.done.is_set():
+            await anyio.sleep(drain)  # new connections go to the successor; old ones finish
     if not old.done.is_set():
-        await anyio.sleep(drain)  # new connections go to the successor; old ones finish
         old.send(lc.StopRequested(reason))
         await old.done.wait()
     cluster.retired(old)
