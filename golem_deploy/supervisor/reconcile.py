@@ -45,7 +45,7 @@ from golem_deploy.supervisor.redact import secret_name
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
-    from golem_deploy.engine import Cluster, Golem
+    from golem_deploy.engine import Cluster, Golem, InstanceSnapshot
     from golem_deploy.supervisor.daemon import Supervisor
 
 __all__ = ["Reconciler"]
@@ -53,8 +53,8 @@ __all__ = ["Reconciler"]
 POLL = 0.2  # how often a starting or stopping instance is looked at (a user waits on it)
 STOP_WAIT = 120.0  # an instance stopped by a change: its shutdown steps' bound, as `down`'s
 _FINAL = (ServiceState.terminated, ServiceState.unresponsive)
+# States whose machine takes new services (ServicesChanged): not stopping, not failed.
 _SUPERVISING = (dm.DeploymentState.running.value, dm.DeploymentState.degraded.value)
-"""States whose machine takes new services (ServicesChanged): not stopping, not failed."""
 
 
 class ChangeFailed(Exception):
@@ -296,8 +296,7 @@ class Reconciler:
         their addresses in every instance deployed from now on, and in every running one
         (its /etc/hosts rewritten: engine/names.py), so a replaced instance's names follow
         its replacement before the old one stops."""
-        vpn = self.sup.vpn
-        if vpn is None:
+        if (vpn := self.sup.vpn) is None:
             return
         for instance in instances:
             view = instance.snapshot()
@@ -326,11 +325,11 @@ class Reconciler:
         await self._stop(olds)
 
     def _live(self, name: str, index: int) -> Service | None:
-        """The instance of `name.index` that is not final (the newest one)."""
+        """The instance of `name.index` that has not ended for good (the newest one)."""
         for cluster in reversed(self.sup.service_clusters(name)):
             for instance in reversed(cluster.instances):
                 view = instance.snapshot()
-                if view.index == index and view.state not in _FINAL:
+                if view.index == index and _alive(view):
                     return instance
         return None
 
@@ -364,7 +363,7 @@ class Reconciler:
         for instance in live:
             _stop_instance(instance)
         with anyio.move_on_after(STOP_WAIT):
-            while any(i.snapshot().state not in _FINAL for i in live):
+            while any(_alive(i.snapshot()) for i in live):
                 await anyio.sleep(POLL)
         vpn = self.sup.vpn
         if vpn is None:
@@ -373,12 +372,18 @@ class Reconciler:
             i.snapshot().ip
             for c in (c for _, c in self.sup.every_cluster())
             for i in c.instances
-            if i.snapshot().state not in _FINAL
+            if _alive(i.snapshot())
         }
         for instance in live:
             ip = instance.snapshot().ip
             if ip and ip not in in_use:
                 vpn.network.unreserve(ip)
+
+
+def _alive(view: InstanceSnapshot) -> bool:
+    """Not ended for good: an unresponsive instance waiting for its restart (a degraded
+    deployment's, say) is alive, so a scale-down stops it (the stop cancels the restart)."""
+    return view.state not in _FINAL or view.restart_scheduled
 
 
 def _has_running(cluster: Cluster) -> bool:
