@@ -73,6 +73,9 @@ class Cluster(Generic[ServiceType]):
         self.lifecycle_config = lifecycle_config
         self.healthcheck = healthcheck
         self.network = network
+        # Every cluster on the same Golem (the Golem sets it): a renewal tells all their
+        # instances where the renewed instance's names point now (engine/names.py).
+        self.peers: Callable[[], Sequence[Cluster]] = lambda: [self]
         # instance index -> its address, when given (reserved on the network by the Golem);
         # other instances reserve the next free address when they first start
         self.network_addresses = tuple(network_addresses)

@@ -506,6 +506,7 @@ class Golem:
         )
         made.append(cluster)
         self._clusters.append(cluster)
+        cluster.peers = lambda: self.clusters  # names follow renewals across services
         await self._tg.start(self._run_cluster, cluster, params)
         return cluster
 

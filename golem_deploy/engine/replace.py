@@ -5,10 +5,14 @@ instance" primitive.
 agreement (same or another provider: the market prefers providers not busy with this
 service), beside the instance it replaces. Only once the successor runs -- and is healthy,
 when the service has a health probe -- does it take over the index (`Cluster.promote`):
-status shows it, and forwarded ports send new connections to it. The old instance keeps
-running until the connections it serves through forwarded ports finish, at most `drain`
-seconds (the proxy does not reset them: `Cluster.draining`), then stops as on an explicit
-stop (its shutdown runs, no restart) and its agreement is terminated.
+status shows it, forwarded ports send new connections to it, and its VPN names
+(`<service>-<index>`, `<service>`) point at its address in every running instance's
+/etc/hosts and in later deploys (engine/names.py). The old instance keeps running until the
+names moved and the connections it serves through forwarded ports finished -- at least
+`DRAIN_MIN` seconds (clients inside the VPN that looked its name up before it moved connect
+to it directly, uncounted), at most `drain` (the proxy does not reset them meanwhile:
+`Cluster.draining`) -- then stops as on an explicit stop (its shutdown runs, no restart)
+and its agreement is terminated.
 
 If the successor ends without ever being ready (every provider failed it), the old instance
 is untouched and None is returned. If the old instance ends first (its agreement expired),
@@ -30,6 +34,7 @@ import anyio
 
 from golem_deploy.engine import events as ev
 from golem_deploy.engine import lifecycle as lc
+from golem_deploy.engine import names
 from golem_deploy.engine.lifecycle import ServiceState
 
 if TYPE_CHECKING:
@@ -38,6 +43,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Replacement", "ready", "replace_instance"]
 
+DRAIN_MIN = 5.0
+"""Seconds a replaced instance keeps serving at least (see the module docstring)."""
 DRAIN = 30.0
 """Seconds a replaced instance keeps serving the connections it has, at most, before it
 stops; it stops as soon as it serves none (engine/connections.py)."""
@@ -97,8 +104,13 @@ async def replace_instance(
             took=took,
         )
     )
-    if not old.done.is_set():
-        await _drained(old, drain)  # new connections go to the successor; old ones finish
+    async with anyio.create_task_group() as tg:
+        # Its names (`<service>-<index>`, `<service>`) move to the successor in every
+        # running instance while the old one drains; it stops once both are done, so a
+        # client inside the VPN that resolved the old address meanwhile still gets answers.
+        tg.start_soon(names.follow, cluster, successor)
+        if not old.done.is_set():
+            await _drained(old, drain)  # new connections go to the successor; old ones finish
     if not old.done.is_set():  # (its agreement may have ended it meanwhile)
         old.send(lc.StopRequested(reason))
         await old.done.wait()
@@ -107,16 +119,21 @@ async def replace_instance(
 
 
 async def _drained(old: InstanceRunner, at_most: float) -> None:
-    """Until the forwarded ports serve no connection to `old` (at most `at_most` seconds)."""
+    """`DRAIN_MIN` seconds, then until the forwarded ports serve no connection to `old`
+    (`at_most` seconds in all), or until `old` ends by itself."""
     record = old.record
-    if record.network is None or record.network_address is None:
-        return  # on no network: nothing is forwarded to it
-    connections, ip = record.network.connections, record.network_address
     async with anyio.create_task_group() as tg:
 
         async def first(done: Awaitable[object]) -> None:
             await done
             tg.cancel_scope.cancel()
 
-        tg.start_soon(first, connections.wait_idle(ip, at_most))
+        async def idle() -> None:
+            await anyio.sleep(min(DRAIN_MIN, at_most))
+            if record.network is not None and record.network_address is not None:
+                await record.network.connections.wait_idle(
+                    record.network_address, at_most - DRAIN_MIN
+                )
+
+        tg.start_soon(first, idle())
         tg.start_soon(first, old.done.wait())

@@ -244,8 +244,8 @@ class ExeUnitCommands:
         except VpnError as exc:
             raise CommandError(f"deploy failed: {exc}") from exc
         mounts = dict(self.config.mounts)
-        if hosts is not None:
-            mounts["/etc/hosts"] = hosts  # names of the deploy's `hosts`, as in the VM
+        # names of the deploy's `hosts`, as in the VM: root inside may rewrite them
+        files = {} if hosts is None else {"/etc/hosts": hosts}
         storage = self.config.storage_gib
         limits = None
         if self.config.cpu_threads and self.config.mem_gib:
@@ -257,6 +257,7 @@ class ExeUnitCommands:
             rootfs=root.rootfs,
             layer_bytes=int(storage * 1024**3) if storage else DEFAULT_LAYER_BYTES,
             limits=limits,
+            files=files,
         )
         assert self._tg is not None
         try:

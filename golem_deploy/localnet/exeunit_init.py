@@ -326,7 +326,8 @@ def setup(spec: dict) -> None:  # type: ignore[type-arg]
     ``layer_bytes`` (size of the writable layer), ``image`` (the extracted image's tree, or
     null for the sealed host root, described by ``host``: [path, "bind"|"dir"|"link",
     link target]), ``golem`` (the host directory that becomes /golem), ``mounts``
-    ([container path, host path] read-only), ``workdir``, ``owner`` ([uid, gid] on the host
+    ([container path, host path] read-only), ``files`` ([container path, host file]
+    writable in place: the deploy's /etc/hosts), ``workdir``, ``owner`` ([uid, gid] on the host
     of root inside, to own the writable layer's root; null as an ordinary user).
     """
     # Nothing we mount may leak back into the host's mount namespace.
@@ -355,6 +356,11 @@ def setup(spec: dict) -> None:  # type: ignore[type-arg]
         bind(host_path, target, read_only=True, extra=MS_NOSUID)
     if userns_fd is not None:
         os.close(userns_fd)
+    for container_path, host_path in spec.get("files") or []:  # root inside may rewrite them
+        target = _inside(new_root, container_path)
+        with contextlib.suppress(OSError):  # a read-only root: the target must exist there
+            _prepare_target(host_path, target)
+        bind(host_path, target, read_only=False, extra=MS_NOSUID)
     proc = _inside(new_root, "/proc")
     os.makedirs(proc, exist_ok=True)
     mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)

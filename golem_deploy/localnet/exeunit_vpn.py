@@ -4,8 +4,9 @@ A VM on the Golem network gets, from the `deploy` command, the networks it is in
 id, range, its own address, the other members) and the names it resolves (`hosts`). Locally
 the activity's sealed sandbox has its own network namespace with only `lo`; joining puts a
 TAP at the activity's address there (the host process's :class:`VpnHost` pumps its frames),
-and the names become the sandbox's /etc/hosts (bind-mounted read-only, as the VM's guest
-agent writes it). Leaving removes the interface; the namespace itself ends with the sandbox.
+and the names become the sandbox's /etc/hosts (as the VM's guest agent writes it: a file
+root inside may rewrite, which golem-deploy does when a renewal moves a name). Leaving
+removes the interface; the namespace itself ends with the sandbox.
 """
 
 from __future__ import annotations

@@ -124,10 +124,14 @@ class Sandbox(SandboxCommands):
         rootfs: RootFs = HOST_ROOT,
         layer_bytes: int = DEFAULT_LAYER_BYTES,
         limits: Limits | None = None,
+        files: Mapping[str, Path] | None = None,
     ) -> None:
         self.work_dir = work_dir
         self.root = work_dir / "golem"
         self.mounts = {normalize_path(k): Path(v).resolve() for k, v in (mounts or {}).items()}
+        # Host files root inside may rewrite in place, as a VM's root can (the deploy's
+        # /etc/hosts: golem-deploy points names at a renewed instance's new address).
+        self.files = {normalize_path(k): Path(v).resolve() for k, v in (files or {}).items()}
         self._want_isolation = isolate is not False  # False: the explicit unsafe opt-out
         self.rootfs = rootfs
         self.layer_bytes = layer_bytes
@@ -162,6 +166,8 @@ class Sandbox(SandboxCommands):
             if reason is not None:
                 self._cgroups = None
                 self.limits_note = f"CPU and memory limits not enforced: {reason}"
+        for host_file in self.files.values():
+            self.adopt(host_file)
         for container_path, host_path in self.mounts.items():
             if not host_path.exists():
                 raise SandboxError(
@@ -290,6 +296,7 @@ class Sandbox(SandboxCommands):
             "host": [] if image is not None else host_root_entries(),
             "golem": str(self.root),
             "mounts": [[c, str(h)] for c, h in self.mounts.items()],
+            "files": [[c, str(h)] for c, h in self.files.items()],
             "workdir": self.rootfs.workdir or "/golem/work",
             "volumes": [v for v in self.rootfs.volumes if v.startswith("/")],
             "owner": None if self.owner is None else list(self.owner),

@@ -14,6 +14,7 @@ see snapshot.from_journal):
 
     starting --last wave running--> running
     running --ServicesChanged--> running (a change: the services it supervises are new)
+    degraded --ServicesChanged--> degraded (a change made while degraded, see below)
     starting --an instance of the current wave ended before running--> failed
     starting | running | degraded | failed --DownRequested--> stopping
     any but stopped --Crashed--> failed (stays failed through Finished)
@@ -32,12 +33,17 @@ The private local network (degraded):
 A death while stopping, stopped or failed restarts nothing (down releases through the
 journal's recovery, which starts the network again itself).
 
+Changes (`up` again, `scale`, `restart`) are taken while running, and while degraded once
+the local network runs again (`change_refusal`): degraded can last (an instance whose
+provider stays dead waits for another), and a user must still be able to scale meanwhile.
+While the network is being restarted there is no engine to apply a change to.
+
 Races the engine and the supervisor cannot avoid are explicit no-ops: instance events in any
 state (they are recorded, and only decide something while starting), a second `down`, a
 service finishing while the deployment still starts. Anything else out of place raises
 IllegalTransition: it is a bug in the supervisor, and must not look like a race.
 
-Size: about 440 lines on purpose: every rule of a deployment (waves, down, failures, the
+Size: about 500 lines on purpose: every rule of a deployment (waves, down, failures, the
 local network's degraded path) and their vocabulary in one place, as in lifecycle.py.
 
 Whether an instance has ended for good is the instance lifecycle's knowledge
@@ -304,6 +310,18 @@ class DeploymentMachine:
     def __post_init__(self) -> None:
         self._waves: tuple[Wave, ...] = tuple(tuple(wave) for wave in self.waves)
 
+    def change_refusal(self) -> str | None:
+        """Why a change (`up` again, `scale`, `restart`) cannot start now; None: it can."""
+        S = DeploymentState
+        if self.state is S.running or (self.state is S.degraded and self._network_back):
+            return None
+        if self.state is S.degraded:
+            return (
+                "the deployment is degraded and its local network is being restarted: "
+                "a change applies once the network runs again"
+            )
+        return f"the deployment is {self.state}: a change applies once it runs"
+
     def handle(self, event: Event) -> list[Action]:
         """Apply `event`; return the actions to perform, in order."""
         S = DeploymentState
@@ -360,7 +378,7 @@ class DeploymentMachine:
                 self.state, self.reason, self._crashed = S.failed, reason, True
                 return [DeploymentFailed(reason)]
             case ServicesChanged(waves=waves, started=started):
-                if self.state is not S.running:
+                if self.state not in (S.running, S.degraded):
                     raise IllegalTransition(f"services changed while {self.state}")
                 self._waves = tuple(tuple(wave) for wave in waves)
                 names = {name for wave in self._waves for name, _ in wave}
@@ -369,6 +387,15 @@ class DeploymentMachine:
                     for name, reasons in self._finished.items()
                     if name in names and name not in started
                 }
+                if self.state is S.degraded:
+                    # instances the change removed will not run again: not awaited any more
+                    wanted = {name: count for wave in self._waves for name, count in wave}
+                    self._awaited = {
+                        (name, index)
+                        for name, index in self._awaited
+                        if index < wanted.get(name, 0)
+                    }
+                    return [*self._check_recovered(None, None, False), *self._check_all_ended()]
                 return self._check_all_ended()
             case Finished():
                 if self.state is S.stopped:

@@ -33,6 +33,7 @@ import anyio
 
 from golem_deploy.engine import events as ev
 from golem_deploy.engine.lifecycle import ServiceState
+from golem_deploy.engine.names import announce, index_names
 from golem_deploy.engine.service import Service, record_of
 from golem_deploy.errors import GolemDeployError
 from golem_deploy.manifest.model import Manifest, ServiceSpec
@@ -44,7 +45,7 @@ from golem_deploy.supervisor.redact import secret_name
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
-    from golem_deploy.engine import Cluster, Golem
+    from golem_deploy.engine import Cluster, Golem, InstanceSnapshot
     from golem_deploy.supervisor.daemon import Supervisor
 
 __all__ = ["Reconciler"]
@@ -52,6 +53,8 @@ __all__ = ["Reconciler"]
 POLL = 0.2  # how often a starting or stopping instance is looked at (a user waits on it)
 STOP_WAIT = 120.0  # an instance stopped by a change: its shutdown steps' bound, as `down`'s
 _FINAL = (ServiceState.terminated, ServiceState.unresponsive)
+# States whose machine takes new services (ServicesChanged): not stopping, not failed.
+_SUPERVISING = (dm.DeploymentState.running.value, dm.DeploymentState.degraded.value)
 
 
 class ChangeFailed(Exception):
@@ -99,14 +102,16 @@ class Reconciler:
         return answer
 
     def plan(self, wanted: Manifest, restart: Mapping[str, Sequence[int]]) -> changes.Plan:
-        """The plan for `wanted`; refused also while the deployment is not running or
-        another change is being applied."""
+        """The plan for `wanted`; refused also while another change is being applied, or
+        while the deployment neither runs nor is degraded with its local network up again
+        (a lasting degradation must not keep a user from scaling)."""
         p = changes.plan(self.sup.manifest, wanted, spent=self.golem.spent, restart=restart)
         busy: list[str] = []
         if self.status is not None and not self.status.done:
             busy.append(f"change {self.status.id} is being applied; wait until it finished")
-        if self.sup.state != dm.DeploymentState.running.value:
-            busy.append(f"the deployment is {self.sup.state}: a change applies once it runs")
+        why = self.sup.machine.change_refusal()  # running, or degraded with its network up
+        if why is not None:
+            busy.append(why)
         if busy:
             p = dataclasses.replace(p, refused=(*busy, *p.refused))
         return p
@@ -142,7 +147,7 @@ class Reconciler:
                 status.reason = status.reason or "cut short: the deployment is going down"
                 # What runs now is the running manifest's services (a failed change added
                 # only some): the machine supervises those.
-                if self.sup.state == dm.DeploymentState.running.value:
+                if self.sup.state in _SUPERVISING:
                     self._set_waves(self.sup.manifest, ())
             status.done = True
             services = [
@@ -238,7 +243,7 @@ class Reconciler:
             if change.start:
                 fresh_ones = [self._spawn(cluster, name, i, wanted) for i in change.start]
                 await self._wait_ready(fresh_ones, spec, replacing=False)
-                self._name(fresh_ones)
+                await self._name(fresh_ones)
         except BaseException:  # failed, timed out or cut short by `down`
             if fresh is not None and old is not None and not _has_running(fresh):
                 # Nothing was replaced: the old cluster is the service's again, so the
@@ -286,16 +291,21 @@ class Reconciler:
             address = network.next_free_ip()
         return address
 
-    def _name(self, instances: Sequence[Service]) -> None:
+    async def _name(self, instances: Sequence[Service]) -> None:
         """Once new instances run: `<service>-<index>` (and `<service>` for index 0) name
-        their addresses in every instance deployed from now on."""
-        vpn = self.sup.vpn
+        their addresses in every instance deployed from now on, and in every running one
+        (its /etc/hosts rewritten: engine/names.py), so a replaced instance's names follow
+        its replacement before the old one stops."""
+        if (vpn := self.sup.vpn) is None:
+            return
         for instance in instances:
             view = instance.snapshot()
-            if vpn is not None and view.ip:
-                vpn.network.hosts[f"{view.service}-{view.index}"] = view.ip
-                if view.index == 0:
-                    vpn.network.hosts[view.service] = view.ip
+            if view.ip:
+                vpn.network.hosts.update(
+                    {n: view.ip for n in index_names(view.service, view.index)}
+                )
+        runners = [r for _, cluster in self.sup.every_cluster() for r in cluster.runners]
+        await announce(vpn.network, runners)
 
     async def _replace(
         self, cluster: Cluster, name: str, batch: Sequence[int], wanted: Manifest
@@ -309,17 +319,17 @@ class Reconciler:
             for new in news:
                 _stop_instance(new)
             raise
-        self._name(news)
+        await self._name(news)
         for index in batch:
             self.sup.note("ReplacementRunning", service=name, index=index)
         await self._stop(olds)
 
     def _live(self, name: str, index: int) -> Service | None:
-        """The instance of `name.index` that is not final (the newest one)."""
+        """The instance of `name.index` that has not ended for good (the newest one)."""
         for cluster in reversed(self.sup.service_clusters(name)):
             for instance in reversed(cluster.instances):
                 view = instance.snapshot()
-                if view.index == index and view.state not in _FINAL:
+                if view.index == index and _alive(view):
                     return instance
         return None
 
@@ -353,7 +363,7 @@ class Reconciler:
         for instance in live:
             _stop_instance(instance)
         with anyio.move_on_after(STOP_WAIT):
-            while any(i.snapshot().state not in _FINAL for i in live):
+            while any(_alive(i.snapshot()) for i in live):
                 await anyio.sleep(POLL)
         vpn = self.sup.vpn
         if vpn is None:
@@ -362,12 +372,18 @@ class Reconciler:
             i.snapshot().ip
             for c in (c for _, c in self.sup.every_cluster())
             for i in c.instances
-            if i.snapshot().state not in _FINAL
+            if _alive(i.snapshot())
         }
         for instance in live:
             ip = instance.snapshot().ip
             if ip and ip not in in_use:
                 vpn.network.unreserve(ip)
+
+
+def _alive(view: InstanceSnapshot) -> bool:
+    """Not ended for good: an unresponsive instance waiting for its restart (a degraded
+    deployment's, say) is alive, so a scale-down stops it (the stop cancels the restart)."""
+    return view.state not in _FINAL or view.restart_scheduled
 
 
 def _has_running(cluster: Cluster) -> bool:

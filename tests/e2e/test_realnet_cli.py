@@ -23,6 +23,9 @@ from golem_deploy.supervisor import journal
 SHA3 = "d646d7b93083d817846c2ae5c62c72ca0507782385a2e29291a3d376"
 IMAGE_URL = "http://files.example/alpine.gvmi"  # not loopback: the local provider won't fetch
 KNOWN_TAG = "golem/alpine:latest"
+NEW_TAG = "golem/alpine:edge"  # another tag, another image: what a change moves to
+NEW_SHA3 = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0"[:56]
+NEW_URL = "http://files.example/alpine-edge.gvmi"
 
 
 class _Registry(BaseHTTPRequestHandler):
@@ -34,11 +37,14 @@ class _Registry(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = parse_qs(url.query)
         self.asked.append(query)
-        known = query.get("tag") == [KNOWN_TAG] or query.get("hash") == [SHA3]
+        images = {KNOWN_TAG: (SHA3, IMAGE_URL), NEW_TAG: (NEW_SHA3, NEW_URL)}
+        by_hash = {sha3: (sha3, link) for sha3, link in images.values()}
+        known = images.get(query.get("tag", [""])[0]) or by_hash.get(query.get("hash", [""])[0])
         if url.path != "/v1/image/info" or query.get("count") != ["true"] or not known:
             self._answer(404, b"image not found")
             return
-        body = {"sha3": SHA3, "http": IMAGE_URL, "https": IMAGE_URL, "size": 4_300_000}
+        sha3, link = known
+        body = {"sha3": sha3, "http": link, "https": link, "size": 4_300_000}
         self._answer(200, json.dumps(body).encode())
 
     def _answer(self, status: int, body: bytes) -> None:
@@ -196,6 +202,31 @@ def test_up_resolves_an_image_tag_before_any_demand(
     assert [(r["service"], r["sha3"]) for r in resolved] == [("hello", SHA3)]
     assert cli("down", "-n", "tagged").returncode == 0
     assert json.loads((cli.home / "registry-cache.json").read_text())  # kept for next time
+
+
+def test_a_change_to_another_tag_resolves_it_through_the_registry(
+    cli: Cli, external_net: ExternalNet, registry: list[Any], tmp_path: Path
+) -> None:
+    """`up` of the same deployment with a changed `image_tag`: the supervisor's reconciler
+    asks the registry for the new tag (supervisor/reconcile.py `_resolve_images`) and the
+    replacement's agreement runs the image the registry named."""
+    path = _manifest(tmp_path, "retag", f'{{image_tag: "{KNOWN_TAG}"}}')
+    up = cli("up", "-d", str(path), "--timeout", "3m")
+    assert up.returncode == 0, up.stdout + up.stderr
+    path = _manifest(tmp_path, "retag", f'{{image_tag: "{NEW_TAG}"}}')
+    change = cli("up", str(path), "--timeout", "3m")
+    assert change.returncode == 0, change.stdout + change.stderr
+    assert {"tag": [NEW_TAG], "count": ["true"]} in registry
+    records = cli.journal("retag")
+    resolved = [(r["service"], r["sha3"]) for r in records if r["kind"] == "ImageResolved"]
+    assert resolved == [("hello", SHA3), ("hello", NEW_SHA3)]
+    status = cli.status("retag")
+    (agreement_id,) = {i["agreement_id"] for s in status["services"] for i in s["instances"]}
+    agreement = _get(external_net.info, f"/market-api/v1/agreements/{agreement_id}")
+    package = _flat(agreement["demand"]["properties"])["golem.srv.comp.task_package"]
+    assert package == f"hash:sha3:{NEW_SHA3}:{NEW_URL}"
+    assert cli("down", "-n", "retag").returncode == 0
+    _nothing_held(external_net.info)
 
 
 def test_an_unknown_tag_fails_before_anything_is_negotiated(

@@ -305,7 +305,51 @@ def test_services_changed_replaces_what_the_machine_supervises() -> None:
     ]
 
 
-def test_services_changed_only_while_running() -> None:
+def test_services_changed_only_while_running_or_degraded() -> None:
     machine = _started()
     with pytest.raises(m.IllegalTransition):
         machine.handle(m.ServicesChanged(((("db", 1),),)))
+    stopping = _running()
+    stopping.handle(m.DownRequested("down"))
+    with pytest.raises(m.IllegalTransition):
+        stopping.handle(m.ServicesChanged(((("db", 1),),)))
+
+
+def test_changes_are_taken_while_running_and_while_degraded_once_the_network_is_back() -> None:
+    machine = _started()
+    assert machine.change_refusal() == "the deployment is starting: a change applies once it runs"
+    machine = _running()
+    assert machine.change_refusal() is None
+    machine.handle(m.LocalnetDied(DIED))
+    refusal = machine.change_refusal()
+    assert refusal is not None and "being restarted" in refusal
+    machine.handle(m.LocalnetRestarted())
+    assert machine.state is D.degraded and machine.change_refusal() is None
+    machine.handle(m.DownRequested("down"))
+    assert machine.change_refusal() == "the deployment is stopping: a change applies once it runs"
+    failed = _running()
+    failed.handle(m.Crashed("boom"))
+    assert failed.change_refusal() == "the deployment is failed: a change applies once it runs"
+
+
+def test_a_scale_down_while_degraded_stops_awaiting_the_removed_instances() -> None:
+    """web.1's provider stays dead: degraded lasts. Scaling web to 1 removes it, so the
+    deployment recovers once the rest runs again; the change itself keeps it degraded."""
+    machine = _running()
+    machine.handle(m.LocalnetDied(DIED))
+    machine.handle(m.LocalnetRestarted())
+    for key in KEYS[:-1]:
+        assert _run(machine, *key) == []
+    assert machine.state is D.degraded  # web.1 is still awaited
+    waves = ((("db", 1), ("cache", 1)), (("web", 1),))
+    assert machine.handle(m.ServicesChanged(waves, started=())) == [
+        m.DeploymentRecovered(D.running, DIED)
+    ]
+    assert machine.state is D.running
+
+    growing = _running()
+    growing.handle(m.LocalnetDied(DIED))
+    growing.handle(m.LocalnetRestarted())
+    more = ((("db", 1), ("cache", 1)), (("web", 4),))
+    assert growing.handle(m.ServicesChanged(more, started=())) == []
+    assert growing.state is D.degraded  # nothing ran again yet: a scale up recovers nothing
