@@ -21,6 +21,7 @@ from golem_deploy.engine import lifecycle as lc
 from golem_deploy.engine.context import EngineContext
 from golem_deploy.engine.market import AgreementFailed, MarketSession, SignedAgreement
 from golem_deploy.engine.offers import LinearPricing
+from golem_deploy.engine.pacing import StartSlot
 from golem_deploy.engine.payment_terms import agreed_terms
 from golem_deploy.engine.service import Service, record_of
 from golem_deploy.protocol import ActivityStateName
@@ -44,6 +45,8 @@ class ProviderAttempt:
         self.cost_record = self.record
         self.agreement: SignedAgreement | None = None
         self.activity_id: str | None = None
+        #: Held from the agreement until the `start` handler ended (engine/pacing.py).
+        self.start_slot: StartSlot | None = None
 
     @property
     def name(self) -> str:
@@ -74,6 +77,7 @@ class ProviderAttempt:
             terms = agreed_terms(signed.agreement.demand_properties)
             ctx.payments.track(signed.agreement_id, self._add_cost, terms)
             try:
+                await self._wait_start_slot(signed)
                 activity_id = await ctx.client.create_activity(signed.agreement_id)
             except YagnaError as e:
                 reason = f"activity creation failed: {e.detail}"
@@ -101,6 +105,22 @@ class ProviderAttempt:
             )
             return
 
+    async def _wait_start_slot(self, signed: SignedAgreement) -> None:
+        """Take a start slot for `signed`'s provider (given back by `start_ended()`, or by
+        `release()` when the attempt ends first); a cancelled wait takes none."""
+        self.start_ended()
+        started = anyio.current_time()
+        self.start_slot = await self.ctx.start_gate.slot(signed.provider_id)
+        waited = anyio.current_time() - started
+        if waited > 0.05:
+            log.debug("%s: waited %.2f s for a start slot", self.name, waited)
+
+    def start_ended(self) -> None:
+        """The instance's start is over (its `start` handler returned, either way)."""
+        slot, self.start_slot = self.start_slot, None
+        if slot is not None:
+            slot.release()
+
     async def _confirm_lost(self, activity_id: str) -> bool:
         """True once yagna itself reports the activity lost (bounded): only then is an
         activity that could not be destroyed reported abandoned."""
@@ -125,6 +145,7 @@ class ProviderAttempt:
         what the provider ended itself), so a journal keeps anything still open for a later
         cleanup (`golem-deploy down` after a crash)."""
         ctx, inst, reason = self.ctx, self.record, release.reason
+        self.start_ended()
         activity_id, self.activity_id = self.activity_id, None
         signed, self.agreement = self.agreement, None
         inst.activity_id = None

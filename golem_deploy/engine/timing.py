@@ -61,7 +61,14 @@ class Timings:
     cluster_cancel_grace: float = 20.0
     #: At most this many demand subscriptions a service negotiates on at once (engine/
     #: market.py): more let many instances on few providers get their agreements in a few
-    #: rounds (100 on 4 local providers: 11.6 s instead of 33.5 s to every agreement), but
-    #: then every activity is created and deployed at once, which an overloaded machine's
-    #: local network did not survive (bench/RESULTS.md); so 1 until starts are paced.
-    market_lanes: int = 1
+    #: rounds (100 on 4 local providers: 11.6 s instead of 33.5 s to every agreement). The
+    #: burst of starts that follows is paced by the three below (engine/pacing.py).
+    market_lanes: int = 16
+    #: At most this many instances start (activity create, deploy, `start` handler) at once
+    #: on one provider, and this many in all: 100 activities deployed at once on one local
+    #: provider host made providers miss their heartbeats (bench/RESULTS.md).
+    start_slots_per_provider: int = 4
+    start_slots: int = 16
+    #: A start holding its slot longer than this (a `start` handler running a long job)
+    #: stops counting against the others.
+    start_slot_hold_max: float = 30.0
