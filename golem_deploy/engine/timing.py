@@ -65,10 +65,13 @@ class Timings:
     #: burst of starts that follows is paced by the three below (engine/pacing.py).
     market_lanes: int = 16
     #: At most this many instances start (activity create, deploy, `start` handler) at once
-    #: on one provider, and this many in all: 100 activities deployed at once on one local
-    #: provider host made providers miss their heartbeats (bench/RESULTS.md).
+    #: on one provider: 100 activities deployed at once on one local provider host made
+    #: providers miss their heartbeats (bench/RESULTS.md), and a real provider is one
+    #: machine too. The engine-wide bound is for your own machine (your yagna, and a local
+    #: network's one provider host); it is larger, because on the real network a start is
+    #: mostly the provider downloading the image, which a tight bound would serialize.
     start_slots_per_provider: int = 4
-    start_slots: int = 16
+    start_slots: int = 32
     #: A start holding its slot longer than this (a `start` handler running a long job)
     #: stops counting against the others.
     start_slot_hold_max: float = 30.0
