@@ -29,8 +29,12 @@ class Timings:
     #: which the activity's state then shows), and how often that state is asked.
     destroy_wait: float = 0.2
     destroy_poll: float = 0.05
-    #: How long the state may take to say Terminated before a plain, waiting DELETE.
-    destroy_confirm: float = 3.0
+    #: How long the state may take to say Terminated before a plain, waiting DELETE. Just
+    #: over yagna's 750 ms provider-side poll: after a shutdown's `terminate` the state
+    #: often stays [Initialized -> Terminated] until a DELETE completes, and waiting 3 s
+    #: for it was the tail of a 10-instance down (its invoices were long accepted); the
+    #: plain DELETE then answered within that poll.
+    destroy_confirm: float = 0.8
     #: The same for a vanished provider: it cannot answer, don't let yagna hold us up.
     release_patience_vanished: float = 3.0
     #: How long to wait for yagna to report a vanished provider's activity lost (the
