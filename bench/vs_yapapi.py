@@ -16,7 +16,9 @@ the outside:
 
 Rounds alternate yapapi / ours, then ours / yapapi (so a load trend hurts neither side);
 medians of `rounds`. "ratio_up"/"ratio_down" = yapapi median / ours (our figure is the
-yardstick here): above 1, golem-deploy is faster.
+yardstick here): above 1, golem-deploy is faster. "ours_phases" splits our up and down
+by the deployment's journal (`phases` below says which span is which), so a slow figure
+says where the time went.
 
 yapapi is not a dependency of golem-deploy: it comes from $GOLEM_DEPLOY_BENCH_YAPAPI_PYTHON
 (a Python that has yapapi 0.13.1), else bench/.venv-yapapi, created with pip on first use --
@@ -28,6 +30,7 @@ network's `gftp` first). The image is bench/_image.py's, served from loopback.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -130,13 +133,62 @@ def yapapi_run(python: Path, env: dict[str, str], instances: int, log: Path) -> 
             process.wait()
 
 
-def ours_run(home: Path, env: dict[str, str], instances: int, image: Image) -> tuple[float, float]:
-    """(up, down) seconds of `golem-deploy up -d` and `down` of the same service."""
+def ours_run(
+    home: Path, env: dict[str, str], instances: int, image: Image
+) -> tuple[float, float, dict[str, float]]:
+    """(up, down) seconds of `golem-deploy up -d` and `down` of the same service, and where
+    they went (`phases`)."""
     name = f"vs-{instances}"
     path = manifest(home, name, instances, image)
+    began = time.time()
     up, _ = run_cli("up", "-d", "--timeout", "5m", str(path), env=env)
+    up_end = time.time()
     down, _ = run_cli("down", "-n", name, env=env)
-    return up, down
+    down_end = time.time()
+    journal = home / "deployments" / name / "journal.jsonl"
+    return up, down, phases(journal, began, up_end, down_end)
+
+
+def phases(journal: Path, began: float, up_end: float, down_end: float) -> dict[str, float]:
+    """Where our `up -d` and `down` spent their time, from the deployment's journal (its
+    records carry wall-clock `ts`) and the commands' own start/end (seconds):
+
+    - up_cli_to_supervisor: the command started -> the supervisor journaled
+      DeploymentStarted (CLI start-up and imports, its checks of your yagna, spawning the
+      supervisor and its imports);
+    - up_negotiate: DeploymentStarted -> the last AgreementCreated;
+    - up_engine: DeploymentStarted -> DeploymentRunning (allocation, demand, agreements,
+      activities, deploy and start);
+    - up_cli_notice: DeploymentRunning -> `up -d` returned (its wait loop, process exit);
+    - down_cli_to_request: `down` started -> DownRequested;
+    - down_engine: DownRequested -> DeploymentStopped (shutdown scripts, destroys,
+      terminations, invoices);
+    - down_release: DownRequested -> the last AgreementTerminated;
+    - down_invoices: the last AgreementTerminated -> the last InvoiceAccepted;
+    - down_cli_exit: DeploymentStopped -> `down` returned."""
+    first: dict[str, float] = {}
+    last: dict[str, float] = {}
+    for line in journal.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a torn last line
+        kind, ts = record.get("kind"), record.get("ts")
+        if isinstance(kind, str) and isinstance(ts, (int, float)):
+            first.setdefault(kind, ts)
+            last[kind] = ts
+    spans = {
+        "up_cli_to_supervisor": (began, first.get("DeploymentStarted")),
+        "up_negotiate": (first.get("DeploymentStarted"), last.get("AgreementCreated")),
+        "up_engine": (first.get("DeploymentStarted"), first.get("DeploymentRunning")),
+        "up_cli_notice": (first.get("DeploymentRunning"), up_end),
+        "down_cli_to_request": (up_end, first.get("DownRequested")),
+        "down_engine": (first.get("DownRequested"), last.get("DeploymentStopped")),
+        "down_release": (first.get("DownRequested"), last.get("AgreementTerminated")),
+        "down_invoices": (last.get("AgreementTerminated"), last.get("InvoiceAccepted")),
+        "down_cli_exit": (last.get("DeploymentStopped"), down_end),
+    }
+    return {k: round(b - a, 3) for k, (a, b) in spans.items() if a is not None and b is not None}
 
 
 def main() -> None:
@@ -167,6 +219,7 @@ def main() -> None:
             }
             for n in args.instances:
                 samples: dict[str, list[float]] = {}
+                spent: dict[str, list[float]] = {}
                 for round_ in range(args.rounds):
                     order = ["yapapi", "ours"] if round_ % 2 == 0 else ["ours", "yapapi"]
                     for side in order:
@@ -174,7 +227,9 @@ def main() -> None:
                             log = logs / f"yapapi-{n}-{round_}.log"
                             up, down = yapapi_run(python, yapapi_env, n, log)
                         else:
-                            up, down = ours_run(home, net_env, n, image)
+                            up, down, where = ours_run(home, net_env, n, image)
+                            for phase, seconds in where.items():
+                                spent.setdefault(phase, []).append(seconds)
                         samples.setdefault(f"{side}_up", []).append(up)
                         samples.setdefault(f"{side}_down", []).append(down)
                         print(
@@ -187,6 +242,7 @@ def main() -> None:
                     figures[f"ratio_{what}"] = ratio(
                         samples[f"yapapi_{what}"], samples[f"ours_{what}"]
                     )
+                figures["ours_phases"] = {k: stats(v) for k, v in spent.items()}
                 result[str(n)] = figures
     finally:
         if os.environ.get("GOLEM_DEPLOY_BENCH_KEEP_LOGS"):

@@ -19,6 +19,7 @@ import anyio
 from golem_deploy.engine import events as ev
 from golem_deploy.engine import lifecycle as lc
 from golem_deploy.engine.config import PriceCaps
+from golem_deploy.engine.pacing import StartGate
 from golem_deploy.engine.payment_terms import PaymentTerms
 from golem_deploy.engine.payments import PaymentManager
 from golem_deploy.engine.service import Storage
@@ -143,3 +144,17 @@ class EngineContext:
     router: AgreementRouter = field(default_factory=AgreementRouter)
     network: NetworkGate = field(default_factory=NetworkGate)
     strategy: BaseMarketStrategy = field(default_factory=default_strategy)
+    #: Paces activity starts (engine/pacing.py), as `timings` say; one for the whole
+    #: engine (a cluster's copy of the context shares it).
+    starts: StartGate | None = None
+
+    def __post_init__(self) -> None:
+        if self.starts is None:
+            t = self.timings
+            gate = StartGate(t.start_slots_per_provider, t.start_slots, t.start_slot_hold_max)
+            object.__setattr__(self, "starts", gate)  # frozen: the usual way to fill it in
+
+    @property
+    def start_gate(self) -> StartGate:
+        assert self.starts is not None  # filled in by __post_init__
+        return self.starts

@@ -238,7 +238,17 @@ class ScriptExecutor:
                     failures += 1
                     if failures >= t.exec_poll_failures:
                         raise
-                    await self._check_gone(activity_id, e)
+                    try:
+                        await self._check_gone(activity_id, e)
+                    except ProviderGone:
+                        if not _only_terminate_left(steps, results):
+                            raise
+                        # The ExeUnit ended because this batch told it to (a shutdown's
+                        # `terminate`, which yagna accepted): the batch succeeded. Taking
+                        # it for a vanished provider avoided that provider and skipped its
+                        # invoice.
+                        results = [*results, ExeResult(len(steps) - 1, "Ok", True)]
+                        break
                     continue
                 if results and (results[-1].is_batch_finished or len(results) == len(steps)):
                     break
@@ -344,3 +354,10 @@ def exit_code(message: str | None) -> int:
         if tail.lstrip("-").isdigit():
             return int(tail)
     return -1
+
+
+def _only_terminate_left(steps: list[_Step], results: list[ExeResult]) -> bool:
+    """Whether the batch's last command is `terminate` and every command before it has
+    its result already (so the ExeUnit's end can only be that terminate's doing)."""
+    last = steps[-1].command if steps else {}
+    return "terminate" in last and len(results) >= len(steps) - 1

@@ -10,7 +10,8 @@ per provider and yagna lets each be countered once, so one subscription yields a
 Draft (one agreement) per provider per round: 100 instances on 4 providers took 25 rounds.
 So a session can negotiate on several subscriptions at once ("lanes"): as many as the
 waiting instances need for the providers seen (`ceil(waiting / providers)`, at most
-`max_lanes`; the engine passes `Timings.market_lanes`, 1 by default: see timing.py).
+`max_lanes`; the engine passes `Timings.market_lanes`, 16 by default: see timing.py;
+the burst of starts that follows is paced by engine/pacing.py).
 On a market with more providers than waiting instances that stays one subscription, as
 yapapi has. Each lane re-subscribes on its own once its Drafts are used and its providers
 answered (a provider slow to answer delays that by `counter_patience` at most); the other

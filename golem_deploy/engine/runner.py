@@ -346,9 +346,13 @@ class InstanceRunner:
             return await self.executor.execute(self.provider.activity_id, script)
 
         try:
-            if name == "start":
-                await self._join_network(signed.provider_id)
-            await drive(getattr(inst, name)(), execute, background=self._background)
+            try:
+                if name == "start":
+                    await self._join_network(signed.provider_id)
+                await drive(getattr(inst, name)(), execute, background=self._background)
+            finally:
+                if name == "start":  # the next instance may start on this provider
+                    self.provider.start_ended()
         except ProviderGone as e:
             log.info("%s[%d] %s: %s", self.name, index, name, e)
             self.record.exc_info = sys.exc_info()

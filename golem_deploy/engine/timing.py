@@ -29,8 +29,12 @@ class Timings:
     #: which the activity's state then shows), and how often that state is asked.
     destroy_wait: float = 0.2
     destroy_poll: float = 0.05
-    #: How long the state may take to say Terminated before a plain, waiting DELETE.
-    destroy_confirm: float = 3.0
+    #: How long the state may take to say Terminated before a plain, waiting DELETE. Just
+    #: over yagna's 750 ms provider-side poll: after a shutdown's `terminate` the state
+    #: often stays [Initialized -> Terminated] until a DELETE completes, and waiting 3 s
+    #: for it was the tail of a 10-instance down (its invoices were long accepted); the
+    #: plain DELETE then answered within that poll.
+    destroy_confirm: float = 0.8
     #: The same for a vanished provider: it cannot answer, don't let yagna hold us up.
     release_patience_vanished: float = 3.0
     #: How long to wait for yagna to report a vanished provider's activity lost (the
@@ -61,7 +65,17 @@ class Timings:
     cluster_cancel_grace: float = 20.0
     #: At most this many demand subscriptions a service negotiates on at once (engine/
     #: market.py): more let many instances on few providers get their agreements in a few
-    #: rounds (100 on 4 local providers: 11.6 s instead of 33.5 s to every agreement), but
-    #: then every activity is created and deployed at once, which an overloaded machine's
-    #: local network did not survive (bench/RESULTS.md); so 1 until starts are paced.
-    market_lanes: int = 1
+    #: rounds (100 on 4 local providers: 11.6 s instead of 33.5 s to every agreement). The
+    #: burst of starts that follows is paced by the three below (engine/pacing.py).
+    market_lanes: int = 16
+    #: At most this many instances start (activity create, deploy, `start` handler) at once
+    #: on one provider: 100 activities deployed at once on one local provider host made
+    #: providers miss their heartbeats (bench/RESULTS.md), and a real provider is one
+    #: machine too. The engine-wide bound is for your own machine (your yagna, and a local
+    #: network's one provider host); it is larger, because on the real network a start is
+    #: mostly the provider downloading the image, which a tight bound would serialize.
+    start_slots_per_provider: int = 4
+    start_slots: int = 32
+    #: A start holding its slot longer than this (a `start` handler running a long job)
+    #: stops counting against the others.
+    start_slot_hold_max: float = 30.0

@@ -82,12 +82,13 @@ async def test_a_strategys_score_decides_the_provider(shared_localnet: LocalNetI
 async def test_many_instances_on_few_providers_negotiate_on_several_subscriptions(
     localnet: Any,
 ) -> None:
-    """8 instances, 2 providers, `Timings(market_lanes=16)`: one subscription yields one
-    Draft per provider, so the market opens more subscriptions at once instead of going
-    round after round."""
+    """8 instances, 2 providers, default timings (several subscriptions are on by
+    default): one subscription yields one Draft per provider, so the market opens more
+    subscriptions at once instead of going round after round."""
+    assert Timings().market_lanes > 1
     info = localnet(providers=2)
     rec = Recorder()
-    placed = await _run_until_running(info, rec, 8, timings=Timings(market_lanes=16))
+    placed = await _run_until_running(info, rec, 8)
     assert set(placed.values()) == {"local-provider-1", "local-provider-2"}
     live, most = 0, 0
     for event in rec.events:
@@ -98,6 +99,19 @@ async def test_many_instances_on_few_providers_negotiate_on_several_subscription
             live -= 1
     assert most > 1, "negotiated on one subscription only"
     assert live == 0, "a subscription was left behind"
+
+
+async def test_paced_starts_one_at_a_time_still_bring_every_instance_up(
+    shared_localnet: LocalNetInfo,
+) -> None:
+    """With one start slot for the whole engine, 4 instances start one after another: each
+    start gives its slot back (engine/pacing.py), so none waits for good."""
+    rec = Recorder()
+    placed = await _run_until_running(
+        shared_localnet, rec, 4, timings=Timings(start_slots=1, start_slot_hold_max=300.0)
+    )
+    assert len(placed) == 4
+    assert not rec.of(ev.ProviderAvoided)
 
 
 async def test_a_provider_slow_to_negotiate_neither_stalls_nor_is_avoided(localnet: Any) -> None:

@@ -36,11 +36,13 @@ class Client:
         results: list[ExeResult],
         *,
         exec_errors: list[Exception] | None = None,
+        results_errors: list[Exception] | None = None,
         stream: list[RuntimeEvent] | None = None,
         state: str = "Ready",
     ) -> None:
         self.results = results
         self.exec_errors = list(exec_errors or [])
+        self.results_errors = list(results_errors or [])
         self.stream = stream or []
         self.state = state
         self.calls: list[str] = []
@@ -53,6 +55,8 @@ class Client:
 
     async def exec_results(self, activity_id: str, batch_id: str, *, timeout: float = 5.0) -> Any:
         self.calls.append("results")
+        if self.results_errors:
+            raise self.results_errors.pop(0)
         return self.results
 
     async def stream_exec(self, activity_id: str, batch_id: str) -> AsyncIterator[RuntimeEvent]:
@@ -138,3 +142,51 @@ async def test_an_unreachable_yagna_is_waited_for_not_blamed_on_the_provider() -
 async def test_no_activity_means_the_provider_is_gone() -> None:
     with pytest.raises(ProviderGone):
         await executor(Client([]), []).execute(None, script())
+
+
+def shutdown_script(*before: str) -> Any:
+    ctx = WorkContext(activity_id="a1", agreement_id="g", provider_id="p", provider_name="n")
+    s = ctx.new_script()
+    for word in before:
+        s.run("/bin/echo", word)
+    s.terminate()
+    return s
+
+
+GONE_AFTER_EXEC = ActivityGone(
+    500, "GSB error: GetExecBatchResults: endpoint address not found", "GET /exec"
+)
+
+
+async def test_an_exeunit_gone_after_its_terminate_is_the_terminate_done() -> None:
+    """A shutdown's `terminate` ends the ExeUnit, sometimes before its result is polled:
+    that is the batch succeeding, not the provider vanishing."""
+    client = Client([], results_errors=[GONE_AFTER_EXEC])
+    s = shutdown_script()
+    results = await executor(client, []).execute("a1", s)
+    assert [r.return_code for r in results] == [0]
+    assert (await s.steps[0].future).return_code == 0
+
+
+async def test_an_exeunit_gone_before_the_commands_ahead_of_terminate_is_the_provider_gone() -> (
+    None
+):
+    client = Client([], results_errors=[GONE_AFTER_EXEC])
+    with pytest.raises(ProviderGone, match="ExeUnit is gone"):
+        await executor(client, []).execute("a1", shutdown_script("bye"))
+
+
+async def test_an_exeunit_gone_after_the_commands_ahead_of_terminate_is_the_terminate_done() -> (
+    None
+):
+    client = Client([])
+
+    async def then_gone(activity_id: str, batch_id: str, *, timeout: float = 5.0) -> Any:
+        client.calls.append("results")
+        if client.calls.count("results") == 1:
+            return [ok(0, "bye\n")]  # the first poll sees the echo's result ...
+        raise GONE_AFTER_EXEC  # ... the next finds the ExeUnit ended by the terminate
+
+    client.exec_results = then_gone  # type: ignore[method-assign]
+    results = await executor(client, []).execute("a1", shutdown_script("bye"))
+    assert [r.stdout for r in results] == ["bye\n", None]
