@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -81,6 +82,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: How long an idle connection to yagna is kept for the next request. yagna (actix-web)
+#: closes a connection idle for 5 s; a request sent on one it is just closing fails
+#: (ServerDisconnectedError), which costs a retry, or a failure for the requests that are
+#: never retried (exec, activity create, state queries). Closing ours first avoids that race.
+KEEPALIVE_S = 4.0
+
 
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat()
@@ -107,7 +114,11 @@ class YagnaClient:
         return f"YagnaClient({self.config.api_url!r})"
 
     async def __aenter__(self) -> YagnaClient:
+        # An https yagna gets a context of our own, with the CA store loaded: the supervisor
+        # imports aiohttp without it (supervisor/tls_deferred.py).
+        tls = ssl.create_default_context() if self.config.uses_tls else True
         self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=tls, keepalive_timeout=KEEPALIVE_S),
             headers={"Authorization": f"Bearer {self.config.app_key}"},
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
         )
