@@ -39,7 +39,7 @@ from _common import (
     providers_for,
     run_cli,
 )
-from supervisor_cost import network_pids, requests_between, sample
+from supervisor_cost import network_pids, requests_in_logs, sample
 
 IDLE_MANIFEST = """\
 version: "1"
@@ -92,7 +92,6 @@ def main() -> None:
     with bench_home("gd-bench-scale-") as (home, env), local_network(home, env, count) as net:
         state = home / "localnet" / f"p{count}"
         network = network_pids(state)
-        yagna_log = state / "yagna" / "requestor" / "yagna_rCURRENT.log"
         for n in args.instances:
             name = f"idle-{n}"
             manifest = home / f"{name}.yaml"
@@ -107,7 +106,7 @@ def main() -> None:
                     began = datetime.now().astimezone()
                     measured = sample({"supervisor": pid, **network}, args.seconds)
                     ended = datetime.now().astimezone()
-                    served = requests_between(yagna_log, began, ended)
+                    served = requests_in_logs(state / "logs", "requestor", began, ended)
                     wall = (ended - began).total_seconds()
                     run["supervisor"] = measured.pop("supervisor")
                     run["localnet"] = measured

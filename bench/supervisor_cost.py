@@ -81,6 +81,13 @@ def requests_between(log: Path, began: datetime, ended: datetime) -> int:
     return count
 
 
+def requests_in_logs(logs: Path, daemon: str, began: datetime, ended: datetime) -> int:
+    """Requests the local network's `daemon` ("requestor") answered between the two times,
+    from its log in the network's `logs` folder and the one rotated before it."""
+    files = [logs / f"{daemon}.log.1", logs / f"{daemon}.log"]
+    return sum(requests_between(log, began, ended) for log in files if log.exists())
+
+
 def network_pids(state_dir: Path) -> dict[str, int]:
     """The local network's processes by role, from its pid files."""
     pids = {}
@@ -198,10 +205,8 @@ def main() -> None:
                     measured = sample(pids, args.seconds)
                 ended = datetime.now().astimezone()
                 result["load_after"] = load_average()
-                state = home / "localnet" / f"p{count}"
-                served = requests_between(
-                    state / "yagna" / "requestor" / "yagna_rCURRENT.log", began, ended
-                )
+                logs = home / "localnet" / f"p{count}" / "logs"
+                served = requests_in_logs(logs, "requestor", began, ended)
                 result["yagna_requests_per_s"] = round(served / (ended - began).total_seconds(), 1)
                 result["supervisor"] = measured.pop("supervisor")
                 result["localnet"] = measured

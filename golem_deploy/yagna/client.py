@@ -82,11 +82,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: How long an idle connection to yagna is kept for the next request. yagna (actix-web)
-#: closes a connection idle for 5 s; a request sent on one it is just closing fails
-#: (ServerDisconnectedError), which costs a retry, or a failure for the requests that are
-#: never retried (exec, activity create, state queries). Closing ours first avoids that race.
-KEEPALIVE_S = 4.0
+#: How long an idle connection to yagna is kept for the next request: longer than
+#: aiohttp's 15 s, so fewer connections are opened again after a quiet spell, and well under
+#: the 60 s after which yagna 0.17 closes an idle one (measured; only a connection that never
+#: sent a request is closed after 5 s). Ours closing first means no request is ever sent on
+#: a connection yagna is closing (ServerDisconnectedError: a failure for the requests that
+#: are never retried, such as exec and activity create).
+KEEPALIVE_S = 30.0
 
 
 def _now_iso() -> str:
