@@ -21,7 +21,6 @@ the CLI's last lines) and its deployment taken down; the next N is still tried.
 from __future__ import annotations
 
 import argparse
-import re
 import subprocess
 import sys
 import time
@@ -40,7 +39,7 @@ from _common import (
     providers_for,
     run_cli,
 )
-from supervisor_cost import network_pids, sample
+from supervisor_cost import network_pids, requests_in_logs, sample
 
 IDLE_MANIFEST = """\
 version: "1"
@@ -55,24 +54,6 @@ services:
     instances: {instances}
     expiration: 30m
 """
-
-#: An access-log line of yagna (actix-web): `[2026-12-02T02:55:39.381+0000 INFO
-#: actix_web::middleware::logger] 127.0.0.1 "GET /payment-api/v1/... HTTP/1.1" 200 ...`
-_ACCESS = re.compile(r"^\[(\S+) +INFO +actix_web::middleware::logger\]")
-
-
-def requests_between(log: Path, began: datetime, ended: datetime) -> int:
-    """Requests the yagna daemon writing `log` answered between the two times."""
-    count = 0
-    with log.open(errors="replace") as lines:
-        for line in lines:
-            match = _ACCESS.match(line)
-            if match is None:
-                continue
-            at = datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S.%f%z")
-            if began <= at <= ended:
-                count += 1
-    return count
 
 
 def up_within(manifest: Path, env: dict[str, str], limit: float) -> tuple[float, bool, str]:
@@ -111,7 +92,6 @@ def main() -> None:
     with bench_home("gd-bench-scale-") as (home, env), local_network(home, env, count) as net:
         state = home / "localnet" / f"p{count}"
         network = network_pids(state)
-        yagna_log = state / "yagna" / "requestor" / "yagna_rCURRENT.log"
         for n in args.instances:
             name = f"idle-{n}"
             manifest = home / f"{name}.yaml"
@@ -126,7 +106,7 @@ def main() -> None:
                     began = datetime.now().astimezone()
                     measured = sample({"supervisor": pid, **network}, args.seconds)
                     ended = datetime.now().astimezone()
-                    served = requests_between(yagna_log, began, ended)
+                    served = requests_in_logs(state / "logs", "requestor", began, ended)
                     wall = (ended - began).total_seconds()
                     run["supervisor"] = measured.pop("supervisor")
                     run["localnet"] = measured

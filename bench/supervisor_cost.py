@@ -14,6 +14,12 @@ as its yardstick: "ratio" = median / yardstick median), then it goes down. up_s 
 each come right after one sample of the yagna yardstick (_yardstick.YagnaRoundTrip):
 up_ratio, down_ratio.
 
+`--restart on-failure` gives the service that restart policy, so an instance an overloaded
+machine's local network loses is replaced instead of failing the whole `up -d` (what made
+100-instance runs fail at load 20+); the replacements are counted in `restarts`.
+`yagna_requests_per_s` is what the requestor's yagna answered during the sampling window
+(its access log), nearly all of it the supervisor's requests.
+
 `--debit-note-interval 5s` asks for debit notes that often (the manifest's
 `payment.debit_note_interval`); by default the interval is negotiated (the local providers
 offer 120 s). bench/debit_notes_ab.py alternates the two.
@@ -28,12 +34,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -53,6 +61,31 @@ from _common import (
 )
 from _image import served_image
 from _yardstick import YagnaRoundTrip, alternate, python_pass_s, ratio
+
+#: An access-log line of yagna (actix-web): `[2026-12-02T02:55:39.381+0000 INFO
+#: actix_web::middleware::logger] 127.0.0.1 "GET /payment-api/v1/... HTTP/1.1" 200 ...`
+_ACCESS = re.compile(r"^\[(\S+) +INFO +actix_web::middleware::logger\]")
+
+
+def requests_between(log: Path, began: datetime, ended: datetime) -> int:
+    """Requests the yagna daemon writing `log` answered between the two times."""
+    count = 0
+    with log.open(errors="replace") as lines:
+        for line in lines:
+            match = _ACCESS.match(line)
+            if match is None:
+                continue
+            at = datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S.%f%z")
+            if began <= at <= ended:
+                count += 1
+    return count
+
+
+def requests_in_logs(logs: Path, daemon: str, began: datetime, ended: datetime) -> int:
+    """Requests the local network's `daemon` ("requestor") answered between the two times,
+    from its log in the network's `logs` folder and the one rotated before it."""
+    files = [logs / f"{daemon}.log.1", logs / f"{daemon}.log"]
+    return sum(requests_between(log, began, ended) for log in files if log.exists())
 
 
 def network_pids(state_dir: Path) -> dict[str, int]:
@@ -87,6 +120,24 @@ def sample(pids: dict[str, int], seconds: float) -> dict[str, dict[str, float]]:
     }
 
 
+def with_restart(manifest: Path, policy: str) -> None:
+    """Give the (one) service of `manifest` the restart policy `policy`."""
+    lines = manifest.read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.strip().startswith("instances:"))
+    lines[at + 1 : at + 1] = ["    restart:", f"      policy: {policy}"]
+    manifest.write_text("\n".join(lines) + "\n")
+
+
+def restarts(status_json: str) -> int:
+    """Replacements over all instances, from `status --json`."""
+    status = json.loads(status_json)
+    return sum(
+        int(instance.get("restarts", 0))
+        for service in status.get("services", [])
+        for instance in service.get("instances", [])
+    )
+
+
 @contextlib.contextmanager
 def profiled(pid: int, seconds: float, out: Path | None) -> Iterator[None]:
     """Record `pid` with py-spy while the body runs (nothing when `out` is None)."""
@@ -114,6 +165,7 @@ def main() -> None:
     parser.add_argument(
         "--debit-note-interval", help="payment.debit_note_interval (default: negotiated)"
     )
+    parser.add_argument("--restart", help="the service's restart.policy (default: never)")
     args = parser.parse_args()
     isolated = isolate()
     n = args.instances
@@ -130,6 +182,9 @@ def main() -> None:
                 with manifest.open("a") as text:
                     text.write(f"payment:\n  debit_note_interval: {args.debit_note_interval}\n")
                 result["debit_note_interval"] = args.debit_note_interval
+            if args.restart:
+                with_restart(manifest, args.restart)
+                result["restart"] = args.restart
             network = network_pids(home / "localnet" / f"p{count}")
             yardstick.sample()  # warm-up, untimed
             ys = [yardstick.sample()]
@@ -145,9 +200,14 @@ def main() -> None:
                 result["cpu_s_during_up"] = {k: round(v, 2) for k, v in during_up.items()}
                 pids = {"supervisor": supervisor, **network}
                 result["load_before"] = load_average()
+                began = datetime.now().astimezone()
                 with profiled(supervisor, args.seconds, args.profile):
                     measured = sample(pids, args.seconds)
+                ended = datetime.now().astimezone()
                 result["load_after"] = load_average()
+                logs = home / "localnet" / f"p{count}" / "logs"
+                served = requests_in_logs(logs, "requestor", began, ended)
+                result["yagna_requests_per_s"] = round(served / (ended - began).total_seconds(), 1)
                 result["supervisor"] = measured.pop("supervisor")
                 result["localnet"] = measured
                 status = ["status", "-n", name, "--json"]
@@ -160,6 +220,7 @@ def main() -> None:
                     "ratio": ratio(ms, py),
                 }
                 ys.append(yardstick.sample())
+                result["restarts"] = restarts(run_cli(*status, env=net_env)[1].stdout)
             finally:
                 down, _ = run_cli("down", "-n", name, env=net_env, check=False)
         result.update(providers=count, up_s=round(up, 3), down_s=round(down, 3))

@@ -72,6 +72,9 @@ class ScriptExecutor:
         self.reports_deploy_progress = reports_deploy_progress
         self.lock = anyio.Lock()
         self.last_batch: str | None = None  # of the current activity
+        #: (activity id, anyio clock) of the last batch results the ExeUnit answered:
+        #: proof of life the watcher uses instead of asking for the activity's state.
+        self._answered: tuple[str, float] | None = None
 
     async def execute(self, activity_id: str | None, script: Script) -> list[CommandResult]:
         """Execute one script on the activity; results in order; CommandFailed on failure."""
@@ -233,6 +236,7 @@ class ScriptExecutor:
             while True:
                 try:
                     results = await client.exec_results(activity_id, batch_id, timeout=t.exec_poll)
+                    self.saw_answer(activity_id)
                     failures = 0
                 except YagnaError as e:
                     failures += 1
@@ -286,6 +290,18 @@ class ScriptExecutor:
             )
         )
         return result
+
+    def saw_answer(self, activity_id: str) -> None:
+        """The ExeUnit of `activity_id` just answered a batch's results."""
+        self._answered = (activity_id, anyio.current_time())
+
+    def answered_within(self, activity_id: str, seconds: float) -> bool:
+        """Whether the ExeUnit of `activity_id` answered a batch's results in the last
+        `seconds`: only the ExeUnit answers those (yagna answers ActivityGone when it is off
+        the bus), so it was alive then."""
+        if self._answered is None or self._answered[0] != activity_id:
+            return False
+        return anyio.current_time() - self._answered[1] < seconds
 
     async def _check_gone(self, activity_id: str, error: YagnaError) -> None:
         """After an exec error: raise ProviderGone if the activity is lost, else pause.

@@ -16,12 +16,17 @@ from pathlib import Path
 
 import anyio
 
-from golem_deploy.manifest.model import Manifest
-from golem_deploy.supervisor import deployments, lock
-from golem_deploy.supervisor import machine as dm
-from golem_deploy.supervisor.daemon import Supervisor
-from golem_deploy.supervisor.journal import Journal, Redactor, load, secret_name
-from golem_deploy.supervisor.journal_compact import compact_every
+from golem_deploy.supervisor.tls_deferred import import_aiohttp_without_ca_store
+
+# First, before anything imports aiohttp: it would load the CA store twice (tls_deferred.py).
+import_aiohttp_without_ca_store()
+
+from golem_deploy.manifest.model import Manifest  # noqa: E402
+from golem_deploy.supervisor import deployments, lock  # noqa: E402
+from golem_deploy.supervisor import machine as dm  # noqa: E402
+from golem_deploy.supervisor.daemon import Supervisor  # noqa: E402
+from golem_deploy.supervisor.journal import Journal, Redactor, load, secret_name  # noqa: E402
+from golem_deploy.supervisor.journal_compact import compact_every  # noqa: E402
 
 
 def _redactor(manifest: Manifest) -> Redactor:

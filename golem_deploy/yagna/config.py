@@ -92,6 +92,13 @@ class YagnaConfig:
         }.get(prefix)
         return override.rstrip("/") if override else self.api_url + prefix
 
+    @property
+    def uses_tls(self) -> bool:
+        """Whether any of the URLs is `https://` (the client then brings a CA-loaded SSL
+        context of its own, see YagnaClient and supervisor/tls_deferred.py)."""
+        urls = (self.api_url, self.market_url, self.payment_url, self.activity_url, self.net_url)
+        return any(u is not None and u.lower().startswith("https:") for u in urls)
+
     def url(self, path: str) -> str:
         """The full URL of `path` (`/market-api/v1/demands`, ...), honouring per-API URLs."""
         for prefix in API_URL_VARIABLES:

@@ -108,3 +108,40 @@ async def test_the_answer_goes_to_the_lifecycle() -> None:
         lc.ActivityUnresponsive,
         lc.ActivityUnresponsive,
     ]
+
+
+class Ticking(Client):
+    """A Client whose every state query is counted."""
+
+    def __init__(self, states: list[Any]) -> None:
+        super().__init__(states)
+        self.asked_state = 0
+
+    async def activity_state(self, activity_id: str, timeout: float = 5.0) -> ActivityState:
+        self.asked_state += 1
+        return await super().activity_state(activity_id, timeout)
+
+
+async def test_a_recent_batch_answer_stands_in_for_the_state_query() -> None:
+    """While the ExeUnit keeps answering batch results, the watcher sends no state query;
+    once it stops, the next look asks, and a lost activity is reported as before."""
+    client = Ticking(["Ready", "Terminated"])
+    w = watcher(client)
+    w.timings = Timings(retry_pause=0.0, watch_interval=0.0)
+    proofs = iter([True, True, True, False, True, False])
+    w.executor.answered_within = lambda activity_id, seconds: next(proofs)  # type: ignore[method-assign]
+    sent: list[lc.Event] = []
+    await w.watch("a", lambda: False, sent.append)
+    assert client.asked_state == 2  # only at the two looks without a fresh answer
+    assert [type(e) for e in sent] == [lc.ActivityUnresponsive]
+    assert next(proofs, None) is None
+
+
+async def test_only_an_answer_of_the_same_activity_is_proof_of_life() -> None:
+    executor = watcher(Client([])).executor
+    assert not executor.answered_within("a", 60.0)
+    executor.saw_answer("old-activity")
+    assert not executor.answered_within("a", 60.0)
+    executor.saw_answer("a")
+    assert executor.answered_within("a", 60.0)
+    assert not executor.answered_within("a", 0.0)

@@ -1,0 +1,93 @@
+"""The supervisor imports aiohttp without loading the CA store (supervisor/tls_deferred.py).
+
+Each case runs in a fresh interpreter: what is checked is the state of a process right
+after its imports. What must hold: the supervisor's entry point leaves aiohttp's shared
+contexts without CA certificates but still verifying (a https request through them fails,
+it is never unverified); `ssl` itself is restored, so any context made later is whole;
+the CLI, which reaches the registry over https, is untouched; and a client of a https
+yagna brings its own, CA-loaded context.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import subprocess
+import sys
+
+import pytest
+
+from golem_deploy.yagna.config import YagnaConfig
+
+#: Prints, as JSON, how many CA certificates aiohttp's verified context and a context made
+#: afterwards hold, and whether aiohttp's still requires verification. (aiohttp keeps its
+#: default contexts in private module globals; reading them is the only way to look.)
+PROBE = """
+import json, ssl
+import aiohttp.connector as c
+ctx = c._SSL_CONTEXT_VERIFIED
+print(json.dumps({
+    "aiohttp_cas": ctx.cert_store_stats()["x509_ca"],
+    "aiohttp_verifies": ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname,
+    "later_cas": ssl.create_default_context().cert_store_stats()["x509_ca"],
+}))
+"""
+
+
+def probe(first: str) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, "-c", first + "\n" + PROBE],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    result: dict[str, object] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+@pytest.fixture(scope="module")
+def system_cas() -> int:
+    count = ssl.create_default_context().cert_store_stats()["x509_ca"]
+    if count == 0:
+        pytest.skip("this system has no CA certificates to leave out")
+    return count
+
+
+def test_the_supervisor_entry_point_skips_the_ca_store_but_still_verifies(
+    system_cas: int,
+) -> None:
+    seen = probe("import golem_deploy.supervisor.__main__")
+    assert seen == {"aiohttp_cas": 0, "aiohttp_verifies": True, "later_cas": system_cas}
+
+
+def test_the_cli_imports_aiohttp_as_usual(system_cas: int) -> None:
+    seen = probe("import golem_deploy.cli.app, aiohttp")
+    assert seen == {"aiohttp_cas": system_cas, "aiohttp_verifies": True, "later_cas": system_cas}
+
+
+def test_importing_again_changes_nothing(system_cas: int) -> None:
+    twice = "from golem_deploy.supervisor.tls_deferred import import_aiohttp_without_ca_store as f"
+    seen = probe(f"import aiohttp\n{twice}\nf()")
+    assert seen["aiohttp_cas"] == system_cas
+
+
+def test_only_https_yagna_urls_use_tls() -> None:
+    assert not YagnaConfig("http://127.0.0.1:7465").uses_tls
+    assert YagnaConfig("HTTPS://yagna.example:7465").uses_tls
+    plain_api_tls_market = YagnaConfig("http://127.0.0.1:7465", market_url="https://m/market")
+    assert plain_api_tls_market.uses_tls
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_client_of_a_https_yagna_brings_a_context_with_the_ca_store(
+    system_cas: int, anyio_backend: str
+) -> None:
+    from golem_deploy.yagna.client import YagnaClient
+
+    async with YagnaClient(YagnaConfig("https://yagna.example:7465", "key")) as client:
+        own = client.session.connector._ssl  # type: ignore[union-attr]  # aiohttp's private
+        assert isinstance(own, ssl.SSLContext)
+        assert own.cert_store_stats()["x509_ca"] == system_cas
+        assert own.verify_mode == ssl.CERT_REQUIRED
