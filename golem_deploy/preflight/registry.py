@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import ssl
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -86,7 +87,7 @@ async def resolve(
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
-            session.get(f"{base}/v1/image/info", params=params) as response,
+            session.get(f"{base}/v1/image/info", params=params, ssl=_tls(base)) as response,
         ):
             text = await response.text()
             status = response.status
@@ -139,3 +140,10 @@ def _write_cache(cache: Path | None, known: dict[str, ResolvedImage]) -> None:
         temp = cache.with_suffix(".tmp")
         temp.write_text(json.dumps({k: asdict(v) for k, v in known.items()}, indent=1))
         temp.replace(cache)
+
+
+def _tls(url: str) -> ssl.SSLContext | bool:
+    """A context with the system's CA store for https: the supervisor imports aiohttp with
+    bare default contexts (supervisor/tls_deferred.py), and a change it applies may ask the
+    registry about an image."""
+    return ssl.create_default_context() if url.startswith("https://") else True

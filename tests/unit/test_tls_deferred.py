@@ -91,3 +91,17 @@ async def test_a_client_of_a_https_yagna_brings_a_context_with_the_ca_store(
         assert isinstance(own, ssl.SSLContext)
         assert own.cert_store_stats()["x509_ca"] == system_cas
         assert own.verify_mode == ssl.CERT_REQUIRED
+
+
+def test_the_registry_brings_its_own_ca_store_inside_the_supervisor(system_cas: int) -> None:
+    # a change the supervisor applies may ask https://registry.golem.network about an image
+    first = "import golem_deploy.supervisor.__main__\nfrom golem_deploy.preflight import registry"
+    probe_tls = "\nprint(registry._tls('https://registry.golem.network').cert_store_stats())"
+    done = subprocess.run(
+        [sys.executable, "-c", first + probe_tls],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert f"'x509_ca': {system_cas}" in done.stdout
