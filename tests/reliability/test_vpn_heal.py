@@ -1,10 +1,11 @@
-"""Fault matrix row 13g: the local network's requestor yagna dies under a deployment on a VPN.
+"""Fault matrix row 13g: a daemon of the local network dies under a deployment on a VPN.
 
 yagna keeps its VPN networks in memory only: the requestor daemon started again on its state
-folder (row 13c) has no network of the deployment any more. Every instance is replaced
-(NetworkLost), and a replacement can only join a network that exists, so the supervisor
-creates it again (same range, same requestor address) before any instance is placed. The
-row checks what a user sees:
+folder (row 13c) has no network of the deployment any more (with the provider daemon killed,
+row 13d, the whole network restarts too). Every instance is replaced (NetworkLost), and a
+replacement can only join a network that exists, so the supervisor creates it again (same
+range, same requestor address) before any instance is placed. The row checks what a user
+sees:
 
 - the deployment is `running` again, each instance at the address it had (the `hosts` names
   still resolve to them, inside the instances);
@@ -86,8 +87,9 @@ def _addresses(snap: dict[str, Any]) -> dict[int, str]:
     return {i["index"]: i["ip"] for i in web["instances"]}
 
 
-def test_row13g_a_vpn_deployment_heals_after_its_requestor_daemon_died(
-    cli: Cli, tmp_path: Path
+@pytest.mark.parametrize("part", ["requestor", "provider"])
+def test_row13g_a_vpn_deployment_heals_after_a_local_daemon_died(
+    cli: Cli, tmp_path: Path, part: str
 ) -> None:
     (tmp_path / "serve.py").write_text(SERVER)
     web = service(
@@ -100,7 +102,7 @@ def test_row13g_a_vpn_deployment_heals_after_its_requestor_daemon_died(
         ports=["8000"],
         restart={"policy": "on-failure", "backoff": "1s"},
     )
-    scenario = Scenario.create(cli, tmp_path, "row13g", {"web": web})
+    scenario = Scenario.create(cli, tmp_path, f"row13g-{part}", {"web": web})
     up = scenario.up()
     assert up.returncode == 0, up.stdout + up.stderr
     before = scenario.status()
@@ -113,7 +115,7 @@ def test_row13g_a_vpn_deployment_heals_after_its_requestor_daemon_died(
     assert all(answer["names"] == names for answer in first.values()), first
     old_id = before["network"]["vpn"]["id"]
 
-    entry = read_pid_file(scenario.folder / "localnet", "requestor")
+    entry = read_pid_file(scenario.folder / "localnet", part)
     assert entry is not None
     pid, marker = entry
     assert process_matches(pid, marker)
@@ -152,4 +154,6 @@ def test_row13g_a_vpn_deployment_heals_after_its_requestor_daemon_died(
         old_id,
         new_id,
     ]
-    scenario.audit()
+    # As rows 13c/13d: with the provider daemon dead, its activities stay Unresponsive.
+    every_provider = tuple(f"local-provider-{k}" for k in range(1, scenario.providers + 1))
+    scenario.audit(vanished=() if part == "requestor" else every_provider)
