@@ -192,6 +192,16 @@ class Golem:
         for cluster in self._clusters:
             cluster.network_lost(reason)
 
+    async def recreate_networks(self) -> None:
+        """After `network_lost`, once the restarted yagna answers: every VPN again in it
+        (yagna keeps networks in memory only; Network.recreate), before `network_back()`
+        lets the lost instances be released and placed again. Journaled as the old network
+        removed and the new one created, so a `down` after a crash removes the right one."""
+        for network in self.networks:
+            old = await network.recreate()
+            self.emit(ev.NetworkRemoved(network_id=old))
+            self.emit(ev.NetworkCreated(network_id=network.network_id, cidr=network.cidr))
+
     def network_back(self) -> None:
         """The network is there again (or will not be: call it after a failed restart too)."""
         if self._ctx is not None:

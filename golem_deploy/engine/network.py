@@ -73,6 +73,7 @@ class Node:
     network: Network
     node_id: str
     ip: str
+    joined: str | None = None  # the network's id when it joined (it changes: recreate)
 
     def get_deploy_args(self) -> DeployArgs:
         """The ``deploy`` command's ``net`` (and ``hosts``) for this node, as yagna reads them."""
@@ -155,6 +156,24 @@ class Network:
             await api.add_address(info.id, owner)
         return self
 
+    async def recreate(self) -> str:
+        """Create this network again in a yagna that lost it, and return the lost one's id.
+
+        yagna keeps networks in memory only: a requestor daemon started again has none.
+        The new one has the same range, requestor address and gateway, and a new id; the
+        old one is deleted first in case yagna still has it (only a provider died). Its
+        nodes are gone with it (their instances are being replaced), while the reserved
+        addresses and the ``hosts`` names stay: each instance comes back at its address."""
+        old = self.network_id
+        await self.api.remove_network(old)  # gone already: fine (404)
+        info = await self.api.create_network(self.network_address, self.netmask, self.gateway)
+        if self.owner_ip != str(next(self._network.hosts())):
+            await self.api.add_address(info.id, self.owner_ip)
+        self.network_id = info.id
+        self.nodes = {self.owner_ip: self.owner_id}
+        self._lingering.clear()
+        return old
+
     @property
     def network_address(self) -> str:
         return str(self._network.network_address)
@@ -216,13 +235,15 @@ class Network:
             await self.remove_node(Node(self, previous, address))
         await self.api.add_node(self.network_id, node_id, address)
         self.nodes[address] = node_id
-        return Node(self, node_id, address)
+        return Node(self, node_id, address, self.network_id)
 
     async def remove_node(self, node: Node | str) -> None:
         """Forget ``node``'s address, or every address of a node id (yapapi's form); yagna
         tells the other members. Until yagna confirms, the address stays listed as the
         node's, so a later ``add_node`` tries again."""
         node_id = node.node_id if isinstance(node, Node) else node.lower()
+        if isinstance(node, Node) and node.joined not in (None, self.network_id):
+            return  # it joined the network before it was re-created: nothing of it is left
         held = [ip for ip, owner in self.nodes.items() if owner == node_id]
         gone = [node.ip] if isinstance(node, Node) else held
         if not set(held) - set(gone):  # yagna removes by node, not address

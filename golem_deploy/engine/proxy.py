@@ -82,14 +82,15 @@ class TcpProxy:
     def __init__(
         self,
         api: NetApi,
-        network_id: str,
+        network_id: str | Callable[[], str],
         port: int,
         targets: Callable[[], Sequence[str]],
         draining: Callable[[], Sequence[str]] = lambda: (),
         connections: Connections | None = None,
     ) -> None:
         self.api = api
-        self.network_id = network_id
+        # a function when the network may be re-created under the proxy (a new id)
+        self._network_id = network_id
         self.port = port
         self.targets = targets
         # instances that take no new connection but finish the ones they have (an instance
@@ -100,6 +101,11 @@ class TcpProxy:
         self.stats = ProxyStats()
         self._next = 0
         self._open: dict[str, set[anyio.CancelScope]] = {}  # per target address
+
+    @property
+    def network_id(self) -> str:
+        network_id = self._network_id
+        return network_id if isinstance(network_id, str) else network_id()
 
     async def serve(
         self,

@@ -324,6 +324,8 @@ class InstanceRunner:
             return
         if record.network_address is None:
             record.network_address = network.reserve()
+        # the local network under it restarts: joined only once its VPN is there again
+        await self.ctx.network.wait(self.ctx.timings.yagna_outage_grace)
         self.instance._network_node = await network.add_node(provider_id, record.network_address)
 
     async def _handler(self, attempt: int, name: str) -> None:

@@ -12,7 +12,8 @@ once a second instead. What follows is machine.py's decision (degraded, restart,
 this module performs it: every instance is told at once that its activity is gone (the
 lifecycle's NetworkLost, so `status` shows it and the restart policies decide), the network
 starts again on its state folder at the same address (backend.restart), its daemons keeping
-their databases, and only then do the lost instances' releases end their agreements
+their databases, the deployment's VPN is created again in it (Golem.recreate_networks: yagna
+keeps networks in memory only), and only then do the lost instances' releases end their agreements
 (Golem.network_back): through a dead yagna they would fail and be left for `down`.
 """
 
@@ -133,6 +134,8 @@ async def watch(supervisor: Supervisor) -> None:
             return  # stopping, or failed: `down` (or its recovery) takes it from here
         try:
             await supervisor.backend.restart()
+            if supervisor.golem is not None:  # its VPN is gone with the requestor daemon
+                await supervisor.golem.recreate_networks()
         except Exception as error:  # whatever stops it, the deployment fails saying so
             why = str(error) if isinstance(error, LocalnetError) else repr(error)
             supervisor.feed(dm.LocalnetRestartFailed(supervisor.redactor.text(why)))

@@ -60,14 +60,16 @@ class PortForwards:
         tg: TaskGroup,
         manifest: Manifest,
         api: NetApi,
-        network_id: str,
+        network_id: str | Callable[[], str],
         targets: Callable[[str], Sequence[str]],
         draining: Callable[[str], Sequence[str]] = lambda service: (),
         connections: Connections | None = None,
     ) -> None:
         """Bind every listener (PortInUse at the first that cannot be) and serve them in
-        ``tg``; ``targets(service)`` lists the addresses of its running instances,
-        ``draining(service)`` those a renewal replaced that finish their connections."""
+        ``tg`` into ``network_id`` (a function: the current id of a network that may be
+        created again, Network.recreate); ``targets(service)`` lists the addresses of its
+        running instances, ``draining(service)`` those a renewal replaced that finish their
+        connections."""
         for name, spec in manifest.services.items():
             for forward in spec.ports:
                 proxy = TcpProxy(
@@ -131,8 +133,11 @@ class DeploymentVpn:
             views = [i.snapshot() for cluster in clusters(service) for i in cluster.draining]
             return [v.ip for v in views if v.ip and v.state is ServiceState.running]
 
+        def network_id() -> str:  # it changes when the network is created again
+            return network.network_id
+
         await vpn.forwards.open(
-            tg, manifest, network.api, network.network_id, running, draining, network.connections
+            tg, manifest, network.api, network_id, running, draining, network.connections
         )
         return vpn
 
