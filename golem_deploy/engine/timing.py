@@ -65,3 +65,6 @@ class Timings:
     #: then every activity is created and deployed at once, which an overloaded machine's
     #: local network did not survive (bench/RESULTS.md); so 1 until starts are paced.
     market_lanes: int = 1
+    #: How long a provider that failed us (lost activity, failed health checks, rejected
+    #: agreement) is passed over before it may be signed with again (engine/context.py).
+    avoid_for: float = 600.0

@@ -63,6 +63,13 @@ class DaemonExited(LocalnetError):
     """A daemon exited while starting (e.g. another program took a port we picked)."""
 
 
+RUST_LOG = "info,actix_web::middleware::logger=warn"
+"""yagna's log level. At `info` actix logs a line for every REST request, over half of
+each daemon's log (a debit note is several requests, the agents long-poll all the time),
+and the log is most of what a long-running local network writes to disk
+(bench/state_growth.py); yagna's own info lines (market, activity, payment, VPN) stay."""
+
+
 @dataclass(frozen=True)
 class ProviderIdentity:
     """One local provider: a yagna identity on the provider node and its own app key."""
@@ -157,7 +164,7 @@ class NodeConfig:
             "PATH": "/usr/local/bin:/usr/bin:/bin",
             "HOME": str(self.data_dir),
             "LANG": "C.UTF-8",
-            "RUST_LOG": "info",
+            "RUST_LOG": RUST_LOG,
             # yagna also writes its log to files in its data dir (a copy of its stdout,
             # which logs/<node>.log keeps and disk_bound.py rotates): "" turns that off.
             "YAGNA_LOG_DIR": "",
