@@ -285,6 +285,19 @@ def main() -> int:
     return 0 if down.returncode == 0 else 1
 
 
+def slope_per_hour(samples: list[dict[str, Any]], key: str) -> float:
+    """Least-squares growth of `key` per hour over the samples (0 with fewer than 2)."""
+    if len(samples) < 2:
+        return 0.0
+    ts = [s["t"] / 3600 for s in samples]
+    ys = [float(s[key]) for s in samples]
+    mean_t, mean_y = sum(ts) / len(ts), sum(ys) / len(ys)
+    var = sum((t - mean_t) ** 2 for t in ts)
+    if var == 0:
+        return 0.0
+    return float(sum((t - mean_t) * (y - mean_y) for t, y in zip(ts, ys, strict=True)) / var)
+
+
 def report(
     args: argparse.Namespace,
     samples: list[dict[str, Any]],
@@ -322,6 +335,10 @@ def report(
                 "after_warmup": after[0]["rss_mb"],
                 "end": last["rss_mb"],
             },
+            "supervisor_rss_mb_per_hour_after_warmup_fit": round(
+                slope_per_hour(after, "rss_mb"), 2
+            ),
+            "supervisor_fds_per_hour_after_warmup_fit": round(slope_per_hour(after, "fds"), 1),
             "supervisor_rss_mb_per_hour_after_warmup": round(
                 (last["rss_mb"] - after[0]["rss_mb"]) / window_h, 2
             ),
@@ -332,6 +349,11 @@ def report(
             },
             "folder_mb_per_instance_hour": round(
                 (last["folder_mb"] - first["folder_mb"]) / hours / args.instances, 3
+            ),
+            # the WAL files swing between checkpoints: a straight line through every sample
+            # after the warm-up says more than two end points
+            "folder_mb_per_instance_hour_fit": round(
+                slope_per_hour(after, "folder_mb") / args.instances, 3
             ),
             "journal_mb_per_instance_hour": round(
                 (last["journal_mb"] - first["journal_mb"]) / hours / args.instances, 3

@@ -63,11 +63,13 @@ class DaemonExited(LocalnetError):
     """A daemon exited while starting (e.g. another program took a port we picked)."""
 
 
-RUST_LOG = "info,actix_web::middleware::logger=warn"
-"""yagna's log level. At `info` actix logs a line for every REST request, over half of
-each daemon's log (a debit note is several requests, the agents long-poll all the time),
-and the log is most of what a long-running local network writes to disk
-(bench/state_growth.py); yagna's own info lines (market, activity, payment, VPN) stay."""
+RUST_LOG = "info,actix_web::middleware::logger=warn,ya_vpn=warn"
+"""yagna's log level. At `info`, with 20 instances on the deployment's VPN (bench/soak.py),
+the requestor daemon logged ~15 MB an hour, 80 % of it two kinds of lines: actix's line
+for every REST request (a debit note is several; the engine asks activity states all the
+time) and ya_vpn's three lines for every TCP connection into the VPN (every forwarded
+connection, every tcp health check). Only their warnings and errors are kept; yagna's own
+info lines (market, activity, payment) stay."""
 
 
 @dataclass(frozen=True)
