@@ -242,8 +242,12 @@ def main() -> int:
                         if name in seen_on and count:
                             seen_on[name].append(round(elapsed))
                     running = sum(on.values())
-                    for death in deaths:
-                        if death["healed_s"] is None and running == args.instances:
+                    for death in deaths:  # healed: all running, none on the dead one
+                        if (
+                            death["healed_s"] is None
+                            and running == args.instances
+                            and on.get(death["provider"], 0) == 0
+                        ):
                             death["healed_s"] = round(elapsed - death["t"])
                     sizes = measure(folder)
                     sample = {
