@@ -45,7 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import bench_home, emit, isolate, proc_rss_mb, run_cli
-from state_growth import measure
+from state_growth import measure, slope_per_hour
 
 # yapapi's Python example image; offline, the local network's sealed host root stands in
 # for it (as for manifests/webapp.yaml).
@@ -287,19 +287,6 @@ def main() -> int:
         )
     report(args, samples, deaths, records, invoices, status, client, warmup_s, up_s, down_s, lives)
     return 0 if down.returncode == 0 else 1
-
-
-def slope_per_hour(samples: list[dict[str, Any]], key: str) -> float:
-    """Least-squares growth of `key` per hour over the samples (0 with fewer than 2)."""
-    if len(samples) < 2:
-        return 0.0
-    ts = [s["t"] / 3600 for s in samples]
-    ys = [float(s[key]) for s in samples]
-    mean_t, mean_y = sum(ts) / len(ts), sum(ys) / len(ys)
-    var = sum((t - mean_t) ** 2 for t in ts)
-    if var == 0:
-        return 0.0
-    return float(sum((t - mean_t) * (y - mean_y) for t, y in zip(ts, ys, strict=True)) / var)
 
 
 def report(
