@@ -1,16 +1,18 @@
 """Soak: a deployment left running with providers dying under it, and what it costs over time.
 
     .venv/bin/python bench/soak.py --minutes 60 --instances 20 [--providers 4] [--sample 30]
+        [--die-every 300] [--down-for 60]
 
 `golem-deploy up -d` of one service of N instances on the embedded local network:
 Python's http.server (as manifests/webapp.yaml runs it), on the deployment's VPN with one
 forwarded port, a tcp health check and `restart: on-failure` (max_restarts 1000). While it
 runs:
 
-- faults: every `--minutes / providers` minutes one more local provider vanishes (the
-  `die_when` fault: its ExeUnits stop answering, its offer is gone); the last provider is
-  never killed. The local network's faults cannot bring a vanished provider back, so
-  providers die but do not come back in this bench;
+- faults: every `--die-every` seconds one provider dies (the `die_when` fault: its
+  ExeUnits stop answering, its offer is gone), in rotation over all of them, one at a
+  time, and comes back `--down-for` seconds later as the same node (`come_back_after`).
+  A death is healed once every instance runs again (seen at a sample); a provider that
+  came back is seen serving again once the engine stops avoiding it (engine AVOID_FOR);
 - a client loop GETs the forwarded port twice a second; a request that fails (reset,
   refused, timeout of 5 s, or not a 200) is counted;
 - every `--sample` seconds: the supervisor's RSS and open fds, the deployment folder (split
@@ -20,13 +22,15 @@ Then `down`, and the private network is started again on its state to ask its re
 yagna for the invoices. Prints a sample line every `--sample` seconds and, as its LAST line,
 one JSON object with, scaled to one hour: supervisor RSS and fd growth after the warm-up
 (10 minutes, or the first third of a shorter run), deployment folder and journal growth per
-instance-hour, provider deaths vs the restarts performed for them, failed client requests,
+instance-hour, provider deaths (and comebacks, from the local network's journal) vs the
+restarts performed for them and how long each took to heal, failed client requests,
 and GLM accepted (journal) vs the sum of the invoices yagna received and the budget.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import threading
@@ -41,7 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import bench_home, emit, isolate, proc_rss_mb, run_cli
-from state_growth import measure
+from state_growth import measure, slope_per_hour
 
 # yapapi's Python example image; offline, the local network's sealed host root stands in
 # for it (as for manifests/webapp.yaml).
@@ -141,19 +145,54 @@ def invoices_in_yagna(state_dir: Path) -> list[dict[str, Any]]:
         localnet.stop(state_dir)
 
 
+def status_of(env: dict[str, str]) -> dict[str, Any]:
+    return dict(json.loads(run_cli("status", "-n", "soak", "--json", env=env)[1].stdout))
+
+
+def placement(status: dict[str, Any]) -> dict[str, int]:
+    """provider name -> running instances on it."""
+    on: dict[str, int] = {}
+    for service in status["services"]:
+        for instance in service["instances"]:
+            if instance["state"] == "running":
+                name = str(instance.get("provider_name") or "?")
+                on[name] = on.get(name, 0) + 1
+    return on
+
+
+def network_events(state_dir: Path) -> list[dict[str, Any]]:
+    """The local network's journal: provider-died / provider-back (come_back_after)."""
+    path = state_dir / "journal.jsonl"
+    if not path.exists():
+        return []
+    events = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(ValueError):
+            events.append(json.loads(line))
+    return [e for e in events if e.get("event") in ("provider-died", "provider-back")]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--instances", type=int, default=20)
     parser.add_argument("--providers", type=int, default=4)
     parser.add_argument("--sample", type=float, default=30.0)
+    parser.add_argument("--die-every", type=float, default=300.0, help="seconds between deaths")
+    parser.add_argument("--down-for", type=float, default=60.0, help="come_back_after, seconds")
     args = parser.parse_args()
     isolate()
     with bench_home("gd-bench-soak-") as (home, env):
-        triggers = {k: home / f"kill-provider-{k}" for k in range(1, args.providers)}
+        names = [f"local-provider-{k}" for k in range(1, args.providers + 1)]
+        triggers = {name: home / f"kill-{name}" for name in names}
         faults = home / "faults.json"
         faults.write_text(
-            json.dumps({f"local-provider-{k}": {"die_when": str(p)} for k, p in triggers.items()})
+            json.dumps(
+                {
+                    name: {"die_when": str(path), "come_back_after": f"{args.down_for}s"}
+                    for name, path in triggers.items()
+                }
+            )
         )
         path = manifest(home, args.instances)
         up_s, _ = run_cli(
@@ -176,31 +215,40 @@ def main() -> int:
         thread.start()
         total_s = args.minutes * 60
         warmup_s = min(600.0, total_s / 3)
-        death_every = total_s / args.providers
         deaths: list[dict[str, Any]] = []
         samples: list[dict[str, Any]] = []
+        seen_on: dict[str, list[float]] = {name: [] for name in names}  # when seen serving
         began = time.monotonic()
         next_sample = 0.0
         try:
             while (elapsed := time.monotonic() - began) <= total_s:
-                due = [
-                    k for k in triggers if elapsed >= death_every * k and not triggers[k].exists()
-                ]
-                for k in due:
-                    status = json.loads(
-                        run_cli("status", "-n", "soak", "--json", env=env)[1].stdout
+                if elapsed >= args.die_every * (len(deaths) + 1):
+                    # one at a time, in rotation; the previous one is back by now
+                    name = names[len(deaths) % len(names)]
+                    on_it = placement(status_of(env)).get(name, 0)
+                    triggers[name].touch()
+                    deaths.append(
+                        {
+                            "t": round(elapsed),
+                            "provider": name,
+                            "instances": on_it,
+                            "healed_s": None,
+                        }
                     )
-                    name = f"local-provider-{k}"
-                    on_it = sum(
-                        1
-                        for s in status["services"]
-                        for i in s["instances"]
-                        if i.get("provider_name") == name and i["state"] == "running"
-                    )
-                    triggers[k].touch()
-                    deaths.append({"t": round(elapsed), "provider": name, "instances": on_it})
                     print(f"{elapsed:7.0f}s  {name} dies with {on_it} instance(s)", flush=True)
                 if elapsed >= next_sample:
+                    on = placement(status_of(env))
+                    for name, count in on.items():
+                        if name in seen_on and count:
+                            seen_on[name].append(round(elapsed))
+                    running = sum(on.values())
+                    for death in deaths:  # healed: all running, none on the dead one
+                        if (
+                            death["healed_s"] is None
+                            and running == args.instances
+                            and on.get(death["provider"], 0) == 0
+                        ):
+                            death["healed_s"] = round(elapsed - death["t"])
                     sizes = measure(folder)
                     sample = {
                         "t": round(elapsed, 1),
@@ -208,6 +256,8 @@ def main() -> int:
                         "fds": fd_count(pid),
                         "folder_mb": round(sizes["total"] / 1e6, 3),
                         "journal_mb": round(sizes.get("journal", 0) / 1e6, 3),
+                        "running": running,
+                        "on": ",".join(f"{n[-1]}:{c}" for n, c in sorted(on.items())),
                         "ok": client.ok,
                         "failed": client.failed,
                     }
@@ -215,14 +265,27 @@ def main() -> int:
                     print(" ".join(f"{k}={v}" for k, v in sample.items()), flush=True)
                     next_sample += args.sample
                 time.sleep(1.0)
-            status = json.loads(run_cli("status", "-n", "soak", "--json", env=env)[1].stdout)
+            status = status_of(env)
         finally:
             client.stop.set()
             thread.join(10)
             down_s, down = run_cli("down", "-n", "soak", env=env, check=False, timeout=900)
         records = journal_records(folder)
+        lives = network_events(folder / "localnet")
         invoices = invoices_in_yagna(folder / "localnet")
-    report(args, samples, deaths, records, invoices, status, client, warmup_s, up_s, down_s)
+    comebacks: dict[str, int] = {}
+    for e in lives:
+        if e["event"] == "provider-back":
+            comebacks[e["provider"]] = comebacks.get(e["provider"], 0) + 1
+    nth: dict[str, int] = {}
+    for death in deaths:
+        name = death["provider"]
+        nth[name] = nth.get(name, 0) + 1
+        death["came_back"] = comebacks.get(name, 0) >= nth[name]
+        death["served_again_at"] = next(
+            (t for t in seen_on[name] if t > death["t"] + args.down_for), None
+        )
+    report(args, samples, deaths, records, invoices, status, client, warmup_s, up_s, down_s, lives)
     return 0 if down.returncode == 0 else 1
 
 
@@ -237,6 +300,7 @@ def report(
     warmup_s: float,
     up_s: float,
     down_s: float,
+    lives: list[dict[str, Any]],
 ) -> None:
     hours = max(samples[-1]["t"] / 3600, 1e-9)
     after = [s for s in samples if s["t"] >= warmup_s] or samples
@@ -262,6 +326,10 @@ def report(
                 "after_warmup": after[0]["rss_mb"],
                 "end": last["rss_mb"],
             },
+            "supervisor_rss_mb_per_hour_after_warmup_fit": round(
+                slope_per_hour(after, "rss_mb"), 2
+            ),
+            "supervisor_fds_per_hour_after_warmup_fit": round(slope_per_hour(after, "fds"), 1),
             "supervisor_rss_mb_per_hour_after_warmup": round(
                 (last["rss_mb"] - after[0]["rss_mb"]) / window_h, 2
             ),
@@ -273,10 +341,20 @@ def report(
             "folder_mb_per_instance_hour": round(
                 (last["folder_mb"] - first["folder_mb"]) / hours / args.instances, 3
             ),
+            # the WAL files swing between checkpoints: a straight line through every sample
+            # after the warm-up says more than two end points
+            "folder_mb_per_instance_hour_fit": round(
+                slope_per_hour(after, "folder_mb") / args.instances, 3
+            ),
             "journal_mb_per_instance_hour": round(
                 (last["journal_mb"] - first["journal_mb"]) / hours / args.instances, 3
             ),
             "provider_deaths": len(deaths),
+            "network_deaths": sum(1 for e in lives if e["event"] == "provider-died"),
+            "network_comebacks": sum(1 for e in lives if e["event"] == "provider-back"),
+            "deaths_healed": sum(1 for d in deaths if d["healed_s"] is not None),
+            "heal_s": sorted(d["healed_s"] for d in deaths if d["healed_s"] is not None),
+            "providers_served_again": sum(1 for d in deaths if d["served_again_at"] is not None),
             "instances_on_dead_providers": sum(d["instances"] for d in deaths),
             "restarts_performed": kinds.count("InstanceRestarted"),
             "all_running_at_end": all(

@@ -9,7 +9,8 @@ logs (`*-wal`, `*-shm`), yagna's own log files, the journal, the instance logs, 
 Prints one line per sample and, as its LAST line, one JSON object with each part's size at
 the first sample after the warm-up minute and at the end, and its growth per minute and
 per instance-hour over that window (the first minute fills empty WAL files and is not the
-steady state). Then `down`.
+steady state), from the end points and as a least-squares fit through every sample of the
+window (the WAL files swing between checkpoints). Then `down`.
 
 Sizes are allocated bytes (`st_blocks * 512`), what the disk loses: a WAL file keeps its
 high-water size until SQLite truncates it.
@@ -21,7 +22,9 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -49,6 +52,21 @@ def part_of(relative: Path) -> str:
     if parts[0] == "logs":
         return "instance_logs"
     return "other"
+
+
+def slope_per_hour(samples: Sequence[Mapping[str, Any]], key: str) -> float:
+    """Least-squares growth of `key` per hour over samples with a time `t` in seconds (0
+    with fewer than 2). A WAL file swings between checkpoints: a line through every sample
+    says more about the trend than the first and the last."""
+    if len(samples) < 2:
+        return 0.0
+    ts = [s["t"] / 3600 for s in samples]
+    ys = [float(s[key]) for s in samples]
+    mean_t, mean_y = sum(ts) / len(ts), sum(ys) / len(ys)
+    var = sum((t - mean_t) ** 2 for t in ts)
+    if var == 0:
+        return 0.0
+    return float(sum((t - mean_t) * (y - mean_y) for t, y in zip(ts, ys, strict=True)) / var)
 
 
 def measure(folder: Path) -> dict[str, int]:
@@ -104,6 +122,7 @@ def main() -> int:
     minutes = max((t1 - t0) / 60, 1e-9)
     parts = sorted(set(first) | set(last))
     growth = {p: (last.get(p, 0) - first.get(p, 0)) / minutes for p in parts}
+    fit = [{"t": t, **{p: sizes.get(p, 0) for p in parts}} for t, sizes in steady]
     emit(
         {
             "bench": "state_growth",
@@ -114,6 +133,9 @@ def main() -> int:
             "growth_kb_per_min": {p: round(g / 1e3, 1) for p, g in growth.items()},
             "growth_mb_per_instance_hour": {
                 p: round(g * 60 / 1e6 / args.instances, 3) for p, g in growth.items()
+            },
+            "fit_mb_per_instance_hour": {
+                p: round(slope_per_hour(fit, p) / 1e6 / args.instances, 3) for p in parts
             },
         }
     )

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 Emit = Callable[[ev.EngineEvent], None]
 
 
-AVOID_FOR = 600.0
+AVOID_FOR = Timings.avoid_for
 """Seconds a provider that failed us is passed over. Not for the whole deployment: on a
 busy machine a health check can time out on a healthy provider, and a deployment meant to
 run for weeks that once avoided every provider could never place an instance again

@@ -157,7 +157,7 @@ class Golem:
         self.invoice_timeout = invoice_timeout
         self.storage: Storage | None = storage
         self.resolve_images = resolve_images
-        self._providers = Providers(self.emit, blacklist)
+        self._providers = Providers(self.emit, blacklist, avoid_for=self.timings.avoid_for)
         self._router = AgreementRouter()
         self._ctx: EngineContext | None = None
         self._clusters: list[Cluster] = []

@@ -79,3 +79,6 @@ class Timings:
     #: A start holding its slot longer than this (a `start` handler running a long job)
     #: stops counting against the others.
     start_slot_hold_max: float = 30.0
+    #: How long a provider that failed us (lost activity, failed health checks, rejected
+    #: agreement) is passed over before it may be signed with again (engine/context.py).
+    avoid_for: float = 600.0

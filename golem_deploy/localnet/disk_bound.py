@@ -41,9 +41,11 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_EVERY = 60.0
+CHECKPOINT_EVERY = 20.0
 """Seconds between rounds. An idle deployment writes ~50 KB of WAL a minute per database
-it touches; a round costs a few milliseconds."""
+it touches, 20 instances a few MB a minute in all (bench/soak.py); a round costs a few
+milliseconds. Every 60 s let the WAL files of 20 instances swing by ~10 MB between two
+rounds, more than the whole folder should grow in an hour."""
 LOG_MAX_BYTES = 10 * 1024 * 1024
 """A daemon's log file past this is rotated (one previous file kept), like an instance's
 default `logs: {max_size: 10MB}`."""

@@ -10,6 +10,13 @@ A faults file is YAML keyed by provider name::
                                      # its offer is withdrawn, no more notes or invoices
       die_when: /tmp/kill-2          # the same vanishing, as soon as this file exists (a
                                      # test picks the moment, after it saw the placement)
+      come_back_after: 30s           # with die_after or die_when: the vanished provider
+                                     # comes back this long after it died, as the same
+                                     # node (identity, work folder) with a new offer, like
+                                     # a rebooted machine. Then it can die again: die_after
+                                     # counts from its next first agreement, and die_when
+                                     # removes its file when it strikes, so creating the
+                                     # file again kills it again
       fail_commands_matching: "^/bin/false|crash"  # run steps whose argv (joined by spaces)
                                      # matches exit with code 1
       slow_start: 5s                 # deploy/start take this long
@@ -53,6 +60,7 @@ class ProviderFaults:
     fail_activity_create: bool = False
     die_after: float | None = None
     die_when: Path | None = None
+    come_back_after: float | None = None
     fail_commands_matching: re.Pattern[str] | None = None
     slow_start: float = 0.0
     slow_negotiation: float = 0.0
@@ -125,6 +133,10 @@ def parse_faults(data: object, source: str = "faults") -> dict[str, ProviderFaul
                     values[key] = value
                 elif key in ("die_after", "slow_start", "max_agreement", "slow_negotiation"):
                     values[key] = parse_duration(value)
+                elif key == "come_back_after":
+                    values[key] = parse_duration(value)
+                    if values[key] <= 0:
+                        raise ValueError("expected a duration longer than 0, such as 30s")
                 elif key == "reject_agreements_after":
                     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                         raise ValueError("expected a number of agreements (0 or more)")
@@ -144,12 +156,17 @@ def parse_faults(data: object, source: str = "faults") -> dict[str, ProviderFaul
                 else:
                     raise ValueError(
                         "unknown fault (known: reject_agreements, fail_activity_create, "
-                        "die_after, die_when, fail_commands_matching, slow_start, "
+                        "die_after, die_when, come_back_after, fail_commands_matching, slow_start, "
                         "slow_negotiation, never_invoice, max_agreement, reject_agreements_after, "
                         "debit_notes_every)"
                     )
             except (ValueError, re.error) as error:
                 problems.append(f"{at}: {name}.{key}: {error}")
+        if "come_back_after" in spec and not ({"die_after", "die_when"} & set(spec)):
+            problems.append(
+                f"{_where(source, spec, 'come_back_after')}: {name}.come_back_after: a provider"
+                " comes back only after it died: add die_after or die_when"
+            )
         result[name] = ProviderFaults(**values)
     if problems:
         raise FaultsError(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import json
 import logging
@@ -108,6 +109,7 @@ async def serve(
     import anyio
 
     from golem_deploy.localnet.provider import ProviderAgent, ProviderConfig
+    from golem_deploy.localnet.provider.lives import ProviderLives
     from golem_deploy.localnet.vpn_host import VpnHost
 
     stop = anyio.Event()
@@ -189,7 +191,14 @@ async def serve(
                 faults=faults.get(identity.name, NO_FAULTS),
                 vpn=vpn,
             )
-            agent = ProviderAgent(config, session)
+            # one agent per life: with come_back_after, a vanished provider comes back
+            agent = ProviderLives(
+                identity.name,
+                functools.partial(ProviderAgent, config, session),
+                come_back_after=config.faults.come_back_after,
+                work_root=config.work_root,
+                on_event=functools.partial(_journal_life, state_dir, identity.name),
+            )
             await tg.start(agent.run)
             agents.append(agent)
         write_ready(state_dir, _ready_data(state_dir, nodes))
@@ -208,6 +217,11 @@ async def serve(
             for agent in agents:
                 closing.start_soon(agent.shutdown)
         tg.cancel_scope.cancel()
+
+
+def _journal_life(state_dir: Path, provider: str, event: str, life: int) -> None:
+    """`provider-died` / `provider-back` in the network's journal (come_back_after)."""
+    journal(state_dir, event, provider=provider, life=life)
 
 
 def _pid_alive(pid: int) -> bool:

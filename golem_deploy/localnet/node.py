@@ -63,6 +63,15 @@ class DaemonExited(LocalnetError):
     """A daemon exited while starting (e.g. another program took a port we picked)."""
 
 
+RUST_LOG = "info,actix_web::middleware::logger=warn,ya_vpn=warn"
+"""yagna's log level. At `info`, with 20 instances on the deployment's VPN (bench/soak.py),
+the requestor daemon logged ~15 MB an hour, 80 % of it two kinds of lines: actix's line
+for every REST request (a debit note is several; the engine asks activity states all the
+time) and ya_vpn's three lines for every TCP connection into the VPN (every forwarded
+connection, every tcp health check). Only their warnings and errors are kept; yagna's own
+info lines (market, activity, payment) stay."""
+
+
 @dataclass(frozen=True)
 class ProviderIdentity:
     """One local provider: a yagna identity on the provider node and its own app key."""
@@ -157,7 +166,7 @@ class NodeConfig:
             "PATH": "/usr/local/bin:/usr/bin:/bin",
             "HOME": str(self.data_dir),
             "LANG": "C.UTF-8",
-            "RUST_LOG": "info",
+            "RUST_LOG": RUST_LOG,
             # yagna also writes its log to files in its data dir (a copy of its stdout,
             # which logs/<node>.log keeps and disk_bound.py rotates): "" turns that off.
             "YAGNA_LOG_DIR": "",

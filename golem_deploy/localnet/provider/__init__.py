@@ -8,8 +8,10 @@
     activities.py  its activities: one ExeUnit each, debit notes
     state.py       its config and what it keeps per agreement and activity
     exeunits.py    the ExeUnit as the agent sees it
+    lives.py       ProviderLives: a provider that dies and comes back (come_back_after)
 
-The host (host.py) runs one ProviderAgent per provider identity.
+The host (host.py) runs one ProviderLives per provider identity: one ProviderAgent, or
+one per life when the provider comes back.
 """
 
 from golem_deploy.localnet.provider.agent import ProviderAgent

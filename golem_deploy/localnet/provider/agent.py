@@ -11,7 +11,8 @@ to serve and how much to bill is decided by terms.py; this module only acts on i
 Faults (see faults.py) make an agent misbehave on purpose for reliability tests.
 `die_after` counts from the provider's first approved agreement: the provider gets work, and
 then vanishes. `die_when` vanishes it the same way once a file exists, so a test can kill
-exactly the provider it saw an instance placed on.
+exactly the provider it saw an instance placed on. A vanished agent is over for good; with
+`come_back_after` the host starts a new agent for the same identity later (lives.py).
 """
 
 from __future__ import annotations
@@ -164,6 +165,8 @@ class ProviderAgent:
         while not trigger.exists():
             await anyio.sleep(0.2)
         log.warning("%s: dying now (fault die_when=%s)", self.name, trigger)
+        if self.config.faults.come_back_after is not None:
+            trigger.unlink(missing_ok=True)  # consumed: the next life waits for a new file
         await self._vanish()
 
     async def _vanish(self) -> None:
