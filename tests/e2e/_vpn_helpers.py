@@ -87,9 +87,13 @@ def tap_descriptors(pid: int) -> int:
     return count
 
 
-def namespaces_alive(namespaces: set[str]) -> set[str]:
+def namespaces_alive(namespaces: set[str], home: Path | None = None) -> set[str]:
     """Those of ``namespaces`` that something on this machine still refers to: a process in
-    it, a descriptor of it, or a bind mount of it (``ip netns`` style)."""
+    it, a descriptor of it, or a bind mount of it (``ip netns`` style).
+
+    The kernel reuses a freed namespace's inode number: with ``home`` given, a namespace now
+    held only by processes of ANOTHER test's deployment (a test running beside this one
+    made a new namespace with the freed number) is not counted."""
     alive = set()
     for entry in PROC.iterdir():
         if not entry.name.isdigit():
@@ -100,10 +104,30 @@ def namespaces_alive(namespaces: set[str]) -> set[str]:
         for link in links:
             with contextlib.suppress(OSError):
                 target = os.readlink(link)
-                if target in namespaces:
+                if target in namespaces and not _another_tests(int(entry.name), home):
                     alive.add(target)
     for mounts in (PROC / "self" / "mountinfo", PROC / "1" / "mountinfo"):
         with contextlib.suppress(OSError):
             text = mounts.read_text()
             alive |= {ns for ns in namespaces if ns in text}
     return alive
+
+
+def _another_tests(pid: int, home: Path | None) -> bool:
+    """True when `pid` or an ancestor names a test home (/tmp/gd-e2e-*) other than `home`."""
+    if home is None:
+        return False
+    ours = str(home).encode()
+    while pid > 1:
+        try:
+            seen = (PROC / str(pid) / "cmdline").read_bytes()
+            seen += (PROC / str(pid) / "environ").read_bytes()
+            stat = (PROC / str(pid) / "stat").read_text()
+        except OSError:
+            return False
+        if ours in seen:
+            return False
+        if b"/gd-e2e-" in seen:
+            return True
+        pid = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state: ppid
+    return False

@@ -114,7 +114,7 @@ def test_webapp_keeps_answering_when_a_web_instances_provider_vanishes(
     with pytest.raises(OSError):  # the listener closed
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
     assert processes_mentioning(str(cli.home)) == []  # no supervisor, yagna or sandbox left
-    assert namespaces_alive(namespaces) == set()  # nor a namespace (with its TAP) of ours
+    assert namespaces_alive(namespaces, cli.home) == set()  # nor a namespace (with its TAP) of ours
 
 
 def test_down_after_a_killed_supervisor_removes_the_network(cli: Cli) -> None:

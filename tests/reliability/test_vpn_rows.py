@@ -253,7 +253,7 @@ def test_vpn_supervisor_killed_with_open_connections_then_down(
     assert [r["network_id"] for r in scenario.journal() if r["kind"] == "NetworkRemoved"] == [
         created
     ]
-    assert namespaces_alive(namespaces) == set()
+    assert namespaces_alive(namespaces, scenario.cli.home) == set()
     assert tap_descriptors(host) == 0
     activities = {
         str(r["activity_id"]) for r in scenario.journal() if r["kind"] == "ActivityCreated"
