@@ -27,6 +27,7 @@ __all__ = [
     "AgreementOrphaned",
     "AgreementRejected",
     "AgreementTerminated",
+    "AllocationAmended",
     "AllocationCreated",
     "AllocationReleased",
     "CommandFinished",
@@ -70,6 +71,14 @@ class AllocationCreated(EngineEvent):
     allocation_id: str
     amount: Decimal
     platform: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AllocationAmended(EngineEvent):
+    """The budget changed while the deployment runs: the allocation now holds `amount`."""
+
+    allocation_id: str
+    amount: Decimal
 
 
 @dataclass(frozen=True, kw_only=True)

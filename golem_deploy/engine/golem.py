@@ -548,6 +548,13 @@ class Golem:
     def _misbehaving(self, agreement_id: str, reason: str) -> None:
         self._router.send(agreement_id, lc.ProviderMisbehaved(reason))
 
+    async def set_budget(self, budget: Decimal) -> None:
+        """Change the budget of the running engine (its allocation is amended in yagna);
+        ValueError below what was spent, YagnaError when yagna refuses."""
+        if self._payments is None:
+            raise GolemDeployError("the engine is not running: no budget to change")
+        await self._payments.set_budget(budget)
+
     def burn_rate(self) -> Decimal | None:
         """GLM per hour at the current pace (engine/burn.py); None until it is known."""
         return self._payments.burn.per_hour() if self._payments is not None else None

@@ -15,7 +15,11 @@ Before a debit note is accepted, its cadence is judged against the agreement's p
 payable note when mid-agreement payments were not agreed, gets the note left unaccepted and
 its agreement ended through `on_misbehaving`. Payable notes (with a due date) are accepted
 like any other, at once; the requestor's yagna pays accepted payable notes by their due
-date. Accepted notes also feed the burn rate (engine/burn.py).
+date. Accepted notes also feed the burn rate (engine/burn.py). A budget changed on a running
+deployment amends the allocation before the ledger takes it (`set_budget`).
+
+Size: a little over 400 lines; the allocation and both acceptance loops share one ledger
+and its lock, and read best together.
 """
 
 from __future__ import annotations
@@ -143,6 +147,17 @@ class PaymentManager:
             )
         )
         self.decoration = await self.client.demand_decorations([self.allocation.allocation_id])
+
+    async def set_budget(self, budget: Decimal) -> None:
+        """A new budget for the running deployment: the allocation is amended first, so the
+        ledger never allows what yagna would not pay (YagnaError when yagna refuses)."""
+        if budget < self.ledger.spent:
+            raise ValueError(f"budget {budget} is below the {self.ledger.spent} already spent")
+        alloc = self.allocation
+        if alloc is not None:
+            await self.client.amend_allocation(alloc.allocation_id, total=budget)
+            self.emit(ev.AllocationAmended(allocation_id=alloc.allocation_id, amount=budget))
+        self.ledger.budget = budget
 
     async def close(self) -> None:
         """Release the allocation (idempotent); unspent funds return to the account."""

@@ -13,10 +13,12 @@ the decision here means every rule is unit-tested without an engine:
   service only changing its count is `scaled`, otherwise it is `unchanged` and untouched.
 - Changes are applied in dependency order: removed services first, dependants before what
   they depend on; then the others in the wanted manifest's `depends_on` waves.
+- A new budget is taken (the allocation is amended before anything else changes) unless it
+  is below what was already spent.
 - What a running deployment cannot take is refused, with the reason, and nothing happens:
-  a budget below what was already spent (or any other budget: the allocation is made once,
-  for the whole budget), a different network range, payment platform, subnet or market
-  settings, and different forwarded ports (their listeners are bound at start); and, for
+  a budget below what was already spent, a different network range, payment platform,
+  subnet or market settings, and different forwarded ports (their listeners are bound at
+  start); and, for
   `scale` (which changes counts without a file to validate), more instances than the
   network range holds or a host name two services would claim.
 """
@@ -110,21 +112,32 @@ class Plan:
 
     changes: tuple[ServiceChange, ...]
     refused: tuple[str, ...] = ()
+    budget: tuple[Decimal, Decimal] | None = None  # (running, wanted) when it changes
 
     @property
     def empty(self) -> bool:
-        """Nothing to do: every service is unchanged (and nothing was refused)."""
-        return not self.refused and all(c.kind is Kind.unchanged for c in self.changes)
+        """Nothing to do: every service is unchanged, the budget too (nothing refused)."""
+        unchanged = all(c.kind is Kind.unchanged for c in self.changes)
+        return not self.refused and self.budget is None and unchanged
 
     def lines(self) -> list[str]:
         if self.refused:
             return [f"refused: {reason}" for reason in self.refused]
-        return [change.describe() for change in self.changes]
+        lines = [change.describe() for change in self.changes]
+        if self.budget is not None:
+            lines.insert(0, f"budget: {self.budget[0]} -> {self.budget[1]} GLM")
+        return lines
 
     def plain(self) -> dict[str, object]:
+        budget = (
+            None
+            if self.budget is None
+            else {"from": str(self.budget[0]), "to": str(self.budget[1])}
+        )
         return {
             "refused": list(self.refused),
             "empty": self.empty,
+            "budget": budget,
             "services": [change.plain() for change in self.changes],
         }
 
@@ -151,7 +164,8 @@ def plan(
         for wave in wanted.start_order()
         for name in wave
     ]
-    return Plan(tuple(removed + kept), tuple(refused))
+    budget = None if wanted.budget == running.budget else (running.budget, wanted.budget)
+    return Plan(tuple(removed + kept), tuple(refused), budget)
 
 
 def _removed(spec: ServiceSpec) -> ServiceChange:
@@ -203,11 +217,6 @@ def _refusals(running: Manifest, wanted: Manifest, spent: Decimal) -> list[str]:
     reasons: list[str] = []
     if wanted.budget < spent:
         reasons.append(f"the budget {wanted.budget} GLM is below the {spent} GLM already spent")
-    elif wanted.budget != running.budget:
-        reasons.append(
-            f"the budget cannot change while the deployment is up (its allocation holds "
-            f"{running.budget} GLM); `down`, then `up` with the new budget"
-        )
     old_range = running.network.cidr if running.network else "none"
     new_range = wanted.network.cidr if wanted.network else "none"
     if old_range != new_range:

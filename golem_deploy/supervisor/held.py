@@ -193,6 +193,9 @@ def apply(held: Held, rec: Mapping[str, Any]) -> Held:
         alloc = _get(rec, "allocation_id", "id")
         if alloc:
             held.allocations[alloc] = {"amount": rec.get("amount")}
+    elif kind == "AllocationAmended":  # the budget changed while the deployment ran
+        held.allocations[_get(rec, "allocation_id", "id")] = {"amount": rec.get("amount")}
+        held.budget = rec.get("amount", held.budget)
     elif kind == "AllocationReleased":
         held.allocations.pop(_get(rec, "allocation_id", "id"), None)
     elif kind == "AgreementCreated":

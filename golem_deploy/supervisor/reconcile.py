@@ -13,12 +13,15 @@ it on the live engine, one service at a time in the plan's (depends_on) order:
   health check, when the service has one) is the old instance stopped. A replacement that
   fails or never becomes healthy is stopped, the old instance is kept and the change is
   reported failed (what was done before stays done);
-- added / removed services: a cluster started / every instance stopped.
+- added / removed services: a cluster started / every instance stopped;
+- a new budget: the allocation amended first (engine `Golem.set_budget`).
 
 Every engine effect of a change (agreements, activities) is journaled by the supervisor's
 event consumer as for the first `up`, so `down` after a killed supervisor releases the new
 agreements too. The change itself is journaled: ReconcileStarted (the plan),
 ReplacementRunning, ReconcileFinished (ok or the reason it failed).
+
+Size: a little over 400 lines; the steps of applying a change read best in one place.
 """
 
 from __future__ import annotations
@@ -167,6 +170,11 @@ class Reconciler:
 
         if self.sup.backend.kind == "yagna":
             await self._resolve_images(wanted)
+        if p.budget is not None:
+            try:
+                await self.golem.set_budget(p.budget[1])
+            except ValueError as e:  # spending went on meanwhile
+                raise ChangeFailed(str(e)) from None
         classes = compile_manifest(wanted, local=self.local, images=self.images)
         for spec in wanted.services.values():  # new env values are secrets too
             for key, value in spec.env.items():

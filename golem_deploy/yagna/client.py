@@ -409,6 +409,12 @@ class YagnaClient:
         }
         return Allocation.parse(await self._post(path, body, retry=False), f"POST {path}")
 
+    async def amend_allocation(self, allocation_id: str, *, total: Decimal) -> Allocation:
+        """Change the allocation's total (a budget changed on a running deployment)."""
+        path = f"{PAYMENT}/allocations/{allocation_id}"
+        _, answer = await self.request("PUT", path, body={"totalAmount": str(total)})
+        return Allocation.parse(answer, f"PUT {path}")
+
     async def get_allocation(self, allocation_id: str) -> Allocation:
         path = f"{PAYMENT}/allocations/{allocation_id}"
         return Allocation.parse(await self._get(path), f"GET {path}")

@@ -312,7 +312,7 @@ class YagnaView:
         return total + sum(per_activity.values(), Decimal(0))
 
 
-def _get(api_url: str, app_key: str, path: str) -> Any:
+def yagna_get(api_url: str, app_key: str, path: str) -> Any:
     request = urllib.request.Request(api_url + path, headers={"Authorization": f"Bearer {app_key}"})
     with urllib.request.urlopen(request, timeout=20) as answer:  # loopback only
         body = answer.read()
@@ -337,12 +337,12 @@ def ask_yagna(url: str, key: str, activity_ids: set[str]) -> YagnaView:
     """Everything the requestor yagna at `url` recorded (REST, the requestor's key)."""
     agreements: dict[str, str] = {}
     providers: dict[str, str] = {}
-    for entry in _get(url, key, "/market-api/v1/agreements") or []:
-        agreement = _get(url, key, f"/market-api/v1/agreements/{entry['id']}")
+    for entry in yagna_get(url, key, "/market-api/v1/agreements") or []:
+        agreement = yagna_get(url, key, f"/market-api/v1/agreements/{entry['id']}")
         agreements[entry["id"]] = str(agreement["state"])
         providers[entry["id"]] = str((agreement.get("offer") or {}).get("providerId"))
-    invoices = list(_get(url, key, "/payment-api/v1/invoices") or [])
-    notes = list(_get(url, key, "/payment-api/v1/debitNotes") or [])
+    invoices = list(yagna_get(url, key, "/payment-api/v1/invoices") or [])
+    notes = list(yagna_get(url, key, "/payment-api/v1/debitNotes") or [])
     # Which activities the requestor node recorded at all: one whose creation request was
     # cut off (the supervisor SIGKILLed while POST /activity was in flight) exists on the
     # provider only; yagna then cannot answer for it, and nothing of ours could destroy it.
@@ -351,17 +351,17 @@ def ask_yagna(url: str, key: str, activity_ids: set[str]) -> YagnaView:
     # journal never saw, and it must be Terminated all the same.
     recorded: dict[str, str] = {}
     for agreement_id in agreements:
-        listed = _get(url, key, f"/activity-api/v1/activity?agreementId={agreement_id}")
+        listed = yagna_get(url, key, f"/activity-api/v1/activity?agreementId={agreement_id}")
         recorded.update((str(a), agreement_id) for a in listed or [])
     activities: dict[str, str] = {}
     for activity_id in {str(n["activityId"]) for n in notes} | activity_ids | set(recorded):
         try:
-            state = _get(url, key, f"/activity-api/v1/activity/{activity_id}/state")
+            state = yagna_get(url, key, f"/activity-api/v1/activity/{activity_id}/state")
             activities[activity_id] = str(state["state"][0])
         except urllib.error.HTTPError as error:
             known = "" if activity_id in recorded else UNRECORDED
             activities[activity_id] = f"{known}HTTP {error.code}"
-    allocations = list(_get(url, key, "/payment-api/v1/allocations") or [])
+    allocations = list(yagna_get(url, key, "/payment-api/v1/allocations") or [])
     return YagnaView(agreements, activities, invoices, notes, allocations, providers, recorded)
 
 

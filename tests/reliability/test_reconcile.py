@@ -13,12 +13,15 @@ import subprocess
 import threading
 import urllib.error
 import urllib.request
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from _cli_helpers import Cli, wait_until
-from _harness import Scenario, service, write_manifest
+from _harness import Scenario, service, write_manifest, yagna_get
+
+from golem_deploy import localnet
 
 pytestmark = [pytest.mark.localnet, pytest.mark.timeout(600)]
 
@@ -107,10 +110,21 @@ def test_dry_run_and_refusals_change_nothing_then_scale_on_a_vpn(cli: Cli, tmp_p
     write_manifest(tmp_path, "planned", services, budget="0.5", network={"cidr": "10.8.0.0/24"})
     refused = cli("up", str(scenario.manifest))
     assert refused.returncode == 1
-    assert "cannot take this change" in refused.stderr
-    assert "the budget cannot change" in refused.stderr and "10.8.0.0/24" in refused.stderr
+    assert "cannot take this change" in refused.stderr and "10.8.0.0/24" in refused.stderr
     assert "nothing was changed" in refused.stderr
     assert _running(scenario) == before and not _changes(scenario)
+
+    # a new budget is taken: yagna's allocation is amended, nothing else moves
+    write_manifest(tmp_path, "planned", services, budget="3")
+    raised = cli("up", str(scenario.manifest))
+    assert raised.returncode == 0, raised.stdout + raised.stderr
+    assert "budget: 1.0 -> 3" in raised.stdout, raised.stdout
+    assert Decimal(scenario.status()["budget"]["total"]) == 3
+    net = localnet.status(scenario.folder / "localnet")
+    assert net is not None
+    [allocation] = yagna_get(net.api_url, net.app_key, "/payment-api/v1/allocations")
+    assert Decimal(allocation["totalAmount"]) == 3
+    assert _running(scenario) == before  # the same agreements
 
     # db comes first in the manifest: its new instance's planned address is web.0's, which
     # web.0 keeps; db.1 takes a free one instead, and no running instance moves.

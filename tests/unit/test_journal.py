@@ -75,6 +75,19 @@ def test_fold_tracks_acquired_minus_released(tmp_path: Path) -> None:
     assert not held.empty
 
 
+def test_a_changed_budget_is_the_journals_budget(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    with jr.Journal(path) as journal:
+        journal.append("DeploymentStarted", name="web", budget="1", pid=42)
+        journal.append("AllocationCreated", allocation_id="al", amount="1")
+        journal.append("AllocationAmended", allocation_id="al", amount="3")
+    held = jr.load(path)
+    assert held.budget == "3" and held.allocations == {"al": {"amount": "3"}}
+    with jr.Journal(path) as journal:
+        journal.append("AllocationReleased", allocation_id="al")
+    assert jr.load(path).allocations == {}
+
+
 def test_fold_after_clean_down_holds_nothing(tmp_path: Path) -> None:
     path = tmp_path / "journal.jsonl"
     with jr.Journal(path) as journal:

@@ -124,16 +124,28 @@ def test_a_budget_below_what_was_spent_is_refused() -> None:
     assert p.lines() == ["refused: the budget 0.5 GLM is below the 0.7 GLM already spent"]
 
 
-def test_another_budget_network_range_or_ports_are_refused() -> None:
+def test_another_budget_is_taken_when_it_covers_what_was_spent() -> None:
+    raised = plan(manifest(service("w")), manifest(service("w"), budget="2"), spent=Decimal("0.7"))
+    assert not raised.refused and not raised.empty
+    assert raised.budget == (Decimal("1"), Decimal("2"))
+    assert raised.lines() == ["budget: 1 -> 2 GLM", "w: unchanged, 1 -> 1 instance"]
+    lowered = plan(
+        manifest(service("w")), manifest(service("w"), budget="0.7"), spent=Decimal("0.7")
+    )
+    assert not lowered.refused and lowered.budget == (Decimal("1"), Decimal("0.7"))
+    same = plan(manifest(service("w")), manifest(service("w")))
+    assert same.empty and same.budget is None
+
+
+def test_another_network_range_or_ports_are_refused() -> None:
     web = service("web", ports=(PortSpec("127.0.0.1", 8080, 8000),))
     running = manifest(web, network=NetworkSpec("192.168.0.0/24"))
     moved = dataclasses.replace(web, ports=(PortSpec("127.0.0.1", 8081, 8000),))
     wanted = manifest(moved, budget="2", network=NetworkSpec("10.8.0.0/24"))
     reasons = plan(running, wanted).refused
-    assert len(reasons) == 3
-    assert "allocation holds 1 GLM" in reasons[0]
-    assert "192.168.0.0/24" in reasons[1] and "10.8.0.0/24" in reasons[1]
-    assert "forwarded ports" in reasons[2]
+    assert len(reasons) == 2
+    assert "192.168.0.0/24" in reasons[0] and "10.8.0.0/24" in reasons[0]
+    assert "forwarded ports" in reasons[1]
 
 
 def test_plain_form_for_json() -> None:
@@ -141,6 +153,7 @@ def test_plain_form_for_json() -> None:
     assert p.plain() == {
         "refused": [],
         "empty": False,
+        "budget": None,
         "services": [
             {
                 "service": "web",
