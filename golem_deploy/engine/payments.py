@@ -288,15 +288,7 @@ class PaymentManager:
             why = None if tracked.ended else self._misbehaviour(note)  # a final note is due
             if why is not None:
                 tracked.broke_terms = True
-                self.emit(
-                    ev.PaymentRejected(
-                        kind="debit_note",
-                        document_id=note.debit_note_id,
-                        agreement_id=note.agreement_id,
-                        amount=note.total_amount_due,
-                        reason=why,
-                    )
-                )
+                self._note_left_unaccepted(note, why)
                 self.on_misbehaving(note.agreement_id, why)
                 return
             inc = self.ledger.debit_note_increment(note.activity_id, note.total_amount_due)
@@ -305,15 +297,7 @@ class PaymentManager:
                     f"over budget: accepting {inc} more would spend "
                     f"{self.ledger.spent + inc} of {self.ledger.budget}"
                 )
-                self.emit(
-                    ev.PaymentRejected(
-                        kind="debit_note",
-                        document_id=note.debit_note_id,
-                        agreement_id=note.agreement_id,
-                        amount=note.total_amount_due,
-                        reason=reason,
-                    )
-                )
+                self._note_left_unaccepted(note, reason)
                 self.on_over_budget(note.agreement_id, reason)
                 return
             await self._accept(note, alloc.allocation_id)
@@ -333,6 +317,18 @@ class PaymentManager:
                 )
             )
         tracked.on_cost(inc)
+
+    def _note_left_unaccepted(self, note: DebitNote, reason: str) -> None:
+        """Say why a debit note is left unaccepted (yagna cannot reject one: 501)."""
+        self.emit(
+            ev.PaymentRejected(
+                kind="debit_note",
+                document_id=note.debit_note_id,
+                agreement_id=note.agreement_id,
+                amount=note.total_amount_due,
+                reason=reason,
+            )
+        )
 
     async def _accept(self, note: DebitNote, allocation_id: str) -> None:
         """Accept the note. A payable one is retried while yagna fails (unreachable, 5xx),
