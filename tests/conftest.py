@@ -23,6 +23,12 @@ import pytest
 CLONE_NEWNET = 0x40000000
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    """Every async test runs on asyncio: aiohttp, and so the engine, needs it."""
+    return "asyncio"
+
+
 def _enter_loopback_only_netns() -> bool:
     if sys.platform != "linux" or os.geteuid() != 0:
         return False

@@ -17,11 +17,6 @@ from golem_deploy.localnet import LocalNetInfo
 pytestmark = [pytest.mark.localnet, pytest.mark.anyio]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Idle(Service):
     """Deploys, starts, then just runs (the default run waits to be stopped)."""
 

@@ -53,11 +53,6 @@ http.server.HTTPServer(("0.0.0.0", PORT), H).serve_forever()
 """.replace("PORT", str(PORT))
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Web(HttpProxyService):
     def __init__(self, **params: Any) -> None:
         super().__init__(remote_port=PORT, response_timeout=20, **params)

@@ -17,11 +17,6 @@ pytestmark = [pytest.mark.localnet, pytest.mark.anyio]
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.mark.parametrize(
     "file, service, expect, after_stop",
     [

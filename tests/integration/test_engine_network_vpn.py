@@ -26,11 +26,6 @@ from golem_deploy.yagna.net import NET_API
 pytestmark = [pytest.mark.localnet, pytest.mark.anyio]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Networked(Service):
     """Keeps the deploy command of every start it sends (the default start's script)."""
 

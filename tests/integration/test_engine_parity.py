@@ -29,11 +29,6 @@ from golem_deploy.localnet import LocalNetInfo
 pytestmark = [pytest.mark.localnet, pytest.mark.anyio]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Base(Service):
     @staticmethod
     async def get_payload() -> VmPayload:

@@ -25,11 +25,6 @@ from golem_deploy.localnet import LocalNetInfo
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def _run_until_running(
     info: LocalNetInfo, rec: Recorder, instances: int, **kw: Any
 ) -> dict[int, str]:

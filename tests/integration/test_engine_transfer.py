@@ -20,11 +20,6 @@ from golem_deploy.localnet import LocalNetInfo
 pytestmark = [pytest.mark.localnet, pytest.mark.anyio]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 BIG = bytes(range(256)) * 1000  # 256 kB: several 40 KiB gftp chunks
 
 

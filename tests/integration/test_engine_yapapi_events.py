@@ -36,11 +36,6 @@ from golem_deploy.localnet import LocalNetInfo
 pytestmark = [pytest.mark.localnet, pytest.mark.anyio]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Unhealthy(Service):
     """yapapi's hook says the activity never answers: two failed checks end the instance."""
 

@@ -24,11 +24,6 @@ from golem_deploy.localnet import LocalNetInfo
 pytestmark = [pytest.mark.localnet, pytest.mark.anyio, pytest.mark.timeout(240)]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Idle(Service):
     @staticmethod
     async def get_payload() -> VmPayload:

@@ -24,11 +24,6 @@ from golem_deploy.engine.timing import Timings
 pytestmark = [pytest.mark.localnet, pytest.mark.anyio]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Idle(Service):
     @staticmethod
     async def get_payload() -> VmPayload:

@@ -23,11 +23,6 @@ from golem_deploy.manifest.model import Healthcheck, Payload, RunStep, ServiceSp
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def test_instance_params_follow_yapapi_rules() -> None:
     assert instance_params_list(None, None) == [{}]
     assert instance_params_list(3, None) == [{}, {}, {}]

@@ -23,11 +23,6 @@ pytestmark = pytest.mark.anyio
 FAST = Timings(retry_pause=0.0, output_grace=0.0, exec_poll=0.0)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Client:
     """Answers like yagna would for one activity; `exec_errors` are raised first."""
 

@@ -26,11 +26,6 @@ from golem_deploy.yagna.models import RuntimeEvent
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def ctx() -> WorkContext:
     return WorkContext(activity_id="a", agreement_id="g", provider_id="p", provider_name="n")
 

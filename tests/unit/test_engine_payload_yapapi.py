@@ -28,11 +28,6 @@ DESCRIPTOR = {"nodeDescriptor": {"nodeId": "0xabc", "permissions": {"outbound": 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 # Each case: (vm function, keyword arguments as JSON; bytes are {"bytes": base64}).
 CASES: list[tuple[str, dict[str, Any]]] = [
     ("repo", {"image_hash": HASH, "image_url": "http://h.invalid/i.gvmi"}),

@@ -27,12 +27,6 @@ from golem_deploy.engine.strategy import (
     note_agreement,
 )
 
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 pytestmark = pytest.mark.anyio
 
 CPU = "golem.usage.cpu_sec"

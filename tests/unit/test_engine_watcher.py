@@ -23,11 +23,6 @@ pytestmark = pytest.mark.anyio
 FAST = Timings(retry_pause=0.0)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Client:
     """Plays yagna: each call pops its next answer (an exception is raised)."""
 

@@ -11,11 +11,6 @@ from golem_deploy.engine.http_proxy import BadResponse, _dechunk, _read_response
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Frames:
     """A WebSocket that delivers `frames`, then blocks (as yagna's does) or closes."""
 

@@ -334,11 +334,6 @@ def test_event_cursor_advances_and_drops_events_seen_before() -> None:
     assert cursor.fresh([undated], key) == [undated] and cursor.after == second.event_date
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.mark.anyio
 async def test_the_poll_loop_survives_a_failed_poll_and_stops_when_told(
     monkeypatch: pytest.MonkeyPatch,

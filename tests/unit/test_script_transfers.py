@@ -19,11 +19,6 @@ from golem_deploy.engine.storage import TransferError, _chunk_request, _contiguo
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def script():  # type: ignore[no-untyped-def]
     ctx = WorkContext(activity_id="a", agreement_id="g", provider_id="p", provider_name="n")
     return ctx.new_script()

@@ -33,11 +33,6 @@ from golem_deploy.supervisor.journal import Journal, Redactor
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # aiohttp needs asyncio
-
-
 @dataclass
 class FakeInstance:
     service: str

@@ -98,11 +98,6 @@ def test_golem_refuses_api_config_with_api_url_or_app_key() -> None:
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 async def recording_server() -> AsyncIterator[tuple[str, list[str]]]:
     seen: list[str] = []
 

@@ -29,11 +29,6 @@ from golem_deploy.yagna.client import MAX_BODY
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Hostile:
     def __init__(self) -> None:
         self.calls: dict[str, int] = {}
