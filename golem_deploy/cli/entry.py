@@ -51,6 +51,10 @@ def main() -> None:
             return
         except OSError:
             pass
+    if argv[:1] == ["up"] and not {"--dry-run", "--help"} & set(argv):
+        from golem_deploy.supervisor import prefork
+
+        prefork.prestart()  # the supervisor's imports run beside the CLI's (prefork.py)
     from golem_deploy.cli import app
 
     if cache is None:

@@ -11,7 +11,7 @@ import dataclasses
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from golem_deploy.supervisor.deployments import DeploymentDir
     from golem_deploy.supervisor.snapshot import DeploymentSnapshot
 
-POLL = 0.1  # `up -d` polls the snapshot this often: the user waits on it
+POLL = 0.1  # `up -d` looks again at most this often, unless the deployment itself changed
 REFRESH = 0.5  # the attached views redraw this often
 
 
@@ -87,7 +87,7 @@ def up(
     On a deployment that is already up, apply the manifest as a change instead: more or
     fewer instances, changed services replaced instance by instance (the new one running
     before the old one stops), services added or removed; unchanged services untouched."""
-    from golem_deploy.supervisor import control, deployments, journal, ports
+    from golem_deploy.supervisor import control, deployments, journal, ports, prefork, start
 
     wait = parse_duration(timeout, "--timeout")
     if faults is not None and not faults.is_file():
@@ -111,6 +111,8 @@ def up(
     if running is not None and running.supervisor_alive():
         from golem_deploy.cli.change import up_change
 
+        prefork.cancel()  # a change: the running supervisor takes it
+
         up_change(running, manifest, env_file, dry_run=dry_run, as_json=as_json, timeout=wait)
         return
     if dry_run:
@@ -132,8 +134,8 @@ def up(
             + "; ".join(held.summary()),
             hint=f"run `golem-deploy down -n {manifest.name}` first",
         )
-    process = control.spawn(
-        Path(manifest.path), deployment, providers=providers, faults=faults, env_file=env_file
+    process = start.spawn(
+        manifest, deployment, providers=providers, faults=faults, env_file=env_file
     )
     try:
         control.wait_for_socket(process, deployment)
@@ -173,7 +175,7 @@ def _up_detached(deployment: DeploymentDir, timeout: float) -> None:
     out = console(stderr=True)
     deadline = time.monotonic() + timeout
     last = ""
-    while True:
+    for _ in _changes(deployment):
         snap = snapshot(deployment)
         state = snap.state
         counts = state_counts(snap)
@@ -205,7 +207,33 @@ def _up_detached(deployment: DeploymentDir, timeout: float) -> None:
                 hint=f"it keeps trying; `golem-deploy status -n {deployment.name}` shows it, "
                 f"`golem-deploy down -n {deployment.name}` stops it",
             )
+    raise AssertionError("unreachable: _changes never ends")
+
+
+def _changes(deployment: DeploymentDir) -> Iterator[None]:
+    """Yields whenever the deployment may have changed, for `up -d` to look again.
+
+    Why the supervisor's record stream and not a timer: the moment the last instance runs
+    is the moment `up -d` should return. So: at once for a deployment-level record
+    (running, failed, going down), at most every POLL seconds for the others, and at least
+    once a second (the stream's heartbeat, which also lets the deadline be checked). Once
+    the stream ends (the supervisor exited), every POLL seconds: the journal answers then."""
+    from golem_deploy.supervisor import client
+
+    try:
+        records = client.EventStream(deployment.socket)
+    except client.SupervisorUnreachable:
+        records = None
+    yield  # subscribed first, then the first look: nothing is missed in between
+    looked = time.monotonic()
+    for record in records or ():
+        now = time.monotonic()
+        if str(record.get("kind", "")).startswith("Deployment") or now - looked >= POLL:
+            looked = now
+            yield
+    while True:
         time.sleep(POLL)
+        yield
 
 
 def _live(deployment: DeploymentDir) -> None:

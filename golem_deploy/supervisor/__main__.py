@@ -1,6 +1,7 @@
 """The supervisor's process: `python -m golem_deploy.supervisor --manifest FILE`.
 
-Started by `golem-deploy up` (supervisor/control.spawn) in its own session. It takes the
+Started by `golem-deploy up` (supervisor/start.py: forked from the CLI, or this entry
+point in a fresh interpreter) in its own session. It takes the
 deployment's lock, refuses to start while the previous run's journal still holds something,
 keeps the previous run's journal and logs as *.prev, and runs a daemon.Supervisor until the
 deployment is down. The app key is read from the environment and never written anywhere.
@@ -87,11 +88,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--providers", type=int, default=3)
     parser.add_argument("--faults", type=Path, default=None)
     args = parser.parse_args(argv)
-    os.umask(0o077)  # the socket, journal and logs are private to the user
 
     from golem_deploy.manifest import load_manifest
 
     manifest = load_manifest(args.manifest, env_file=args.env_file)
+    return serve(manifest, providers=args.providers, faults=args.faults)
+
+
+def serve(manifest: Manifest, *, providers: int, faults: Path | None) -> int:
+    """Supervise `manifest`'s deployment until it is down; the process's exit code.
+
+    Called by `main` in a fresh interpreter, or directly in the child `golem-deploy up`
+    forked (supervisor/start.py), which hands over the manifest it already validated."""
+    os.umask(0o077)  # the socket, journal and logs are private to the user
     folder = deployments.of(manifest.name)
     lock_fd = lock.try_take(folder.lock)  # held (open) until the process exits
     if lock_fd is None:
@@ -125,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     supervisor = Supervisor(
         manifest,
         folder,
-        providers=args.providers,
-        faults=args.faults,
+        providers=providers,
+        faults=faults,
         journal=journal,
         redactor=redactor,
     )

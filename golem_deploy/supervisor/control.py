@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -23,8 +21,10 @@ from golem_deploy.supervisor import client, deployments, journal, lock, reach
 from golem_deploy.supervisor.deployments import DeploymentDir
 from golem_deploy.supervisor.snapshot import DeploymentSnapshot
 from golem_deploy.supervisor.snapshot_plain import from_plain
+from golem_deploy.supervisor.start import SupervisorProcess
 
 SOCKET_WAIT = 30.0  # how long a fresh supervisor may take to answer on its socket
+SOCKET_POLL = 0.02  # how often a fresh supervisor's socket is tried: `up` waits on it
 POLL = 0.1  # how often the lock is polled while a supervisor exits: the user waits on it
 SETTLE_WAIT = 3.0  # how long a live supervisor's socket may stay silent before it is an error
 FORCE_MARGIN = 15.0  # down: beyond the graceful timeout, time for the engine's own cleanup
@@ -57,43 +57,6 @@ def current_snapshot(deployment: DeploymentDir) -> DeploymentSnapshot:
     return deployments.journal_snapshot(deployment)
 
 
-def spawn(
-    manifest: Path,
-    deployment: DeploymentDir,
-    *,
-    providers: int,
-    faults: Path | None,
-    env_file: Path | None,
-) -> subprocess.Popen[bytes]:
-    """Start the supervisor detached (own session), its output going to supervisor.log."""
-    argv = [
-        sys.executable,
-        "-m",
-        "golem_deploy.supervisor",
-        "--manifest",
-        str(manifest.resolve()),
-        "--providers",
-        str(providers),
-    ]
-    if faults is not None:
-        argv += ["--faults", str(faults.resolve())]
-    if env_file is not None:
-        argv += ["--env-file", str(env_file.resolve())]
-    log_fd = os.open(deployment.supervisor_log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log_fd,
-            stderr=log_fd,
-            start_new_session=True,  # Ctrl-C in this terminal must not reach it directly
-            cwd=str(manifest.resolve().parent),
-            close_fds=True,
-        )
-    finally:
-        os.close(log_fd)
-
-
 def _log_tail(path: Path, lines: int = 15) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -102,7 +65,7 @@ def _log_tail(path: Path, lines: int = 15) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def wait_for_socket(process: subprocess.Popen[bytes], deployment: DeploymentDir) -> None:
+def wait_for_socket(process: SupervisorProcess, deployment: DeploymentDir) -> None:
     """Until the fresh supervisor answers; ControlError when it exited or stays silent."""
     deadline = time.monotonic() + SOCKET_WAIT
     while time.monotonic() < deadline:
@@ -125,7 +88,7 @@ def wait_for_socket(process: subprocess.Popen[bytes], deployment: DeploymentDir)
                 return
             except (client.SupervisorUnreachable, GolemDeployError):
                 pass
-        time.sleep(0.1)
+        time.sleep(SOCKET_POLL)
     raise ControlError(
         f"the supervisor of {deployment.name!r} did not answer within {SOCKET_WAIT:g}s",
         hint=f"see {deployment.supervisor_log}",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from _cli_helpers import Cli
+from _cli_helpers import Cli, processes_mentioning, wait_until
 
 from golem_deploy.supervisor.journal import Journal
 
@@ -32,6 +32,10 @@ def test_up_with_an_invalid_manifest_reports_like_validate_and_starts_nothing(
         assert line in up.stderr  # the same file:line:column lines `validate` prints
     assert f"{bad}:" in up.stderr
     assert not (cli.home / "deployments" / "bad").exists()  # nothing was started
+    # ... and nothing is left running: the supervisor `up` forks before it has read the
+    # manifest (supervisor/prefork.py) ends when `up` does not need it.
+    home = str(cli.home)
+    wait_until(lambda: not processes_mentioning(home), 10, "no process of the failed up")
 
 
 def test_bad_timeout_and_missing_file_are_clear(cli: Cli, tmp_path: Path) -> None:
