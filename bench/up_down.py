@@ -19,8 +19,12 @@ data dirs are new too); down stops it again.
 
 Prints one JSON object: {"up": {N: stats + ratio}, "down": {N: stats + ratio},
 "yardstick": {N: stats}, "up_cold": {1: stats}, "down_cold": {1: stats},
-"providers": {N: count}, "cores": ...}. The cold figures have no ratio: there is no network
-to measure a yardstick on before `up` starts one.
+"up_wide"/"down_wide": {N: stats + providers}, "providers": {N: count}, "cores": ...}.
+The cold figures have no ratio: there is no network to measure a yardstick on before `up`
+starts one.
+
+Wide (up_wide / down_wide, `--wide-providers 13`): the largest N (when >= 100) again on 13
+providers, so the few providers' share of up_100 is known (issue 15: within 1.5x).
 """
 
 from __future__ import annotations
@@ -81,6 +85,13 @@ def main() -> None:
     parser.add_argument("--instances", type=int, nargs="+", default=[1, 10, 100])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cold-rounds", type=int, default=3)
+    parser.add_argument(
+        "--wide-providers",
+        type=int,
+        default=13,
+        help="also bring the largest N up on this many providers (0: don't), to tell how "
+        "much of its time is the few providers' (issue 15: within 1.5x)",
+    )
     args = parser.parse_args()
     isolated = isolate()
     result: dict[str, object] = {"isolated_netns": isolated, "load_before": load_average()}
@@ -104,6 +115,14 @@ def main() -> None:
             up[str(n)] = {**stats(ups), "ratio": ratio(ups, ys)}
             down[str(n)] = {**stats(downs), "ratio": ratio(downs, ys)}
             yardsticks[str(n)] = stats(ys)
+        largest = max(args.instances)
+        if args.wide_providers and largest >= 100:
+            count = args.wide_providers
+            print(f"{largest} instances on {count} providers", file=sys.stderr, flush=True)
+            with local_network(home, env, count) as net_env:
+                ups, downs, _ = up_down_rounds(home, net_env, largest, args.rounds, [])
+            result["up_wide"] = {str(largest): {**stats(ups), "providers": count}}
+            result["down_wide"] = {str(largest): {**stats(downs), "providers": count}}
         if args.cold_rounds:
             print("cold: up -d starts its own local network", file=sys.stderr, flush=True)
             ups, downs, _ = up_down_rounds(
