@@ -25,7 +25,7 @@ from golem_deploy.supervisor.start import SupervisorProcess
 
 SOCKET_WAIT = 30.0  # how long a fresh supervisor may take to answer on its socket
 SOCKET_POLL = 0.02  # how often a fresh supervisor's socket is tried: `up` waits on it
-POLL = 0.1  # how often the lock is polled while a supervisor exits: the user waits on it
+POLL = 0.02  # how often the lock is polled while a supervisor exits: the user waits on it
 SETTLE_WAIT = 3.0  # how long a live supervisor's socket may stay silent before it is an error
 FORCE_MARGIN = 15.0  # down: beyond the graceful timeout, time for the engine's own cleanup
 PROBE_EVERY = 1.0  # down: how often the deployment's yagna is checked for refusing connections
