@@ -16,6 +16,7 @@ standard library is imported here: entry.py must stay quick.
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import signal
@@ -30,6 +31,19 @@ if TYPE_CHECKING:
     from golem_deploy.manifest.model import Manifest
 
 __all__ = ["Order", "cancel", "claim", "detach", "prestart", "serve_order"]
+
+
+PRELOAD = (
+    "golem_deploy.supervisor.__main__",
+    # imported by the supervisor only once it runs (python -X importtime of its log):
+    "anyio._core._sockets",
+    "golem_deploy.supervisor.api",
+    "golem_deploy.compiler",
+    "golem_deploy.supervisor.reconcile",
+    "golem_deploy.supervisor.vpn",
+    "golem_deploy.preflight.images",
+)
+"""What the waiting child imports: everything a supervisor imports before its first agreement."""
 
 
 @dataclass(frozen=True)
@@ -148,7 +162,8 @@ def _wait_for_order(pipe: int) -> NoReturn:
         os.dup2(null, 1)
         os.dup2(null, 2)
         os.close(null)
-        import golem_deploy.supervisor.__main__  # noqa: F401 -- the point: import meanwhile
+        for module in PRELOAD:  # the point: import meanwhile
+            importlib.import_module(module)
 
         chunks = []
         while chunk := os.read(pipe, 65536):
