@@ -40,6 +40,12 @@ def doctor(
     """Check that your yagna (YAGNA_APPKEY, YAGNA_API_URL) is ready to deploy FILE.
 
     Nothing stays allocated or subscribed. Exit code 1 when a check fails."""
+    from golem_deploy.supervisor.tls_deferred import import_aiohttp_without_ca_store
+
+    # `up` waits on these checks. Their https clients bring their own CA store (yagna/
+    # client.py, preflight/registry.py), as in the supervisor: aiohttp's two shared
+    # contexts need not load it at import (tls_deferred.py), 30-200 ms by the machine's load.
+    import_aiohttp_without_ca_store()
     import anyio
 
     from golem_deploy.preflight.checks import Target, run_checks
@@ -70,6 +76,12 @@ def print_checks(checks: list[Check], *, stderr: bool = False) -> None:
 def preflight(manifest: Manifest, file: Path) -> None:
     """`up` on the user's yagna: the doctor's checks but the offers wait, before anything
     starts; a failure ends `up` with the checks printed (nothing was allocated)."""
+    from golem_deploy.supervisor.tls_deferred import import_aiohttp_without_ca_store
+
+    # `up` waits on these checks. Their https clients bring their own CA store (yagna/
+    # client.py, preflight/registry.py), as in the supervisor: aiohttp's two shared
+    # contexts need not load it at import (tls_deferred.py), 30-200 ms by the machine's load.
+    import_aiohttp_without_ca_store()
     import anyio
 
     from golem_deploy.preflight.checks import Target, run_checks

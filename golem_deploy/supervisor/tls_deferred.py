@@ -11,8 +11,11 @@ is `https://` (yagna/client.py).
 
 The contexts aiohttp keeps for everybody else then hold no CA certificate while still
 requiring verification: anything that would use them fails the TLS handshake (it fails
-closed, it is never insecure). Only the supervisor's entry point calls this: the CLI
-process, which reaches the image registry over https, imports aiohttp normally.
+closed, it is never insecure). Two callers: the supervisor's entry point (and the child
+`up` forks for it, supervisor/prefork.py), and the checks `up` runs on your yagna
+(cli/doctor.preflight), whose https clients, yagna's and the registry's
+(preflight/registry.py), bring their own contexts too. The rest of the CLI imports aiohttp
+normally.
 """
 
 from __future__ import annotations

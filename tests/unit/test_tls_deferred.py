@@ -4,8 +4,9 @@ Each case runs in a fresh interpreter: what is checked is the state of a process
 after its imports. What must hold: the supervisor's entry point leaves aiohttp's shared
 contexts without CA certificates but still verifying (a https request through them fails,
 it is never unverified); `ssl` itself is restored, so any context made later is whole;
-the CLI, which reaches the registry over https, is untouched; and a client of a https
-yagna brings its own, CA-loaded context.
+the CLI, which reaches the registry over https, is untouched, except for the checks `up`
+runs on your yagna, which skip it like the supervisor; and a client of a https yagna (or
+of the registry) brings its own, CA-loaded context.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import ssl
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -64,6 +66,23 @@ def test_the_supervisor_entry_point_skips_the_ca_store_but_still_verifies(
 def test_the_cli_imports_aiohttp_as_usual(system_cas: int) -> None:
     seen = probe("import golem_deploy.cli.app, aiohttp")
     assert seen == {"aiohttp_cas": system_cas, "aiohttp_verifies": True, "later_cas": system_cas}
+
+
+def test_the_checks_up_runs_on_your_yagna_skip_the_ca_store_too(system_cas: int) -> None:
+    # `up` waits on them; they reach yagna over http here (a dead port: every check fails)
+    manifest = Path(__file__).resolve().parents[2] / "manifests" / "hello-world.yaml"
+    first = f"""
+import contextlib, os
+from pathlib import Path
+os.environ.update(YAGNA_APPKEY="key", YAGNA_API_URL="http://127.0.0.1:9")
+from golem_deploy.cli.doctor import preflight
+from golem_deploy.errors import GolemDeployError
+from golem_deploy.manifest import load_manifest
+with contextlib.suppress(GolemDeployError):
+    preflight(load_manifest(Path({str(manifest)!r})), Path("m.yaml"))
+"""
+    seen = probe(first)
+    assert seen == {"aiohttp_cas": 0, "aiohttp_verifies": True, "later_cas": system_cas}
 
 
 def test_importing_again_changes_nothing(system_cas: int) -> None:
