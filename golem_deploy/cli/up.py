@@ -3,6 +3,8 @@ it to run (`-d`).
 
 Attached, the live table runs until Ctrl-C, which asks the supervisor for a graceful down
 (a second Ctrl-C forces it); what the supervisor leaves held is released from its journal.
+SIGTERM and SIGHUP arrive here as Ctrl-C does (cli/signals.py), so `kill PID` or a closed
+terminal takes the same path (a repeated SIGHUP is not a second Ctrl-C).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from golem_deploy.cli.common import (
     parse_duration,
     snapshot,
 )
+from golem_deploy.cli.signals import exit_code
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -137,21 +140,21 @@ def up(
     )
     try:
         control.wait_for_socket(process, deployment)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM / SIGHUP (cli/signals.py)
         # Not even answering yet: SIGTERM is its graceful down (or, this early, its end).
         process.terminate()
         process.wait()
         finish_down(deployment, console())
-        raise typer.Exit(130) from None
+        raise typer.Exit(exit_code(interrupt)) from None
     if detach:
         try:
             _up_detached(deployment, wait)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             console(stderr=True).print(
                 f"stopped waiting; deployment {deployment.name} keeps starting "
                 f"(`golem-deploy down -n {deployment.name}` stops it)"
             )
-            raise typer.Exit(130) from None
+            raise typer.Exit(exit_code(interrupt)) from None
     else:
         _live(deployment)
 

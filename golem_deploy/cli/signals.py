@@ -1,0 +1,131 @@
+"""SIGTERM and SIGHUP end a `golem-deploy` command the way Ctrl-C does.
+
+Why: `kill PID`, a container or systemd stop and a cancelled CI job send SIGTERM; closing
+the terminal sends SIGHUP. Python's default for both is to die on the spot (exit 143 /
+129), so an attached `up` used to leave its deployment running -- supervisor, agreements,
+local network -- for a user who never asked for a background deployment. Every command
+already handles Ctrl-C where it matters (Python's KeyboardInterrupt): attached `up` goes
+down gracefully and a second Ctrl-C forces it, `logs -f` and `status --watch` end quietly,
+`up -d` stops waiting. Raising the same exception for SIGTERM and SIGHUP gives them that
+tested path, with no second copy of it:
+
+- `Interrupted` (a KeyboardInterrupt) carries the signal, so a command that exits because
+  of it exits 128 + the signal's number (143, 129) where Ctrl-C exits 130 (`exit_code`).
+- SIGHUP counts once. A closing terminal can deliver it more than once (the shell passes
+  its own SIGHUP on to its jobs, the kernel signals the foreground group when the session
+  leader exits), and a repeat must not turn attached `up`'s graceful down into a forced
+  one. A SIGTERM or Ctrl-C after it still forces, as a second Ctrl-C does.
+- A closed terminal fails every write with EIO, and a graceful down goes on for seconds,
+  printing its progress. Writes to a lost terminal are sent to /dev/null instead, and the
+  first such failure counts as the terminal's SIGHUP (it may come before the signal).
+- A signal the command was started with ignored (`nohup` ignores SIGHUP) stays ignored.
+
+The supervisor is a separate process with its own rules (supervisor/daemon.py).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import sys
+from types import FrameType
+from typing import TextIO
+
+__all__ = ["Interrupted", "exit_code", "install"]
+
+_MAPPED = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where Ctrl-C would raise KeyboardInterrupt."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def exit_code(interrupt: KeyboardInterrupt) -> int:
+    """The exit status of a command that ends because of `interrupt`: 128 + its signal."""
+    return 128 + (interrupt.signum if isinstance(interrupt, Interrupted) else signal.SIGINT)
+
+
+def install() -> None:
+    """Map SIGTERM and SIGHUP to `Interrupted` and guard a terminal's outputs (main thread,
+    once, before the command runs)."""
+    for signum in _MAPPED:
+        if signal.getsignal(signum) is signal.SIG_DFL:
+            signal.signal(signum, _interrupt)
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and stream.isatty():
+            setattr(sys, name, _TerminalStream(stream))
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    _drop_lost_terminal()
+    if signum == signal.SIGHUP:
+        # Counted once. A handler that does nothing, not SIG_IGN: an ignored signal would
+        # stay ignored in every program started from here on.
+        signal.signal(signal.SIGHUP, _already_hung_up)
+    raise Interrupted(signum)
+
+
+def _already_hung_up(_signum: int, _frame: FrameType | None) -> None:
+    """A repeated SIGHUP: the terminal is already gone and the command already knows."""
+
+
+def _drop_lost_terminal() -> None:
+    """Point stdout and stderr at /dev/null when their terminal is gone.
+
+    A hung-up terminal fails every write with EIO, even an empty one (which writes nothing
+    to a terminal that is still there, or to a file or pipe)."""
+    for fd in (1, 2):
+        try:
+            os.write(fd, b"")
+        except OSError as error:
+            if error.errno != errno.EIO:
+                continue
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, fd)
+            os.close(null)
+
+
+class _TerminalStream:
+    """stdout or stderr on a terminal: a write the lost terminal refuses (EIO) goes
+    nowhere, and counts as the terminal's SIGHUP (sent to this process, so the main thread
+    sees it as `Interrupted` wherever it is, even when a display thread wrote).
+
+    Everything else is delegated to the real stream (rich asks it whether it is a terminal
+    and how wide), as cli/entry.py's HelpRecorder does."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as error:
+            _lost(error)
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as error:
+            _lost(error)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
+def _lost(error: OSError) -> None:
+    """After a failed write: re-raise unless the terminal is gone; else its SIGHUP.
+
+    Two threads can meet the lost terminal at once; the second finds /dev/null already in
+    place, and its write is dropped all the same."""
+    if error.errno != errno.EIO:
+        raise error
+    _drop_lost_terminal()
+    if signal.getsignal(signal.SIGHUP) is _interrupt:  # not ignored, not counted yet
+        os.kill(os.getpid(), signal.SIGHUP)

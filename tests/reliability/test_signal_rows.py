@@ -1,0 +1,225 @@
+"""Fault matrix rows 10c and 10d: the signals a deployment's processes get from the world
+besides Ctrl-C (row 10a) -- `kill PID`, a container or systemd stop, a cancelled CI job
+(SIGTERM), a closed terminal (SIGHUP).
+
+- 10c: attached `up` must go down as Ctrl-C does: a graceful down (shutdown steps run,
+  agreements terminated, invoices settled), then exit 0. SIGTERM is sent as `kill` does;
+  SIGHUP comes from the kernel, by closing the pseudo-terminal `up` runs in (its
+  controlling terminal), plus the one a shell passes on to its jobs -- a second SIGHUP that
+  must not force the down. `logs -f` and `status --watch` end quietly on SIGTERM.
+- 10d: the supervisor of `up -d` lives in its own session (a closing terminal never
+  signals it), ignores SIGHUP, and takes SIGTERM as a graceful down.
+
+Each row ends with `Scenario.audit()` (_harness.py): no process of ours, nothing held,
+every agreement Terminated in the requestor yagna's own records.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import termios
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _cli_helpers import REPO, Cli, wait_until
+from _harness import Scenario, service
+
+pytestmark = [pytest.mark.localnet, pytest.mark.timeout(420)]
+
+BYE = [["/bin/echo", "bye"]]  # the shutdown step a graceful down runs
+
+
+def _running(scenario: Scenario) -> None:
+    scenario.wait_for_record(
+        "the deployment running", lambda r: r["kind"] == "DeploymentRunning", 180
+    )
+
+
+def _finish(process: subprocess.Popen[str], timeout: float = 240) -> tuple[str, str]:
+    try:
+        out, err = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return out, err
+
+
+def _supervisor_pid(scenario: Scenario) -> int:
+    pid = scenario.cli.supervisor_pid(scenario.name)
+    # Its own session: a terminal's SIGHUP goes to the session it controls, never here.
+    assert os.getsid(pid) == pid
+    return pid
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or a zombie only its parent's wait() keeps."""
+    try:
+        return "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+
+
+def _handles_sigterm(process: subprocess.Popen[str]) -> bool:
+    """The command got as far as installing its handler (cli/signals.py): SigCgt has it.
+    Before that, Python's default action would end it at once, as for any program."""
+    for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return False
+
+
+def _went_down_gracefully(scenario: Scenario, supervisor: int) -> None:
+    """The supervisor itself went down (not killed, not recovered after it), shutdown
+    steps and all, and is gone; `status` says so."""
+    records = scenario.journal()
+    kinds = [r["kind"] for r in records]
+    assert "DownRequested" in kinds, kinds
+    assert "DownTimedOut" not in kinds, kinds
+    stopped = [r for r in records if r["kind"] == "DeploymentStopped"]
+    assert stopped and stopped[-1]["clean"] is True, stopped
+    assert "| bye" in scenario.cli.ok("logs", "-n", scenario.name).stdout  # shutdown ran
+    assert _gone(supervisor)
+    status = scenario.status()
+    assert status["state"] == "stopped" and status["supervisor"]["alive"] is False, status
+
+
+# ---- row 10c: attached `up` gets SIGTERM or SIGHUP -----------------------------------------
+
+
+def test_row10c_sigterm_to_attached_up_goes_down_like_ctrl_c(cli: Cli, tmp_path: Any) -> None:
+    scenario = Scenario.create(
+        cli, tmp_path, "row10c-term", {"app": service(instances=2, shutdown=BYE)}
+    )
+    attached = scenario.popen_up()  # no terminal: plain lines
+    try:
+        _running(scenario)
+        supervisor = _supervisor_pid(scenario)
+        # The followers a user may have open in other terminals end quietly on SIGTERM.
+        followers = [
+            cli.popen(*args, "-n", scenario.name, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for args in (["logs", "-f"], ["status", "--watch"])
+        ]
+        for follower in followers:
+            wait_until(lambda f=follower: _handles_sigterm(f), 60, "the follower to start")
+            follower.send_signal(signal.SIGTERM)
+        for follower in followers:
+            _out, err = _finish(follower, 60)
+            assert follower.returncode == 0, err
+            assert "Traceback" not in err, err
+        attached.send_signal(signal.SIGTERM)
+        attached.wait(240)
+    finally:
+        out, err = _finish(attached, 30)
+    assert attached.returncode == 0, out + err  # as after Ctrl-C (row 10a)
+    assert "going down" in out and "everything released" in out, out
+    assert "Traceback" not in err, err
+    down_requested = [r for r in scenario.journal() if r["kind"] == "DownRequested"]
+    assert len(down_requested) == 1, down_requested  # one graceful down, never forced
+    _went_down_gracefully(scenario, supervisor)
+    scenario.audit()
+
+
+def _attached_in_a_terminal(scenario: Scenario) -> tuple[subprocess.Popen[str], int]:
+    """Attached `up` in a pseudo-terminal that is its controlling terminal, as a shell in a
+    terminal window starts it; the terminal's master end is returned."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, b"\x00\x28\x00\x78\x00\x00\x00\x00")  # 40x120
+
+    def session() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # after setsid: the pty becomes its terminal
+
+    env = {k: v for k, v in scenario.cli.env.items() if k not in ("NO_COLOR", "COLUMNS")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "golem_deploy", *scenario.up_args()],
+        env={**env, "TERM": "xterm-256color"},
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        preexec_fn=session,
+        text=True,
+        cwd=REPO,
+    )
+    os.close(slave)
+    return process, master
+
+
+class _Screen:
+    """Reads the terminal's master end (a full pty would block the writer) until stopped."""
+
+    def __init__(self, master: int) -> None:
+        self.master = master
+        self.seen = bytearray()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self.master], [], [], 0.1)
+            if ready:
+                try:
+                    self.seen += os.read(self.master, 65536)
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        """The terminal window closes: the kernel hangs the terminal up and sends SIGHUP
+        to its session's leader. (The reader stops first: a read in progress would keep
+        the master open.)"""
+        self._stop.set()
+        self._thread.join()
+        os.close(self.master)
+
+
+def test_row10c_closed_terminal_sighup_goes_down_like_ctrl_c(cli: Cli, tmp_path: Any) -> None:
+    scenario = Scenario.create(
+        cli, tmp_path, "row10c-hup", {"app": service(instances=2, shutdown=BYE)}
+    )
+    attached, master = _attached_in_a_terminal(scenario)
+    screen = _Screen(master)
+    try:
+        _running(scenario)
+        supervisor = _supervisor_pid(scenario)
+        wait_until(lambda: b"running" in screen.seen, 30, "the live table on the terminal")
+        screen.close()
+        attached.send_signal(signal.SIGHUP)  # the shell's, passed on: not a second Ctrl-C
+        attached.wait(240)
+    finally:
+        _finish(attached, 30)
+    assert attached.returncode == 0
+    down_requested = [r for r in scenario.journal() if r["kind"] == "DownRequested"]
+    assert len(down_requested) == 1, down_requested  # one graceful down, never forced
+    _went_down_gracefully(scenario, supervisor)
+    scenario.audit()
+
+
+# ---- row 10d: the supervisor of `up -d` gets SIGHUP, then SIGTERM -----------------------
+
+
+def test_row10d_supervisor_ignores_sighup_and_goes_down_on_sigterm(cli: Cli, tmp_path: Any) -> None:
+    scenario = Scenario.create(cli, tmp_path, "row10d", {"app": service(instances=1, shutdown=BYE)})
+    up = scenario.up()
+    assert up.returncode == 0, up.stdout + up.stderr
+    supervisor = _supervisor_pid(scenario)
+    os.kill(supervisor, signal.SIGHUP)
+    # Sent after it, SIGTERM is handled after it: had SIGHUP meant anything, the down
+    # would say so (or the supervisor would be gone without one).
+    os.kill(supervisor, signal.SIGTERM)
+    wait_until(lambda: _gone(supervisor), 240, "the supervisor to go down")
+    requested = [r for r in scenario.journal() if r["kind"] == "DownRequested"]
+    assert [r["reason"] for r in requested] == ["signal SIGTERM"], requested
+    _went_down_gracefully(scenario, supervisor)
+    down = scenario.down()  # nothing left to release; says so and exits 0
+    assert down.returncode == 0 and "everything released" in down.stdout, down.stdout
+    scenario.audit()
