@@ -86,6 +86,9 @@ def _went_down_gracefully(scenario: Scenario, supervisor: int) -> None:
     assert "DownTimedOut" not in kinds, kinds
     stopped = [r for r in records if r["kind"] == "DeploymentStopped"]
     assert stopped and stopped[-1]["clean"] is True, stopped
+    # Not a forced down: nothing was left for recovery (cli's finish_down) to release.
+    assert not stopped[-1].get("recovered"), stopped
+    assert not [r for r in records if r.get("reason") == "recovery"], records[-10:]
     assert "| bye" in scenario.cli.ok("logs", "-n", scenario.name).stdout  # shutdown ran
     assert _gone(supervisor)
     status = scenario.status()
@@ -193,7 +196,10 @@ def test_row10c_closed_terminal_sighup_goes_down_like_ctrl_c(cli: Cli, tmp_path:
         supervisor = _supervisor_pid(scenario)
         wait_until(lambda: b"running" in screen.seen, 30, "the live table on the terminal")
         screen.close()
-        attached.send_signal(signal.SIGHUP)  # the shell's, passed on: not a second Ctrl-C
+        scenario.wait_for_record("down requested", lambda r: r["kind"] == "DownRequested", 60)
+        # The shell's SIGHUP passed on, or the kernel's when the session leader exits:
+        # during the down, and no second Ctrl-C (that would force it).
+        attached.send_signal(signal.SIGHUP)
         attached.wait(240)
     finally:
         _finish(attached, 30)
