@@ -74,3 +74,5 @@ def main() -> None:
         sys.exit(error.exit_code)
     except KeyboardInterrupt as interrupt:
         sys.exit(signals.exit_code(interrupt))  # 130 for Ctrl-C, 143 SIGTERM, 129 SIGHUP
+    except SystemExit as end:  # typer's exit 130 for any interrupt: which signal was it?
+        sys.exit(signals.exit_status(end))

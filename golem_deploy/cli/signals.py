@@ -10,7 +10,9 @@ down gracefully and a second Ctrl-C forces it, `logs -f` and `status --watch` en
 tested path, with no second copy of it:
 
 - `Interrupted` (a KeyboardInterrupt) carries the signal, so a command that exits because
-  of it exits 128 + the signal's number (143, 129) where Ctrl-C exits 130 (`exit_code`).
+  of it exits 128 + the signal's number (143, 129) where Ctrl-C exits 130: typer (and the
+  commands themselves) turn an interrupt into exit 130, and `exit_status` finds the
+  signal behind that 130.
 - SIGHUP counts once. A closing terminal can deliver it more than once (the shell passes
   its own SIGHUP on to its jobs, the kernel signals the foreground group when the session
   leader exits), and a repeat must not turn attached `up`'s graceful down into a forced
@@ -19,6 +21,9 @@ tested path, with no second copy of it:
   printing its progress. Writes to a lost terminal are sent to /dev/null instead, and the
   first such failure counts as the terminal's SIGHUP (it may come before the signal).
 - A signal the command was started with ignored (`nohup` ignores SIGHUP) stays ignored.
+- `down` is not cut short by a closed terminal (`carry_on_after_hangup`): the user asked
+  for everything to be released, and a terminal window closing is no change of mind. Its
+  SIGHUP only sends the rest of the output to /dev/null; SIGTERM and Ctrl-C still stop it.
 
 The supervisor is a separate process with its own rules (supervisor/daemon.py).
 """
@@ -32,7 +37,7 @@ import sys
 from types import FrameType
 from typing import TextIO
 
-__all__ = ["Interrupted", "exit_code", "install"]
+__all__ = ["Interrupted", "carry_on_after_hangup", "exit_code", "exit_status", "install"]
 
 _MAPPED = (signal.SIGTERM, signal.SIGHUP)
 
@@ -50,6 +55,18 @@ def exit_code(interrupt: KeyboardInterrupt) -> int:
     return 128 + (interrupt.signum if isinstance(interrupt, Interrupted) else signal.SIGINT)
 
 
+def exit_status(end: SystemExit) -> int | str | None:
+    """The status to exit with: 128 + the signal when `end` is the exit 130 an `Interrupted`
+    led to (typer raises it from the interrupt; a command raises it while handling one),
+    else `end`'s own."""
+    error: BaseException | None = end
+    while end.code == 130 and error is not None:
+        if isinstance(error, Interrupted):
+            return exit_code(error)
+        error = error.__cause__ or error.__context__
+    return end.code
+
+
 def install() -> None:
     """Map SIGTERM and SIGHUP to `Interrupted` and guard a terminal's outputs (main thread,
     once, before the command runs)."""
@@ -62,17 +79,24 @@ def install() -> None:
             setattr(sys, name, _TerminalStream(stream))
 
 
+def carry_on_after_hangup() -> None:
+    """From now on SIGHUP does not interrupt: the command finishes, writing to /dev/null
+    once its terminal is gone (main thread; after `install`)."""
+    if signal.getsignal(signal.SIGHUP) is _interrupt:
+        signal.signal(signal.SIGHUP, _carry_on)
+
+
+def _carry_on(_signum: int, _frame: FrameType | None) -> None:
+    _drop_lost_terminal()
+
+
 def _interrupt(signum: int, _frame: FrameType | None) -> None:
     _drop_lost_terminal()
     if signum == signal.SIGHUP:
-        # Counted once. A handler that does nothing, not SIG_IGN: an ignored signal would
-        # stay ignored in every program started from here on.
-        signal.signal(signal.SIGHUP, _already_hung_up)
+        # Counted once: a repeat only redirects output. A handler, not SIG_IGN: an ignored
+        # signal would stay ignored in every program started from here on.
+        signal.signal(signal.SIGHUP, _carry_on)
     raise Interrupted(signum)
-
-
-def _already_hung_up(_signum: int, _frame: FrameType | None) -> None:
-    """A repeated SIGHUP: the terminal is already gone and the command already knows."""
 
 
 def _drop_lost_terminal() -> None:

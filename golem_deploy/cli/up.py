@@ -30,7 +30,6 @@ from golem_deploy.cli.common import (
     parse_duration,
     snapshot,
 )
-from golem_deploy.cli.signals import exit_code
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -140,21 +139,21 @@ def up(
     )
     try:
         control.wait_for_socket(process, deployment)
-    except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM / SIGHUP (cli/signals.py)
+    except KeyboardInterrupt:
         # Not even answering yet: SIGTERM is its graceful down (or, this early, its end).
         process.terminate()
         process.wait()
         finish_down(deployment, console())
-        raise typer.Exit(exit_code(interrupt)) from None
+        raise typer.Exit(130) from None
     if detach:
         try:
             _up_detached(deployment, wait)
-        except KeyboardInterrupt as interrupt:
+        except KeyboardInterrupt:
             console(stderr=True).print(
                 f"stopped waiting; deployment {deployment.name} keeps starting "
                 f"(`golem-deploy down -n {deployment.name}` stops it)"
             )
-            raise typer.Exit(exit_code(interrupt)) from None
+            raise typer.Exit(130) from None
     else:
         _live(deployment)
 

@@ -7,8 +7,10 @@ besides Ctrl-C (row 10a) -- `kill PID`, a container or systemd stop, a cancelled
   SIGHUP comes from the kernel, by closing the pseudo-terminal `up` runs in (its
   controlling terminal), plus the one a shell passes on to its jobs -- a second SIGHUP that
   must not force the down. `logs -f` and `status --watch` end quietly on SIGTERM.
-- 10d: the supervisor of `up -d` lives in its own session (a closing terminal never
+- 10d: `up -d` SIGTERMed while it waits stops waiting (exit 143) and the deployment
+  keeps starting; its supervisor lives in its own session (a closing terminal never
   signals it), ignores SIGHUP, and takes SIGTERM as a graceful down.
+- 10e: `down` in a terminal that closes under it finishes all the same.
 
 Each row ends with `Scenario.audit()` (_harness.py): no process of ours, nothing held,
 every agreement Terminated in the requestor yagna's own records.
@@ -131,9 +133,9 @@ def test_row10c_sigterm_to_attached_up_goes_down_like_ctrl_c(cli: Cli, tmp_path:
     scenario.audit()
 
 
-def _attached_in_a_terminal(scenario: Scenario) -> tuple[subprocess.Popen[str], int]:
-    """Attached `up` in a pseudo-terminal that is its controlling terminal, as a shell in a
-    terminal window starts it; the terminal's master end is returned."""
+def _in_a_terminal(*args: str, cli: Cli) -> tuple[subprocess.Popen[str], int]:
+    """`golem-deploy ARGS` in a pseudo-terminal that is its controlling terminal, as a
+    shell in a terminal window starts it; the terminal's master end is returned."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, b"\x00\x28\x00\x78\x00\x00\x00\x00")  # 40x120
 
@@ -141,9 +143,9 @@ def _attached_in_a_terminal(scenario: Scenario) -> tuple[subprocess.Popen[str], 
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # after setsid: the pty becomes its terminal
 
-    env = {k: v for k, v in scenario.cli.env.items() if k not in ("NO_COLOR", "COLUMNS")}
+    env = {k: v for k, v in cli.env.items() if k not in ("NO_COLOR", "COLUMNS")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "golem_deploy", *scenario.up_args()],
+        [sys.executable, "-m", "golem_deploy", *args],
         env={**env, "TERM": "xterm-256color"},
         stdin=slave,
         stdout=slave,
@@ -189,7 +191,7 @@ def test_row10c_closed_terminal_sighup_goes_down_like_ctrl_c(cli: Cli, tmp_path:
     scenario = Scenario.create(
         cli, tmp_path, "row10c-hup", {"app": service(instances=2, shutdown=BYE)}
     )
-    attached, master = _attached_in_a_terminal(scenario)
+    attached, master = _in_a_terminal(*scenario.up_args(), cli=cli)
     screen = _Screen(master)
     try:
         _running(scenario)
@@ -210,13 +212,53 @@ def test_row10c_closed_terminal_sighup_goes_down_like_ctrl_c(cli: Cli, tmp_path:
     scenario.audit()
 
 
+# ---- row 10e: the terminal `down` runs in is closed ----------------------------------------
+
+
+def test_row10e_down_in_a_closed_terminal_finishes(cli: Cli, tmp_path: Any) -> None:
+    slow_bye = [["/bin/sleep", "4"], ["/bin/echo", "bye"]]  # the down outlasts the terminal
+    scenario = Scenario.create(
+        cli, tmp_path, "row10e", {"app": service(instances=1, shutdown=slow_bye)}
+    )
+    up = scenario.up()
+    assert up.returncode == 0, up.stdout + up.stderr
+    supervisor = _supervisor_pid(scenario)
+    down, master = _in_a_terminal("down", "-n", scenario.name, cli=cli)
+    screen = _Screen(master)
+    try:
+        scenario.wait_for_record("down requested", lambda r: r["kind"] == "DownRequested", 60)
+        assert down.poll() is None  # still going down (its shutdown step sleeps)
+        screen.close()  # the kernel sends `down` SIGHUP
+        down.wait(240)
+    finally:
+        _finish(down, 30)
+    assert down.returncode == 0  # finished, not cut short (129)
+    _went_down_gracefully(scenario, supervisor)
+    scenario.audit()
+
+
 # ---- row 10d: the supervisor of `up -d` gets SIGHUP, then SIGTERM -----------------------
 
 
 def test_row10d_supervisor_ignores_sighup_and_goes_down_on_sigterm(cli: Cli, tmp_path: Any) -> None:
-    scenario = Scenario.create(cli, tmp_path, "row10d", {"app": service(instances=1, shutdown=BYE)})
-    up = scenario.up()
-    assert up.returncode == 0, up.stdout + up.stderr
+    slow = {f"local-provider-{k}": {"slow_start": "5s"} for k in (1, 2, 3)}
+    scenario = Scenario.create(
+        cli, tmp_path, "row10d", {"app": service(instances=1, shutdown=BYE)}, faults=slow
+    )
+    # `up -d` SIGTERMed while it waits (the start takes 5 s more): it stops waiting, the
+    # deployment keeps starting.
+    waiting = scenario.popen_up("-d", "--timeout", "3m")
+    try:
+        scenario.wait_for_record("a start", lambda r: r["kind"] == "ActivityCreated", 120)
+        assert _handles_sigterm(waiting)
+        waiting.send_signal(signal.SIGTERM)
+        waiting.wait(60)
+    finally:
+        _out, err = _finish(waiting, 30)
+    assert waiting.returncode == 143, err
+    assert "stopped waiting" in err and "keeps starting" in err, err
+    assert "Traceback" not in err, err
+    _running(scenario)
     supervisor = _supervisor_pid(scenario)
     os.kill(supervisor, signal.SIGHUP)
     # Sent after it, SIGTERM is handled after it: had SIGHUP meant anything, the down

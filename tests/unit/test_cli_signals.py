@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+import typer
 
 from golem_deploy.cli import signals
 
@@ -34,6 +35,8 @@ CHILD = textwrap.dedent(
     wanted = int(sys.argv[2])
     write = sys.argv[3] == "write"
     signals.install()
+    if sys.argv[4] == "carry-on":
+        signals.carry_on_after_hangup()
     seen = 0
     ready = b"ready\\n"
     while seen < wanted:
@@ -58,7 +61,12 @@ CHILD = textwrap.dedent(
 
 @contextmanager
 def _child(
-    reports: int, *, write: bool = False, stdio: int | None = None, ignore_hup: bool = False
+    reports: int,
+    *,
+    write: bool = False,
+    stdio: int | None = None,
+    ignore_hup: bool = False,
+    carry_on: bool = False,
 ) -> Iterator[tuple[subprocess.Popen[bytes], Iterator[str]]]:
     read_end, write_end = os.pipe()
 
@@ -67,7 +75,15 @@ def _child(
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     process = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(write_end), str(reports), "write" if write else "-"],
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            str(write_end),
+            str(reports),
+            "write" if write else "-",
+            "carry-on" if carry_on else "-",
+        ],
         pass_fds=(write_end,),
         stdin=subprocess.DEVNULL,
         stdout=stdio if stdio is not None else subprocess.DEVNULL,
@@ -106,6 +122,35 @@ def test_exit_codes() -> None:
     assert signals.exit_code(signals.Interrupted(signal.SIGHUP)) == 129
 
 
+def _typer_exit(interrupt: KeyboardInterrupt, code: int = 130, *, hide: bool = False) -> SystemExit:
+    """The SystemExit typer ends with when a command raised `interrupt` (typer: `raise
+    Exit(130) from e`, then `sys.exit(130)` while handling that; a command of ours raises
+    `typer.Exit(130) from None` in its `except KeyboardInterrupt`, `hide`)."""
+    try:
+        try:
+            try:
+                raise interrupt
+            except KeyboardInterrupt as error:
+                if hide:
+                    raise typer.Exit(code) from None
+                raise typer.Exit(code) from error
+        except typer.Exit as exit_:
+            sys.exit(exit_.exit_code)
+    except SystemExit as end:
+        return end
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("hide", [False, True])
+def test_typers_exit_130_tells_which_signal_it_was(hide: bool) -> None:
+    sigterm, sighup = signals.Interrupted(signal.SIGTERM), signals.Interrupted(signal.SIGHUP)
+    assert signals.exit_status(_typer_exit(sigterm, hide=hide)) == 143
+    assert signals.exit_status(_typer_exit(sighup, hide=hide)) == 129
+    assert signals.exit_status(_typer_exit(KeyboardInterrupt(), hide=hide)) == 130  # Ctrl-C
+    assert signals.exit_status(_typer_exit(sigterm, 0, hide=hide)) == 0  # handled: exit 0
+    assert signals.exit_status(SystemExit(1)) == 1
+
+
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_a_signal_arrives_as_ctrl_c_would(signum: int, code: int) -> None:
     with _child(1) as (process, reports):
@@ -130,6 +175,15 @@ def test_sighup_counts_once_and_sigterm_after_it_still_interrupts() -> None:
 def test_sighup_ignored_at_start_stays_ignored() -> None:
     """As `nohup golem-deploy up …` starts it: the user asked to survive the terminal."""
     with _child(1, ignore_hup=True) as (process, reports):
+        process.send_signal(signal.SIGHUP)
+        process.send_signal(signal.SIGTERM)
+        assert next(reports).startswith("Interrupted 143 ")
+        assert process.wait(30) == 0
+
+
+def test_after_carry_on_after_hangup_sighup_no_longer_interrupts() -> None:
+    """`down`: a closed terminal must not cut it short; SIGTERM still does."""
+    with _child(1, carry_on=True) as (process, reports):
         process.send_signal(signal.SIGHUP)
         process.send_signal(signal.SIGTERM)
         assert next(reports).startswith("Interrupted 143 ")
