@@ -20,6 +20,9 @@ tested path, with no second copy of it:
 - A closed terminal fails every write with EIO, and a graceful down goes on for seconds,
   printing its progress. Writes to a lost terminal are sent to /dev/null instead, and the
   first such failure counts as the terminal's SIGHUP (it may come before the signal).
+- An attached `up` without a terminal prints through `say`: when nobody reads its output
+  any more (`up | tee log`, the tee ended with the terminal or the CI job), the rest goes
+  to /dev/null instead of ending `up` with BrokenPipeError before its down is done.
 - A signal the command was started with ignored (`nohup` ignores SIGHUP) stays ignored.
 - `down` is not cut short by a closed terminal (`carry_on_after_hangup`): the user asked
   for everything to be released, and a terminal window closing is no change of mind. Its
@@ -37,7 +40,14 @@ import sys
 from types import FrameType
 from typing import TextIO
 
-__all__ = ["Interrupted", "carry_on_after_hangup", "exit_code", "exit_status", "install"]
+__all__ = [
+    "Interrupted",
+    "carry_on_after_hangup",
+    "exit_code",
+    "exit_status",
+    "install",
+    "say",
+]
 
 _MAPPED = (signal.SIGTERM, signal.SIGHUP)
 
@@ -113,6 +123,16 @@ def _drop_lost_terminal() -> None:
             null = os.open(os.devnull, os.O_WRONLY)
             os.dup2(null, fd)
             os.close(null)
+
+
+def say(text: str) -> None:
+    """print() a line to stdout; once nobody reads it (a broken pipe), to /dev/null."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
 
 
 class _TerminalStream:

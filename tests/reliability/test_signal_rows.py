@@ -133,6 +133,33 @@ def test_row10c_sigterm_to_attached_up_goes_down_like_ctrl_c(cli: Cli, tmp_path:
     scenario.audit()
 
 
+def test_row10c_sigterm_when_nobody_reads_the_output_still_goes_down(
+    cli: Cli, tmp_path: Any
+) -> None:
+    """`up | tee log` in a CI job that is cancelled: tee ends first, so every line `up`
+    prints from then on meets a broken pipe; the down must still happen in full."""
+    scenario = Scenario.create(
+        cli, tmp_path, "row10c-pipe", {"app": service(instances=1, shutdown=BYE)}
+    )
+    attached = scenario.popen_up()
+    try:
+        _running(scenario)
+        supervisor = _supervisor_pid(scenario)
+        assert attached.stdout is not None
+        attached.stdout.close()  # the reader is gone
+        attached.send_signal(signal.SIGTERM)
+        attached.wait(240)
+    finally:
+        if attached.poll() is None:
+            attached.kill()
+            attached.wait()
+        err = attached.stderr.read() if attached.stderr else ""
+    assert attached.returncode == 0, err
+    assert "Traceback" not in err, err
+    _went_down_gracefully(scenario, supervisor)
+    scenario.audit()
+
+
 def _in_a_terminal(*args: str, cli: Cli) -> tuple[subprocess.Popen[str], int]:
     """`golem-deploy ARGS` in a pseudo-terminal that is its controlling terminal, as a
     shell in a terminal window starts it; the terminal's master end is returned."""
