@@ -28,7 +28,7 @@ import sys
 import termios
 import threading
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from _cli_helpers import REPO, Cli, wait_until
@@ -55,6 +55,16 @@ def _finish(process: subprocess.Popen[str], timeout: float = 240) -> tuple[str, 
     return out, err
 
 
+def _first_line(stream: IO[str] | None, what: str) -> str:
+    """The first line a command printed (bounded wait): it comes from the command's loop,
+    where an interrupt is handled."""
+    assert stream is not None
+    ready, _, _ = select.select([stream], [], [], 120)
+    line = stream.readline() if ready else ""
+    assert line, f"{what} printed nothing"
+    return line
+
+
 def _supervisor_pid(scenario: Scenario) -> int:
     pid = scenario.cli.supervisor_pid(scenario.name)
     # Its own session: a terminal's SIGHUP goes to the session it controls, never here.
@@ -68,15 +78,6 @@ def _gone(pid: int) -> bool:
         return "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()
     except FileNotFoundError:
         return True
-
-
-def _handles_sigterm(process: subprocess.Popen[str]) -> bool:
-    """The command got as far as installing its handler (cli/signals.py): SigCgt has it.
-    Before that, Python's default action would end it at once, as for any program."""
-    for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
-        if line.startswith("SigCgt:"):
-            return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
-    return False
 
 
 def _went_down_gracefully(scenario: Scenario, supervisor: int) -> None:
@@ -106,20 +107,10 @@ def test_row10c_sigterm_to_attached_up_goes_down_like_ctrl_c(cli: Cli, tmp_path:
     )
     attached = scenario.popen_up()  # no terminal: plain lines
     try:
+        _first_line(attached.stdout, "up")
         _running(scenario)
         supervisor = _supervisor_pid(scenario)
-        # The followers a user may have open in other terminals end quietly on SIGTERM.
-        followers = [
-            cli.popen(*args, "-n", scenario.name, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            for args in (["logs", "-f"], ["status", "--watch"])
-        ]
-        for follower in followers:
-            wait_until(lambda f=follower: _handles_sigterm(f), 60, "the follower to start")
-            follower.send_signal(signal.SIGTERM)
-        for follower in followers:
-            _out, err = _finish(follower, 60)
-            assert follower.returncode == 0, err
-            assert "Traceback" not in err, err
+        _followers_end_quietly(scenario)
         attached.send_signal(signal.SIGTERM)
         attached.wait(240)
     finally:
@@ -143,6 +134,7 @@ def test_row10c_sigterm_when_nobody_reads_the_output_still_goes_down(
     )
     attached = scenario.popen_up()
     try:
+        _first_line(attached.stdout, "up")
         _running(scenario)
         supervisor = _supervisor_pid(scenario)
         assert attached.stdout is not None
@@ -158,6 +150,30 @@ def test_row10c_sigterm_when_nobody_reads_the_output_still_goes_down(
     assert "Traceback" not in err, err
     _went_down_gracefully(scenario, supervisor)
     scenario.audit()
+
+
+def _followers_end_quietly(scenario: Scenario) -> None:
+    """What a user may have open in other terminals ends quietly on SIGTERM, once it
+    follows (before that, SIGTERM ends it as Ctrl-C would: exit 143 / 130)."""
+    logs = scenario.cli.popen(
+        "logs", "-f", "-n", scenario.name, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    watch, master = _in_a_terminal("status", "--watch", "-n", scenario.name, cli=scenario.cli)
+    screen = _Screen(master)
+    try:
+        _first_line(logs.stdout, "logs -f")
+        wait_until(lambda: b"INSTANCE" in screen.seen, 60, "the status --watch table")
+        for follower in (logs, watch):
+            follower.send_signal(signal.SIGTERM)
+            follower.wait(60)
+    finally:
+        _out, err = _finish(logs, 30)
+        _finish(watch, 30)
+        screen.close()
+    assert logs.returncode == 0, err
+    assert "Traceback" not in err, err
+    assert watch.returncode == 0, screen.seen[-2000:]
+    assert b"Traceback" not in screen.seen, screen.seen[-2000:]
 
 
 def _in_a_terminal(*args: str, cli: Cli) -> tuple[subprocess.Popen[str], int]:
@@ -272,12 +288,12 @@ def test_row10d_supervisor_ignores_sighup_and_goes_down_on_sigterm(cli: Cli, tmp
     scenario = Scenario.create(
         cli, tmp_path, "row10d", {"app": service(instances=1, shutdown=BYE)}, faults=slow
     )
-    # `up -d` SIGTERMed while it waits (the start takes 5 s more): it stops waiting, the
-    # deployment keeps starting.
+    # `up -d` SIGTERMed while it waits (the start takes 5 s at least): it stops waiting,
+    # the deployment keeps starting.
     waiting = scenario.popen_up("-d", "--timeout", "3m")
     try:
-        scenario.wait_for_record("a start", lambda r: r["kind"] == "ActivityCreated", 120)
-        assert _handles_sigterm(waiting)
+        first = _first_line(waiting.stderr, "up -d")
+        assert first.startswith("row10d: "), first  # "row10d: 0/1 running": it waits
         waiting.send_signal(signal.SIGTERM)
         waiting.wait(60)
     finally:
