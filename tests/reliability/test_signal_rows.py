@@ -152,6 +152,33 @@ def test_row10c_sigterm_when_nobody_reads_the_output_still_goes_down(
     scenario.audit()
 
 
+def test_row10c_a_second_sigterm_forces_like_a_second_ctrl_c(cli: Cli, tmp_path: Any) -> None:
+    """SIGTERM, then SIGTERM again while the shutdown step still runs: the supervisor is
+    killed and `up` releases what its journal lists, as after a second Ctrl-C."""
+    hang = [["/bin/sleep", "600"]]  # a shutdown step only forcing ends
+    scenario = Scenario.create(
+        cli, tmp_path, "row10c-force", {"app": service(instances=1, shutdown=hang)}
+    )
+    attached = scenario.popen_up()
+    try:
+        _first_line(attached.stdout, "up")
+        _running(scenario)
+        supervisor = _supervisor_pid(scenario)
+        attached.send_signal(signal.SIGTERM)
+        scenario.wait_for_record("down requested", lambda r: r["kind"] == "DownRequested", 60)
+        attached.send_signal(signal.SIGTERM)
+        attached.wait(240)
+    finally:
+        out, err = _finish(attached, 30)
+    assert attached.returncode == 0, out + err
+    assert "everything released" in out, out
+    assert "Traceback" not in err, err
+    assert _gone(supervisor)
+    stopped = [r for r in scenario.journal() if r["kind"] == "DeploymentStopped"]
+    assert stopped and stopped[-1].get("recovered") is True, stopped  # forced, then recovered
+    scenario.audit()
+
+
 def _followers_end_quietly(scenario: Scenario) -> None:
     """What a user may have open in other terminals ends quietly on SIGTERM, once it
     follows (before that, SIGTERM ends it as Ctrl-C would: exit 143 / 130)."""
