@@ -1,12 +1,13 @@
-"""Fault matrix rows 10c and 10d: the signals a deployment's processes get from the world
+"""Fault matrix rows 10c-10e: the signals a deployment's processes get from the world
 besides Ctrl-C (row 10a) -- `kill PID`, a container or systemd stop, a cancelled CI job
 (SIGTERM), a closed terminal (SIGHUP).
 
 - 10c: attached `up` must go down as Ctrl-C does: a graceful down (shutdown steps run,
-  agreements terminated, invoices settled), then exit 0. SIGTERM is sent as `kill` does;
-  SIGHUP comes from the kernel, by closing the pseudo-terminal `up` runs in (its
-  controlling terminal), plus the one a shell passes on to its jobs -- a second SIGHUP that
-  must not force the down. `logs -f` and `status --watch` end quietly on SIGTERM.
+  agreements terminated, invoices settled), then exit 0. SIGTERM is sent as `kill` does,
+  also after the reader of `up`'s output went away; SIGHUP comes from the kernel, by
+  closing the pseudo-terminal `up` runs in (its controlling terminal), plus the one a
+  shell passes on to its jobs -- a second SIGHUP that must not force the down, where a
+  second SIGTERM does, as a second Ctrl-C. `logs -f` and `status --watch` end quietly.
 - 10d: `up -d` SIGTERMed while it waits stops waiting (exit 143) and the deployment
   keeps starting; its supervisor lives in its own session (a closing terminal never
   signals it), ignores SIGHUP, and takes SIGTERM as a graceful down.
