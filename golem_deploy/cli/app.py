@@ -56,6 +56,9 @@ _register_commands()
 
 def main() -> None:
     """Console entry point: run the app, mapping our typed errors to one clean message."""
+    from golem_deploy.cli import signals
+
+    signals.install()  # SIGTERM and SIGHUP take Ctrl-C's path (cli/signals.py)
     try:
         app()
     except GolemDeployError as error:
@@ -69,5 +72,7 @@ def main() -> None:
         message = Text.assemble(("error:", "bold red"), " ", str(error))
         Console(stderr=True).print(message, highlight=False, soft_wrap=True)
         sys.exit(error.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    except KeyboardInterrupt as interrupt:
+        sys.exit(signals.exit_code(interrupt))  # 130 for Ctrl-C, 143 SIGTERM, 129 SIGHUP
+    except SystemExit as end:  # typer's exit 130 for any interrupt: which signal was it?
+        sys.exit(signals.exit_status(end))

@@ -34,8 +34,10 @@ def down(
     ] = False,
 ) -> None:
     """Stop a deployment and release everything it holds (exit 0 when all is released)."""
+    from golem_deploy.cli.signals import carry_on_after_hangup
     from golem_deploy.supervisor import control
 
+    carry_on_after_hangup()  # a closed terminal does not cut a `down` short
     limit = parse_duration(timeout, "--timeout")
     deployment = target(name, file)
     out = console()

@@ -3,6 +3,8 @@ it to run (`-d`).
 
 Attached, the live table runs until Ctrl-C, which asks the supervisor for a graceful down
 (a second Ctrl-C forces it); what the supervisor leaves held is released from its journal.
+SIGTERM and SIGHUP arrive here as Ctrl-C does (cli/signals.py), so `kill PID` or a closed
+terminal takes the same path (a repeated SIGHUP is not a second Ctrl-C).
 """
 
 from __future__ import annotations
@@ -287,7 +289,9 @@ def _live(deployment: DeploymentDir) -> None:
 def _attached_plain(
     deployment: DeploymentDir, plain_lines: Callable[[DeploymentSnapshot], list[str]]
 ) -> None:
-    """Attached `up` without a terminal: print the snapshot whenever it changes."""
+    """Attached `up` without a terminal: print the snapshot whenever it changes (and go on
+    when nobody reads it any more: signals.say)."""
+    from golem_deploy.cli.signals import say
     from golem_deploy.supervisor import control
 
     interrupts = 0
@@ -298,15 +302,15 @@ def _attached_plain(
                 lines = plain_lines(snapshot(deployment))
                 comparable = [re.sub(r" up=\S+| expires=\S+", "", line) for line in lines]
                 if comparable != last:
-                    print("\n".join(lines), flush=True)
+                    say("\n".join(lines))
                     last = comparable
                 time.sleep(REFRESH)
             break
         except KeyboardInterrupt:
             interrupts += 1
             if interrupts == 1:
-                print("going down… (Ctrl-C again to force)", flush=True)
                 control.request_down(deployment, DEFAULT_DOWN_TIMEOUT)
+                say("going down… (Ctrl-C again to force)")
             else:
                 control.kill(deployment)
                 break

@@ -288,6 +288,10 @@ class Supervisor:
                 tg.cancel_scope.cancel()
 
     async def _watch_signals(self) -> None:
+        """SIGTERM or SIGINT: a graceful down; a later one changes nothing (the first is
+        being served; `down --force` forces). SIGHUP: nothing. The supervisor runs in its
+        own session, with no terminal, so that a deployment outlives the terminal that
+        started it (README "Signals"; fault-matrix row 10d)."""
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
                 if signum == signal.SIGHUP:
