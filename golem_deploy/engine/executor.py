@@ -161,17 +161,12 @@ class ScriptExecutor:
                 await self._check_gone(activity_id, e)
         streamed: dict[int, dict[str, str]] = {}
         started: set[int] = set()  # the commands whose CommandStarted was emitted
-        stream_opened, stream_done = anyio.Event(), anyio.Event()
+        stream_done = anyio.Event()
         download = DownloadRate()
-        delay = stream_delay([s.command for s in steps], t.stream_after)
 
         async def stream() -> None:
-            """Live output over SSE; best effort (the poll below is authoritative). After
-            `delay`, unless the batch finished first (then it is never opened)."""
+            """Live output over SSE; best effort (the poll below is authoritative)."""
             try:
-                if delay:
-                    await anyio.sleep(delay)
-                stream_opened.set()
                 async for rt in client.stream_exec(activity_id, batch_id):
                     if rt.batch_id != batch_id or not 0 <= rt.index < len(steps):
                         continue
@@ -197,8 +192,9 @@ class ScriptExecutor:
 
         results: list[ExeResult] = []
         try:
+            delay = stream_delay([s.command for s in steps], t.stream_after)
             results = await self._poll(
-                client, activity_id, batch_id, steps, stream, (stream_opened, stream_done)
+                client, activity_id, batch_id, steps, (stream, stream_done, delay)
             )
         except BaseExceptionGroup as group:
             # The task group wraps what the poll raised (ProviderGone, a YagnaError): the
@@ -235,20 +231,29 @@ class ScriptExecutor:
         activity_id: str,
         batch_id: str,
         steps: list[_Step],
-        stream: Callable[[], Coroutine[Any, Any, None]],
-        stream_events: tuple[anyio.Event, anyio.Event],
+        output: tuple[Callable[[], Coroutine[Any, Any, None]], anyio.Event, float],
     ) -> list[ExeResult]:
-        """Poll the batch's results (while `stream` relays its output) until it finished.
-        `stream_events`: set when the stream was opened, and when it ended."""
+        """Poll the batch's results until it finished, while `stream` relays its output
+        (until `stream_done`). The stream is started `delay` seconds after the batch
+        (batch_output.py): the results' first long poll lasts that long at most, so a batch
+        done sooner never starts it, and one still running starts it then."""
         t = self.timings
-        stream_opened, stream_done = stream_events
+        stream, stream_done, delay = output
         results: list[ExeResult] = []
+        began, streaming = anyio.current_time(), False
         async with anyio.create_task_group() as tg:
-            tg.start_soon(stream)
             failures = 0
             while True:
+                wait = t.exec_poll
+                if not streaming:
+                    left = delay - (anyio.current_time() - began)
+                    if left > 0:
+                        wait = min(wait, left)
+                    else:
+                        tg.start_soon(stream)
+                        streaming = True
                 try:
-                    results = await client.exec_results(activity_id, batch_id, timeout=t.exec_poll)
+                    results = await client.exec_results(activity_id, batch_id, timeout=wait)
                     self.saw_answer(activity_id)
                     failures = 0
                 except YagnaError as e:
@@ -273,7 +278,7 @@ class ScriptExecutor:
             # "finished". (Waiting for output from every command instead cost a full 0.5 s
             # per batch whenever a command printed nothing, e.g. deploy and start.) A stream
             # never opened (a short batch of `run`s) has nothing to wait for.
-            if stream_opened.is_set():
+            if streaming:
                 with anyio.move_on_after(t.output_grace):
                     await stream_done.wait()
             tg.cancel_scope.cancel()

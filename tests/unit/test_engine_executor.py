@@ -195,7 +195,7 @@ async def test_an_exeunit_gone_after_the_commands_ahead_of_terminate_is_the_term
     assert [r.stdout for r in results] == ["bye\n", None]
 
 
-DEFERRED = Timings(retry_pause=0.0, output_grace=0.0, exec_poll=0.0, stream_after=0.01)
+DEFERRED = Timings(retry_pause=0.0, output_grace=0.0, exec_poll=5.0, stream_after=0.01)
 
 
 def told(events: list[ev.EngineEvent]) -> list[str]:
@@ -235,14 +235,24 @@ async def test_a_batch_still_running_after_stream_after_streams_its_output() -> 
     first = [RuntimeEvent("b1", 0, "started"), RuntimeEvent("b1", 0, "stdout", text="one\n")]
     client = Client([ok(0, "one\n"), ok(1, "two\n", last=True)], stream=first)
 
+    waits: list[float] = []
+
     async def when_streamed(activity_id: str, batch_id: str, *, timeout: float = 5.0) -> Any:
-        await client.opened.wait()  # the batch is still running when the stream opens
         client.calls.append("results")
+        waits.append(timeout)
+        if len(waits) == 1:
+            await anyio.sleep(timeout)  # yagna's long poll: nothing finished in that time
+            return []
+        await client.opened.wait()  # still running when the stream opens
         return client.results
 
     client.exec_results = when_streamed  # type: ignore[method-assign]
     await executor(client, events, DEFERRED).execute("a1", script())
-    assert client.calls == ["exec", "stream", "results"]
+    # the stream is started when the first poll comes back unfinished, beside the second
+    assert client.calls[:2] == ["exec", "results"]
+    assert sorted(client.calls[2:]) == ["results", "stream"]
+    assert 0 < waits[0] <= DEFERRED.stream_after  # the first poll lasts until the stream is due
+    assert waits[1] == DEFERRED.exec_poll
     outputs = [e.text for e in events if isinstance(e, ev.CommandOutput)]
     assert outputs == ["one\n", "two\n"]  # "one" streamed, "two" from the results, once each
 
