@@ -37,8 +37,8 @@ Send = Callable[[lc.Event], None]
 
 #: A batch's results answered within this many of the watcher's pauses stand in for a state
 #: query. Two, not one: a step `every: 5s` comes back every 5 s *plus* its own run time,
-#: so with a window of one 5 s pause about every tenth look found no answer and asked
-#: (1-2 state queries a second at 100 instances). A lost activity is not noticed later for
+#: so with a window of one 5 s pause one look in five to ten found no answer and asked
+#: (2-4 state queries a second at 100 instances). A lost activity is not noticed later for
 #: it: the next batch finds it gone (the executor's ProviderGone), and an instance whose
 #: batches stop is asked again within two pauses.
 PROOF_LOOKS = 2
