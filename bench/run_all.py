@@ -150,6 +150,7 @@ def main() -> None:
         "supervisor_cpu_pct_100": sup["supervisor"]["cpu_pct"],
         "yagna_requestor_cpu_pct_100": sup["localnet"].get("requestor", {}).get("cpu_pct"),
         "yagna_provider_cpu_pct_100": sup["localnet"].get("provider", {}).get("cpu_pct"),
+        "yagna_requests_per_s_100": sup.get("yagna_requests_per_s"),
         "score_10000_offers_s": results["market"]["score_s"]["median"],
         "scale_10_to_100_s": results["scale_change"]["scale_10_to_100_s"]["median"],
         # The same 100 instances on 13 providers (full run only): the few providers' share.

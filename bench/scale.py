@@ -21,6 +21,7 @@ the CLI's last lines) and its deployment taken down; the next N is still tried.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -39,7 +40,7 @@ from _common import (
     providers_for,
     run_cli,
 )
-from supervisor_cost import network_pids, requests_in_logs, sample
+from supervisor_cost import ACCESS_LOG, network_pids, requests_in_logs, sample
 
 IDLE_MANIFEST = """\
 version: "1"
@@ -81,6 +82,7 @@ def main() -> None:
     parser.add_argument("--limit", type=float, default=300.0, help="seconds `up` may take")
     args = parser.parse_args()
     isolated = isolate()
+    os.environ.setdefault("GOLEM_DEPLOY_LOCALNET_RUST_LOG", ACCESS_LOG)  # requests counted
     count = providers_for(max(args.instances))
     result: dict[str, object] = {
         "isolated_netns": isolated,
@@ -110,7 +112,7 @@ def main() -> None:
                     wall = (ended - began).total_seconds()
                     run["supervisor"] = measured.pop("supervisor")
                     run["localnet"] = measured
-                    run["yagna_requests_per_s"] = round(served / wall, 1)
+                    run["yagna_requests_per_s"] = round(served.total() / wall, 1)
                 else:
                     run["error"] = tail
             finally:

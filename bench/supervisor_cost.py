@@ -18,7 +18,11 @@ up_ratio, down_ratio.
 machine's local network loses is replaced instead of failing the whole `up -d` (what made
 100-instance runs fail at load 20+); the replacements are counted in `restarts`.
 `yagna_requests_per_s` is what the requestor's yagna answered during the sampling window
-(its access log), nearly all of it the supervisor's requests.
+(its access log, which the local network keeps quiet unless told:
+GOLEM_DEPLOY_LOCALNET_RUST_LOG, set here), nearly all of it the supervisor's requests;
+`yagna_requests_by_kind` splits it by what was asked ("GET exec stream" is a batch's
+live-output stream, "GET exec results" its results long poll, "GET activity state" a
+watcher's look...), per second: a load-independent figure, unlike CPU %.
 
 `--debit-note-interval 5s` asks for debit notes that often (the manifest's
 `payment.debit_note_interval`); by default the interval is negotiated (the local providers
@@ -34,12 +38,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
 import shutil
 import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -64,12 +70,36 @@ from _yardstick import YagnaRoundTrip, alternate, python_pass_s, ratio
 
 #: An access-log line of yagna (actix-web): `[2026-12-02T02:55:39.381+0000 INFO
 #: actix_web::middleware::logger] 127.0.0.1 "GET /payment-api/v1/... HTTP/1.1" 200 ...`
-_ACCESS = re.compile(r"^\[(\S+) +INFO +actix_web::middleware::logger\]")
+_ACCESS = re.compile(
+    r'^\[(\S+) +INFO +actix_web::middleware::logger\] \S+ "(\w+) ([^ "?]*)(\?[^ "]*)? '
+)
+#: yagna's log level for the bench's local network: its default, plus actix's line for
+#: every request answered (what `requests_between` counts).
+ACCESS_LOG = "info,actix_web::middleware::logger=info,ya_vpn=warn"
+#: (method, path pattern, whether a query string, kind): the first that matches names it.
+_KINDS = [
+    ("POST", re.compile(r"/activity-api/v1/activity/[^/]+/exec$"), None, "POST exec"),
+    ("GET", re.compile(r"/activity-api/v1/activity/[^/]+/exec/[^/]+$"), True, "GET exec results"),
+    ("GET", re.compile(r"/activity-api/v1/activity/[^/]+/exec/[^/]+$"), False, "GET exec stream"),
+    ("GET", re.compile(r"/activity-api/v1/activity/[^/]+/state$"), None, "GET activity state"),
+    ("GET", re.compile(r"/payment-api/v1/debitNoteEvents$"), None, "GET debitNoteEvents"),
+    ("GET", re.compile(r"/payment-api/v1/invoiceEvents$"), None, "GET invoiceEvents"),
+    ("GET", re.compile(r"/market-api/v1/agreementEvents$"), None, "GET agreementEvents"),
+]
 
 
-def requests_between(log: Path, began: datetime, ended: datetime) -> int:
-    """Requests the yagna daemon writing `log` answered between the two times."""
-    count = 0
+def request_kind(method: str, path: str, query: bool) -> str:
+    """What a request of the access log asked, e.g. "GET exec stream" (else method + path
+    with its ids cut)."""
+    for want, pattern, with_query, kind in _KINDS:
+        if method == want and pattern.search(path) and with_query in (None, query):
+            return kind
+    return f"{method} {re.sub(r'/[0-9a-f-]{16,}', '/{id}', path)}"
+
+
+def requests_between(log: Path, began: datetime, ended: datetime) -> Counter[str]:
+    """Requests the yagna daemon writing `log` answered between the two times, by kind."""
+    count: Counter[str] = Counter()
     with log.open(errors="replace") as lines:
         for line in lines:
             match = _ACCESS.match(line)
@@ -77,15 +107,15 @@ def requests_between(log: Path, began: datetime, ended: datetime) -> int:
                 continue
             at = datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S.%f%z")
             if began <= at <= ended:
-                count += 1
+                count[request_kind(match.group(2), match.group(3), bool(match.group(4)))] += 1
     return count
 
 
-def requests_in_logs(logs: Path, daemon: str, began: datetime, ended: datetime) -> int:
+def requests_in_logs(logs: Path, daemon: str, began: datetime, ended: datetime) -> Counter[str]:
     """Requests the local network's `daemon` ("requestor") answered between the two times,
-    from its log in the network's `logs` folder and the one rotated before it."""
+    by kind, from its log in the network's `logs` folder and the one rotated before it."""
     files = [logs / f"{daemon}.log.1", logs / f"{daemon}.log"]
-    return sum(requests_between(log, began, ended) for log in files if log.exists())
+    return sum((requests_between(log, began, ended) for log in files if log.exists()), Counter())
 
 
 def network_pids(state_dir: Path) -> dict[str, int]:
@@ -168,6 +198,7 @@ def main() -> None:
     parser.add_argument("--restart", help="the service's restart.policy (default: never)")
     args = parser.parse_args()
     isolated = isolate()
+    os.environ.setdefault("GOLEM_DEPLOY_LOCALNET_RUST_LOG", ACCESS_LOG)
     n = args.instances
     result: dict[str, object] = {"isolated_netns": isolated, "instances": n}
     with bench_home("gd-bench-supervisor-") as (home, env), served_image() as image:
@@ -207,7 +238,11 @@ def main() -> None:
                 result["load_after"] = load_average()
                 logs = home / "localnet" / f"p{count}" / "logs"
                 served = requests_in_logs(logs, "requestor", began, ended)
-                result["yagna_requests_per_s"] = round(served / (ended - began).total_seconds(), 1)
+                window = (ended - began).total_seconds()
+                result["yagna_requests_per_s"] = round(served.total() / window, 1)
+                result["yagna_requests_by_kind"] = {
+                    kind: round(count / window, 2) for kind, count in served.most_common()
+                }
                 result["supervisor"] = measured.pop("supervisor")
                 result["localnet"] = measured
                 status = ["status", "-n", name, "--json"]

@@ -2,23 +2,25 @@
 
 A ScriptExecutor needs only a YagnaClient and callbacks, not a Golem, so it can be tested
 on its own. The poll is authoritative (SSE is best effort: output it missed is emitted from
-the final results). Errors are classified by type: ActivityGone (and an activity yagna
-reports Unresponsive/Terminated) raise ProviderGone; an unreachable yagna is waited for
-(bounded) rather than blamed on the provider; anything else is retried a few times, then
-raised for the lifecycle to judge.
+the final results). A batch of plain `run` commands opens its stream only after
+`Timings.stream_after` seconds, so the usual short periodic step costs yagna no stream at
+all (engine/batch_output.py says why). Errors are classified by type: ActivityGone (and
+an activity yagna reports Unresponsive/Terminated) raise ProviderGone; an unreachable yagna
+is waited for (bounded) rather than blamed on the provider; anything else is retried a few
+times, then raised for the lifecycle to judge.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import anyio
 
 from golem_deploy.engine import events as ev
+from golem_deploy.engine.batch_output import DownloadRate, stream_delay, unseen_output
 from golem_deploy.engine.script import UploadSourceError
 from golem_deploy.engine.service import (
     BatchTimeoutError,
@@ -158,8 +160,9 @@ class ScriptExecutor:
                     raise
                 await self._check_gone(activity_id, e)
         streamed: dict[int, dict[str, str]] = {}
+        started: set[int] = set()  # the commands whose CommandStarted was emitted
         stream_done = anyio.Event()
-        download = _DownloadRate()
+        download = DownloadRate()
 
         async def stream() -> None:
             """Live output over SSE; best effort (the poll below is authoritative)."""
@@ -167,15 +170,9 @@ class ScriptExecutor:
                 async for rt in client.stream_exec(activity_id, batch_id):
                     if rt.batch_id != batch_id or not 0 <= rt.index < len(steps):
                         continue
-                    if rt.kind == "started":
-                        self.emit(
-                            ev.CommandStarted(
-                                service=self.service,
-                                index=self.index,
-                                command=steps[rt.index].describe,
-                            )
-                        )
-                    elif rt.kind == "progress" and rt.progress is not None:
+                    if rt.index not in started:  # its start, or the first word of one
+                        self._started(rt.index, steps, started)  # begun before we joined
+                    if rt.kind == "progress" and rt.progress is not None:
                         if "deploy" in steps[rt.index].command:
                             self.on_download(download.update(*rt.progress))
                     elif rt.kind in ("stdout", "stderr") and rt.text:
@@ -195,7 +192,10 @@ class ScriptExecutor:
 
         results: list[ExeResult] = []
         try:
-            results = await self._poll(client, activity_id, batch_id, steps, stream, stream_done)
+            delay = stream_delay([s.command for s in steps], t.stream_after)
+            results = await self._poll(
+                client, activity_id, batch_id, steps, (stream, stream_done, delay)
+            )
         except BaseExceptionGroup as group:
             # The task group wraps what the poll raised (ProviderGone, a YagnaError): the
             # handler and the lifecycle must see that error itself, not "unhandled errors in
@@ -203,7 +203,14 @@ class ScriptExecutor:
             if len(group.exceptions) == 1:
                 raise group.exceptions[0] from None
             raise
-        return [self._result(r, steps, streamed) for r in results if r.index < len(steps)]
+        return [self._result(r, steps, streamed, started) for r in results if r.index < len(steps)]
+
+    def _started(self, index: int, steps: list[_Step], started: set[int]) -> None:
+        """CommandStarted for `steps[index]` (once per batch)."""
+        started.add(index)
+        self.emit(
+            ev.CommandStarted(service=self.service, index=self.index, command=steps[index].describe)
+        )
 
     def _commands(self, steps: list[_Step]) -> list[dict[str, Any]]:
         """The batch as sent: a deploy asks for progress reports (once a second) when the
@@ -224,18 +231,29 @@ class ScriptExecutor:
         activity_id: str,
         batch_id: str,
         steps: list[_Step],
-        stream: Callable[[], Coroutine[Any, Any, None]],
-        stream_done: anyio.Event,
+        output: tuple[Callable[[], Coroutine[Any, Any, None]], anyio.Event, float],
     ) -> list[ExeResult]:
-        """Poll the batch's results (while `stream` relays its output) until it finished."""
+        """Poll the batch's results until it finished, while `stream` relays its output
+        (until `stream_done`). The stream is started `delay` seconds after the batch
+        (batch_output.py): the results' first long poll lasts that long at most, so a batch
+        done sooner never starts it, and one still running starts it then."""
         t = self.timings
+        stream, stream_done, delay = output
         results: list[ExeResult] = []
+        began, streaming = anyio.current_time(), False
         async with anyio.create_task_group() as tg:
-            tg.start_soon(stream)
             failures = 0
             while True:
+                wait = t.exec_poll
+                if not streaming:
+                    left = delay - (anyio.current_time() - began)
+                    if left > 0:
+                        wait = min(wait, left)
+                    else:
+                        tg.start_soon(stream)
+                        streaming = True
                 try:
-                    results = await client.exec_results(activity_id, batch_id, timeout=t.exec_poll)
+                    results = await client.exec_results(activity_id, batch_id, timeout=wait)
                     self.saw_answer(activity_id)
                     failures = 0
                 except YagnaError as e:
@@ -258,19 +276,27 @@ class ScriptExecutor:
                     break
             # Let trailing output events arrive: the stream ends at the last command's
             # "finished". (Waiting for output from every command instead cost a full 0.5 s
-            # per batch whenever a command printed nothing, e.g. deploy and start.)
-            with anyio.move_on_after(t.output_grace):
-                await stream_done.wait()
+            # per batch whenever a command printed nothing, e.g. deploy and start.) A stream
+            # never opened (a short batch of `run`s) has nothing to wait for.
+            if streaming:
+                with anyio.move_on_after(t.output_grace):
+                    await stream_done.wait()
             tg.cancel_scope.cancel()
         return results
 
     def _result(
-        self, r: ExeResult, steps: list[_Step], streamed: dict[int, dict[str, str]]
+        self,
+        r: ExeResult,
+        steps: list[_Step],
+        streamed: dict[int, dict[str, str]],
+        started: set[int],
     ) -> CommandResult:
+        if r.index not in started:  # the stream never saw it (or was never opened)
+            self._started(r.index, steps, started)
         for kind, full in (("stdout", r.stdout), ("stderr", r.stderr)):
-            seen = streamed.get(r.index, {}).get(kind, "")
-            if full and len(full) > len(seen) and full.startswith(seen):
-                self._output(kind, full[len(seen) :])  # output the stream missed
+            missed = unseen_output(full, streamed.get(r.index, {}).get(kind, ""))
+            if missed:
+                self._output(kind, missed)  # output the stream missed
         code = 0 if r.result == "Ok" else exit_code(r.message)
         result = CommandResult(
             index=r.index,
@@ -344,23 +370,6 @@ class ScriptExecutor:
             lines = [ln for ln in text.splitlines() if ln.strip()]
             if lines:
                 self.on_stdout(lines[-1][-200:])
-
-
-class _DownloadRate:
-    """Turns a deploy's (done, total) reports into ImageDownload with the mean rate since
-    the first report."""
-
-    def __init__(self) -> None:
-        self.started: float | None = None
-        self._first_done = 0
-
-    def update(self, done: int, total: int | None) -> ImageDownload:
-        now = time.monotonic()
-        if self.started is None:
-            self.started, self._first_done = now, done
-        elapsed = now - self.started
-        rate = (done - self._first_done) / elapsed if elapsed > 0 else 0.0
-        return ImageDownload(done=done, total=total, bytes_per_s=max(rate, 0.0))
 
 
 def exit_code(message: str | None) -> int:

@@ -30,10 +30,18 @@ from golem_deploy.yagna.errors import (
 )
 from golem_deploy.yagna.wire import JsonValue
 
-__all__ = ["Watcher"]
+__all__ = ["PROOF_LOOKS", "Watcher"]
 
 log = logging.getLogger(__name__)
 Send = Callable[[lc.Event], None]
+
+#: A batch's results answered within this many of the watcher's pauses stand in for a state
+#: query. Two, not one: a step `every: 5s` comes back every 5 s *plus* its own run time,
+#: so with a window of one 5 s pause one look in five to ten found no answer and asked
+#: (2-4 state queries a second at 100 instances). A lost activity is not noticed later for
+#: it: the next batch finds it gone (the executor's ProviderGone), and an instance whose
+#: batches stop is asked again within two pauses.
+PROOF_LOOKS = 2
 
 
 class Watcher:
@@ -68,10 +76,10 @@ class Watcher:
         last_check = anyio.current_time()
         while True:
             state = None
-            if self.executor.answered_within(activity_id, pause):
-                # The ExeUnit answered a batch's results since the last look: fresher proof
-                # of life than a state query, so none is sent (a service with a periodic
-                # step at 100 instances: 20 requests a second fewer to yagna).
+            if self.executor.answered_within(activity_id, PROOF_LOOKS * pause):
+                # The ExeUnit answered a batch's results lately: fresher proof of life than
+                # a state query, so none is sent (a service with a periodic step at 100
+                # instances: 20 requests a second fewer to yagna).
                 failures = 0
             else:
                 try:

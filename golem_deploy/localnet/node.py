@@ -69,7 +69,10 @@ the requestor daemon logged ~15 MB an hour, 80 % of it two kinds of lines: actix
 for every REST request (a debit note is several; the engine asks activity states all the
 time) and ya_vpn's three lines for every TCP connection into the VPN (every forwarded
 connection, every tcp health check). Only their warnings and errors are kept; yagna's own
-info lines (market, activity, payment) stay."""
+info lines (market, activity, payment) stay.
+
+`GOLEM_DEPLOY_LOCALNET_RUST_LOG` replaces it (bench/supervisor_cost.py turns actix's request
+lines back on to count the requests the requestor's yagna answers)."""
 
 
 @dataclass(frozen=True)
@@ -166,7 +169,7 @@ class NodeConfig:
             "PATH": "/usr/local/bin:/usr/bin:/bin",
             "HOME": str(self.data_dir),
             "LANG": "C.UTF-8",
-            "RUST_LOG": RUST_LOG,
+            "RUST_LOG": os.environ.get("GOLEM_DEPLOY_LOCALNET_RUST_LOG", RUST_LOG),
             # yagna also writes its log to files in its data dir (a copy of its stdout,
             # which logs/<node>.log keeps and disk_bound.py rotates): "" turns that off.
             "YAGNA_LOG_DIR": "",

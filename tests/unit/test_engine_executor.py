@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import pytest
 
 from golem_deploy.engine import events as ev
@@ -20,7 +21,9 @@ from golem_deploy.yagna.errors import ActivityGone, YagnaUnreachable
 from golem_deploy.yagna.models import ActivityState, ExeResult, Identity, RuntimeEvent
 
 pytestmark = pytest.mark.anyio
-FAST = Timings(retry_pause=0.0, output_grace=0.0, exec_poll=0.0)
+#: Every batch streams from its start, as before `stream_after` (the cases below that are
+#: about deferring the stream say so).
+FAST = Timings(retry_pause=0.0, output_grace=0.0, exec_poll=0.0, stream_after=0.0)
 
 
 class Client:
@@ -41,6 +44,7 @@ class Client:
         self.stream = stream or []
         self.state = state
         self.calls: list[str] = []
+        self.opened = anyio.Event()  # set when the stream is opened
 
     async def exec(self, activity_id: str, commands: list[dict[str, Any]]) -> str:
         self.calls.append("exec")
@@ -55,6 +59,8 @@ class Client:
         return self.results
 
     async def stream_exec(self, activity_id: str, batch_id: str) -> AsyncIterator[RuntimeEvent]:
+        self.calls.append("stream")
+        self.opened.set()
         for event in self.stream:
             yield event
 
@@ -67,14 +73,16 @@ class Client:
         return Identity(node_id="0xr", name="r")
 
 
-def executor(client: Client, events: list[ev.EngineEvent]) -> ScriptExecutor:
+def executor(
+    client: Client, events: list[ev.EngineEvent], timings: Timings = FAST
+) -> ScriptExecutor:
     return ScriptExecutor(
         client,  # type: ignore[arg-type]  # a stand-in with the methods the executor uses
         storage=None,
         emit=events.append,
         service="svc",
         index=0,
-        timings=FAST,
+        timings=timings,
     )
 
 
@@ -185,3 +193,85 @@ async def test_an_exeunit_gone_after_the_commands_ahead_of_terminate_is_the_term
     client.exec_results = then_gone  # type: ignore[method-assign]
     results = await executor(client, []).execute("a1", shutdown_script("bye"))
     assert [r.stdout for r in results] == ["bye\n", None]
+
+
+DEFERRED = Timings(retry_pause=0.0, output_grace=0.0, exec_poll=5.0, stream_after=0.01)
+
+
+def told(events: list[ev.EngineEvent]) -> list[str]:
+    """The events as `kind:command-or-text`, in order."""
+    out = []
+    for e in events:
+        if isinstance(e, ev.CommandStarted):
+            out.append(f"started:{e.command}")
+        elif isinstance(e, ev.CommandOutput):
+            out.append(f"{e.stream}:{e.text}")
+        elif isinstance(e, ev.CommandFinished):
+            out.append(f"finished:{e.command}")
+    return out
+
+
+async def test_a_short_batch_of_runs_opens_no_stream_and_tells_everything_from_its_results() -> (
+    None
+):
+    events: list[ev.EngineEvent] = []
+    client = Client([ok(0, "one\n"), ok(1, "two\n", last=True)])
+    slow = Timings(retry_pause=0.0, output_grace=0.0, exec_poll=0.0, stream_after=3600)
+    await executor(client, events, slow).execute("a1", script())
+    assert client.calls == ["exec", "results"]  # no stream: 1 request and 1 connection less
+    first, second = "run /bin/echo one", "run /bin/echo two"
+    assert told(events) == [
+        f"started:{first}",
+        "stdout:one\n",
+        f"finished:{first}",
+        f"started:{second}",
+        "stdout:two\n",
+        f"finished:{second}",
+    ]
+
+
+async def test_a_batch_still_running_after_stream_after_streams_its_output() -> None:
+    events: list[ev.EngineEvent] = []
+    first = [RuntimeEvent("b1", 0, "started"), RuntimeEvent("b1", 0, "stdout", text="one\n")]
+    client = Client([ok(0, "one\n"), ok(1, "two\n", last=True)], stream=first)
+
+    waits: list[float] = []
+
+    async def when_streamed(activity_id: str, batch_id: str, *, timeout: float = 5.0) -> Any:
+        client.calls.append("results")
+        waits.append(timeout)
+        if len(waits) == 1:
+            await anyio.sleep(timeout)  # yagna's long poll: nothing finished in that time
+            return []
+        await client.opened.wait()  # still running when the stream opens
+        return client.results
+
+    client.exec_results = when_streamed  # type: ignore[method-assign]
+    await executor(client, events, DEFERRED).execute("a1", script())
+    # the stream is started when the first poll comes back unfinished, beside the second
+    assert client.calls[:2] == ["exec", "results"]
+    assert sorted(client.calls[2:]) == ["results", "stream"]
+    assert 0 < waits[0] <= DEFERRED.stream_after  # the first poll lasts until the stream is due
+    assert waits[1] == DEFERRED.exec_poll
+    outputs = [e.text for e in events if isinstance(e, ev.CommandOutput)]
+    assert outputs == ["one\n", "two\n"]  # "one" streamed, "two" from the results, once each
+
+
+async def test_a_stream_joining_late_still_tells_the_start_and_the_output_it_missed() -> None:
+    """Real yagna does not replay a stream: one opened while the second command runs sees
+    only the end of its output. Its start is told when the stream first names it; the
+    output printed before is told from the results, after the live part (not lost)."""
+    events: list[ev.EngineEvent] = []
+    tail = [RuntimeEvent("b1", 1, "stdout", text="two-b\n")]
+    client = Client([ok(0, "one\n"), ok(1, "two-a\ntwo-b\n", last=True)], stream=tail)
+    await executor(client, events, FAST).execute("a1", script())
+    first, second = "run /bin/echo one", "run /bin/echo two"
+    assert told(events) == [
+        f"started:{second}",
+        "stdout:two-b\n",
+        f"started:{first}",
+        "stdout:one\n",
+        f"finished:{first}",
+        "stdout:two-a\n",
+        f"finished:{second}",
+    ]

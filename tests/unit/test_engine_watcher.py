@@ -132,6 +132,23 @@ async def test_a_recent_batch_answer_stands_in_for_the_state_query() -> None:
     assert next(proofs, None) is None
 
 
+async def test_a_batch_answer_stands_in_for_two_pauses() -> None:
+    """A step `every: 5s` answers every 5 s plus its run time: a window of one pause would
+    miss it at every tenth look or so."""
+    client = Ticking(["Ready", "Terminated"])
+    w = watcher(client)
+    w.timings = Timings(retry_pause=0.0, watch_interval=0.001)
+    asked: list[float] = []
+
+    def answered_within(activity_id: str, seconds: float) -> bool:
+        asked.append(seconds)
+        return False
+
+    w.executor.answered_within = answered_within  # type: ignore[method-assign]
+    await w.watch("a", lambda: False, lambda event: None)
+    assert asked == [0.002, 0.002]  # two pauses of 0.001 s, at both looks
+
+
 async def test_only_an_answer_of_the_same_activity_is_proof_of_life() -> None:
     executor = watcher(Client([])).executor
     assert not executor.answered_within("a", 60.0)

@@ -1,0 +1,67 @@
+"""What a batch's output needs from yagna, and what the results must still supply.
+
+A batch's live output comes over yagna's server-sent-event stream, which costs a request
+and a TCP connection of its own (the stream never ends, so its connection is closed after
+the batch and opened again for the next). Most periodic steps finish in well under a
+second, and their results carry the whole output anyway (`stream` capture accumulates it
+for the result): for them the stream adds nothing a user sees, only 1 request and 1 new
+connection per batch (at 100 instances of hello-world, 20 of each a second). So a batch of
+plain `run` commands opens its stream only once it has run `Timings.stream_after` seconds;
+anything that reports progress (deploy, transfers) or may run long by nature streams at once.
+
+The executor then fills in, from the results, what the stream did not say: the start of a
+command it never saw begin, and output it missed (all of it for a batch that finished
+before the stream opened; the beginning of a command running when it opened, as real yagna
+does not replay a stream, which the local network's ExeUnit does).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+
+from golem_deploy.engine.service import ImageDownload
+
+__all__ = ["DownloadRate", "stream_delay", "unseen_output"]
+
+
+def stream_delay(commands: Sequence[Mapping[str, object]], stream_after: float) -> float:
+    """Seconds after sending the batch before its live-output stream is opened: 0 (at
+    once) unless every command is a plain `run`, which waits `stream_after` (0: never
+    deferred) and needs no stream at all when the batch is done sooner."""
+    if stream_after <= 0 or not commands:
+        return 0.0
+    if all(set(command) == {"run"} for command in commands):
+        return stream_after
+    return 0.0
+
+
+def unseen_output(full: str | None, seen: str) -> str:
+    """What of a command's whole output (`full`, from its result) the stream did not
+    deliver (`seen`): the rest after what it saw; or, when the stream joined while the
+    command ran and so saw only its end, the beginning it missed (written after the live
+    part rather than lost). "" when there is nothing more, or `seen` is not part of it."""
+    if not full or len(full) <= len(seen):
+        return ""
+    if full.startswith(seen):
+        return full[len(seen) :]
+    if full.endswith(seen):
+        return full[: len(full) - len(seen)]
+    return ""
+
+
+class DownloadRate:
+    """Turns a deploy's (done, total) reports into ImageDownload with the mean rate since
+    the first report."""
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+        self._first_done = 0
+
+    def update(self, done: int, total: int | None) -> ImageDownload:
+        now = time.monotonic()
+        if self.started is None:
+            self.started, self._first_done = now, done
+        elapsed = now - self.started
+        rate = (done - self._first_done) / elapsed if elapsed > 0 else 0.0
+        return ImageDownload(done=done, total=total, bytes_per_s=max(rate, 0.0))
