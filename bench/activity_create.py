@@ -19,9 +19,12 @@ activities stand against those ticks:
   (`seen_create`, `seen_destroy`) and how long its ExeUnit took to report Initialized /
   Terminated after that (`exeunit_initialized`, `exeunit_terminated`).
 
-Prints one JSON object: per N, {create, destroy, seen_create, exeunit_initialized,
-seen_destroy, exeunit_terminated} each as {median, p90, max, n}, and the load before and
-after. Provider-side figures are absent when the agent does not log them (older commits).
+Prints one JSON object: per N, {create, destroy, create_slowest, destroy_slowest (the
+slowest of each round's N: what a deployment of N waits for), seen_create,
+exeunit_initialized, seen_destroy, exeunit_terminated} each as {median, p90, max, n}, and
+create/destroy_missed_first_check ("late/all": calls that took more than 1.125 s, i.e.
+missed yagna's first check), and the load before and after. Provider-side figures are
+absent when the agent does not log them (older commits).
 As root on Linux it first moves into a loopback-only network namespace, like the tests.
 """
 
@@ -52,6 +55,8 @@ from _common import emit, isolate, load_average
 from golem_deploy import localnet
 
 PLATFORM = "erc20-holesky-tglm"
+#: A create/destroy slower than this missed yagna's first 750 ms check (0.75 s + slack).
+MISSED_FIRST_CHECK = 1.125
 UP = re.compile(r"activity (\w+) up \(CreateActivity seen after ([\d.?]+) s, Initialized ([\d.]+)")
 ENDED = re.compile(
     r"activity (\w+) ended: .*\(DestroyActivity seen after ([\d.?]+) s, Terminated ([\d.]+)"
@@ -192,18 +197,22 @@ async def measure(
         try:
             for n in instances:
                 mark = len(log_path.read_text(errors="replace"))
-                create: list[float] = []
-                destroy: list[float] = []
+                figures: dict[str, list[float]] = {}
                 for _ in range(rounds):
                     # a random phase against the providers' polls and yagna's 750 ms ticks
                     await anyio.sleep(random.uniform(0.2, 1.0))
                     c, d = await requestor.round(agreements[:n])
-                    create += c
-                    destroy += d
+                    figures.setdefault("create", []).extend(c)
+                    figures.setdefault("destroy", []).extend(d)
+                    figures.setdefault("create_slowest", []).append(max(c))
+                    figures.setdefault("destroy_slowest", []).append(max(d))
                 await anyio.sleep(0.5)  # the last activities' "ended" lines
-                figures = {"create": create, "destroy": destroy}
                 figures.update(provider_side(log_path.read_text(errors="replace"), mark))
-                result[str(n)] = {k: distribution(v) for k, v in figures.items() if v}
+                summary: dict[str, object] = {k: distribution(v) for k, v in figures.items() if v}
+                for what in ("create", "destroy"):
+                    late = sum(1 for s in figures[what] if s > MISSED_FIRST_CHECK)
+                    summary[f"{what}_missed_first_check"] = f"{late}/{len(figures[what])}"
+                result[str(n)] = summary
         finally:
             await requestor.terminate(agreements)
     return result

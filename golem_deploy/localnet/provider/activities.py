@@ -208,12 +208,14 @@ class ActivityRunner:
             if self.dead:
                 return
             activity.final_cost = activity.cost()
+            activity.finished.set()  # the invoice need not wait for the final note (state.py)
             with anyio.CancelScope(shield=True), anyio.move_on_after(STOP_DEADLINE):
                 await self._debit_note(activity, final=True)
             if not agreement.multi_activity and not agreement.ended.is_set():
                 await self._terminate_agreement(agreement, "activity finished")
         finally:
             self.activities.pop(activity.activity_id, None)
+            activity.finished.set()
             activity.done.set()
 
     async def _stop_exeunit(self, activity: Activity, unit: ExeUnitLike) -> None:

@@ -331,7 +331,8 @@ class ProviderAgent:
         agreement.end(message)
 
     async def _run_agreement(self, agreement: Agreement) -> None:
-        """Wait for the agreement's end (or expiry), its activities' end, then invoice once."""
+        """Wait for the agreement's end (or expiry), its activities' end, then invoice once
+        (while their final debit notes may still be on their way)."""
         lifetime: float | None = None
         if agreement.valid_to is not None:
             lifetime = max((agreement.valid_to - datetime.now(UTC)).total_seconds(), 0.0)
@@ -342,7 +343,7 @@ class ProviderAgent:
         for activity in list(agreement.activities.values()):
             activity.request_stop(agreement.end_reason or "agreement ended")
         for activity in list(agreement.activities.values()):
-            await activity.done.wait()
+            await activity.finished.wait()  # not its final debit note (state.py)
         try:
             if self.config.faults.never_invoice or self.dead:
                 return
@@ -354,6 +355,7 @@ class ProviderAgent:
         """Issue the agreement's one invoice, then deliver it (both retried)."""
         amount = terms.invoice_amount(a.final_cost for a in agreement.activities.values())
         due = datetime.now(UTC) + timedelta(days=1)
+        began = time.monotonic()
         try:
             invoice_id = await retried(
                 f"{self.name}: invoice for {agreement.agreement_id}",
@@ -366,6 +368,7 @@ class ProviderAgent:
         except ProviderApiError as error:
             log.warning("%s: creating the invoice failed: %s", self.name, error)
             return
+        created = time.monotonic()
         try:  # the requestor node may be briefly busy (408)
             await retried(
                 f"{self.name}: sending invoice {invoice_id}",
@@ -378,11 +381,15 @@ class ProviderAgent:
             return
         self.invoices_sent += 1
         log.info(
-            "%s: invoice %s for %s: %s (sent %.3f s after the agreement ended, seen after %s s)",
+            "%s: invoice %s for %s: %s (sent %.3f s after the agreement ended, seen after %s s;"
+            " waited %.3f s for its activities, created in %.3f s, sent in %.3f s)",
             self.name,
             invoice_id,
             agreement.agreement_id,
             amount,
             time.monotonic() - agreement.ended_at,
             seconds_text(agreement.end_seen_after),
+            began - agreement.ended_at,
+            created - began,
+            time.monotonic() - created,
         )
