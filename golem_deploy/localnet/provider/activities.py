@@ -75,7 +75,7 @@ class ActivityRunner:
     async def follow_events(self, agreements: Mapping[str, Agreement]) -> None:
         """Poll CreateActivity / DestroyActivity of our agreements (`agreements`, the
         agent's, kept up to date by it) and act on each once, until cancelled. Several
-        polls at once while there are agreements: loops.ACTIVITY_POLL_LANES says why."""
+        polls at once: loops.ACTIVITY_POLL_LANES says why."""
         cursor = EventCursor()
 
         async def poll() -> list[ActivityEvent]:
@@ -94,7 +94,6 @@ class ActivityRunner:
             poll,
             on_event,
             lanes=ACTIVITY_POLL_LANES,
-            busy=lambda: bool(agreements),
         )
 
     def create(

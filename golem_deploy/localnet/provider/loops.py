@@ -36,12 +36,14 @@ POLL_BACKOFF = 0.5
 #: while a long poll waits, counted from the request's arrival.
 YAGNA_CHECK_PERIOD = 0.75
 
-#: Activity-event long polls an agent keeps in flight while it has agreements (one when it
-#: has none: no activity can be created then). 3 lanes, 0.25 s apart: an event is seen at
-#: most ~0.25 s after yagna records it, leaving ~0.5 s of the requestor's first 750 ms
-#: state check for the ExeUnit to report Initialized (it needs ~0.01-0.03 s) even on a
-#: loaded machine. The cost: each lane is one request per 3 s long poll when idle, and
-#: yagna queries its database every 0.75 s per lane (3x what one poll costs).
+#: Activity-event long polls an agent keeps in flight. 3 lanes, 0.25 s apart: an event is
+#: seen at most ~0.25 s after yagna records it, leaving ~0.5 s of the requestor's first
+#: 750 ms state check for the ExeUnit to report Initialized (it needs ~0.01-0.03 s) even
+#: on a loaded machine. Always all 3: the first CreateActivity of a new agreement follows
+#: its approval within ~0.1-0.3 s, too soon for lanes started on demand to be in place.
+#: The cost: each lane is one request per 3 s long poll when idle, and yagna queries its
+#: database every 0.75 s per lane (measured: +0.2 % of a core for the provider node per
+#: provider, bench/RESULTS.md).
 ACTIVITY_POLL_LANES = 3
 
 E = TypeVar("E")
@@ -76,10 +78,6 @@ async def poll_forever(
             handle(event)
 
 
-def _always() -> bool:
-    return True
-
-
 def slot_delay(now: float, origin: float, lane: int, lanes: int, period: float) -> float:
     """Seconds lane `lane` of `lanes` waits before its next poll so that it is sent at its
     phase, lane * period / lanes after `origin` (mod `period`).
@@ -100,10 +98,9 @@ async def poll_in_lanes(
     *,
     lanes: int,
     period: float = YAGNA_CHECK_PERIOD,
-    busy: Callable[[], bool] = _always,
 ) -> None:
     """`poll_forever` in `lanes` concurrent loops, each sent at its own phase of `period`
-    (slot_delay), until cancelled. Lanes after the first poll only while `busy()`.
+    (slot_delay), until cancelled.
 
     `poll` is shared: it must drop events another lane already returned (EventCursor).
     """
@@ -111,8 +108,6 @@ async def poll_in_lanes(
 
     def lane(index: int) -> Callable[[], Awaitable[Sequence[E]]]:
         async def at_its_phase() -> Sequence[E]:
-            while index and not busy():
-                await anyio.sleep(period)
             now = anyio.current_time()
             await anyio.sleep(slot_delay(now, origin, index, lanes, period))
             return await poll()
