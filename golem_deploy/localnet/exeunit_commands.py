@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -159,6 +160,7 @@ class ExeUnitCommands:
                 await self._report_state(self.state[0], "Ready")
         else:
             await self._report_state(self.state[0], target)
+        began = time.monotonic()
         try:
             if name == "deploy":
                 return await self._deploy(batch, index, body)
@@ -173,6 +175,13 @@ class ExeUnitCommands:
             log.exception("activity %s: %s failed", self.config.activity_id, name)
             return Outcome(-1, f"internal error: {exc}")
         finally:
+            if not ready_op:  # how long deploy / start took (bench/activity_create.py)
+                log.info(
+                    "activity %s: %s took %.3f s",
+                    self.config.activity_id,
+                    name,
+                    time.monotonic() - began,
+                )
             # Like the real ExeUnit, the state advances even when the command failed --
             # unless a `terminate` (new epoch) or the end of the activity came in between.
             if epoch == self._epoch and not self._closing.is_set():

@@ -6,6 +6,7 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
+import anyio
 import pytest
 
 from golem_deploy.localnet import LocalNetInfo
@@ -22,7 +23,13 @@ from golem_deploy.localnet.provider.events import (
     parse_agreement_event,
     parse_offer_event,
 )
-from golem_deploy.localnet.provider.loops import EventCursor, poll_forever, retried
+from golem_deploy.localnet.provider.loops import (
+    EventCursor,
+    poll_forever,
+    poll_in_lanes,
+    retried,
+    slot_delay,
+)
 from golem_deploy.localnet.provider.terms import (
     CAPACITY,
     Resources,
@@ -376,3 +383,53 @@ async def test_retried_calls_again_after_failures_and_gives_up_with_the_last_err
 
     with pytest.raises(ProviderApiError, match="no answer"):
         await retried("send", down, attempts=2, delay=lambda n: 0)
+
+
+def test_lanes_are_sent_at_evenly_spread_phases_of_yagnas_check_period() -> None:
+    # 3 lanes of a 0.75 s period: phases 0, 0.25, 0.5 s after the origin (100.0)
+    assert slot_delay(100.0, 100.0, 0, 3, 0.75) == 0.0
+    assert slot_delay(100.0, 100.0, 1, 3, 0.75) == pytest.approx(0.25)
+    assert slot_delay(100.0, 100.0, 2, 3, 0.75) == pytest.approx(0.5)
+    # many periods later, lane 1 just before its phase waits for it
+    assert slot_delay(100.0 + 40 * 0.75 + 0.2, 100.0, 1, 3, 0.75) == pytest.approx(0.05)
+    # a lane whose poll just ended on its phase (a little past it) goes now ...
+    assert slot_delay(100.0 + 0.75 + 0.26, 100.0, 1, 3, 0.75) == 0.0
+    # ... one well past it waits for the next turn
+    assert slot_delay(100.0 + 0.75 + 0.45, 100.0, 1, 3, 0.75) == pytest.approx(0.55)
+    # never more than one period
+    for step in range(200):
+        assert 0.0 <= slot_delay(step * 0.0137, 0.0, step % 3, 3, 0.75) < 0.75
+
+
+def _key(event: ActivityEvent) -> tuple[str, str]:
+    return (event.activity_id, event.kind)
+
+
+@pytest.mark.anyio
+async def test_lanes_poll_at_once_and_hand_each_event_over_once() -> None:
+    cursor = EventCursor()
+    created = ActivityEvent("x", "a", "CreateActivity", "2999-01-01T00:00:00.000001Z")
+    destroyed = ActivityEvent("x", "a", "DestroyActivity", "2999-01-01T00:00:01.000000Z")
+    in_flight = 0
+    all_three = anyio.Event()
+    answered = 0
+    enough = anyio.Event()
+    handled: list[ActivityEvent] = []
+
+    async def poll() -> list[ActivityEvent]:
+        nonlocal in_flight, answered
+        in_flight += 1
+        if in_flight == 3:
+            all_three.set()
+        await all_three.wait()  # returns only once three polls wait at the same time
+        answered += 1
+        if answered >= 9:
+            enough.set()
+        return cursor.fresh([created, destroyed], _key)  # every lane gets both again
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: poll_in_lanes("test", poll, handled.append, lanes=3, period=0.03))
+            await enough.wait()
+            tg.cancel_scope.cancel()
+    assert handled == [created, destroyed]

@@ -3,9 +3,9 @@
     terms.py       what a provider offers and charges (pure: offer, rules, prices, bills)
     api.py         the provider side of yagna's REST API, typed, one error type
     events.py      what that API returns, as dataclasses (and the JSON parsing)
-    loops.py       the long-poll loop and the retry, written once
+    loops.py       the long-poll loop (and its staggered lanes) and the retry, written once
     agent.py       ProviderAgent: offer, negotiation, agreements, invoices
-    activities.py  its activities: one ExeUnit each, debit notes
+    activities.py  its activities: their events (polled in lanes), one ExeUnit each, debit notes
     state.py       its config and what it keeps per agreement and activity
     exeunits.py    the ExeUnit as the agent sees it
     lives.py       ProviderLives: a provider that dies and comes back (come_back_after)

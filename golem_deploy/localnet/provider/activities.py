@@ -1,6 +1,7 @@
-"""A provider agent's activities: one ExeUnit each, debit notes while it runs.
+"""A provider agent's activities: their events, one ExeUnit each, debit notes while it runs.
 
-The agent hands CreateActivity/DestroyActivity events here. For each activity this starts
+This polls the CreateActivity/DestroyActivity events of the agent's agreements (several
+long polls at once: loops.py says why) and acts on each once. For each activity it starts
 an ExeUnit, sends a debit note at the agreed interval and a final one when it ends, and
 reports to yagna (activity state Terminated) whatever the ExeUnit cannot report itself:
 a creation that failed, a crash, a failed shutdown.
@@ -14,7 +15,8 @@ which the offline network cannot make: acceptance is what the requestor controls
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
 import anyio
@@ -22,8 +24,20 @@ from anyio.abc import TaskStatus
 
 from golem_deploy.localnet.provider import terms
 from golem_deploy.localnet.provider.api import ProviderApi, ProviderApiError
+from golem_deploy.localnet.provider.events import (
+    CREATE_ACTIVITY,
+    DESTROY_ACTIVITY,
+    ActivityEvent,
+    event_age,
+    seconds_text,
+)
 from golem_deploy.localnet.provider.exeunits import ExeUnitFactory, ExeUnitLike
-from golem_deploy.localnet.provider.loops import retried
+from golem_deploy.localnet.provider.loops import (
+    ACTIVITY_POLL_LANES,
+    EventCursor,
+    poll_in_lanes,
+    retried,
+)
 from golem_deploy.localnet.provider.state import Activity, Agreement, ProviderConfig
 from golem_deploy.protocol import ActivityStateName
 
@@ -58,8 +72,35 @@ class ActivityRunner:
         self.activities: dict[str, Activity] = {}
         self.dead = False  # the die_after fault struck: say nothing to anyone any more
 
-    def create(self, activity_id: str, agreement: Agreement | None) -> None:
-        """CreateActivity: start its ExeUnit, or report why it cannot start."""
+    async def follow_events(self, agreements: Mapping[str, Agreement]) -> None:
+        """Poll CreateActivity / DestroyActivity of our agreements (`agreements`, the
+        agent's, kept up to date by it) and act on each once, until cancelled. Several
+        polls at once: loops.ACTIVITY_POLL_LANES says why."""
+        cursor = EventCursor()
+
+        async def poll() -> list[ActivityEvent]:
+            events = await self._api.activity_events(cursor.after)
+            return cursor.fresh(events, lambda e: (e.activity_id, e.kind))
+
+        def on_event(event: ActivityEvent) -> None:
+            seen_after = event_age(event.event_date)
+            if event.kind == CREATE_ACTIVITY:
+                self.create(event.activity_id, agreements.get(event.agreement_id), seen_after)
+            elif event.kind == DESTROY_ACTIVITY:
+                self.destroy(event.activity_id, seen_after)
+
+        await poll_in_lanes(
+            f"{self._name}: activity events",
+            poll,
+            on_event,
+            lanes=ACTIVITY_POLL_LANES,
+        )
+
+    def create(
+        self, activity_id: str, agreement: Agreement | None, seen_after: float | None = None
+    ) -> None:
+        """CreateActivity (seen `seen_after` s after yagna recorded it): start its ExeUnit,
+        or report why it cannot start."""
         if agreement is None or agreement.ended.is_set():
             self._report_terminated(activity_id, "creation failed", "unknown agreement")
             return
@@ -70,15 +111,23 @@ class ActivityRunner:
                 "fault injected: this provider fails every activity creation",
             )
             return
-        activity = Activity(activity_id=activity_id, agreement=agreement)
+        activity = Activity(
+            activity_id=activity_id,
+            agreement=agreement,
+            create_seen_after=seen_after,
+            started_at=time.monotonic(),
+        )
         agreement.activities[activity_id] = activity
         self.activities[activity_id] = activity
         self._spawn(lambda: self._run(activity), f"activity {activity_id}")
 
-    def destroy(self, activity_id: str) -> None:
-        """DestroyActivity: stop it; one that never started is reported Terminated."""
+    def destroy(self, activity_id: str, seen_after: float | None = None) -> None:
+        """DestroyActivity (seen `seen_after` s after yagna recorded it): stop it; one that
+        never started is reported Terminated."""
         activity = self.activities.get(activity_id)
         if activity is not None:
+            if not activity.stop.is_set():
+                activity.destroy_seen_after = seen_after
             activity.request_stop("destroyed by requestor")
         else:  # never started (e.g. create timed out): make sure yagna knows
             self._report_terminated(activity_id, "destroyed", None)
@@ -135,20 +184,37 @@ class ActivityRunner:
                     activity.exeunit = None
                     return
                 activity.running = True
-                log.info("%s: activity %s up", self._name, activity.activity_id)
+                log.info(
+                    "%s: activity %s up (CreateActivity seen after %s s, Initialized %.3f s later)",
+                    self._name,
+                    activity.activity_id,
+                    seconds_text(activity.create_seen_after),
+                    time.monotonic() - activity.started_at,
+                )
                 tg.start_soon(self._debit_notes, activity)
                 await activity.stop.wait()
                 await self._stop_exeunit(activity, unit)
                 tg.cancel_scope.cancel()
+            log.info(
+                "%s: activity %s ended: %s (DestroyActivity seen after %s s, "
+                "Terminated %.3f s later)",
+                self._name,
+                activity.activity_id,
+                activity.stop_reason,
+                seconds_text(activity.destroy_seen_after),
+                time.monotonic() - activity.stop_requested_at,
+            )
             if self.dead:
                 return
             activity.final_cost = activity.cost()
+            activity.finished.set()  # the invoice need not wait for the final note (state.py)
             with anyio.CancelScope(shield=True), anyio.move_on_after(STOP_DEADLINE):
                 await self._debit_note(activity, final=True)
             if not agreement.multi_activity and not agreement.ended.is_set():
                 await self._terminate_agreement(agreement, "activity finished")
         finally:
             self.activities.pop(activity.activity_id, None)
+            activity.finished.set()
             activity.done.set()
 
     async def _stop_exeunit(self, activity: Activity, unit: ExeUnitLike) -> None:

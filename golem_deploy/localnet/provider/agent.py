@@ -35,13 +35,12 @@ from golem_deploy.localnet.provider.events import (
     AGREEMENT_CANCELLED,
     AGREEMENT_REJECTED,
     AGREEMENT_TERMINATED,
-    CREATE_ACTIVITY,
-    DESTROY_ACTIVITY,
-    ActivityEvent,
     AgreementEvent,
     OfferEvent,
     Proposal,
     ProposedAgreement,
+    event_age,
+    seconds_text,
 )
 from golem_deploy.localnet.provider.exeunits import ExeUnitFactory, real_exeunit
 from golem_deploy.localnet.provider.loops import EventCursor, poll_forever, retried
@@ -118,7 +117,7 @@ class ProviderAgent:
             self._tg = tg
             tg.start_soon(self._negotiation_loop)
             tg.start_soon(self._agreement_events_loop)
-            tg.start_soon(self._activity_events_loop)
+            tg.start_soon(self._activities.follow_events, self.agreements)
             if self.config.faults.die_after is not None:
                 tg.start_soon(self._die_later, self.config.faults.die_after)
             if self.config.faults.die_when is not None:
@@ -317,10 +316,11 @@ class ProviderAgent:
         agreement = self.agreements.get(event.agreement_id)
         if agreement is None or agreement.ended.is_set():
             return
+        seen_after = event_age(event.event_date)
         if event.kind == AGREEMENT_TERMINATED and not agreement.terminated_by_us:
-            agreement.end(f"terminated by requestor: {event.reason or 'terminated'}")
+            agreement.end(f"terminated by requestor: {event.reason or 'terminated'}", seen_after)
         elif event.kind in (AGREEMENT_CANCELLED, AGREEMENT_REJECTED):
-            agreement.end(event.kind)
+            agreement.end(event.kind, seen_after)
 
     async def _terminate_agreement(self, agreement: Agreement, message: str) -> None:
         agreement.terminated_by_us = True
@@ -331,7 +331,8 @@ class ProviderAgent:
         agreement.end(message)
 
     async def _run_agreement(self, agreement: Agreement) -> None:
-        """Wait for the agreement's end (or expiry), its activities' end, then invoice once."""
+        """Wait for the agreement's end (or expiry), its activities' end, then invoice once
+        (while their final debit notes may still be on their way)."""
         lifetime: float | None = None
         if agreement.valid_to is not None:
             lifetime = max((agreement.valid_to - datetime.now(UTC)).total_seconds(), 0.0)
@@ -342,7 +343,7 @@ class ProviderAgent:
         for activity in list(agreement.activities.values()):
             activity.request_stop(agreement.end_reason or "agreement ended")
         for activity in list(agreement.activities.values()):
-            await activity.done.wait()
+            await activity.finished.wait()  # not its final debit note (state.py)
         try:
             if self.config.faults.never_invoice or self.dead:
                 return
@@ -354,6 +355,7 @@ class ProviderAgent:
         """Issue the agreement's one invoice, then deliver it (both retried)."""
         amount = terms.invoice_amount(a.final_cost for a in agreement.activities.values())
         due = datetime.now(UTC) + timedelta(days=1)
+        began = time.monotonic()
         try:
             invoice_id = await retried(
                 f"{self.name}: invoice for {agreement.agreement_id}",
@@ -366,6 +368,7 @@ class ProviderAgent:
         except ProviderApiError as error:
             log.warning("%s: creating the invoice failed: %s", self.name, error)
             return
+        created = time.monotonic()
         try:  # the requestor node may be briefly busy (408)
             await retried(
                 f"{self.name}: sending invoice {invoice_id}",
@@ -377,22 +380,16 @@ class ProviderAgent:
             log.warning("%s: sending invoice %s failed: %s", self.name, invoice_id, error)
             return
         self.invoices_sent += 1
-        log.info("%s: invoice %s for %s: %s", self.name, invoice_id, agreement.agreement_id, amount)
-
-    # ---------------------------------------------------------------- activities
-
-    async def _activity_events_loop(self) -> None:
-        cursor = EventCursor()
-
-        async def poll() -> list[ActivityEvent]:
-            events = await self._api.activity_events(cursor.after)
-            return cursor.fresh(events, lambda e: (e.activity_id, e.kind))
-
-        await poll_forever(f"{self.name}: activity events", poll, self._on_activity_event)
-
-    def _on_activity_event(self, event: ActivityEvent) -> None:
-        if event.kind == CREATE_ACTIVITY:
-            agreement = self.agreements.get(event.agreement_id)
-            self._activities.create(event.activity_id, agreement)
-        elif event.kind == DESTROY_ACTIVITY:
-            self._activities.destroy(event.activity_id)
+        log.info(
+            "%s: invoice %s for %s: %s (sent %.3f s after the agreement ended, seen after %s s;"
+            " waited %.3f s for its activities, created in %.3f s, sent in %.3f s)",
+            self.name,
+            invoice_id,
+            agreement.agreement_id,
+            amount,
+            time.monotonic() - agreement.ended_at,
+            seconds_text(agreement.end_seen_after),
+            began - agreement.ended_at,
+            created - began,
+            time.monotonic() - created,
+        )

@@ -106,6 +106,17 @@ def _proposed_agreement(raw: dict[str, Any]) -> ProposedAgreement:
     )
 
 
+def event_age(event_date: str) -> float | None:
+    """Seconds since yagna recorded an event (same host, same clock), or None if unparsable."""
+    when = parse_time(event_date)
+    return None if when is None else (datetime.now(UTC) - when).total_seconds()
+
+
+def seconds_text(value: float | None) -> str:
+    """A duration for a log line: "0.123", or "?" when unknown."""
+    return "?" if value is None else f"{value:.3f}"
+
+
 def parse_time(value: object) -> datetime | None:
     """An RFC 3339 timestamp from yagna (nanoseconds allowed), or None."""
     if not isinstance(value, str):

@@ -5,6 +5,14 @@ subscription, agreements, activities) the same way: poll, hand each event over, 
 poll fails, log it, back off briefly and poll again, for as long as the agent lives. Two of
 them (agreements, activities) return events after a cursor without consuming them, so
 polling also means advancing the cursor and skipping what was already handled.
+
+Activity events are polled in staggered lanes (`poll_in_lanes`): yagna answers that long
+poll by looking at its database when the request arrives and then only every 750 ms
+(YAGNA_CHECK_PERIOD), so one poll sees a CreateActivity up to 0.75 s late -- and the
+requestor's POST /activity returns on yagna's next 750 ms check of the activity's state
+after the event, so a late sighting plus the ExeUnit's start-up can miss that check and
+cost the requestor a whole 0.75 s more. ACTIVITY_POLL_LANES polls, sent 0.25 s apart,
+make yagna look every 0.25 s instead; the shared EventCursor hands each event over once.
 """
 
 from __future__ import annotations
@@ -23,6 +31,20 @@ log = logging.getLogger(__name__)
 #: Pause after a failed poll: long enough not to spin on a dead node, short enough that
 #: a brief outage costs nothing.
 POLL_BACKOFF = 0.5
+
+#: How often yagna (0.17.6, core/activity/src/dao/event.rs) looks for new activity events
+#: while a long poll waits, counted from the request's arrival.
+YAGNA_CHECK_PERIOD = 0.75
+
+#: Activity-event long polls an agent keeps in flight. 3 lanes, 0.25 s apart: an event is
+#: seen at most ~0.25 s after yagna records it, leaving ~0.5 s of the requestor's first
+#: 750 ms state check for the ExeUnit to report Initialized (it needs ~0.01-0.03 s) even
+#: on a loaded machine. Always all 3: the first CreateActivity of a new agreement follows
+#: its approval within ~0.1-0.3 s, too soon for lanes started on demand to be in place.
+#: The cost: each lane is one request per 3 s long poll when idle, and yagna queries its
+#: database every 0.75 s per lane (measured: +0.2 % of a core for the provider node per
+#: provider, bench/RESULTS.md).
+ACTIVITY_POLL_LANES = 3
 
 E = TypeVar("E")
 T = TypeVar("T")
@@ -54,6 +76,47 @@ async def poll_forever(
             continue
         for event in events:
             handle(event)
+
+
+def slot_delay(now: float, origin: float, lane: int, lanes: int, period: float) -> float:
+    """Seconds lane `lane` of `lanes` waits before its next poll so that it is sent at its
+    phase, lane * period / lanes after `origin` (mod `period`).
+
+    yagna's checks of a long poll tick `period` apart from the request's arrival, so lanes
+    sent at evenly spread phases keep yagna looking every period / lanes. A lane no more
+    than half a spacing past its phase goes now (its previous poll just ended on time).
+    """
+    spacing = period / lanes
+    delay = (lane * spacing - (now - origin)) % period
+    return 0.0 if period - delay <= spacing / 2 else delay
+
+
+async def poll_in_lanes(
+    what: str,
+    poll: Callable[[], Awaitable[Sequence[E]]],
+    handle: Callable[[E], None],
+    *,
+    lanes: int,
+    period: float = YAGNA_CHECK_PERIOD,
+) -> None:
+    """`poll_forever` in `lanes` concurrent loops, each sent at its own phase of `period`
+    (slot_delay), until cancelled.
+
+    `poll` is shared: it must drop events another lane already returned (EventCursor).
+    """
+    origin = anyio.current_time()
+
+    def lane(index: int) -> Callable[[], Awaitable[Sequence[E]]]:
+        async def at_its_phase() -> Sequence[E]:
+            now = anyio.current_time()
+            await anyio.sleep(slot_delay(now, origin, index, lanes, period))
+            return await poll()
+
+        return at_its_phase
+
+    async with anyio.create_task_group() as tg:
+        for index in range(lanes):
+            tg.start_soon(poll_forever, f"{what} (lane {index + 1})", lane(index), handle)
 
 
 class Dated(Protocol):

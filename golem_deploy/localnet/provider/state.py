@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -51,9 +52,15 @@ class Agreement:
     terminated_by_us: bool = False
     payment_timeout: float | None = None  # mid-agreement payments agreed (terms.payment_timeout)
     last_payable: float = 0.0  # when the last payable note was sent (anyio clock), or approval
+    # For the invoice's log line: when it ended (time.monotonic) and how long after yagna
+    # recorded the requestor's termination the agent saw it (None: not that way, unknown).
+    ended_at: float = 0.0
+    end_seen_after: float | None = None
 
-    def end(self, reason: str) -> None:
+    def end(self, reason: str, seen_after: float | None = None) -> None:
         self.end_reason = reason
+        self.ended_at = time.monotonic()
+        self.end_seen_after = seen_after
         self.ended.set()
 
 
@@ -65,16 +72,30 @@ class Activity:
     agreement: Agreement
     stop: anyio.Event = field(default_factory=anyio.Event)
     stop_reason: str = ""
+    # Set once the ExeUnit is gone and `final_cost` is known: what the agreement's invoice
+    # waits for. `done` comes after the final debit note is delivered too; the invoice does
+    # not wait for that round trip (with 10 agreements ending at once, the provider node
+    # took 0.1-0.4 s per note), and once the invoice is in, the requestor has no final note
+    # left to accept before it (an invoice covers the whole agreement).
+    finished: anyio.Event = field(default_factory=anyio.Event)
     done: anyio.Event = field(default_factory=anyio.Event)
     exeunit: ExeUnitLike | None = None
     final_cost: Decimal = Decimal(0)
     debit_notes: int = 0
     running: bool = False  # the ExeUnit is up (registered, Initialized)
     crashed: str | None = None  # why the ExeUnit died on its own, if it did
+    # Timings for the log (bench/activity_create.py reads them): how long after yagna
+    # recorded CreateActivity / DestroyActivity the agent saw it (None: unknown), and when
+    # the agent started it and asked it to stop (time.monotonic).
+    create_seen_after: float | None = None
+    destroy_seen_after: float | None = None
+    started_at: float = 0.0
+    stop_requested_at: float = 0.0
 
     def request_stop(self, reason: str) -> None:
         if not self.stop.is_set():
             self.stop_reason = reason
+            self.stop_requested_at = time.monotonic()
             self.stop.set()
 
     def usage(self) -> Usage:
