@@ -22,7 +22,6 @@ batch's bookkeeping :mod:`exeunit_batch`, the ``transfer`` command :mod:`exeunit
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import shutil
@@ -149,13 +148,15 @@ class ExeUnit(ExeUnitCommands):
             self._bus = None
             self._stopped.set()
 
-    async def shutdown(self, reason: str) -> None:
-        """End the activity: stop commands and processes, report Terminated, unregister."""
+    async def shutdown(self, reason: str) -> bool:
+        """End the activity: stop commands and processes, report Terminated, unregister.
+        Whether yagna was told (else the agent tells it over REST: provider/activities.py)."""
         if self._shutdown_started:
             with anyio.move_on_after(10):
                 await self._stopped.wait()
-            return
+            return True
         self._shutdown_started = True
+        reported = self._bus is None
         self._epoch += 1  # commands still finishing (cancelled below) change no state now
         try:
             self._update_cpu()  # before the kill: processes still running are counted
@@ -164,16 +165,21 @@ class ExeUnit(ExeUnitCommands):
             self._ended_at = time.monotonic()
             self._reason = reason
             if self._bus is not None:
-                with anyio.move_on_after(5), contextlib.suppress(GsbError):
-                    await self._report_state(self.state[0], "Terminated")
-                    await self._report_state("Terminated", None, reason=reason)
-                    await self._bus.unregister(self.service_id)
+                with anyio.move_on_after(5):
+                    try:
+                        await self._report_state(self.state[0], "Terminated")
+                        await self._report_state("Terminated", None, reason=reason)
+                        reported = True
+                        await self._bus.unregister(self.service_id)
+                    except GsbError as error:
+                        log.warning("%s: reporting Terminated: %s", self.service_id, error)
         finally:
             self._closing.set()
             if self._tg is not None:
                 with anyio.move_on_after(10):
                     await self._stopped.wait()
             shutil.rmtree(self.config.work_dir, ignore_errors=True)
+        return reported
 
     def vanish(self) -> None:
         """Die like a crashed provider: kill processes, drop the connection, say nothing."""

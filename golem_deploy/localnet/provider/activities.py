@@ -224,7 +224,9 @@ class ActivityRunner:
         elif not self.dead:
             with anyio.CancelScope(shield=True), anyio.move_on_after(STOP_DEADLINE):
                 try:
-                    await unit.shutdown(activity.stop_reason)
+                    if not await unit.shutdown(activity.stop_reason):
+                        log.warning("%s: %s Terminated over REST", self._name, activity.activity_id)
+                        await self._set_terminated(activity.activity_id, activity.stop_reason, None)
                 except Exception:
                     log.exception("%s: ExeUnit shutdown failed", self._name)
                     await self._set_terminated(
