@@ -65,6 +65,7 @@ class ExeUnitConfig:
     requestor_id: str
     fail_commands_matching: re.Pattern[str] | None = None  # fault: matching runs exit 1
     slow_start: float = 0.0  # fault: seconds added to deploy and start
+    lose_terminated_report: bool = False  # fault: the Terminated report never leaves
     task_package: str | None = None  # the demand's golem.srv.comp.task_package
     local_image: Path | None = None  # local.image: a .gvmi file or extracted tree on disk
     storage_gib: float | None = None  # the agreement's storage: size of the writable layer
@@ -164,7 +165,7 @@ class ExeUnit(ExeUnitCommands):
             self._update_cpu()
             self._ended_at = time.monotonic()
             self._reason = reason
-            if self._bus is not None:
+            if self._bus is not None and not self.config.lose_terminated_report:
                 with anyio.move_on_after(5):
                     try:
                         await self._report_state(self.state[0], "Terminated")

@@ -29,6 +29,9 @@ A faults file is YAML keyed by provider name::
                                      # (a provider that will not renew)
       debit_notes_every: 1s          # debit notes this often, whatever was agreed (a
                                      # requestor ends such agreements: too many notes)
+      lose_terminated_report: true   # an ended ExeUnit's Terminated report over the bus
+                                     # is lost (as yagna's bus sometimes cancels it under
+                                     # load); the agent then reports it over REST
 
 Durations are a number of seconds or a number with a unit: ms, s, m, h (e.g. 500ms, 1.5s).
 """
@@ -65,6 +68,7 @@ class ProviderFaults:
     slow_start: float = 0.0
     slow_negotiation: float = 0.0
     never_invoice: bool = False
+    lose_terminated_report: bool = False
     max_agreement: float | None = None
     reject_agreements_after: int | None = None
     debit_notes_every: float | None = None
@@ -127,7 +131,12 @@ def parse_faults(data: object, source: str = "faults") -> dict[str, ProviderFaul
         for key, value in spec.items():
             at = _where(source, spec, key)
             try:
-                if key in ("reject_agreements", "fail_activity_create", "never_invoice"):
+                if key in (
+                    "reject_agreements",
+                    "fail_activity_create",
+                    "never_invoice",
+                    "lose_terminated_report",
+                ):
                     if not isinstance(value, bool):
                         raise ValueError("expected true or false")
                     values[key] = value
@@ -158,7 +167,7 @@ def parse_faults(data: object, source: str = "faults") -> dict[str, ProviderFaul
                         "unknown fault (known: reject_agreements, fail_activity_create, "
                         "die_after, die_when, come_back_after, fail_commands_matching, slow_start, "
                         "slow_negotiation, never_invoice, max_agreement, reject_agreements_after, "
-                        "debit_notes_every)"
+                        "debit_notes_every, lose_terminated_report)"
                     )
             except (ValueError, re.error) as error:
                 problems.append(f"{at}: {name}.{key}: {error}")

@@ -482,6 +482,24 @@ def test_supervisor_killed_during_down_the_same_down_finishes_the_job(cli: Cli) 
     _assert_released(cli, name)
 
 
+def test_a_lost_terminated_report_still_lets_down_release_everything(
+    cli: Cli, tmp_path: Path
+) -> None:
+    # yagna's bus sometimes cancels an ExeUnit's Terminated report when many activities end
+    # at once. The provider then reports it over REST, so the requestor's DELETE is answered
+    # and `down` releases everything, instead of a 408 and an activity left unreleased.
+    path, manifest = _manifest("hello-world.yaml")
+    faults = tmp_path / "faults.yaml"
+    faults.write_text("local-provider-1: {lose_terminated_report: true}\n")
+    up = cli("up", "-d", str(path), "--providers", "1", "--faults", str(faults))
+    assert up.returncode == 0, up.stdout + up.stderr
+    down = cli("down", "-n", manifest.name)
+    assert down.returncode == 0, down.stdout + down.stderr
+    destroyed = [r for r in cli.journal(manifest.name) if r["kind"] == "ActivityDestroyed"]
+    assert destroyed and not any(r["abandoned"] for r in destroyed)
+    _assert_released(cli, manifest.name)
+
+
 def test_providers_and_faults_reach_the_private_network(cli: Cli, tmp_path: Path) -> None:
     path, manifest = _manifest("multi-service.yaml")  # 4 instances, no price caps
     faults = tmp_path / "faults.yaml"

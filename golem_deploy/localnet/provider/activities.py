@@ -173,6 +173,7 @@ class ActivityRunner:
                 unsafe_host_exec=self._config.unsafe_host_exec,
                 vpn=self._config.vpn,
                 provider_id=self._config.identity.node_id,
+                lose_terminated_report=self._config.faults.lose_terminated_report,
             )
             activity.exeunit = unit
             async with anyio.create_task_group() as tg:

@@ -48,6 +48,7 @@ class ExeUnitFactory(Protocol):
         unsafe_host_exec: bool = False,
         vpn: VpnHost | None = None,
         provider_id: str = "",
+        lose_terminated_report: bool = False,
     ) -> ExeUnitLike: ...
 
 
@@ -70,6 +71,7 @@ def real_exeunit(
     unsafe_host_exec: bool = False,
     vpn: VpnHost | None = None,
     provider_id: str = "",
+    lose_terminated_report: bool = False,
 ) -> ExeUnitLike:
     """Build the in-process ExeUnit of golem_deploy.localnet.exeunit (imported late: heavy)."""
     from golem_deploy.localnet.exeunit import ExeUnit, ExeUnitConfig
@@ -93,6 +95,7 @@ def real_exeunit(
             unsafe_host_exec=unsafe_host_exec,
             vpn=vpn,
             provider_id=provider_id,
+            lose_terminated_report=lose_terminated_report,
         )
     )
     return unit
