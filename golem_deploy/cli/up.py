@@ -177,11 +177,19 @@ def _up_detached(deployment: DeploymentDir, timeout: float) -> None:
     out = console(stderr=True)
     deadline = time.monotonic() + timeout
     last = ""
-    for _ in _changes(deployment):
+    total: int | None = None
+    for kind in _changes(deployment):
+        if kind == "DeploymentRunning" and total is not None:
+            # every instance runs: said without asking for a snapshot once more
+            if last != (line := f"{deployment.name}: {total}/{total} running"):
+                out.print(line)
+            out.print(f"[green]deployment {deployment.name} is up[/]")
+            return
         snap = snapshot(deployment)
+        total = len(instances(snap))
         state = snap.state
         counts = state_counts(snap)
-        line = f"{deployment.name}: {counts.pop('running', 0)}/{len(instances(snap))} running"
+        line = f"{deployment.name}: {counts.pop('running', 0)}/{total} running"
         if counts:  # the others, e.g. "(1 pending, 2 starting)"
             line += " (" + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ")"
         if line != last:
@@ -212,8 +220,9 @@ def _up_detached(deployment: DeploymentDir, timeout: float) -> None:
     raise AssertionError("unreachable: _changes never ends")
 
 
-def _changes(deployment: DeploymentDir) -> Iterator[None]:
-    """Yields whenever the deployment may have changed, for `up -d` to look again.
+def _changes(deployment: DeploymentDir) -> Iterator[str | None]:
+    """Yields whenever the deployment may have changed, for `up -d` to look again: the
+    kind of the supervisor record that says so, or None.
 
     Why the supervisor's record stream and not a timer: the moment the last instance runs
     is the moment `up -d` should return. So: at once for a deployment-level record
@@ -226,16 +235,17 @@ def _changes(deployment: DeploymentDir) -> Iterator[None]:
         records = client.EventStream(deployment.socket)
     except client.SupervisorUnreachable:
         records = None
-    yield  # subscribed first, then the first look: nothing is missed in between
+    yield None  # subscribed first, then the first look: nothing is missed in between
     looked = time.monotonic()
     for record in records or ():
         now = time.monotonic()
-        if str(record.get("kind", "")).startswith("Deployment") or now - looked >= POLL:
+        kind = str(record.get("kind", ""))
+        if kind.startswith("Deployment") or now - looked >= POLL:
             looked = now
-            yield
+            yield kind
     while True:
         time.sleep(POLL)
-        yield
+        yield None
 
 
 def _live(deployment: DeploymentDir) -> None:
