@@ -55,6 +55,9 @@ class Order:
     providers: int
     faults: Path | None
     log: Path
+    #: The CLI's environment as it is when it hands the order over (a fresh interpreter
+    #: would inherit it then): the CLI sets some after the fork, e.g. --unsafe-host-exec.
+    env: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,9 @@ def serve_order(order: Order) -> NoReturn:
         os.dup2(log, 2)
         os.close(log)
         os.chdir(Path(order.manifest.path).resolve().parent)
+        if os.environ != order.env:
+            os.environ.clear()
+            os.environ.update(order.env)
         from golem_deploy.supervisor.__main__ import serve
 
         code = serve(order.manifest, providers=order.providers, faults=order.faults)

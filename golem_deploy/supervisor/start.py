@@ -81,7 +81,7 @@ def spawn(
     the child prestarted for this `up` (prefork.py), else a fork now, else a fresh
     interpreter."""
     faults = faults.resolve() if faults is not None else None  # the child changes folder
-    order = prefork.Order(manifest, providers, faults, deployment.supervisor_log)
+    order = prefork.Order(manifest, providers, faults, deployment.supervisor_log, dict(os.environ))
     pid = prefork.claim(order)
     if pid is not None:
         return SupervisorProcess(pid)

@@ -253,6 +253,17 @@ class Scenario:
         return sorted(set(live))
 
 
+def finish(process: subprocess.Popen[str], timeout: float = 120) -> tuple[str, str]:
+    """A CLI process's (stdout, stderr) once it ended (bounded); killed if it did not."""
+    try:
+        out, err = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return out, err
+
+
 def _like_a_terminal() -> None:
     """Ctrl-C as a user's terminal delivers it: a test run in the background (`&`, CI
     runners) starts with SIGINT ignored, which every child would inherit, and Python then

@@ -33,7 +33,7 @@ from typing import IO, Any
 
 import pytest
 from _cli_helpers import REPO, Cli, wait_until
-from _harness import Scenario, service
+from _harness import Scenario, finish, service
 
 pytestmark = [pytest.mark.localnet, pytest.mark.timeout(420)]
 
@@ -44,16 +44,6 @@ def _running(scenario: Scenario) -> None:
     scenario.wait_for_record(
         "the deployment running", lambda r: r["kind"] == "DeploymentRunning", 180
     )
-
-
-def _finish(process: subprocess.Popen[str], timeout: float = 240) -> tuple[str, str]:
-    try:
-        out, err = process.communicate(timeout=timeout)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    return out, err
 
 
 def _first_line(stream: IO[str] | None, what: str) -> str:
@@ -115,7 +105,7 @@ def test_row10c_sigterm_to_attached_up_goes_down_like_ctrl_c(cli: Cli, tmp_path:
         attached.send_signal(signal.SIGTERM)
         attached.wait(240)
     finally:
-        out, err = _finish(attached, 30)
+        out, err = finish(attached, 30)
     assert attached.returncode == 0, out + err  # as after Ctrl-C (row 10a)
     assert "going down" in out and "everything released" in out, out
     assert "Traceback" not in err, err
@@ -170,7 +160,7 @@ def test_row10c_a_second_sigterm_forces_like_a_second_ctrl_c(cli: Cli, tmp_path:
         attached.send_signal(signal.SIGTERM)
         attached.wait(240)
     finally:
-        out, err = _finish(attached, 30)
+        out, err = finish(attached, 30)
     assert attached.returncode == 0, out + err
     assert "everything released" in out, out
     assert "Traceback" not in err, err
@@ -195,8 +185,8 @@ def _followers_end_quietly(scenario: Scenario) -> None:
             follower.send_signal(signal.SIGTERM)
             follower.wait(60)
     finally:
-        _out, err = _finish(logs, 30)
-        _finish(watch, 30)
+        _out, err = finish(logs, 30)
+        finish(watch, 30)
         screen.close()
     assert logs.returncode == 0, err
     assert "Traceback" not in err, err
@@ -275,7 +265,7 @@ def test_row10c_closed_terminal_sighup_goes_down_like_ctrl_c(cli: Cli, tmp_path:
         attached.send_signal(signal.SIGHUP)
         attached.wait(240)
     finally:
-        _finish(attached, 30)
+        finish(attached, 30)
     assert attached.returncode == 0
     down_requested = [r for r in scenario.journal() if r["kind"] == "DownRequested"]
     assert len(down_requested) == 1, down_requested  # one graceful down, never forced
@@ -302,7 +292,7 @@ def test_row10e_down_in_a_closed_terminal_finishes(cli: Cli, tmp_path: Any) -> N
         screen.close()  # the kernel sends `down` SIGHUP
         down.wait(240)
     finally:
-        _finish(down, 30)
+        finish(down, 30)
     assert down.returncode == 0  # finished, not cut short (129)
     _went_down_gracefully(scenario, supervisor)
     scenario.audit()
@@ -325,7 +315,7 @@ def test_row10d_supervisor_ignores_sighup_and_goes_down_on_sigterm(cli: Cli, tmp
         waiting.send_signal(signal.SIGTERM)
         waiting.wait(60)
     finally:
-        _out, err = _finish(waiting, 30)
+        _out, err = finish(waiting, 30)
     assert waiting.returncode == 143, err
     assert "stopped waiting" in err and "keeps starting" in err, err
     assert "Traceback" not in err, err

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from _cli_helpers import Cli
-from _harness import Scenario, service
+from _harness import Scenario, finish, service
 
 pytestmark = [pytest.mark.localnet, pytest.mark.timeout(420)]
 
@@ -27,16 +27,6 @@ def _records(scenario: Scenario, kind: str, **match: Any) -> list[dict[str, Any]
         for r in scenario.journal()
         if r["kind"] == kind and all(r.get(k) == v for k, v in match.items())
     ]
-
-
-def _finish(process: subprocess.Popen[str], timeout: float = 120) -> tuple[str, str]:
-    try:
-        out, err = process.communicate(timeout=timeout)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    return out, err
 
 
 def _down_ok(scenario: Scenario, *args: str) -> subprocess.CompletedProcess[str]:
@@ -101,7 +91,7 @@ def _kill_when(scenario: Scenario, phase: str) -> None:
         )
         scenario.wait_for_record("down requested", lambda r: r["kind"] == "DownRequested", 60)
         scenario.kill_supervisor()
-        _out, err = _finish(down)
+        _out, err = finish(down)
         assert "Traceback" not in err, err
         return
     markers = {"negotiation": "DemandSubscribed", "start": "ActivityCreated"}
@@ -110,7 +100,7 @@ def _kill_when(scenario: Scenario, phase: str) -> None:
         scenario.wait_for_record(phase, lambda r: r["kind"] == markers[phase], 120)
         scenario.kill_supervisor()
     finally:
-        _, err = _finish(up_process)
+        _, err = finish(up_process)
     assert up_process.returncode != 0
     assert "Traceback" not in err, err
 
@@ -160,7 +150,7 @@ def test_row10a_ctrl_c_during_start_goes_down(cli: Cli, tmp_path: Any) -> None:
             tail = [(r["kind"], r.get("reason")) for r in scenario.journal()[-12:]]
             raise AssertionError(f"up still running after Ctrl-C\n{tail}\n{log}") from None
     finally:
-        out, err = _finish(attached, timeout=30)
+        out, err = finish(attached, timeout=30)
     assert attached.returncode == 0, out + err
     assert "everything released" in out
     assert time.monotonic() - started < 180  # it did not wait for the 10-minute start
@@ -182,7 +172,7 @@ def test_row10b_down_while_up_detached_is_starting(cli: Cli, tmp_path: Any) -> N
         _down_ok(scenario)
         assert time.monotonic() - started < 180  # it did not wait for the 10-minute start
     finally:
-        _, err = _finish(up)
+        _, err = finish(up)
     assert up.returncode == 1
     assert "went down before every instance was running" in err, err
     assert "Traceback" not in err

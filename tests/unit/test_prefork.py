@@ -25,11 +25,11 @@ def test_every_preloaded_module_exists() -> None:
 
 def test_an_order_survives_the_pipe() -> None:
     manifest = load_manifest(MANIFESTS / "simple-service.yaml")
-    order = prefork.Order(manifest, 3, None, Path("/tmp/supervisor.log"))
+    order = prefork.Order(manifest, 3, None, Path("/tmp/supervisor.log"), {"A": "1"})
     assert pickle.loads(pickle.dumps(order)) == order
 
 
 def test_without_a_waiting_child_the_caller_starts_one_itself() -> None:
     manifest = load_manifest(MANIFESTS / "hello-world.yaml")
-    assert prefork.claim(prefork.Order(manifest, 3, None, Path("/tmp/x.log"))) is None
+    assert prefork.claim(prefork.Order(manifest, 3, None, Path("/tmp/x.log"), {})) is None
     prefork.cancel()  # nothing to cancel: no error either
