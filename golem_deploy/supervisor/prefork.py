@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, NoReturn
 if TYPE_CHECKING:
     from golem_deploy.manifest.model import Manifest
 
-__all__ = ["Order", "cancel", "claim", "detach", "prestart", "serve_order"]
+__all__ = ["Order", "cancel", "claim", "fork_is_safe", "fork_now", "prestart"]
 
 
 PRELOAD = (
@@ -80,14 +80,28 @@ def prestart() -> None:
     if _waiting is not None or not fork_is_safe():
         return
     read, write = os.pipe()
-    for stream in (sys.stdout, sys.stderr):  # else the child could write them out again
-        stream.flush()
-    pid = os.fork()
+    pid = _fork()
     if pid == 0:
         os.close(write)
         _wait_for_order(read)
     os.close(read)
     _waiting = _Waiting(pid, write)
+
+
+def fork_now(order: Order) -> int:
+    """Fork the supervisor of `order` from this process now (none was prestarted, or it
+    died); its pid. Only where `fork_is_safe()`."""
+    pid = _fork()
+    if pid == 0:
+        _detach()
+        _serve_order(order)
+    return pid
+
+
+def _fork() -> int:
+    for stream in (sys.stdout, sys.stderr):  # else the child could write them out again
+        stream.flush()
+    return os.fork()
 
 
 def claim(order: Order) -> int | None:
@@ -118,7 +132,7 @@ def cancel() -> None:
         os.close(waiting.pipe)
 
 
-def detach() -> None:
+def _detach() -> None:
     """Become a daemon's child: own session, stdin from /dev/null, the CLI's Python signal
     handlers gone (a fresh interpreter would not have them either)."""
     os.setsid()
@@ -132,7 +146,7 @@ def detach() -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def serve_order(order: Order) -> NoReturn:
+def _serve_order(order: Order) -> NoReturn:
     """Run the supervisor of `order` in this (forked, detached) process; never returns
     into the CLI's code, whose atexit handlers and buffers are not the supervisor's."""
     code = 1
@@ -163,7 +177,7 @@ def serve_order(order: Order) -> NoReturn:
 def _wait_for_order(pipe: int) -> NoReturn:
     """The prestarted child: import the engine, then wait for the order (or the end)."""
     try:
-        detach()
+        _detach()
         null = os.open(os.devnull, os.O_WRONLY)  # until the order names the log
         os.dup2(null, 1)
         os.dup2(null, 2)
@@ -180,4 +194,4 @@ def _wait_for_order(pipe: int) -> NoReturn:
         os._exit(1)
     if not isinstance(order, Order):
         os._exit(0)  # the CLI did not need a supervisor after all
-    serve_order(order)
+    _serve_order(order)

@@ -86,13 +86,7 @@ def spawn(
     if pid is not None:
         return SupervisorProcess(pid)
     if prefork.fork_is_safe():
-        for stream in (sys.stdout, sys.stderr):  # else the child could write them out again
-            stream.flush()
-        pid = os.fork()
-        if pid == 0:
-            prefork.detach()
-            prefork.serve_order(order)
-        return SupervisorProcess(pid)
+        return SupervisorProcess(prefork.fork_now(order))
     return SupervisorProcess.of(_exec(order, env_file))
 
 
