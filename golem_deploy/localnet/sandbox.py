@@ -232,13 +232,12 @@ class Sandbox(SandboxCommands):
         """SIGKILL every process of the activity, synchronously (for a vanishing provider)."""
         self._closed.set()
         if self._init is not None and self._init.returncode is None:
-            # The init's death makes the kernel kill its whole pid namespace, and unshare
-            # (--kill-child) follows its child.
-            if self._init_pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self._init_pid, signal.SIGKILL)
+            # The init's death makes the kernel kill its whole pid namespace; unshare
+            # exits once its child is reaped, which is after every process of the
+            # namespace is gone -- so close() waiting for unshare means they are all gone.
+            # Without the init's pid yet, killing unshare ends it (--kill-child).
             with contextlib.suppress(ProcessLookupError):
-                self._init.kill()
+                os.kill(self._init_pid or self._init.pid, signal.SIGKILL)
         for group in list(self._groups):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(group, signal.SIGKILL)
