@@ -152,14 +152,25 @@ def rotated(path: Path, number: int) -> Path:
 
 
 def rotate(path: Path, max_files: int) -> None:
-    """Shift path -> path.1 -> path.2 ...; the file beyond max_files - 1 rotated ones goes."""
-    if max_files <= 1:
-        path.unlink(missing_ok=True)
-        return
-    for number in range(max_files - 1, 0, -1):
-        source = path if number == 1 else rotated(path, number - 1)
+    """Shift path -> path.1 -> path.2 ...; the file beyond max_files - 1 rotated ones goes.
+
+    `path` itself never goes missing, not even for a moment (a reader such as `logs` may
+    look at any time): its content gets its rotated name through a hard link, then an
+    empty file replaces it in one rename."""
+    for number in range(max_files - 1, 1, -1):
+        source = rotated(path, number - 1)
         if source.exists():
             os.replace(source, rotated(path, number))  # replaces (drops) the oldest
+    if not path.exists():
+        return
+    if max_files > 1:
+        staged = path.with_name(f".{path.name}.rotating")
+        staged.unlink(missing_ok=True)
+        os.link(path, staged)
+        os.replace(staged, rotated(path, 1))
+    fresh = path.with_name(f".{path.name}.new")
+    os.close(os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+    os.replace(fresh, path)
 
 
 def with_rotated(path: Path) -> list[Path]:

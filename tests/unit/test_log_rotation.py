@@ -79,6 +79,19 @@ def test_a_full_file_is_rotated_and_at_most_max_files_are_kept(tmp_path: Path) -
     assert newest_rotated[-1] < current[0]
 
 
+def test_the_current_file_is_never_missing_for_a_reader(tmp_path: Path) -> None:
+    """`logs` may read at any moment: rotation leaves an empty current file at once (its
+    content already under its rotated name), and no staging file behind."""
+    current = tmp_path / "web.0.log"
+    current.write_text("old line\n")
+    older = current.stat().st_ino
+    logs.rotate(current, 3)
+    assert current.read_text() == ""
+    assert (tmp_path / "web.0.log.1").read_text() == "old line\n"
+    assert (tmp_path / "web.0.log.1").stat().st_ino == older  # moved, not copied
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["web.0.log", "web.0.log.1"]
+
+
 def test_one_file_means_the_file_starts_afresh(tmp_path: Path) -> None:
     _write_lines(tmp_path, 100, LogRotation(max_size=1024, max_files=1))
     assert _files(tmp_path) == ["web.0.log"]
