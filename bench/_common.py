@@ -126,6 +126,8 @@ def bench_home(prefix: str) -> Iterator[tuple[Path, dict[str, str]]]:
     env["GOLEM_DEPLOY_HOME"] = str(home)
     env["XDG_CACHE_HOME"] = str(home / "cache")  # the rendered --help starts cold (cli/entry.py)
     env.setdefault("COLUMNS", "120")
+    # Cold commands unless a benchmark asks for the warm process (warm_up below).
+    env["GOLEM_DEPLOY_WARM"] = "0"
     try:
         yield home, env
     finally:
@@ -136,6 +138,7 @@ def bench_home(prefix: str) -> Iterator[tuple[Path, dict[str, str]]]:
 def cleanup(home: Path, env: dict[str, str]) -> None:
     """End everything a benchmark left running under `home`, by recorded pids only."""
     from golem_deploy import localnet
+    from golem_deploy.cli import warm
 
     deployments = home / "deployments"
     for folder in sorted(deployments.iterdir()) if deployments.is_dir() else []:
@@ -153,6 +156,21 @@ def cleanup(home: Path, env: dict[str, str]) -> None:
     for folder in sorted(networks.iterdir()) if networks.is_dir() else []:
         with contextlib.suppress(Exception):
             localnet.stop(folder)
+    warm.stop_all(home)
+
+
+def warm_up(env: dict[str, str], manifest: Path) -> dict[str, str]:
+    """The environment for warm commands (cli/warm.py), with the warm process started:
+    one cold command starts it on its way out; wait until it listens."""
+    warm_env = {**env, "GOLEM_DEPLOY_WARM": "1"}
+    folder = Path(env["GOLEM_DEPLOY_HOME"]) / "warm"
+    run_cli("validate", str(manifest), env=warm_env)
+    deadline = time.monotonic() + 30
+    while not list(folder.glob("*.sock")):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no warm process listened in {folder} within 30 s")
+        time.sleep(0.05)
+    return warm_env
 
 
 def _holds_lock(lock: Path) -> bool:

@@ -186,9 +186,14 @@ def main() -> None:
         "vs_yapapi_up_10": vs["10"]["ratio_up"],
         "vs_yapapi_down_1": vs["1"]["ratio_down"],
         "vs_yapapi_down_10": vs["10"]["ratio_down"],
+        # the same with every command its own process (GOLEM_DEPLOY_WARM=0, cli/warm.py)
+        "vs_yapapi_up_1_cold": vs["1"]["ratio_up_cold"],
+        "vs_yapapi_up_10_cold": vs["10"]["ratio_up_cold"],
+        "vs_yapapi_down_1_cold": vs["1"]["ratio_down_cold"],
+        "vs_yapapi_down_10_cold": vs["10"]["ratio_down_cold"],
         "vs_yapapi_s": {
             f"{side}_{w}_{n}": vs[n][f"{side}_{w}"]["median"]
-            for side in ("yapapi", "ours")
+            for side in ("yapapi", "ours", "ours_cold")
             for w in ("up", "down")
             for n in ("1", "10")
         },

@@ -14,11 +14,14 @@ the outside:
         terminating the agreements and accepting the providers' invoices (yapapi: a line on
         the program's stdin, then `async with Golem` exits; ours: `golem-deploy down`).
 
-Rounds alternate yapapi / ours, then ours / yapapi (so a load trend hurts neither side);
-medians of `rounds`. "ratio_up"/"ratio_down" = yapapi median / ours (our figure is the
-yardstick here): above 1, golem-deploy is faster. "ours_phases" splits our up and down
-by the deployment's journal (`phases` below says which span is which), so a slow figure
-says where the time went.
+golem-deploy runs twice per round: "ours" as a user's commands run from their second on,
+handed to the warm process the first one started (cli/warm.py), and "ours_cold" with
+GOLEM_DEPLOY_WARM=0, every command its own Python process. Rounds alternate yapapi / ours /
+ours_cold, then the reverse (so a load trend hurts no side); medians of `rounds`.
+"ratio_up"/"ratio_down" = yapapi median / ours, "ratio_up_cold"/"ratio_down_cold" the same
+against ours_cold (our figure is the yardstick here): above 1, golem-deploy is faster.
+"ours_phases"/"ours_cold_phases" split our up and down by the deployment's journal
+(`phases` below says which span is which), so a slow figure says where the time went.
 
 yapapi is not a dependency of golem-deploy: it comes from $GOLEM_DEPLOY_BENCH_YAPAPI_PYTHON
 (a Python that has yapapi 0.13.1), else bench/.venv-yapapi, created with pip on first use --
@@ -50,6 +53,7 @@ from _common import (
     local_network,
     run_cli,
     stats,
+    warm_up,
 )
 from _image import Image, served_image
 from _yardstick import ratio
@@ -217,19 +221,27 @@ def main() -> None:
                 "IMAGE_URL": image.url,
                 "IMAGE_HASH": image.sha3,
             }
+            # ours: golem-deploy as it runs from a user's second command on (the warm
+            # process, cli/warm.py); ours_cold: every command its own process.
+            envs = {
+                "ours": warm_up(net_env, manifest(home, "vs-warm-up", 1, image)),
+                "ours_cold": net_env,
+            }
             for n in args.instances:
                 samples: dict[str, list[float]] = {}
-                spent: dict[str, list[float]] = {}
+                spent: dict[str, dict[str, list[float]]] = {}
                 for round_ in range(args.rounds):
-                    order = ["yapapi", "ours"] if round_ % 2 == 0 else ["ours", "yapapi"]
+                    order = ["yapapi", "ours", "ours_cold"]
+                    if round_ % 2:
+                        order.reverse()
                     for side in order:
                         if side == "yapapi":
                             log = logs / f"yapapi-{n}-{round_}.log"
                             up, down = yapapi_run(python, yapapi_env, n, log)
                         else:
-                            up, down, where = ours_run(home, net_env, n, image)
+                            up, down, where = ours_run(home, envs[side], n, image)
                             for phase, seconds in where.items():
-                                spent.setdefault(phase, []).append(seconds)
+                                spent.setdefault(side, {}).setdefault(phase, []).append(seconds)
                         samples.setdefault(f"{side}_up", []).append(up)
                         samples.setdefault(f"{side}_down", []).append(down)
                         print(
@@ -239,10 +251,12 @@ def main() -> None:
                         )
                 figures: dict[str, object] = {k: stats(v) for k, v in samples.items()}
                 for what in ("up", "down"):
-                    figures[f"ratio_{what}"] = ratio(
-                        samples[f"yapapi_{what}"], samples[f"ours_{what}"]
-                    )
-                figures["ours_phases"] = {k: stats(v) for k, v in spent.items()}
+                    for side, suffix in (("ours", ""), ("ours_cold", "_cold")):
+                        figures[f"ratio_{what}{suffix}"] = ratio(
+                            samples[f"yapapi_{what}"], samples[f"{side}_{what}"]
+                        )
+                for side, phases_ in spent.items():
+                    figures[f"{side}_phases"] = {k: stats(v) for k, v in phases_.items()}
                 result[str(n)] = figures
     finally:
         if os.environ.get("GOLEM_DEPLOY_BENCH_KEEP_LOGS"):

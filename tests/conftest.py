@@ -171,6 +171,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # Never talk to a user's own yagna from the test suite.
     for var in ("YAGNA_APPKEY", "YAGNA_API_URL", "YAGNA_SUBNET"):
         os.environ.pop(var, None)
+    # Commands run cold, as their own process, unless a test asks for the warm process
+    # (cli/warm.py; tests/e2e/test_warm_cli.py), which then also stops it.
+    os.environ["GOLEM_DEPLOY_WARM"] = "0"
 
 
 _NETNS_KEY = pytest.StashKey[bool]()

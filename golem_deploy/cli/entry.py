@@ -19,6 +19,7 @@ standard library is imported here.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import site
@@ -29,16 +30,32 @@ from pathlib import Path
 from typing import TextIO
 
 from golem_deploy import __version__
+from golem_deploy.cli import warm
 
-__all__ = ["help_cache_path", "main", "status_json"]
+__all__ = ["help_cache_path", "main", "run", "status_json"]
 
 _RENDERING_ENV = ("COLOR", "TERM", "TTY", "COLUMNS", "LINES", "WIDTH", "TYPER", "GITHUB_ACTIONS")
 """Environment variables whose names contain one of these change how help is rendered."""
 
 
 def main() -> None:
-    """Console entry point: a quick answer when there is one, else the full CLI."""
+    """Console entry point: in the warm process when there is one (warm.py), else here."""
     argv = sys.argv[1:]
+    if argv[:1] and argv[0] in warm.COMMANDS and not _quick(argv):
+        home = _home()
+        path = None if home is None else warm.socket_path(home, _sources())
+        if path is not None:
+            code = warm.run(argv, path)
+            if code is not None:
+                sys.exit(code)
+            atexit.register(warm.start, path)  # none yet: one for the next command
+    run(argv, prestart=True)
+
+
+def run(argv: list[str], *, prestart: bool) -> None:
+    """Run the command `argv`: a quick answer when there is one, else the full CLI.
+    `prestart`: fork an `up`'s supervisor-to-be first (not in the warm process, which has
+    everything imported already)."""
     if argv[:1] == ["status"]:
         answer = status_json(argv)
         if answer is not None:
@@ -51,7 +68,7 @@ def main() -> None:
             return
         except OSError:
             pass
-    if argv[:1] == ["up"] and not {"--dry-run", "--help"} & set(argv):
+    if prestart and argv[:1] == ["up"] and not {"--dry-run", "--help"} & set(argv):
         from golem_deploy.supervisor import prefork
 
         prefork.prestart()  # the supervisor's imports run beside the CLI's (prefork.py)
@@ -61,6 +78,11 @@ def main() -> None:
         app.main()
     else:
         keep_help(cache, app.main)
+
+
+def _quick(argv: list[str]) -> bool:
+    """Answered here as fast as the warm process would: `status --json`, or cached help."""
+    return _status_name(argv) is not None or argv[-1] == "--help"
 
 
 # --- status --json ---------------------------------------------------------------------------
