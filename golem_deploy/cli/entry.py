@@ -43,7 +43,7 @@ def main() -> None:
     argv = sys.argv[1:]
     if argv[:1] and argv[0] in warm.COMMANDS and not _quick(argv):
         home = _home()
-        path = None if home is None else warm.socket_path(home, _sources())
+        path = None if home is None else warm.socket_path(home)
         if path is not None:
             code = warm.run(argv, path)
             if code is not None:

@@ -22,8 +22,8 @@ How (Linux only):
 - There is none yet (or it was stopped): the command runs cold, and on its way out starts
   one for next time, in the background. It ends itself after `IDLE_EXIT_S` without a
   command, or as soon as its socket is removed or replaced.
-- One warm process per golem-deploy home, installation (its source files and installed
-  packages, as keyed for the help cache), Python, user and namespaces (network, mount,
+- One warm process per golem-deploy home, installation (every file of golem_deploy and
+  the folders packages are installed in), Python, user and namespaces (network, mount,
   pid, user): a command never runs in another network namespace or against other code
   than the one typed. The socket's folder is private to the user (0700) and the warm
   process also checks each caller's uid.
@@ -43,6 +43,7 @@ import hashlib
 import json
 import os
 import signal
+import site
 import socket
 import struct
 import sys
@@ -78,11 +79,14 @@ _NAMESPACES = ("net", "mnt", "pid", "user")
 # --- the typed command's side -----------------------------------------------------------------
 
 
-def socket_path(home: Path, stamps: list[str]) -> Path | None:
+def socket_path(home: Path, stamps: list[str] | None = None) -> Path | None:
     """Where the warm process for this home, installation, user and namespaces listens;
-    None where there can be none (off Linux, switched off, a path too long for a socket)."""
+    None where there can be none (off Linux, switched off, a path too long for a socket).
+    `stamps` say which installation this is (default: `installation_stamps()`)."""
     if sys.platform != "linux" or os.environ.get(SWITCH, "1") == "0":
         return None
+    if stamps is None:
+        stamps = installation_stamps()
     key = hashlib.sha256()
     parts = [sys.executable, sys.prefix, f"{os.getuid()}:{os.getgid()}", *stamps]
     for name in _NAMESPACES:
@@ -94,6 +98,25 @@ def socket_path(home: Path, stamps: list[str]) -> Path | None:
         key.update(part.encode(errors="surrogateescape") + b"\n")
     path = home / "warm" / f"{key.hexdigest()[:16]}.sock"
     return path if len(os.fsencode(path)) < 108 else None  # sockaddr_un's sun_path
+
+
+def installation_stamps() -> list[str]:
+    """Size and mtime of every file of golem_deploy (an edit anywhere, e.g. in the engine
+    of an editable install, means other code) and of the folders packages are installed
+    in (an upgrade of a dependency). About 1 ms."""
+    package = Path(__file__).resolve().parents[1]
+    stamps = []
+    for folder, _dirs, files in os.walk(package):
+        if folder.endswith("__pycache__"):
+            continue
+        for name in sorted(files):
+            with contextlib.suppress(OSError):
+                info = os.stat(os.path.join(folder, name))
+                stamps.append(f"{folder}/{name}:{info.st_size}:{info.st_mtime_ns}")
+    for folder in site.getsitepackages():
+        with contextlib.suppress(OSError):
+            stamps.append(f"{folder}:{os.stat(folder).st_mtime_ns}")
+    return stamps
 
 
 def run(argv: list[str], path: Path) -> int | None:
@@ -178,7 +201,10 @@ def start(path: Path) -> None:
         return
     try:
         subprocess.Popen(
-            [sys.executable, "-m", "golem_deploy.cli.warm_server", str(path)],
+            # -P: not the starting folder first on sys.path (a cold `golem-deploy` script
+            # has its own folder there); cwd "/": it holds no user folder busy
+            [sys.executable, "-P", "-m", "golem_deploy.cli.warm_server", str(path)],
+            cwd="/",
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,

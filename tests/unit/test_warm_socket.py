@@ -58,3 +58,10 @@ def test_no_warm_process_leaves_the_command_to_run_here(tmp_path: Path) -> None:
     assert path is not None
     assert warm.run(["validate", "x.yaml"], path) is None  # nothing listens there
     assert warm.stop_all(tmp_path) == 0
+
+
+def test_the_installation_is_every_file_of_the_package_not_only_the_cli() -> None:
+    stamps = warm.installation_stamps()
+    assert any("/golem_deploy/engine/lifecycle.py:" in stamp for stamp in stamps)
+    assert any("/golem_deploy/schemas/" in stamp for stamp in stamps)  # the manifest schema
+    assert not any("__pycache__" in stamp for stamp in stamps)
