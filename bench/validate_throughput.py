@@ -49,7 +49,8 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="gd-bench-validate-"))
     try:
         files = [str(p) for p in make_manifests(folder, args.manifests)]
-        env = {**os.environ, "GOLEM_DEPLOY_HOME": str(folder / "home")}
+        # cold, each call its own process (no warm process: cli/warm.py)
+        env = {**os.environ, "GOLEM_DEPLOY_HOME": str(folder / "home"), "GOLEM_DEPLOY_WARM": "0"}
         run_cli("validate", "--quiet", *files, env=env)  # warm-up; also: all must be valid
         samples = [run_cli("validate", "--quiet", *files, env=env)[0] for _ in range(args.rounds)]
     finally:
