@@ -3,7 +3,10 @@
     .venv/bin/python bench/cli_latency.py [--rounds 10] [--status-instances 1]
 
 - help_ms:          `golem-deploy --help`
-- validate_one_ms:  `golem-deploy validate manifests/simple-service.yaml`
+- validate_one_ms:  `golem-deploy validate manifests/simple-service.yaml`, every run its
+                    own Python process (GOLEM_DEPLOY_WARM=0)
+- validate_one_warm_ms: the same handed to the warm process (cli/warm.py), as a user's
+                    commands run from their second on
 - status_json_ms:   `golem-deploy status --json` against a running deployment
                     (hello-world with --status-instances instances on a local network)
 
@@ -32,6 +35,7 @@ from _common import (
     providers_for,
     run_cli,
     stats,
+    warm_up,
 )
 from _yardstick import alternate, python_pass_s, ratio
 
@@ -59,6 +63,8 @@ def main() -> None:
         result["help_ms"] = timed_ms(["--help"], env, args.rounds)
         simple = str(MANIFESTS / "simple-service.yaml")
         result["validate_one_ms"] = timed_ms(["validate", simple], env, args.rounds)
+        warm_env = warm_up(env, MANIFESTS / "simple-service.yaml")
+        result["validate_one_warm_ms"] = timed_ms(["validate", simple], warm_env, args.rounds)
         n = args.status_instances
         with local_network(home, env, providers_for(n)) as net_env:
             manifest = hello_manifest(home, "hello-status", n)

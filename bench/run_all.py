@@ -181,6 +181,8 @@ def main() -> None:
         "status_json_ratio": cli["status_json_ms"]["ratio"],
         "status_json_100_ratio": sup["status_json_ms_100"]["ratio"],
         "validate_one_ratio": cli["validate_one_ms"]["ratio"],
+        "validate_one_warm_ms": cli["validate_one_warm_ms"]["median"],
+        "validate_one_warm_ratio": cli["validate_one_warm_ms"]["ratio"],
         # yapapi seconds / ours, same network, alternating: > 1 means golem-deploy is faster.
         "vs_yapapi_up_1": vs["1"]["ratio_up"],
         "vs_yapapi_up_10": vs["10"]["ratio_up"],
