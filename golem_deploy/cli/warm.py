@@ -106,9 +106,8 @@ def installation_stamps() -> list[str]:
     in (an upgrade of a dependency). About 1 ms."""
     package = Path(__file__).resolve().parents[1]
     stamps = []
-    for folder, _dirs, files in os.walk(package):
-        if folder.endswith("__pycache__"):
-            continue
+    for folder, dirs, files in os.walk(package):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")  # the same order every time
         for name in sorted(files):
             with contextlib.suppress(OSError):
                 info = os.stat(os.path.join(folder, name))
