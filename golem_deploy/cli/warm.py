@@ -124,15 +124,21 @@ def run(argv: list[str], path: Path) -> int | None:
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(str(path))
+    except OSError:
+        conn.close()
+        return None
+    forward = _Forwarder()  # from here on a signal is for the command, wherever it runs
+    try:
         _send_request(conn, argv)
         pid = _receive_int(conn)
     except OSError:
         pid = None
     if pid is None:  # nothing ran: the command is still to be run, here
         conn.close()
+        forward.restore()
         return None
     with conn:
-        _forward_signals(pid)
+        forward.to(pid)
         status = _receive_int(conn)
     if status is None:
         sys.stderr.write(
@@ -179,14 +185,38 @@ def _receive_int(conn: socket.socket) -> int | None:
     return value
 
 
-def _forward_signals(pid: int) -> None:
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)
+class _Forwarder:
+    """Passes Ctrl-C, SIGTERM and SIGHUP on to the fork running the command; one that
+    comes before the fork's pid is known is passed on once it is (or, should the command
+    run here after all, raised here as it would have been)."""
 
-    for signum in _FORWARDED:
-        if signal.getsignal(signum) != signal.SIG_IGN:
-            signal.signal(signum, forward)
+    def __init__(self) -> None:
+        self._pid: int | None = None
+        self._pending: list[int] = []
+        self._before = {s: signal.getsignal(s) for s in _FORWARDED}
+        for signum, handler in self._before.items():
+            if handler != signal.SIG_IGN:
+                signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if self._pid is None:
+            self._pending.append(signum)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self._pid, signum)
+
+    def to(self, pid: int) -> None:
+        self._pid = pid
+        pending, self._pending = self._pending, []
+        for signum in pending:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    def restore(self) -> None:
+        for signal_, handler in self._before.items():
+            signal.signal(signal_, handler)
+        for signum in self._pending:
+            signal.raise_signal(signum)
 
 
 def start(path: Path) -> None:
