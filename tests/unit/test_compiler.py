@@ -142,14 +142,20 @@ def test_payload_matches_vm_repo_and_local_mounts_only_when_local(tmp_path: Path
     assert mounts == {"/golem/run": str(tmp_path.resolve() / "scripts")}
 
 
-def test_start_deploys_then_runs_the_start_steps_with_env(tmp_path: Path) -> None:
+def test_start_deploys_then_runs_the_start_steps_with_env_in_one_batch(tmp_path: Path) -> None:
     cls = compile_manifest(manifest(tmp_path, SERVICE))["web-app"]
     scripts = anyio.run(collect, instance(cls).start())
-    assert commands(scripts[0]) == [{"deploy": {}}, {"start": {"args": []}}]
-    echo, upload = commands(scripts[1])
+    assert len(scripts) == 1  # one exec round trip to the provider, not two
+    deploy, start, echo, upload = commands(scripts[0])
+    assert [deploy, start] == [{"deploy": {}}, {"start": {"args": []}}]
     assert argv(echo) == ["/usr/bin/env", "MODE=prod", "N=2", "/bin/echo", "starting"]
     assert upload["transfer"]["to"] == "container:/golem/work/input.txt"
-    assert len(scripts) == 2
+
+
+def test_without_start_steps_start_only_deploys_and_starts(tmp_path: Path) -> None:
+    m = manifest(tmp_path, f"bare: {{payload: {{image_hash: {HASH}}}}}\n")
+    scripts = anyio.run(collect, instance(compile_manifest(m)["bare"]).start())
+    assert [commands(s) for s in scripts] == [[{"deploy": {}}, {"start": {"args": []}}]]
 
 
 def test_the_start_entrypoint_capability_starts_the_images_entrypoint(tmp_path: Path) -> None:
@@ -159,8 +165,10 @@ def test_the_start_entrypoint_capability_starts_the_images_entrypoint(tmp_path: 
         " start: [[/bin/true]]}\n",
     )
     scripts = anyio.run(collect, instance(compile_manifest(m)["ep"]).start())
-    assert commands(scripts[0]) == [{"deploy": {}}, {"start": {"args": ["start-entrypoint"]}}]
-    assert [argv(c) for c in commands(scripts[1])] == [["/bin/true"]]
+    [script] = scripts
+    deploy, start, true = commands(script)
+    assert [deploy, start] == [{"deploy": {}}, {"start": {"args": ["start-entrypoint"]}}]
+    assert argv(true) == ["/bin/true"]
     exported = export_source(m)  # the yapapi program asks the VM for the same
     assert "script.start('start-entrypoint')" in exported
     compile(exported, "program.py", "exec")
