@@ -138,6 +138,10 @@ class ImageCache:
             cached = self._lookup(digest)
             return cached if cached is not None else await self._extract(path, digest)
 
+    def cached(self, digest: str) -> CachedImage | None:
+        """The image if it is in the cache now (no download, no extraction); else None."""
+        return self._lookup(digest)
+
     def acquire(self, digest: str) -> None:
         """A sandbox uses this image: never evict it meanwhile."""
         self._in_use[digest] = self._in_use.get(digest, 0) + 1
