@@ -176,7 +176,7 @@ class Prestart:
         try:
             config = self._config
             root = await exeunit_image.resolve_cached(config.task_package, config.local_image)
-            if root is None:
+            if root is None or self._dead:
                 return
             plan = SandboxPlan.of(config, root, {}, sealed=True)
             sandbox = plan.build(config.work_dir)
@@ -215,8 +215,11 @@ class Prestart:
                 await prepared.close()
 
     def kill_now(self) -> None:
-        """SIGKILL what was prepared, synchronously (the activity vanished or ended)."""
+        """SIGKILL what was prepared, synchronously (the activity vanished or ended). What
+        the pre-start still makes is killed as it comes; nobody waits for it any more (its
+        task may never run once the task group is cancelled)."""
         self._dead = True
+        self._done.set()
         prepared, self._prepared = self._prepared, None
         if prepared is not None:
             prepared.kill_now()
