@@ -225,7 +225,7 @@ class ExeUnitCommands:
             return await self._deploy_with(batch, index, body, prepared)
         finally:
             if prepared is not None and prepared.sandbox is not self._sandbox:
-                await prepared.close()  # not what deploy needed (or deploy failed)
+                await prepared.close()  # deploy failed before it could use it
 
     async def _deploy_with(
         self, batch: Batch, index: int, body: dict[str, Any], prepared: Prepared | None
@@ -270,6 +270,8 @@ class ExeUnitCommands:
         if sandbox is not None:
             log.info("activity %s: deploy adopted the pre-started sandbox", self.config.activity_id)
         else:
+            if prepared is not None:  # gone first: the new one reuses its cgroup's name
+                await prepared.close()
             sandbox = plan.build(self.config.work_dir)
             assert self._tg is not None
             try:

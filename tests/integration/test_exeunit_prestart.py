@@ -83,18 +83,23 @@ def test_deploy_adopts_the_prestarted_sandbox(
 def test_deploy_that_needs_another_sandbox_closes_the_prestarted_one(
     shared_localnet: LocalNetInfo, tmp_path: Path
 ) -> None:
-    """A deploy with VPN `hosts` binds its own /etc/hosts: not what was pre-started."""
+    """A deploy with VPN `hosts` binds its own /etc/hosts: not what was pre-started. The
+    pre-started one is gone before deploy's starts, whose limits hold as always (its
+    cgroup has the same name)."""
 
     async def body(unit: ExeUnit, call: Call) -> None:
-        await prestarted(unit)
+        sandbox, _ = await prestarted(unit)
+        cgroups = sandbox.limits_note is None  # else this host cannot enforce limits at all
         before = sandbox_processes(unit)
         deploy = {"deploy": {"hosts": {"db.example": "10.9.8.7"}}}
         results = await script_results(unit, call, [deploy, READY[1], sh("cat /etc/hosts")])
         assert "10.9.8.7\tdb.example" in results[2]["stdout"].splitlines()
         after = sandbox_processes(unit)
         assert after and not after & before  # the pre-started init is gone, another runs
+        if cgroups:
+            assert not [n for n in unit.notices if "not enforced" in n], unit.notices
 
-    with_exeunit(shared_localnet, tmp_path, body)
+    with_exeunit(shared_localnet, tmp_path, body, cpu_threads=1.0, mem_gib=0.25)
 
 
 @pytest.mark.parametrize("end", ["shutdown", "vanish", "terminate"])
