@@ -140,7 +140,8 @@ async def resolve_root(
     if local_image is not None:
         if local_image.is_dir():
             return ResolvedRoot(RootFs(image=local_image.resolve(), label=str(local_image)))
-        cached = await cache.load_file(local_image)
+        known = await local_digest(local_image) if local_image.is_file() else None
+        cached = await cache.load_file(local_image, known)
         cache.acquire(cached.digest)
         return ResolvedRoot(_rootfs(cached.rootfs, cached.config, str(local_image)), cached.digest)
     if not task_package:
@@ -175,7 +176,7 @@ async def resolve_cached(task_package: str | None, local_image: Path | None) -> 
             return ResolvedRoot(RootFs(image=local_image.resolve(), label=str(local_image)))
         if not local_image.is_file():
             return None
-        digest = await anyio.to_thread.run_sync(file_digest, local_image)
+        digest = await local_digest(local_image)
         cached = cache.cached(digest)
         if cached is None:
             return None
@@ -197,6 +198,21 @@ async def resolve_cached(task_package: str | None, local_image: Path | None) -> 
         if may_download(package.url):
             return None  # a download: deploy's, with its progress events
     return ResolvedRoot(HOST_ROOT, notice=_offline_notice(package))
+
+
+_digests: dict[tuple[int, int, int, int], str] = {}
+_hashing: dict[tuple[int, int, int, int], anyio.Lock] = {}
+
+
+async def local_digest(path: Path) -> str:
+    """sha3-224 of a ``local.image`` file, hashed once per version of the file and process
+    (the pre-starts of N activities of that image, then their deploys, ask for it)."""
+    info = path.stat()
+    key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+    async with _hashing.setdefault(key, anyio.Lock()):
+        if key not in _digests:
+            _digests[key] = await anyio.to_thread.run_sync(file_digest, path)
+    return _digests[key]
 
 
 def _offline_notice(package: TaskPackage) -> str:

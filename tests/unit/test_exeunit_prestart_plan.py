@@ -16,6 +16,7 @@ from golem_deploy.localnet.exeunit import ExeUnitConfig
 from golem_deploy.localnet.exeunit_prestart import PRESTART_ENV, SandboxPlan, wanted
 from golem_deploy.localnet.image import ImageConfig
 from golem_deploy.localnet.image.cache import FETCH_ENV
+from golem_deploy.localnet.image.gvmi import file_digest
 from golem_deploy.localnet.rootfs import HOST_ROOT
 from golem_deploy.localnet.sandbox import UNSAFE_HOST_EXEC_ENV, namespaces_available
 
@@ -80,6 +81,27 @@ def test_resolve_cached_never_downloads_and_agrees_with_deploy(home: Path, tmp_p
         exeunit_image.release(hit.digest)
         exeunit_image.release(deploys.digest)
         assert cache._in_use[CACHED] == 0
+
+    anyio.run(main)
+
+
+def test_a_local_image_file_is_hashed_once_per_version(home: Path, tmp_path: Path) -> None:
+    image = tmp_path / "app.gvmi"
+    image.write_bytes(b"version 1")
+    entry = home / "images" / file_digest(image)  # as if extracted before
+    (entry / "rootfs").mkdir(parents=True)
+    (entry / "config.json").write_text(json.dumps(ImageConfig().to_json()))
+
+    async def main() -> None:
+        hit = await exeunit_image.resolve_cached(None, image)
+        deploys = await exeunit_image.resolve_root(None, image, None)
+        assert hit is not None and hit.digest == deploys.digest == entry.name
+        assert hit.rootfs == deploys.rootfs
+        exeunit_image.release(hit.digest)
+        exeunit_image.release(deploys.digest)
+        image.write_bytes(b"version 2, not extracted yet")
+        assert await exeunit_image.local_digest(image) == file_digest(image) != entry.name
+        assert await exeunit_image.resolve_cached(None, image) is None
 
     anyio.run(main)
 
