@@ -15,11 +15,12 @@ the machine idled for this activity during those 0.75 s. So right after Initiali
   ``/etc/hosts`` file): a :class:`SandboxPlan`, which deploy computes too;
 * sealed mode only, and not when a fault makes deploy slow on purpose (``slow_start``).
 
-Deploy then :meth:`Prestart.take`\\ s what was prepared and :meth:`Prepared.adopt`\\ s the
-sandbox when its own plan is the same; otherwise it closes it and builds its own as it
-always did. A pre-start that failed is dropped without a word: deploy does it again and
-reports any error itself. Nothing of the manifest runs before deploy -- only our init --
-and the deploy's env, VPN join, notices and limits notes are deploy's as before.
+Deploy then takes what was prepared (:meth:`Prestart.take`) and adopts the sandbox when
+its own plan is the same (:meth:`Prepared.adopt`); otherwise it closes it and builds its
+own as it always did. A pre-start that failed is only logged (``no pre-start: ...``):
+deploy does it again and reports any error itself. Nothing of the manifest runs before
+deploy -- only our init -- and the deploy's env, VPN join, notices and limits notes are
+deploy's as before.
 Everything that ends the activity or its sandbox ends what was prepared, and releases its
 image reference.
 """
@@ -154,9 +155,9 @@ def wanted(config: ExeUnitConfig) -> bool:
 
 
 class Prestart:
-    """The pre-start of one activity (see the module docstring). The ExeUnit starts
-    :meth:`run` in its task group; deploy :meth:`take`\\ s the result; :meth:`discard` and
-    :meth:`kill_now` end it."""
+    """The pre-start of one activity (see the module docstring): the ExeUnit calls
+    :meth:`start` with its task group, deploy takes the result (:meth:`take`), and
+    :meth:`discard` or :meth:`kill_now` end it."""
 
     def __init__(self, config: ExeUnitConfig) -> None:
         self._config = config
