@@ -17,7 +17,8 @@ The provider agent owns it::
 
 This module is the bus side: the connection, state and usage reports, and the requests.
 What the commands do is :mod:`exeunit_commands` (a base class of :class:`ExeUnit`), a
-batch's bookkeeping :mod:`exeunit_batch`, the ``transfer`` command :mod:`exeunit_transfer`.
+batch's bookkeeping :mod:`exeunit_batch`, the ``transfer`` command :mod:`exeunit_transfer`,
+the sandbox started before deploy asks for it :mod:`exeunit_prestart`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import anyio.abc
 
 from golem_deploy.localnet.exeunit_batch import Batch
 from golem_deploy.localnet.exeunit_commands import ExeUnitCommands
+from golem_deploy.localnet.exeunit_prestart import Prestart
 from golem_deploy.localnet.exeunit_vpn import ActivityVpn
 from golem_deploy.localnet.gsb import CALL_BAD_REQUEST, GsbClient, GsbError, IncomingCall
 from golem_deploy.localnet.rootfs import RootFs
@@ -91,6 +93,7 @@ class ExeUnit(ExeUnitCommands):
         self._error: str | None = None
         self._batches: dict[str, Batch] = {}
         self._sandbox: Sandbox | None = None
+        self._prestart = Prestart(config)  # its sandbox, started before deploy asks
         self._image_digest: str | None = None  # the cached image the sandbox uses
         self._rootfs: RootFs | None = None  # the deployed root (its entrypoint)
         self._vpn = ActivityVpn(config.vpn, config.provider_id, config.work_dir)
@@ -134,14 +137,14 @@ class ExeUnit(ExeUnitCommands):
                     self._tg = tg
                     tg.start_soon(self._heartbeat)
                     tg.start_soon(self._watch_connection, bus)
+                    self._prestart.start(tg)
                     task_status.started()
                     await self._closing.wait()
                     tg.cancel_scope.cancel()
         finally:
             if self._ended_at is None:
                 self._ended_at = time.monotonic()
-            if self._sandbox is not None:
-                self._sandbox.kill_now()
+            self._kill_sandboxes()
             # A vanished activity never runs shutdown: its interfaces (and with them its
             # network namespace, which their descriptors keep alive) would stay in the host.
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
@@ -187,8 +190,7 @@ class ExeUnit(ExeUnitCommands):
         self._vanished = True
         self._ended_at = time.monotonic()
         self._vpn.cut()  # before the kill: a crashed machine sends no last frames
-        if self._sandbox is not None:
-            self._sandbox.kill_now()
+        self._kill_sandboxes()
         if self._bus is not None:
             self._bus.drop()
         self._closing.set()
@@ -252,8 +254,7 @@ class ExeUnit(ExeUnitCommands):
         await bus.closed.wait()
         if not self._closing.is_set():
             log.warning("activity %s: GSB connection lost", self.config.activity_id)
-            if self._sandbox is not None:
-                self._sandbox.kill_now()
+            self._kill_sandboxes()
             self._closing.set()
 
     async def _handle(self, call: IncomingCall) -> None:

@@ -6,9 +6,10 @@ inherits it): the bus side there receives an Exec and starts :meth:`_run_batch`;
 checks each command against the activity's state (deploy, then start, then run/transfer),
 reports the state changes the command causes through the bus side's ``_report_state``, and
 records results and runtime events in the :class:`~exeunit_batch.Batch`. Commands:
-``deploy`` (resolve the image, create the sandbox, join the VPN), ``start``, ``run`` (exec
-argv in the sandbox, capturing output), ``transfer`` (:mod:`exeunit_transfer`) and
-``terminate`` (stop everything, back to Initialized).
+``deploy`` (resolve the image, create the sandbox -- or adopt the one
+:mod:`exeunit_prestart` started -- join the VPN), ``start``, ``run`` (exec argv in the
+sandbox, capturing output), ``transfer`` (:mod:`exeunit_transfer`) and ``terminate`` (stop
+everything, back to Initialized).
 """
 
 from __future__ import annotations
@@ -26,17 +27,12 @@ import anyio.abc
 from golem_deploy.localnet import exeunit_image
 from golem_deploy.localnet.exeunit_batch import Batch, CommandError, Outcome
 from golem_deploy.localnet.exeunit_capture import Capture
+from golem_deploy.localnet.exeunit_prestart import Prepared, Prestart, SandboxPlan
 from golem_deploy.localnet.exeunit_transfer import transfer
 from golem_deploy.localnet.gsb import GsbClient, GsbError
 from golem_deploy.localnet.image import ImageError
-from golem_deploy.localnet.limits import Limits
 from golem_deploy.localnet.rootfs import RootFs
-from golem_deploy.localnet.sandbox import (
-    DEFAULT_LAYER_BYTES,
-    Sandbox,
-    SandboxError,
-    unsafe_host_exec_requested,
-)
+from golem_deploy.localnet.sandbox import Sandbox, SandboxError, unsafe_host_exec_requested
 from golem_deploy.localnet.vpn_host import VpnError
 
 if TYPE_CHECKING:
@@ -70,6 +66,7 @@ class ExeUnitCommands:
     notices: list[str]
     _batches: dict[str, Batch]
     _sandbox: Sandbox | None
+    _prestart: Prestart
     _image_digest: str | None
     _rootfs: RootFs | None
     _vpn: ActivityVpn
@@ -223,11 +220,24 @@ class ExeUnitCommands:
             await anyio.sleep(self.config.slow_start)
         env = body.get("env") or {}
         self._env = {str(k): str(v) for k, v in env.items()}
+        prepared = await self._prestart.take()  # the sandbox started before deploy, if any
+        try:
+            return await self._deploy_with(batch, index, body, prepared)
+        finally:
+            if prepared is not None and prepared.sandbox is not self._sandbox:
+                await prepared.close()  # deploy failed before it could use it
+
+    async def _deploy_with(
+        self, batch: Batch, index: int, body: dict[str, Any], prepared: Prepared | None
+    ) -> Outcome:
         await self._close_sandbox()
         notices = []
         unsafe = self.config.unsafe_host_exec or unsafe_host_exec_requested()
         if unsafe:
             root = exeunit_image.ResolvedRoot(exeunit_image.HOST_ROOT)
+        elif prepared is not None and prepared.plan.root.notice is None:
+            root = prepared.plan.root  # what resolve_root would say, already at hand
+            exeunit_image.acquire(root.digest)
         else:
             progress = None
             if body.get("progress") is not None:
@@ -251,29 +261,24 @@ class ExeUnitCommands:
         try:
             hosts = self._vpn.hosts_file(body)
         except VpnError as exc:
-            raise CommandError(f"deploy failed: {exc}") from exc
-        mounts = dict(self.config.mounts)
-        # names of the deploy's `hosts`, as in the VM: root inside may rewrite them
-        files = {} if hosts is None else {"/etc/hosts": hosts}
-        storage = self.config.storage_gib
-        limits = None
-        if self.config.cpu_threads and self.config.mem_gib:
-            limits = Limits(self.config.cpu_threads, int(self.config.mem_gib * 1024**3))
-        sandbox = Sandbox(
-            self.config.work_dir,
-            mounts,
-            isolate=False if unsafe else None,
-            rootfs=root.rootfs,
-            layer_bytes=int(storage * 1024**3) if storage else DEFAULT_LAYER_BYTES,
-            limits=limits,
-            files=files,
-        )
-        assert self._tg is not None
-        try:
-            await self._tg.start(sandbox.serve)
-        except SandboxError as exc:
             exeunit_image.release(root.digest)
             raise CommandError(f"deploy failed: {exc}") from exc
+        # names of the deploy's `hosts`, as in the VM: root inside may rewrite them
+        files = {} if hosts is None else {"/etc/hosts": hosts}
+        plan = SandboxPlan.of(self.config, root, files, sealed=not unsafe)
+        sandbox = None if prepared is None else prepared.adopt(plan)
+        if sandbox is not None:
+            log.info("activity %s: deploy adopted the pre-started sandbox", self.config.activity_id)
+        else:
+            if prepared is not None:  # gone first: the new one reuses its cgroup's name
+                await prepared.close()
+            sandbox = plan.build(self.config.work_dir)
+            assert self._tg is not None
+            try:
+                await self._tg.start(sandbox.serve)
+            except SandboxError as exc:
+                exeunit_image.release(root.digest)
+                raise CommandError(f"deploy failed: {exc}") from exc
         self._sandbox = sandbox
         self._image_digest = root.digest
         self._rootfs = root.rootfs
@@ -296,6 +301,7 @@ class ExeUnitCommands:
         return Outcome(0)
 
     async def _close_sandbox(self) -> None:
+        await self._prestart.discard()
         await self._vpn.leave()
         if self._sandbox is not None:
             await self._sandbox.close()
@@ -380,7 +386,14 @@ class ExeUnitCommands:
         for batch in self._batches.values():
             if not batch.finished:
                 batch.scope.cancel()
+        await self._prestart.discard()
         if self._sandbox is not None:
             await self._sandbox.close()
         exeunit_image.release(self._image_digest)
         self._image_digest = None
+
+    def _kill_sandboxes(self) -> None:
+        """SIGKILL every process of the activity now (it vanished or lost its bus)."""
+        self._prestart.kill_now()
+        if self._sandbox is not None:
+            self._sandbox.kill_now()

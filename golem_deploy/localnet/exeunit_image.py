@@ -25,14 +25,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from golem_deploy import paths
 from golem_deploy.localnet.image import (
     ImageCache,
     ImageConfig,
     ImageError,
     ImageUnreachable,
+    TaskPackage,
     parse_task_package,
 )
+from golem_deploy.localnet.image.cache import may_download
+from golem_deploy.localnet.image.gvmi import file_digest
 from golem_deploy.localnet.rootfs import HOST_ROOT, RootFs
 from golem_deploy.localnet.sandbox import sandbox_owner
 
@@ -135,7 +140,8 @@ async def resolve_root(
     if local_image is not None:
         if local_image.is_dir():
             return ResolvedRoot(RootFs(image=local_image.resolve(), label=str(local_image)))
-        cached = await cache.load_file(local_image)
+        known = await local_digest(local_image) if local_image.is_file() else None
+        cached = await cache.load_file(local_image, known)
         cache.acquire(cached.digest)
         return ResolvedRoot(_rootfs(cached.rootfs, cached.config, str(local_image)), cached.digest)
     if not task_package:
@@ -144,7 +150,7 @@ async def resolve_root(
     try:
         cached = await cache.fetch(package, progress)
     except ImageUnreachable as exc:
-        notice = f"image {package.short} not reachable offline: using the sealed host root"
+        notice = _offline_notice(package)
         first = package.digest not in _said
         if first:
             _said.add(package.digest)
@@ -154,6 +160,69 @@ async def resolve_root(
     return ResolvedRoot(
         _rootfs(cached.rootfs, cached.config, f"image {package.short}"), cached.digest
     )
+
+
+async def resolve_cached(task_package: str | None, local_image: Path | None) -> ResolvedRoot | None:
+    """The root :func:`resolve_root` would pick, if it is at hand without any download or
+    extraction (an extracted or cached image, the sealed host root); None otherwise, and
+    for anything resolve_root would fail on (deploy then does it, and says why).
+
+    For the offline stand-in the result carries its ``notice``: deploy must still call
+    resolve_root then, which says it (once per image and process) and logs it. A result
+    with an image digest holds a reference to it (:func:`release` it)."""
+    cache = image_cache()
+    if local_image is not None:
+        if local_image.is_dir():
+            return ResolvedRoot(RootFs(image=local_image.resolve(), label=str(local_image)))
+        if not local_image.is_file():
+            return None
+        digest = await local_digest(local_image)
+        cached = cache.cached(digest)
+        if cached is None:
+            return None
+        cache.acquire(digest)
+        return ResolvedRoot(_rootfs(cached.rootfs, cached.config, str(local_image)), digest)
+    if not task_package:
+        return ResolvedRoot(HOST_ROOT)
+    try:
+        package = parse_task_package(task_package)
+    except ImageError:
+        return None
+    if package.digest:
+        cached = cache.cached(package.digest)
+        if cached is not None:
+            cache.acquire(package.digest)
+            return ResolvedRoot(
+                _rootfs(cached.rootfs, cached.config, f"image {package.short}"), package.digest
+            )
+        if may_download(package.url):
+            return None  # a download: deploy's, with its progress events
+    return ResolvedRoot(HOST_ROOT, notice=_offline_notice(package))
+
+
+_digests: dict[tuple[int, int, int, int], str] = {}
+_hashing: dict[tuple[int, int, int, int], anyio.Lock] = {}
+
+
+async def local_digest(path: Path) -> str:
+    """sha3-224 of a ``local.image`` file, hashed once per version of the file and process
+    (the pre-starts of N activities of that image, then their deploys, ask for it)."""
+    info = path.stat()
+    key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+    async with _hashing.setdefault(key, anyio.Lock()):
+        if key not in _digests:
+            _digests[key] = await anyio.to_thread.run_sync(file_digest, path)
+    return _digests[key]
+
+
+def _offline_notice(package: TaskPackage) -> str:
+    return f"image {package.short} not reachable offline: using the sealed host root"
+
+
+def acquire(digest: str | None) -> None:
+    """One more sandbox uses this image (never evicted meanwhile)."""
+    if digest is not None:
+        image_cache().acquire(digest)
 
 
 def release(digest: str | None) -> None:
@@ -167,8 +236,10 @@ __all__ = [
     "ImageError",
     "ProgressThrottle",
     "ResolvedRoot",
+    "acquire",
     "image_cache",
     "parse_duration",
     "release",
+    "resolve_cached",
     "resolve_root",
 ]

@@ -129,14 +129,20 @@ class ImageCache:
             finally:
                 partial.unlink(missing_ok=True)
 
-    async def load_file(self, path: Path) -> CachedImage:
-        """A ``.gvmi`` file on disk (``local.image``): cached by its sha3-224 like a download."""
+    async def load_file(self, path: Path, digest: str | None = None) -> CachedImage:
+        """A ``.gvmi`` file on disk (``local.image``): cached by its sha3-224 like a download
+        (``digest``: that hash, when the caller knows it already)."""
         if not path.is_file():
             raise ImageError(f"local image {path} does not exist", hint="fix local.image")
-        digest = await anyio.to_thread.run_sync(file_digest, path)
+        if digest is None:
+            digest = await anyio.to_thread.run_sync(file_digest, path)
         async with self._lock(digest):
             cached = self._lookup(digest)
             return cached if cached is not None else await self._extract(path, digest)
+
+    def cached(self, digest: str) -> CachedImage | None:
+        """The image if it is in the cache now (no download, no extraction); else None."""
+        return self._lookup(digest)
 
     def acquire(self, digest: str) -> None:
         """A sandbox uses this image: never evict it meanwhile."""
