@@ -26,6 +26,7 @@ from golem_deploy.engine.payment_terms import agreed_terms
 from golem_deploy.engine.service import Service, record_of
 from golem_deploy.protocol import ActivityStateName
 from golem_deploy.yagna.errors import YagnaError
+from golem_deploy.yagna.models import ActivityState
 
 __all__ = ["ProviderAttempt"]
 
@@ -235,25 +236,30 @@ class ProviderAttempt:
         asked.set()  # yagna was told: the agreement may go now (see release)
         if ended:
             return
-        if await self._terminated_within(activity_id, t.destroy_confirm):
+        state = await self._ending_within(activity_id, t.destroy_confirm)
+        if state is not None and state.state == ActivityStateName.TERMINATED:
             return
+        # Not ended in time: a plain DELETE, answered at yagna's next look. Or ending: the
+        # provider reported [X, Terminated] and its final report is still to come (or was
+        # lost: seen with 1-2 of 10 activities ending at once), and the DELETE returns at
+        # once -- without it, this waited its whole `destroy_confirm` for a state that
+        # would not change.
         await client.destroy_activity(activity_id, timeout=patience)
 
-    async def _terminated_within(self, activity_id: str, seconds: float) -> bool:
-        """Whether the activity's state says Terminated within `seconds` (a state query
-        yagna cannot answer leaves the decision to the plain DELETE)."""
+    async def _ending_within(self, activity_id: str, seconds: float) -> ActivityState | None:
+        """The activity's state once it says Terminated or on its way there (`ending`)
+        within `seconds`, else None (also when yagna cannot answer: the plain DELETE
+        decides then)."""
         client, t = self.ctx.client, self.ctx.timings
         with anyio.move_on_after(seconds):
             try:
-                while (await client.activity_state(activity_id)).state != (
-                    ActivityStateName.TERMINATED
-                ):
+                while not (state := await client.activity_state(activity_id)).ending:
                     await anyio.sleep(t.destroy_poll)
             except YagnaError as e:
                 log.info("%s: state of activity %s: %s", self.name, activity_id, e)
-                return False
-            return True
-        return False
+                return None
+            return state
+        return None
 
     async def _leave_network(self, patience: float) -> None:
         """Take the provider off the instance's network (best effort, bounded: a node left

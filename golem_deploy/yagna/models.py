@@ -361,6 +361,12 @@ class ActivityState:
         """yagna says the provider lost the activity (it stopped reporting, or ended it)."""
         return self.state in (ActivityStateName.UNRESPONSIVE, ActivityStateName.TERMINATED)
 
+    @property
+    def ending(self) -> bool:
+        """Terminated, or on its way there ([X, Terminated]): yagna's provider side no longer
+        counts such an activity alive, so a DELETE of it returns at once."""
+        return ActivityStateName.TERMINATED in (self.state, self.next_state)
+
     @classmethod
     def parse(cls, data: object, request: str) -> ActivityState:
         r = _Reader(data, "activity state", request)

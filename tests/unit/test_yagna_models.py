@@ -159,6 +159,20 @@ def test_activity_state_pair() -> None:
     assert (s.state, s.next_state, s.reason) == ("Terminated", None, "gone")
 
 
+def test_an_activity_on_its_way_to_terminated_is_ending() -> None:
+    """[X, Terminated] is what a requestor's yagna can be left with: it keeps answering
+    the state from its own copy once that is no longer alive (docs/localnet.md)."""
+
+    def state(pair: list[str | None]) -> ActivityState:
+        return ActivityState.parse({"state": pair}, REQ)
+
+    assert state(["Initialized", "Terminated"]).ending
+    assert state(["Terminated", None]).ending
+    assert not state(["Ready", None]).ending
+    assert not state(["Initialized", "Deployed"]).ending
+    assert not state(["Initialized", "Terminated"]).lost  # not lost: still to be DELETEd
+
+
 def test_debit_note_without_due_date() -> None:
     n = DebitNote.parse(
         {
