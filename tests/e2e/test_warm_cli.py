@@ -6,14 +6,19 @@ the end; the `cli` fixture's teardown would kill it otherwise, as it names the t
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pty
+import select
 import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _cli_helpers import MANIFESTS, Cli, ExternalNet, processes_mentioning, wait_until
+from _cli_helpers import MANIFESTS, REPO, Cli, ExternalNet, processes_mentioning, wait_until
 
 from golem_deploy.cli import warm
 
@@ -162,3 +167,41 @@ def test_the_warm_process_ends_when_its_socket_is_taken_away(warm_cli: Cli) -> N
     for path in (warm_cli.home / "warm").glob("*.sock"):
         os.unlink(path)
     wait_until(lambda: not _alive(pid), 10, "the warm process to end")
+
+
+def test_attached_up_in_a_terminal_draws_its_table_and_goes_down_on_a_typed_ctrl_c(
+    warm_cli: Cli, external_net: ExternalNet
+) -> None:
+    """The fork writes to the typed command's terminal (a pseudo-terminal here) and the
+    terminal's Ctrl-C, which only the typed command receives, reaches it."""
+    argv = [sys.executable, "-m", "golem_deploy", "up", str(MANIFESTS / "hello-world.yaml")]
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: becomes the typed command, in the new terminal
+        os.chdir(REPO)
+        os.execve(sys.executable, argv, {**warm_cli.env, "TERM": "xterm-256color"})
+    shown = b""
+
+    def read_for(seconds: float, until: bytes) -> None:
+        nonlocal shown
+        deadline = time.monotonic() + seconds
+        while until not in shown and time.monotonic() < deadline:
+            if select.select([terminal], [], [], 0.2)[0]:
+                try:
+                    shown += os.read(terminal, 65536)
+                except OSError:  # the terminal closed: the command ended
+                    return
+
+    try:
+        read_for(120, b"running")
+        assert b"running" in shown and b"\x1b[" in shown  # the live table, in colour
+        assert "golem_deploy.cli.warm_server" in _cmdline(warm_cli.supervisor_pid("hello-world"))
+        os.write(terminal, b"\x03")  # Ctrl-C, typed
+        read_for(120, b"everything released")
+        _, status = os.waitpid(pid, 0)
+    finally:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(terminal)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert b"everything released" in shown
