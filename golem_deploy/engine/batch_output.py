@@ -26,20 +26,14 @@ __all__ = ["DownloadRate", "stream_delay", "unseen_output"]
 
 
 def stream_delay(commands: Sequence[Mapping[str, object]], stream_after: float) -> float:
-    """Seconds after sending the batch before its live-output stream is opened:
-    `stream_after` for a batch of plain `run`s, half of it for any other (0: never
-    deferred). A batch done sooner needs no stream at all (its results carry its output).
-
-    Why half: a deploy's or a transfer's progress is reported once a second
-    (executor.py asks for `updateInterval` 1s), so a stream opened within that misses no
-    report -- and a start with its image at hand, or a shutdown, opens none. Opening one
-    at once for every such batch cost a stream per instance in yagna and the provider just
-    while 10 instances start together (bench/vs_yapapi.py)."""
+    """Seconds after sending the batch before its live-output stream is opened: 0 (at
+    once) unless every command is a plain `run`, which waits `stream_after` (0: never
+    deferred) and needs no stream at all when the batch is done sooner."""
     if stream_after <= 0 or not commands:
         return 0.0
     if all(set(command) == {"run"} for command in commands):
         return stream_after
-    return stream_after / 2
+    return 0.0
 
 
 def unseen_output(full: str | None, seen: str) -> str:
