@@ -57,6 +57,7 @@ __all__ = [
     "IDLE_EXIT_S",
     "INT",
     "SWITCH",
+    "pid_file",
     "run",
     "socket_path",
     "start",
@@ -246,18 +247,33 @@ def start(path: Path) -> None:
         os.close(log)
 
 
+def pid_file(path: Path, pid: int) -> Path:
+    """Where the warm process `pid` of the socket `path` records itself (one file each:
+    two commands may start two at once; the later one takes the socket, the other ends)."""
+    return path.with_name(f"{path.stem}.{pid}.pid")
+
+
 def stop(path: Path) -> bool:
-    """End the warm process at `path` (SIGTERM to the pid it recorded) and wait for it;
-    whether there was one. For tests and benchmarks that must leave no process behind."""
-    try:
-        pid = int(path.with_suffix(".pid").read_text())
-        os.kill(pid, signal.SIGTERM)
-    except (OSError, ValueError):
-        return False
+    """End every warm process of the socket `path` (SIGTERM to the pids they recorded)
+    and wait for them; whether there was one. For tests and benchmarks that must leave no
+    process behind."""
+    stopped = []
+    for record in path.parent.glob(f"{path.stem}.*.pid"):
+        try:
+            pid = int(record.read_text())
+            # only a warm process of this socket: a pid file left by a killed one may
+            # name another process by now
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                if os.fsencode(path) not in cmdline.read().split(b"\0"):
+                    raise ProcessLookupError(pid)
+            os.kill(pid, signal.SIGTERM)
+            stopped.append(pid)
+        except (OSError, ValueError):
+            record.unlink(missing_ok=True)  # its process is gone
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not _ended(pid):
+    while time.monotonic() < deadline and not all(_ended(pid) for pid in stopped):
         time.sleep(0.01)
-    return True
+    return bool(stopped)
 
 
 def _ended(pid: int) -> bool:
@@ -272,4 +288,10 @@ def _ended(pid: int) -> bool:
 def stop_all(home: Path) -> int:
     """End every warm process of the golem-deploy home `home`; how many there were."""
     folder = home / "warm"
-    return sum(stop(path) for path in sorted(folder.glob("*.sock")) if folder.is_dir())
+    if not folder.is_dir():
+        return 0
+    # by socket, and by pid file: one still importing has no socket yet
+    keys = {
+        entry.name.split(".")[0] for entry in folder.iterdir() if entry.suffix in (".sock", ".pid")
+    }
+    return sum(stop(folder / f"{key}.sock") for key in sorted(keys))

@@ -34,7 +34,7 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn, TextIO
 
-from golem_deploy.cli.warm import IDLE_EXIT_S, INT
+from golem_deploy.cli.warm import IDLE_EXIT_S, INT, pid_file
 
 __all__ = ["serve"]
 
@@ -88,10 +88,18 @@ class _Request:
 
 def serve(path: Path) -> None:
     """Import, listen on `path`, and run commands until idle, stopped or replaced."""
+    record = pid_file(path, os.getpid())
+    record.write_text(str(os.getpid()))  # already while importing: `stop` finds it then
+    try:
+        _serve(path)
+    finally:
+        record.unlink(missing_ok=True)
+
+
+def _serve(path: Path) -> None:
     _preload()
     listener: socket.socket | None = _listen(path)
     inode = os.stat(path).st_ino
-    path.with_suffix(".pid").write_text(str(os.getpid()))
     # Signals wake the loop through this pipe: SIGCHLD (a fork ended: tell its caller at
     # once) and SIGTERM (stop taking commands; end once the running ones have).
     wake, wake_write = os.pipe()
@@ -172,13 +180,11 @@ def _still_ours(path: Path, inode: int) -> bool:
 
 
 def _close(listener: socket.socket, path: Path, inode: int) -> None:
-    """Stop listening; remove the socket and pid file if they are still this process's."""
+    """Stop listening; remove the socket if it is still this process's."""
     listener.close()
     if _still_ours(path, inode):
         with contextlib.suppress(OSError):
             path.unlink()
-        with contextlib.suppress(OSError):
-            path.with_suffix(".pid").unlink()
 
 
 def _accept(listener: socket.socket, running: dict[int, socket.socket], pipe: list[int]) -> None:

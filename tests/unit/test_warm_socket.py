@@ -4,6 +4,7 @@ namespaces -- never another installation's code, never another network namespace
 from __future__ import annotations
 
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,3 +66,18 @@ def test_the_installation_is_every_file_of_the_package_not_only_the_cli() -> Non
     assert any("/golem_deploy/engine/lifecycle.py:" in stamp for stamp in stamps)
     assert any("/golem_deploy/schemas/" in stamp for stamp in stamps)  # the manifest schema
     assert not any("__pycache__" in stamp for stamp in stamps)
+
+
+def test_stop_ends_only_the_warm_process_its_pid_file_names(tmp_path: Path) -> None:
+    """A pid file left by a killed warm process may name another process by now."""
+    path = warm.socket_path(tmp_path, [])
+    assert path is not None
+    path.parent.mkdir()
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        warm.pid_file(path, other.pid).write_text(str(other.pid))
+        assert not warm.stop(path)
+        assert other.poll() is None  # not signalled
+    finally:
+        other.kill()
+        other.wait()
