@@ -36,7 +36,15 @@ PROVIDER_THREADS = 32
 
 
 def isolate() -> bool:
-    """Move this process into a fresh loopback-only network namespace (root on Linux)."""
+    """Move this process into a fresh loopback-only network namespace (root on Linux).
+
+    First, while a package mirror is still reachable, installs Debian's squashfs-tools if
+    missing (as the test suite does): the benchmark image is built with mksquashfs and the
+    local network unpacks it with unsquashfs (_image.py)."""
+    sys.path.insert(0, str(REPO / "tests" / "integration"))
+    from _gvmi import install_squashfs_tools
+
+    install_squashfs_tools()
     if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("ip") is None:
         return False
     if ctypes.CDLL(None, use_errno=True).unshare(0x40000000) != 0:  # CLONE_NEWNET

@@ -47,7 +47,10 @@ def _image_file(scratch: Path) -> tuple[bytes, str]:
     from golem_deploy.localnet.image import ImageConfig
 
     if not mksquashfs_available():
-        raise SystemExit("the benchmarks build their image with mksquashfs: install squashfs-tools")
+        raise SystemExit(
+            "the benchmarks build their image with mksquashfs: install squashfs-tools "
+            "(bench/run does, as root with apt-get, before it goes offline)"
+        )
     gvmi = build_gvmi(scratch / "image", ImageConfig(workdir="/golem/work"))
     return gvmi.path.read_bytes(), gvmi.digest
 

@@ -20,6 +20,9 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "integration"))
+from _gvmi import install_squashfs_tools
+
 CLONE_NEWNET = 0x40000000
 
 
@@ -127,28 +130,6 @@ def _prepare_yapapi_examples() -> None:
     os.environ["GOLEM_DEPLOY_TEST_YAPAPI_EXAMPLES"] = str(YAPAPI_EXAMPLES)
 
 
-def _install_squashfs_tools() -> None:
-    """Give the image tests mksquashfs/unsquashfs (Debian's squashfs-tools).
-
-    The local network unpacks payload images with unsquashfs, and the image tests build a
-    real .gvmi with mksquashfs. Once the session is inside the loopback-only namespace no
-    package mirror is reachable, so it is installed (as root, with apt) before entering it.
-    Without it the image tests skip with a reason.
-    """
-    if shutil.which("mksquashfs") and shutil.which("unsquashfs"):
-        return
-    if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-qq", "squashfs-tools"]
-    try:
-        if subprocess.run(install, env=env, capture_output=True, timeout=300).returncode != 0:
-            subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=300)
-            subprocess.run(install, env=env, capture_output=True, timeout=300)
-    except (subprocess.SubprocessError, OSError):
-        return
-
-
 def _restore_ctrl_c() -> None:
     """Let the CLI under test see Ctrl-C even when the suite was started in the background.
 
@@ -165,7 +146,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput"):  # once per process
         _prepare_yapapi_python()
         _prepare_yapapi_examples()
-        _install_squashfs_tools()
+        install_squashfs_tools()
         isolated = _enter_loopback_only_netns()
         config.stash[_NETNS_KEY] = isolated
     # Never talk to a user's own yagna from the test suite.

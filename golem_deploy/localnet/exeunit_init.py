@@ -22,20 +22,25 @@ It builds the activity's whole world, then seals it:
    reconfigure the network or change the hostname. (As an ordinary user, ``unshare
    --user --map-root-user`` made the namespace first, mapping the user's own uid to 0.)
 
-Then it prints ``ready`` and stays alive so that background processes outlive the command
-that started them; it reaps orphans (pid 1's job) and ends when its stdin reaches EOF (the
-ExeUnit closed it, or the ExeUnit's process died). When pid 1 of a pid namespace ends, the
-kernel kills every other process in it: all of an activity's processes end with it.
+Then it prints ``ready`` and serves the ExeUnit's commands (:func:`serve_commands`): its
+stdin is a Unix socket on which the ExeUnit sends each command with the write ends of its
+output pipes, and the init spawns it as its own child -- already inside every namespace and
+the new root, as in a VM, whose agent starts the processes it is asked for. It stays alive
+so that background processes outlive the command that started them; it reaps orphans (pid
+1's job) and ends when that socket reaches EOF (the ExeUnit closed it, or the ExeUnit's
+process died). When pid 1 of a pid namespace ends, the kernel kills every other process in
+it: all of an activity's processes end with it.
 
 SPEC is JSON, see :func:`setup` (built by :mod:`golem_deploy.localnet.rootfs`).
 
-The same file, run as ``exeunit_init.py --exec CPU_FILE -- ARGV...``, wraps each command
-(on the host side of ``nsenter``) to lower its hard resource limits and to measure its CPU
-time (see :func:`run_command`).
+The same file, run as ``exeunit_init.py --exec CPU_FILE -- ARGV...``, wraps each command of
+an *unsealed* activity (``--unsafe-host-exec``, no init) to lower its hard resource limits
+and to measure its CPU time (see :func:`run_command`).
 
-Size: longer than most modules because it has to be self-contained: it runs by file path
-under ``python -I`` (its own directory is not on sys.path) and imports nothing from
-golem_deploy, so it cannot import a sibling module it would be split into.
+Size: longer than most modules (the sandbox's setup and its command server) because it has
+to be self-contained: it runs by file path under ``python -I`` (its own directory is not on
+sys.path) and imports nothing from golem_deploy, so it cannot import a sibling module it
+would be split into.
 """
 
 import contextlib
@@ -46,6 +51,7 @@ import json
 import os
 import platform
 import resource
+import select
 import signal
 import socket
 import struct
@@ -427,24 +433,159 @@ def enter_user_namespace(base: int) -> None:
     os.setuid(0)
 
 
-def _reap(signum: int, frame: object) -> None:
+def lower_hard_limits() -> None:
+    """Lower our hard limits to HARD_LIMITS; every process we start inherits them."""
+    for limit, ceiling in HARD_LIMITS.items():
+        soft, hard = resource.getrlimit(limit)
+        if hard == resource.RLIM_INFINITY or hard > ceiling:
+            hard = ceiling
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(limit, (min(soft, hard) if soft >= 0 else hard, hard))
+
+
+# ---- the command channel (the ExeUnit's side: sandbox_control.py) ----
+#
+# ExeUnit -> init: frames of a 4-byte big-endian length and a JSON object, either
+#   {"id": N, "argv": [...], "env": {...}} with the write ends of the command's stdout and
+#   stderr pipes attached to the frame (SCM_RIGHTS), or {"kill": N}.
+# init -> ExeUnit: one JSON line per ended command, {"id": N, "exit": CODE} (CODE < 0: the
+#   signal that killed it, as Python's returncode), in the order they end.
+
+HEADER = struct.Struct(">I")
+MAX_FRAME = 64 << 20  # far above any argv + env the kernel would exec
+RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)  # Python ignores them; commands must not
+
+
+def frame(message: dict) -> bytes:  # type: ignore[type-arg]
+    """One request on the command channel."""
+    body = json.dumps(message).encode()
+    return HEADER.pack(len(body)) + body
+
+
+def _receive_frame(control: socket.socket) -> tuple[dict, list[int]] | None:  # type: ignore[type-arg]
+    """The next request and the descriptors sent with it; None at EOF."""
+    header, fds, _, _ = socket.recv_fds(control, HEADER.size, 2)
+    for fd in fds:
+        os.set_inheritable(fd, False)
+    while header and len(header) < HEADER.size:
+        more = control.recv(HEADER.size - len(header))
+        if not more:
+            break
+        header += more
+    if len(header) < HEADER.size:
+        return None
+    (size,) = HEADER.unpack(header)
+    if size > MAX_FRAME:
+        raise OSError(errno.EMSGSIZE, "command frame too large")
+    body = b""
+    while len(body) < size:
+        more = control.recv(size - len(body))
+        if not more:
+            return None
+        body += more
+    return json.loads(body), fds
+
+
+def _which(name: str, path: str) -> str:
+    """``name`` looked up in ``path`` as execvp does (the command's PATH, not ours)."""
+    if "/" in name:
+        return name
+    for folder in path.split(":"):
+        candidate = os.path.join(folder or ".", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return name
+
+
+def spawn(request: dict, fds: list[int], devnull: int) -> int | None:  # type: ignore[type-arg]
+    """Start one command as our child; its pid, or None when it could not be executed
+    (then its stderr says why, as a shell would, and it counts as exit code 127).
+
+    The child gets /dev/null as stdin, the two pipes as stdout/stderr, a session of its own
+    (so a kill reaches its whole group), our working directory, root and limits, and the
+    environment the ExeUnit chose (nothing of ours)."""
+    argv = [str(arg) for arg in request["argv"]]
+    env = {str(k): str(v) for k, v in request["env"].items()}
+    out, err = fds
     try:
-        while os.waitpid(-1, os.WNOHANG)[0] > 0:
-            pass
-    except ChildProcessError:
-        pass
+        return os.posix_spawn(
+            _which(argv[0], env.get("PATH", "")),
+            argv,
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, devnull, 0),
+                (os.POSIX_SPAWN_DUP2, out, 1),
+                (os.POSIX_SPAWN_DUP2, err, 2),
+            ],
+            setsid=True,
+            setsigdef=RESET_SIGNALS,
+        )
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.write(err, f"{argv[0]}: {exc.strerror}\n".encode())
+        return None
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def serve_commands(control: socket.socket) -> None:
+    """Run the ExeUnit's commands until it closes ``control``; reap every child meanwhile.
+
+    Orphans the pid namespace hands us are reaped silently; their CPU time, like our
+    commands', adds up in our own children's times, which the ExeUnit reads from /proc."""
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # the wake-up byte is enough
+    devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    commands: dict[int, int] = {}  # pid -> request id
+    poller = select.poll()
+    poller.register(control, select.POLLIN)
+    poller.register(wake_r, select.POLLIN)
+    while True:
+        for fd, _ in poller.poll():
+            if fd == wake_r:
+                os.read(wake_r, 4096)
+            else:
+                received = _receive_frame(control)
+                if received is None:
+                    return
+                request, fds = received
+                if "kill" in request:
+                    pid = next((p for p, n in commands.items() if n == request["kill"]), None)
+                    if pid is not None:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.killpg(pid, signal.SIGKILL)
+                    continue
+                pid = spawn(request, fds, devnull)
+                if pid is None:
+                    control.sendall(b'{"id": %d, "exit": 127}\n' % int(request["id"]))
+                else:
+                    commands[pid] = int(request["id"])
+        while True:  # reap whatever ended, ours or adopted
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            if pid in commands:
+                code = os.waitstatus_to_exitcode(status)
+                control.sendall(b'{"id": %d, "exit": %d}\n' % (commands.pop(pid), code))
 
 
 def run_command(cpu_file: str, argv: list[str], cgroups: list[str] | None = None) -> None:
     """``--exec`` mode: run ``argv`` as our child and record the CPU time it used.
 
-    The ExeUnit starts every command through this wrapper because only a parent's wait4()
-    learns the exact CPU time of a process (and of the descendants it waited for: nsenter
-    waits for the command it starts in the sandbox) after it ended; sampling /proc would
-    miss whatever ran between two samples. The wrapper exits like its child did (same code,
-    or the same signal), so it is invisible to the caller. It also lowers the hard resource
-    limits the command inherits, which the sandbox's root cannot raise again, and joins the
-    activity's cgroups (CPU and memory limits), which the command and its children inherit.
+    An unsealed activity (``--unsafe-host-exec``, no init) starts every command through
+    this wrapper because only a parent's wait4() learns the exact CPU time of a process
+    (and of the descendants it waited for) after it ended; sampling /proc would miss
+    whatever ran between two samples. The wrapper exits like its child did (same code, or
+    the same signal), so it is invisible to the caller. It also lowers the hard resource
+    limits the command inherits and joins the activity's cgroups (CPU and memory limits),
+    which the command and its children inherit. (A sealed activity's init does all of this
+    once for every command: :func:`serve_commands`.)
     """
     for cgroup in cgroups or []:
         try:
@@ -455,12 +596,7 @@ def run_command(cpu_file: str, argv: list[str], cgroups: list[str] | None = None
             os._exit(126)
     pid = os.fork()
     if pid == 0:
-        for limit, ceiling in HARD_LIMITS.items():
-            soft, hard = resource.getrlimit(limit)
-            if hard == resource.RLIM_INFINITY or hard > ceiling:
-                hard = ceiling
-            with contextlib.suppress(ValueError, OSError):
-                resource.setrlimit(limit, (min(soft, hard) if soft >= 0 else hard, hard))
+        lower_hard_limits()
         try:
             os.execvp(argv[0], argv)
         except OSError as exc:
@@ -496,10 +632,10 @@ def main() -> None:
     except Exception as exc:
         print(f"error: {exc}", flush=True)
         sys.exit(1)
-    signal.signal(signal.SIGCHLD, _reap)
+    lower_hard_limits()
     print("ready", flush=True)
-    while sys.stdin.buffer.read(4096):  # until EOF: the ExeUnit is done with us
-        pass
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        serve_commands(socket.socket(fileno=0))  # until EOF: the ExeUnit is done with us
 
 
 if __name__ == "__main__":

@@ -11,10 +11,11 @@ its own, below the cgroup golem-deploy runs in, where the host lets us make one:
 
 ``cpu.max`` / ``cpu.cfs_quota_us`` = threads x period (at most that many cores' worth of
 CPU time), ``memory.max`` / ``memory.limit_in_bytes`` = the agreement's memory: the kernel
-kills the activity's biggest process when it needs more. Every command joins the cgroup
-before it enters the sandbox (the ``--exec`` wrapper writes its pid to ``cgroup.procs``),
-and its children inherit it. Where none of this is possible, :meth:`CgroupLimits.create`
-returns the reason, and the ExeUnit reports that the limits are not enforced.
+kills the activity's biggest process when it needs more. The sandbox's init joins the
+cgroups as soon as it runs (:meth:`CgroupLimits.join`), so every command it starts, and
+every child of those, is born in them (the init itself, a small idle Python, counts too).
+Where none of this is possible, :meth:`CgroupLimits.create` returns the reason, and the
+ExeUnit reports that the limits are not enforced.
 
 A cgroup is named ``golem-deploy-<pid of the local network>-<activity>``; one that a killed
 local network left behind (its pid gone, no process in it) is removed by the next one.
@@ -134,6 +135,16 @@ class CgroupLimits:
                 (path / name).write_text(value)
         except OSError as exc:
             return f"cannot set up cgroup {path}: {exc.strerror or exc}"
+        return None
+
+    def join(self, pid: int) -> str | None:
+        """Move process ``pid`` (the sandbox's init) into the cgroups; its future children
+        are born in them. None on success, else why not."""
+        for path in self.dirs:
+            try:
+                (path / "cgroup.procs").write_text(str(pid))
+            except OSError as exc:
+                return f"cannot join cgroup {path}: {exc.strerror or exc}"
         return None
 
     def remove(self) -> bool:

@@ -10,8 +10,8 @@ host. Locally each activity gets a *sandbox* that seals it the same way:
   sealed host root -- :mod:`rootfs`) with a private writable layer; /golem/* are the
   activity's private directories; ``local.mounts`` appear read-only at their container
   paths; no other host path exists inside; the network is ``lo`` only; uid 0 inside is an
-  unprivileged id outside. Each command enters those namespaces via ``nsenter``;
-  background processes a command leaves behind keep running (the init adopts them) until
+  unprivileged id outside. The init starts each command inside, on the ExeUnit's request
+  (:mod:`sandbox_control`); background processes a command leaves behind keep running until
   the activity ends; ending the init ends every process of the activity -- the kernel
   guarantees it. Where sealing is impossible, creating the sandbox fails with one clear
   message: nothing runs unsealed unless asked for.
@@ -36,6 +36,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -53,6 +54,7 @@ from golem_deploy.localnet.sandbox_commands import (
     drain_and_close,
     read_stat,
 )
+from golem_deploy.localnet.sandbox_control import InitControl
 from golem_deploy.localnet.sandbox_paths import VOLUMES, SandboxError, SandboxPaths, normalize_path
 
 __all__ = [
@@ -143,6 +145,7 @@ class Sandbox(SandboxCommands):
         self.limitations: str | None = None
         self._init: anyio.abc.Process | None = None
         self._init_pid: int | None = None  # pid 1 of the namespace, as the host sees it
+        self._control: InitControl | None = None  # how commands reach the init
         self._reaping: anyio.Event | None = None  # set once the init is reaped
         self._groups: set[int] = set()  # process groups of commands (fallback cleanup)
         self._commands = 0
@@ -200,6 +203,8 @@ class Sandbox(SandboxCommands):
                 log.warning("sandbox %s: %s", self.work_dir, self.limitations)
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                if self._control is not None:
+                    tg.start_soon(self._control.listen)
                 task_status.started()
                 await self._closed.wait()
                 # The processes are dead: let the drainers see EOF, so pipes close cleanly.
@@ -254,9 +259,8 @@ class Sandbox(SandboxCommands):
         try:
             with anyio.move_on_after(5):
                 await init.wait()
-            if init.stdin is not None:
-                with contextlib.suppress(Exception):
-                    await init.stdin.aclose()
+            if self._control is not None:
+                self._control.close()
             for stream in (init.stdout, init.stderr):
                 if stream is not None:
                     await drain_and_close(stream)
@@ -308,13 +312,21 @@ class Sandbox(SandboxCommands):
         if os.geteuid() != 0:
             unshare += ["--user", "--map-root-user"]
         spec = self._init_spec()
-        process = await anyio.open_process(
-            [*unshare, "--", sys.executable, "-I", "-S", str(INIT_SCRIPT), json.dumps(spec)],
-            stdin=PIPE,
-            stdout=PIPE,
-            stderr=PIPE,
-        )
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            process = await anyio.open_process(
+                [*unshare, "--", sys.executable, "-I", "-S", str(INIT_SCRIPT), json.dumps(spec)],
+                stdin=theirs.fileno(),  # the command channel (sandbox_control)
+                stdout=PIPE,
+                stderr=PIPE,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
         self._init = process
+        self._control = InitControl(ours)
         assert process.stdout is not None and process.stderr is not None
         line = b""
         with anyio.move_on_after(10):
@@ -330,12 +342,17 @@ class Sandbox(SandboxCommands):
             self.kill_now()
             await self._reap_init()
             self._init = None
+            self._control = None
             self._reaping = None
             self._closed = anyio.Event()
             text = (line + err).decode(errors="replace").strip() or "init did not start"
             raise SandboxError(text.removeprefix("error: "))
         self._init_pid = _only_child(process.pid)
         self.isolated = True
+        if self._cgroups is not None:  # the init's children, i.e. every command, inherit them
+            reason = self._cgroups.join(self._init_pid)
+            if reason is not None:
+                self.limits_note = f"CPU and memory limits not enforced: {reason}"
 
     # ---- paths (see sandbox_paths) ----
 
@@ -354,6 +371,9 @@ class Sandbox(SandboxCommands):
 
 def _only_child(pid: int) -> int:
     """The pid of ``pid``'s single child (unshare's forked child: the namespace's init)."""
+    children = f"/proc/{pid}/task/{pid}/children"  # one small file, where the kernel has it
+    with contextlib.suppress(OSError, ValueError, IndexError), open(children, "rb") as listing:
+        return int(listing.read().split()[0])
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             stat = read_stat(int(entry))

@@ -2,10 +2,11 @@
 
 :class:`SandboxCommands` is a base class of :class:`~golem_deploy.localnet.sandbox.Sandbox`,
 which creates the sandbox (directories, the init process) and sets every attribute listed
-below. Each command is exec'd through ``exeunit_init.py --exec`` (which lowers its resource
-limits and measures its CPU time) and, when sealed, ``nsenter`` into the activity's
-namespaces; its output is pumped to callbacks, and pipes a background process inherited are
-drained until the activity ends. CPU usage is read from the wrappers' reports and /proc.
+below. A sealed sandbox's init starts each command inside (:mod:`sandbox_control`); an
+unsealed one (``--unsafe-host-exec``) runs it through ``exeunit_init.py --exec``, which
+lowers its resource limits and measures its CPU time. Output is pumped to callbacks, and
+pipes a background process inherited are drained until the activity ends. CPU usage is read
+from /proc (and the unsealed wrappers' reports).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import anyio.abc
 
 from golem_deploy.localnet.limits import CgroupLimits
 from golem_deploy.localnet.rootfs import RootFs
+from golem_deploy.localnet.sandbox_control import InitControl
 from golem_deploy.localnet.sandbox_paths import VOLUMES, SandboxError
 
 DRAIN_GRACE = 0.2
@@ -36,7 +38,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 OutputCallback = Callable[[bytes], Awaitable[None]]
 
 INIT_SCRIPT = Path(__file__).with_name("exeunit_init.py")
-"""The sandbox's pid 1, and (with --exec) the wrapper that measures each command's CPU."""
+"""The sandbox's pid 1, and (with --exec) the wrapper of an unsealed activity's commands."""
 
 
 class CommandTimeout(SandboxError):
@@ -52,6 +54,7 @@ class SandboxCommands:
     isolated: bool
     _cgroups: CgroupLimits | None
     _init_pid: int | None
+    _control: InitControl | None
     _groups: set[int]
     _commands: int
     _cpu_finished: float
@@ -91,48 +94,89 @@ class SandboxCommands:
             raise SandboxError("the sandbox is closed")
         if not argv:
             raise SandboxError("empty command")
+        if not self.isolated:
+            return await self._run_unsealed(argv, env, timeout, on_stdout, on_stderr)
+        control = self._control
+        assert control is not None
+        try:
+            command, stdout, stderr = await control.start(argv, self.command_env(env))
+        except OSError as exc:
+            raise SandboxError(f"cannot execute {argv[0]}: the sandbox has ended") from exc
+        return await self._supervise(
+            lambda: control.wait(command),
+            lambda: control.kill(command),
+            stdout,
+            stderr,
+            timeout,
+            on_stdout,
+            on_stderr,
+        )
+
+    async def _run_unsealed(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None,
+        timeout: float | None,
+        on_stdout: OutputCallback | None,
+        on_stderr: OutputCallback | None,
+    ) -> int:
+        """--unsafe-host-exec: the command as our child, through the ``--exec`` wrapper
+        (which measures its CPU time and lowers its hard limits), in its own process group."""
         self._commands += 1
         cpu_file = self.work_dir / "cpu" / str(self._commands)
         cpu_file.parent.mkdir(parents=True, exist_ok=True)
-        wrapper = [sys.executable, "-I", "-S", str(INIT_SCRIPT), "--exec", str(cpu_file)]
+        command = [sys.executable, "-I", "-S", str(INIT_SCRIPT), "--exec", str(cpu_file)]
         for cgroup in self._cgroups.dirs if self._cgroups is not None else []:
-            wrapper += ["--cgroup", str(cgroup)]
-        wrapper.append("--")
-        if self.isolated:
-            assert self._init_pid is not None
-            # --root/--wd without a value: the init's root and working directory (older
-            # nsenter versions lack --wdns). As root, nsenter enters the user namespace last
-            # and becomes its uid 0 (the unprivileged SANDBOX_ID_BASE on the host).
-            target = ["nsenter", "-t", str(self._init_pid), "-U", "-m", "-p", "-n", "-i", "-u"]
-            if os.geteuid() != 0:
-                target.append("--preserve-credentials")
-            command = [*wrapper, *target, "--root", "--wd", "--", *argv]
-            cwd = None
-        else:
-            command = [*wrapper, *argv]
-            cwd = self.root / "work"
+            command += ["--cgroup", str(cgroup)]
+        command += ["--", *argv]
         try:
             process = await anyio.open_process(
                 command,
                 stdin=DEVNULL,
                 stdout=PIPE,
                 stderr=PIPE,
-                cwd=cwd,
+                cwd=self.root / "work",
                 env=self.command_env(env),
                 start_new_session=True,  # its own process group: killable as a whole
             )
         except OSError as exc:
             raise SandboxError(f"cannot execute {argv[0]}: {exc.strerror or exc}") from exc
         self._groups.add(process.pid)
+
+        def kill() -> None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+        assert process.stdout is not None and process.stderr is not None
+        try:
+            return await self._supervise(
+                process.wait, kill, process.stdout, process.stderr, timeout, on_stdout, on_stderr
+            )
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                self._cpu_finished += float(cpu_file.read_text())
+                cpu_file.unlink()
+
+    async def _supervise(
+        self,
+        wait: Callable[[], Awaitable[int]],
+        kill: Callable[[], None],
+        stdout: anyio.abc.ByteReceiveStream,
+        stderr: anyio.abc.ByteReceiveStream,
+        timeout: float | None,
+        on_stdout: OutputCallback | None,
+        on_stderr: OutputCallback | None,
+    ) -> int:
+        """Pump a started command's output to the callbacks until it ends; kill it (and its
+        group) on timeout or cancellation."""
         finished = False
         try:
-            assert process.stdout is not None and process.stderr is not None
             done = [anyio.Event(), anyio.Event()]
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_pump, process.stdout, on_stdout, done[0])
-                tg.start_soon(_pump, process.stderr, on_stderr, done[1])
+                tg.start_soon(_pump, stdout, on_stdout, done[0])
+                tg.start_soon(_pump, stderr, on_stderr, done[1])
                 with anyio.move_on_after(timeout):
-                    code = await process.wait()
+                    code = await wait()
                     finished = True
                 if finished:
                     with anyio.move_on_after(DRAIN_GRACE):
@@ -142,8 +186,7 @@ class SandboxCommands:
             if not finished:
                 raise CommandTimeout(f"command timed out after {timeout:g} s and was killed")
             # Pipes still open belong to background processes: keep them drained.
-            for stream, event in ((process.stdout, done[0]), (process.stderr, done[1])):
-                assert stream is not None
+            for stream, event in ((stdout, done[0]), (stderr, done[1])):
                 if not event.is_set() and self._tg is not None:
                     drained = anyio.Event()
                     self._drainers.append(drained)
@@ -154,19 +197,12 @@ class SandboxCommands:
         finally:
             if not finished:
                 # Timeout or cancellation: the command and its whole group go.
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(process.pid, signal.SIGKILL)
+                kill()
                 with anyio.CancelScope(shield=True):
                     with anyio.move_on_after(5):
-                        await process.wait()
-                    for pipe in (process.stdout, process.stderr):
-                        if pipe is not None:
-                            await drain_and_close(pipe)
-            if self.isolated:  # the namespace tracks its processes; groups are for fallback
-                self._groups.discard(process.pid)
-            with contextlib.suppress(OSError, ValueError):
-                self._cpu_finished += float(cpu_file.read_text())
-                cpu_file.unlink()
+                        await wait()
+                    for pipe in (stdout, stderr):
+                        await drain_and_close(pipe)
 
     # ---- usage ----
 

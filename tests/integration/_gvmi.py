@@ -9,9 +9,11 @@ downloads from the registry.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -37,6 +39,28 @@ class Gvmi:
     @property
     def size(self) -> int:
         return self.path.stat().st_size
+
+
+def install_squashfs_tools() -> None:
+    """Give the image tests mksquashfs/unsquashfs (Debian's squashfs-tools).
+
+    The local network unpacks payload images with unsquashfs, and the image tests build a
+    real .gvmi with mksquashfs. Once the session is inside the loopback-only namespace no
+    package mirror is reachable, so it is installed (as root, with apt) before entering it.
+    Without it the image tests skip with a reason (and the benchmarks stop with one).
+    """
+    if shutil.which("mksquashfs") and shutil.which("unsquashfs"):
+        return
+    if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-qq", "squashfs-tools"]
+    try:
+        if subprocess.run(install, env=env, capture_output=True, timeout=300).returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=300)
+            subprocess.run(install, env=env, capture_output=True, timeout=300)
+    except (subprocess.SubprocessError, OSError):
+        return
 
 
 def mksquashfs_available() -> bool:

@@ -158,6 +158,33 @@ def test_exit_codes_and_timeouts(tmp_path: Path) -> None:
     anyio.run(main)
 
 
+@isolated_only
+def test_a_command_starts_clean_like_a_process_in_a_vm(tmp_path: Path) -> None:
+    """The init starts every command (sandbox_control): nothing of its own may leak into
+    them -- no open descriptor (its command channel), no ignored signal, no stdin."""
+    marker = "4243.4243"
+
+    async def main() -> None:
+        async with open_sandbox(tmp_path / "a") as sandbox:
+            code, out, _ = await output_of(sandbox, ["/bin/sh", "-c", "ls /proc/$$/fd"])
+            assert (code, out.split()) == (0, ["0", "1", "2"])
+            code, out, _ = await output_of(sandbox, ["/bin/sh", "-c", "cat; echo eof"])
+            assert (code, out) == (0, "eof\n")  # stdin is /dev/null
+            # SIGPIPE is at its default: `yes` ends quietly when `head` stops reading.
+            with anyio.fail_after(10):
+                code, out, err = await output_of(sandbox, ["/bin/sh", "-c", "yes | head -n 1"])
+            assert (code, out, err) == (0, "y\n", "")
+            assert await output_of(sandbox, ["/bin/sh", "-c", "umask"]) == (0, "0022\n", "")
+            # A timeout kills the command's whole process group, its background child too.
+            with anyio.fail_after(5), pytest.raises(CommandTimeout):
+                await sandbox.run(["/bin/sh", "-c", f"sleep {marker} & sleep 30"], timeout=0.3)
+            with anyio.fail_after(5):
+                while processes_with(marker):
+                    await anyio.sleep(0.05)
+
+    anyio.run(main)
+
+
 def test_paths_outside_the_sandbox_are_refused(tmp_path: Path) -> None:
     (tmp_path / "secret").write_text("no")
     sandbox = Sandbox(tmp_path / "a", {"/golem/run": tmp_path})
