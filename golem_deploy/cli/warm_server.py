@@ -51,6 +51,7 @@ PRELOAD = (
     "golem_deploy.supervisor.start",
     "golem_deploy.ui.table",
     "rich.live",
+    "anyio._backends._asyncio",  # imported by the first anyio.run: `up`'s checks of yagna
 )
 """What the commands import (the supervisor's own imports are prefork.PRELOAD)."""
 

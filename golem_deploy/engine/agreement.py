@@ -17,6 +17,7 @@ import anyio
 
 from golem_deploy.engine import events as ev
 from golem_deploy.engine import orphans
+from golem_deploy.protocol import NODE_NAME
 from golem_deploy.yagna.client import YagnaClient
 from golem_deploy.yagna.errors import YagnaError, YagnaStatusError
 from golem_deploy.yagna.models import Agreement, Proposal
@@ -117,27 +118,35 @@ async def _confirm(
     approval_timeout: float,
 ) -> SignedAgreement:
     provider = proposal.issuer_id
-    agreement = await client.get_agreement(agreement_id)
+    name = proposal.properties.get(NODE_NAME)  # the Draft carries the offer's properties
+    provider_name = name if isinstance(name, str) else provider
     emit(
         ev.AgreementCreated(
             service=service,
             index=index,
             agreement_id=agreement_id,
             provider_id=provider,
-            provider_name=agreement.provider_name,
+            provider_name=provider_name,
         )
     )
-    try:
-        await client.confirm_agreement(agreement_id)
-        deadline = anyio.current_time() + approval_timeout
-        approved = False
-        while not approved and anyio.current_time() < deadline:
-            remaining = max(1.0, math.ceil(deadline - anyio.current_time()))
-            approved = await client.wait_for_approval(agreement_id, timeout=remaining)
-        if not approved:
-            raise YagnaStatusError(408, "not approved in time", "agreement approval")
-    except YagnaError as e:
-        reason = f"agreement not approved: {e.detail}"
+    # The agreement as yagna holds it (both sides' properties: the agreed payment terms and
+    # usage vector) is needed only once it is approved: read it while the provider approves,
+    # not before confirming (one round trip less before every instance can start).
+    fetched: list[Agreement | YagnaError] = []
+
+    async def fetch() -> None:
+        try:
+            fetched.append(await client.get_agreement(agreement_id))
+        except YagnaError as e:
+            fetched.append(e)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(fetch)
+        refusal = await _approval(client, agreement_id, approval_timeout)
+        if refusal is not None:
+            tg.cancel_scope.cancel()
+    if refusal is not None:
+        reason = f"agreement not approved: {refusal.detail}"
         emit(
             ev.AgreementRejected(
                 service=service,
@@ -147,5 +156,24 @@ async def _confirm(
                 reason=reason,
             )
         )
-        raise AgreementFailed(provider, agreement.provider_name, reason) from e
+        raise AgreementFailed(provider, provider_name, reason) from refusal
+    agreement = fetched[0]
+    if isinstance(agreement, YagnaError):
+        raise agreement  # approved, but unreadable: the caller terminates it
     return SignedAgreement(agreement, proposal.proposal_id)
+
+
+async def _approval(
+    client: YagnaClient, agreement_id: str, approval_timeout: float
+) -> YagnaError | None:
+    """Confirm the agreement and wait for the provider's approval; why not, or None."""
+    try:
+        await client.confirm_agreement(agreement_id)
+        deadline = anyio.current_time() + approval_timeout
+        while anyio.current_time() < deadline:
+            remaining = max(1.0, math.ceil(deadline - anyio.current_time()))
+            if await client.wait_for_approval(agreement_id, timeout=remaining):
+                return None
+        return YagnaStatusError(408, "not approved in time", "agreement approval")
+    except YagnaError as e:
+        return e
