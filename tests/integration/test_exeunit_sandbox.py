@@ -185,6 +185,22 @@ def test_a_command_starts_clean_like_a_process_in_a_vm(tmp_path: Path) -> None:
     anyio.run(main)
 
 
+@isolated_only
+def test_a_command_line_larger_than_the_socket_buffer_arrives_whole(tmp_path: Path) -> None:
+    """Four arguments of 120 kB each (the kernel takes up to 128 kB per argument): the
+    request to the init does not fit in one send, and must still arrive intact."""
+    args = [letter * 120_000 for letter in "abcd"]
+    script = 'for a in "$@"; do printf "%s %s\\n" "${#a}" "$(printf %s "$a" | cut -c1)"; done'
+
+    async def main() -> None:
+        async with open_sandbox(tmp_path / "a") as sandbox:
+            code, out, err = await output_of(sandbox, ["/bin/sh", "-c", script, "sh", *args])
+            assert (code, err) == (0, "")
+            assert out.split("\n")[:4] == ["120000 a", "120000 b", "120000 c", "120000 d"]
+
+    anyio.run(main)
+
+
 def test_paths_outside_the_sandbox_are_refused(tmp_path: Path) -> None:
     (tmp_path / "secret").write_text("no")
     sandbox = Sandbox(tmp_path / "a", {"/golem/run": tmp_path})
