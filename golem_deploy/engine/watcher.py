@@ -21,6 +21,7 @@ from golem_deploy.engine.executor import ScriptExecutor
 from golem_deploy.engine.network import Node
 from golem_deploy.engine.probe import http_probe, tcp_probe
 from golem_deploy.engine.timing import Timings
+from golem_deploy.protocol import ActivityStateName
 from golem_deploy.yagna.client import YagnaClient
 from golem_deploy.yagna.errors import (
     ActivityGone,
@@ -106,8 +107,15 @@ class Watcher:
                     log.info("%s: activity state: %s", self.name, e)
             if state is not None and state.lost:
                 reason = state.reason or state.error_message or f"activity {state.state.lower()}"
-                send(lc.ActivityUnresponsive(f"provider lost the activity: {reason}"))
-                return
+                lost: str | None = f"provider lost the activity: {reason}"
+                if state.state == ActivityStateName.UNRESPONSIVE:
+                    # Only a usage report 5 s late (an overloaded provider, or its busy
+                    # yagna), or a dead ExeUnit: the ExeUnit itself has the last word.
+                    lost = await self.provider_gone(activity_id)
+                if lost is not None:
+                    send(lc.ActivityUnresponsive(lost))
+                    return
+                log.info("%s: yagna says Unresponsive, but the ExeUnit answers", self.name)
             if failures >= t.watch_failures:
                 send(lc.ActivityUnresponsive("activity not answering"))
                 return
@@ -246,13 +254,17 @@ class Watcher:
         it is there (with the results, or an error for an unknown batch) and by yagna with
         ActivityGone when it is not. Only an answer from the ExeUnit proves it alive."""
         t = self.timings
+        unresponsive: str | None = None  # what yagna said, while the ExeUnit may yet answer
         for _ in range(t.watch_failures):
             try:
                 with anyio.fail_after(t.state_query_timeout):
                     state = await self.client.activity_state(activity_id)
                 if state.lost:
                     why = state.reason or state.error_message or f"activity {state.state.lower()}"
-                    return f"provider lost the activity: {why}"
+                    if state.state != ActivityStateName.UNRESPONSIVE:
+                        return f"provider lost the activity: {why}"
+                    # Late usage reports, or a dead ExeUnit: asking it tells which.
+                    unresponsive = f"provider lost the activity: {why}"
             except ActivityGone as e:
                 return f"the provider's ExeUnit is gone ({e.detail})"
             except (YagnaError, TimeoutError) as e:
@@ -269,7 +281,7 @@ class Watcher:
                 return None  # the ExeUnit answered, if only that it knows no such batch
             except (YagnaError, TimeoutError) as e:
                 await self._pause_after(e)
-        return "activity not answering"
+        return unresponsive or "activity not answering"
 
     async def _pause_after(self, error: Exception) -> None:
         """Before asking again: wait for an unreachable yagna, else a short pause."""

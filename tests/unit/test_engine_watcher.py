@@ -64,8 +64,30 @@ def watcher(client: Client) -> Watcher:
 GONE = ActivityGone(500, "GSB error: endpoint address not found", "GET /exec/b7")
 
 
-async def test_yagna_reporting_the_activity_lost_is_the_provider_gone() -> None:
-    assert "lost the activity" in str(await watcher(Client(["Unresponsive"])).provider_gone("a"))
+async def test_yagna_reporting_the_activity_terminated_is_the_provider_gone() -> None:
+    client = Client(["Terminated"])
+    assert "lost the activity" in str(await watcher(client).provider_gone("a"))
+    assert client.asked_results == []  # nothing to confirm: yagna ended it
+
+
+async def test_unresponsive_with_the_exeunit_gone_is_the_provider_gone() -> None:
+    client = Client(["Unresponsive"], [GONE])
+    assert "ExeUnit is gone" in str(await watcher(client).provider_gone("a"))
+
+
+async def test_unresponsive_while_the_exeunit_answers_is_only_late_usage_reports() -> None:
+    """yagna says Unresponsive when a usage report is 5 s late (a provider, or its yagna,
+    too busy for a moment) and takes it back when reports resume; an ExeUnit that answers
+    is alive, and its instance must not be given up (bench/scale.py: 500 instances)."""
+    client = Client(["Unresponsive"], [[]])
+    assert await watcher(client).provider_gone("a") is None
+
+
+async def test_unresponsive_and_an_exeunit_that_never_answers_is_the_provider_gone() -> None:
+    client = Client(["Unresponsive"] * 3, [TimeoutError()] * 3)
+    assert "lost the activity: activity unresponsive" in str(
+        await watcher(client).provider_gone("a")
+    )
 
 
 async def test_an_exeunit_off_the_bus_is_the_provider_gone_even_while_state_says_ready() -> None:
