@@ -94,7 +94,7 @@ def request_kind(method: str, path: str, query: bool) -> str:
     for want, pattern, with_query, kind in _KINDS:
         if method == want and pattern.search(path) and with_query in (None, query):
             return kind
-    return f"{method} {re.sub(r'/[0-9a-f-]{16,}', '/{id}', path)}"
+    return f"{method} {re.sub(r'/([A-Z]-)?[0-9a-f-]{16,}', '/{id}', path)}"
 
 
 def requests_between(log: Path, began: datetime, ended: datetime) -> Counter[str]:
@@ -220,6 +220,7 @@ def main() -> None:
             yardstick.sample()  # warm-up, untimed
             ys = [yardstick.sample()]
             before = {role: proc_cpu_seconds(pid) for role, pid in network.items()}
+            up_began = datetime.now().astimezone()
             up, _ = run_cli("up", "-d", "--timeout", "5m", str(manifest), env=net_env)
             try:
                 supervisor = int((home / "deployments" / name / "supervisor.pid").read_text())
@@ -229,6 +230,19 @@ def main() -> None:
                 for role, pid in network.items():
                     during_up[role] = proc_cpu_seconds(pid) - before[role]
                 result["cpu_s_during_up"] = {k: round(v, 2) for k, v in during_up.items()}
+                # What each yagna daemon was asked while `up -d` ran, in requests per
+                # instance: what the CPU seconds above were spent answering.
+                logs = home / "localnet" / f"p{count}" / "logs"
+                up_ended = datetime.now().astimezone()
+                result["requests_per_instance_during_up"] = {
+                    daemon: {
+                        kind: round(number / n, 2)
+                        for kind, number in requests_in_logs(
+                            logs, daemon, up_began, up_ended
+                        ).most_common()
+                    }
+                    for daemon in ("requestor", "provider")
+                }
                 pids = {"supervisor": supervisor, **network}
                 result["load_before"] = load_average()
                 began = datetime.now().astimezone()
@@ -236,7 +250,6 @@ def main() -> None:
                     measured = sample(pids, args.seconds)
                 ended = datetime.now().astimezone()
                 result["load_after"] = load_average()
-                logs = home / "localnet" / f"p{count}" / "logs"
                 served = requests_in_logs(logs, "requestor", began, ended)
                 window = (ended - began).total_seconds()
                 result["yagna_requests_per_s"] = round(served.total() / window, 1)

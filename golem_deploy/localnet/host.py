@@ -26,6 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from golem_deploy import event_loop
 from golem_deploy.localnet import disk_bound
 from golem_deploy.localnet.daemons import LocalNodes, NodesInfo
 from golem_deploy.localnet.faults import NO_FAULTS, ProviderFaults, load_faults
@@ -72,6 +73,8 @@ def _preload() -> None:
         "golem_deploy.localnet.exeunit",
     ):
         importlib.import_module(module)
+    if event_loop.uses_uvloop():
+        importlib.import_module("uvloop")
 
 
 def _ready_data(state_dir: Path, nodes: NodesInfo) -> dict[str, Any]:
@@ -271,9 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             state_dir, args.providers, allocation_shortcut=not args.no_allocation_shortcut
         )
         nodes = local_nodes.start(timeout=args.timeout, while_starting=_preload)
-        import anyio
-
-        anyio.run(serve, state_dir, local_nodes, nodes, faults, args.exit_with_pid)
+        event_loop.run(serve, state_dir, local_nodes, nodes, faults, args.exit_with_pid)
     except LocalnetError as error:
         print(f"error: {error}", file=sys.stderr)
         code = 1

@@ -15,8 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-import anyio
-
+from golem_deploy import event_loop
 from golem_deploy.supervisor.tls_deferred import import_aiohttp_without_ca_store
 
 # First, before anything imports aiohttp: it would load the CA store twice (tls_deferred.py).
@@ -140,7 +139,7 @@ def serve(manifest: Manifest, *, providers: int, faults: Path | None) -> int:
         redactor=redactor,
     )
     try:
-        anyio.run(supervisor.run, backend="asyncio")
+        event_loop.run(supervisor.run)
     finally:
         journal.close()
     return 0 if supervisor.machine.state is not dm.DeploymentState.failed else 1

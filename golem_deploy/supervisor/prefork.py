@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from golem_deploy import event_loop
+
 if TYPE_CHECKING:
     from golem_deploy.manifest.model import Manifest
 
@@ -184,6 +186,8 @@ def _wait_for_order(pipe: int) -> NoReturn:
         os.close(null)
         for module in PRELOAD:  # the point: import meanwhile
             importlib.import_module(module)
+        if event_loop.uses_uvloop():
+            importlib.import_module("uvloop")
 
         chunks = []
         while chunk := os.read(pipe, 65536):

@@ -49,6 +49,15 @@ def test_other_requests_are_named_by_method_and_path_without_ids() -> None:
     assert kind == "POST /payment-api/v1/debitNotes/{id}/accept"
 
 
+def test_proposal_ids_are_cut_with_their_side_prefix() -> None:
+    # yagna's proposal ids start "R-" (requestor's side) or "P-" (provider's): one kind
+    # for all counter-proposals, not one per proposal.
+    proposal = "R-98cef30e5026d0da28e315e0461874e009d123b6e0b9c7647f56d33785f98094"
+    path = f"/market-api/v1/demands/0b1c2d3e4f5061728394a5b6c7d8e9f0/proposals/{proposal}"
+    kind = request_kind("POST", path, query=False)
+    assert kind == "POST /market-api/v1/demands/{id}/proposals/{id}"
+
+
 def test_only_request_lines_within_the_window_count(tmp_path: Path) -> None:
     log = tmp_path / "requestor.log"
     log.write_text(LOG)
