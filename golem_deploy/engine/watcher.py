@@ -106,8 +106,7 @@ class Watcher:
                     failures += 1
                     log.info("%s: activity state: %s", self.name, e)
             if state is not None and state.lost:
-                reason = state.reason or state.error_message or f"activity {state.state.lower()}"
-                lost: str | None = f"provider lost the activity: {reason}"
+                lost: str | None = state.why_lost
                 if state.state == ActivityStateName.UNRESPONSIVE:
                     # Only a usage report 5 s late (an overloaded provider, or its busy
                     # yagna), or a dead ExeUnit: the ExeUnit itself has the last word.
@@ -260,11 +259,10 @@ class Watcher:
                 with anyio.fail_after(t.state_query_timeout):
                     state = await self.client.activity_state(activity_id)
                 if state.lost:
-                    why = state.reason or state.error_message or f"activity {state.state.lower()}"
                     if state.state != ActivityStateName.UNRESPONSIVE:
-                        return f"provider lost the activity: {why}"
+                        return state.why_lost
                     # Late usage reports, or a dead ExeUnit: asking it tells which.
-                    unresponsive = f"provider lost the activity: {why}"
+                    unresponsive = state.why_lost
             except ActivityGone as e:
                 return f"the provider's ExeUnit is gone ({e.detail})"
             except (YagnaError, TimeoutError) as e:

@@ -362,6 +362,13 @@ class ActivityState:
         return self.state in (ActivityStateName.UNRESPONSIVE, ActivityStateName.TERMINATED)
 
     @property
+    def why_lost(self) -> str:
+        """What to tell the user of an activity that is :attr:`lost`: yagna's reason, its
+        error message, or the state itself."""
+        why = self.reason or self.error_message or f"activity {self.state.lower()}"
+        return f"provider lost the activity: {why}"
+
+    @property
     def ending(self) -> bool:
         """Terminated, or on its way there ([X, Terminated]): yagna's provider side no longer
         counts such an activity alive, so a DELETE of it returns at once."""

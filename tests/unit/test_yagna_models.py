@@ -173,6 +173,18 @@ def test_an_activity_on_its_way_to_terminated_is_ending() -> None:
     assert not state(["Initialized", "Terminated"]).lost  # not lost: still to be DELETEd
 
 
+def test_a_lost_activity_says_why_with_what_yagna_gave() -> None:
+    def state(answer: dict[str, object]) -> ActivityState:
+        return ActivityState.parse(answer, REQ)
+
+    told = state({"state": ["Terminated", None], "reason": "gone", "errorMessage": "oom"})
+    assert told.why_lost == "provider lost the activity: gone"
+    only_error = state({"state": ["Terminated", None], "errorMessage": "oom"})
+    assert only_error.why_lost == "provider lost the activity: oom"
+    silent = state({"state": ["Unresponsive", None]})
+    assert silent.why_lost == "provider lost the activity: activity unresponsive"
+
+
 def test_debit_note_without_due_date() -> None:
     n = DebitNote.parse(
         {
