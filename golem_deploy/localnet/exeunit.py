@@ -47,13 +47,8 @@ from golem_deploy.localnet.vpn_host import VpnHost
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 2.0
-"""Seconds between usage reports. yagna's provider side marks an activity Unresponsive
-once the timestamp of its last report is 5 s old and destroys it at 10 s, looking once a
-second; real ExeUnits report every second. Each report is a bus call and a database write
-in the provider's yagna, so at 100 activities every 2 s instead of every 1 s took that
-yagna from ~39 % to ~30 % CPU and the local network's host from ~18 % to ~14 %
-(bench/supervisor_cost.py, alternating), and still leaves 3 s for a late report before
-Unresponsive (which the requestor's watcher then checks with the ExeUnit itself)."""
+"""Seconds between usage reports (real ExeUnits: 1 s). Each costs the provider's yagna a
+bus call and a database write; it says Unresponsive once the last is 5 s old."""
 
 CPU_SEC = "golem.usage.cpu_sec"
 DURATION_SEC = "golem.usage.duration_sec"
