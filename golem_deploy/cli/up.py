@@ -252,12 +252,10 @@ def _live(deployment: DeploymentDir) -> None:
     """Attached `up`: the live table until Ctrl-C, then a graceful down (again: force)."""
     from rich.live import Live
 
-    from golem_deploy.supervisor import control
     from golem_deploy.supervisor.snapshot import merge_final
     from golem_deploy.ui.table import deployment_table, plain_lines
 
     out = console()
-    interrupts = 0
     down_sent = False
     last_live: DeploymentSnapshot | None = None
 
@@ -277,22 +275,23 @@ def _live(deployment: DeploymentDir) -> None:
         _attached_plain(deployment, plain_lines)
         return
     with Live(view(), console=out, refresh_per_second=4, transient=False) as live:
-        while True:
-            try:
-                while deployment.supervisor_alive():
-                    live.update(view())
-                    time.sleep(REFRESH)
+
+        def watch() -> None:
+            while deployment.supervisor_alive():
                 live.update(view())
-                break
-            except KeyboardInterrupt:
-                interrupts += 1
-                if interrupts == 1:
-                    down_sent = True
-                    control.request_down(deployment, DEFAULT_DOWN_TIMEOUT)
-                else:
-                    live.console.print("[red]forcing down[/]")
-                    control.kill(deployment)
-                    break
+                time.sleep(REFRESH)
+            live.update(view())
+
+        def going_down() -> None:
+            nonlocal down_sent
+            down_sent = True
+
+        _until_down(
+            deployment,
+            watch,
+            going_down=going_down,
+            forcing=lambda: live.console.print("[red]forcing down[/]"),
+        )
     finish_down(deployment, out)
 
 
@@ -302,26 +301,57 @@ def _attached_plain(
     """Attached `up` without a terminal: print the snapshot whenever it changes (and go on
     when nobody reads it any more: signals.say)."""
     from golem_deploy.cli.signals import say
+
+    last: list[str] = []
+
+    def watch() -> None:
+        nonlocal last
+        while deployment.supervisor_alive():
+            lines = plain_lines(snapshot(deployment))
+            comparable = [re.sub(r" up=\S+| expires=\S+", "", line) for line in lines]
+            if comparable != last:
+                say("\n".join(lines))
+                last = comparable
+            time.sleep(REFRESH)
+
+    _until_down(
+        deployment,
+        watch,
+        going_down=lambda: say("going down… (Ctrl-C again to force)"),
+        forcing=lambda: None,
+    )
+    finish_down(deployment, console())
+
+
+def _until_down(
+    deployment: DeploymentDir,
+    watch: Callable[[], None],
+    *,
+    going_down: Callable[[], None],
+    forcing: Callable[[], None],
+) -> None:
+    """Run `watch` (it returns once the supervisor is gone); the first Ctrl-C asks for a
+    graceful down, the next one kills the supervisor.
+
+    Every interrupt counts wherever it lands -- also one that comes while the down is being
+    asked for, or while the supervisor is being killed (two quick Ctrl-C, or a second
+    SIGTERM from a CI runner): handling it in an `except` block would let that one escape
+    and end `up` before `finish_down` released anything."""
     from golem_deploy.supervisor import control
 
     interrupts = 0
-    last: list[str] = []
+    asked = False
     while True:
         try:
-            while deployment.supervisor_alive():
-                lines = plain_lines(snapshot(deployment))
-                comparable = [re.sub(r" up=\S+| expires=\S+", "", line) for line in lines]
-                if comparable != last:
-                    say("\n".join(lines))
-                    last = comparable
-                time.sleep(REFRESH)
-            break
+            if interrupts >= 2:
+                forcing()
+                control.kill(deployment)  # again after an interrupt: it ends when it is dead
+                return
+            if interrupts == 1 and not asked:
+                asked = True
+                going_down()
+                control.request_down(deployment, DEFAULT_DOWN_TIMEOUT)
+            watch()
+            return
         except KeyboardInterrupt:
             interrupts += 1
-            if interrupts == 1:
-                control.request_down(deployment, DEFAULT_DOWN_TIMEOUT)
-                say("going down… (Ctrl-C again to force)")
-            else:
-                control.kill(deployment)
-                break
-    finish_down(deployment, console())
