@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from golem_deploy.engine.cluster import Cluster
     from golem_deploy.engine.runner import InstanceRunner
 
-__all__ = ["Replacement", "ready", "replace_instance"]
+__all__ = ["Replacement", "drained", "ready", "replace_instance"]
 
 DRAIN_MIN = 5.0
 """Seconds a replaced instance keeps serving at least (see the module docstring)."""
@@ -110,7 +110,7 @@ async def replace_instance(
         # client inside the VPN that resolved the old address meanwhile still gets answers.
         tg.start_soon(names.follow, cluster, successor)
         if not old.done.is_set():
-            await _drained(old, drain)  # new connections go to the successor; old ones finish
+            await drained(old, drain)  # new connections go to the successor; old ones finish
     if not old.done.is_set():  # (its agreement may have ended it meanwhile)
         old.send(lc.StopRequested(reason))
         await old.done.wait()
@@ -118,7 +118,7 @@ async def replace_instance(
     return Replacement(index, old_agreement, record.agreement_id, record.provider_name, took)
 
 
-async def _drained(old: InstanceRunner, at_most: float) -> None:
+async def drained(old: InstanceRunner, at_most: float = DRAIN) -> None:
     """`DRAIN_MIN` seconds, then until the forwarded ports serve no connection to `old`
     (`at_most` seconds in all), or until `old` ends by itself."""
     record = old.record

@@ -10,7 +10,8 @@ it on the live engine, one service at a time in the plan's (depends_on) order:
   addresses given back;
 - a changed spec: a new cluster of the new Service class; each index gets its replacement
   there, `update.parallelism` at a time; only once the replacement runs (and passed a
-  health check, when the service has one) is the old instance stopped. A replacement that
+  health check, when the service has one) is the old instance stopped, after the
+  connections forwarded ports give it finished (engine/replace.py). A replacement that
   fails or never becomes healthy is stopped, the old instance is kept and the change is
   reported failed (what was done before stays done);
 - added / removed services: a cluster started / every instance stopped;
@@ -37,6 +38,7 @@ import anyio
 from golem_deploy.engine import events as ev
 from golem_deploy.engine.lifecycle import ServiceState
 from golem_deploy.engine.names import announce, index_names
+from golem_deploy.engine.replace import drained
 from golem_deploy.engine.service import Service, record_of
 from golem_deploy.errors import GolemDeployError
 from golem_deploy.manifest.model import Manifest, ServiceSpec
@@ -330,6 +332,7 @@ class Reconciler:
         await self._name(news)
         for index in batch:
             self.sup.note("ReplacementRunning", service=name, index=index)
+        await _drain(olds)
         await self._stop(olds)
 
     def _live(self, name: str, index: int) -> Service | None:
@@ -392,6 +395,17 @@ def _alive(view: InstanceSnapshot) -> bool:
     """Not ended for good: an unresponsive instance waiting for its restart (a degraded
     deployment's, say) is alive, so a scale-down stops it (the stop cancels the restart)."""
     return view.state not in _FINAL or view.restart_scheduled
+
+
+async def _drain(olds: Sequence[Service | None]) -> None:
+    """The replaced instances get no new connection; each is stopped once the ones it
+    serves finished (engine/replace.py's rule: stopping it sooner resets them)."""
+    async with anyio.create_task_group() as tg:
+        for old in filter(None, olds):
+            cluster = record_of(old).cluster
+            runner = cluster.retire(old) if cluster is not None else None
+            if runner is not None and runner.record.state is ServiceState.running:
+                tg.start_soon(drained, runner)
 
 
 def _has_running(cluster: Cluster) -> bool:

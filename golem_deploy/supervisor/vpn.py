@@ -126,7 +126,7 @@ class DeploymentVpn:
         vpn = cls(network, plan)
 
         def running(service: str) -> list[str]:
-            views = [i.snapshot() for cluster in clusters(service) for i in cluster.instances]
+            views = [i.snapshot() for cluster in clusters(service) for i in cluster.serving]
             return [v.ip for v in views if v.ip and v.state is ServiceState.running]
 
         def draining(service: str) -> list[str]:
