@@ -61,17 +61,21 @@ def test_a_connection_made_after_start_has_nodelay_at_once(
         assert conn.recv(1 << 16).startswith(b"HTTP/1.1 200")  # so yagna accepted it
         ours = conn.getsockname()[1]
         pid = daemon_pids(shared_localnet)["requestor"]
-        accepted = _inode_connected_to(pid, ours)
+        accepted = _inode_of(pid, local=api.port or 80, remote=ours)
         assert loopback_nodelay(pid)[accepted] is True
 
 
-def _inode_connected_to(pid: int, port: int) -> int:
-    """The inode of `pid`'s socket whose remote end is 127.0.0.1:`port`."""
+def _inode_of(pid: int, *, local: int, remote: int) -> int:
+    """The inode of the live socket from port `local` to port `remote`.
+
+    /proc/PID/net/tcp lists the whole network namespace, TIME_WAIT rows (inode 0) of closed
+    connections included: both ports must match, and the row must have an owner."""
     for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
-        if int(fields[2].split(":")[1], 16) == port:
+        ports = (int(fields[1].split(":")[1], 16), int(fields[2].split(":")[1], 16))
+        if ports == (local, remote) and int(fields[9]) != 0:
             return int(fields[9])
-    raise AssertionError(f"no socket of {pid} connected to port {port}")
+    raise AssertionError(f"no socket of {pid} from port {local} to port {remote}")
 
 
 CHILD = textwrap.dedent(
