@@ -127,7 +127,8 @@ def bench_home(prefix: str) -> Iterator[tuple[Path, dict[str, str]]]:
     """A temporary GOLEM_DEPLOY_HOME and the environment for CLI processes using it.
 
     At exit every deployment still alive in it is forced down and every local network in
-    it is stopped (by their recorded pids), then the folder is removed.
+    it is stopped (by their recorded pids), then the folder is removed, unless
+    GOLEM_DEPLOY_BENCH_KEEP=1 asks to keep it (journals and logs, to see why a run failed).
     """
     home = Path(tempfile.mkdtemp(prefix=prefix))
     env = {k: v for k, v in os.environ.items() if not k.startswith("YAGNA_")}
@@ -140,7 +141,10 @@ def bench_home(prefix: str) -> Iterator[tuple[Path, dict[str, str]]]:
         yield home, env
     finally:
         cleanup(home, env)
-        shutil.rmtree(home, ignore_errors=True)
+        if os.environ.get("GOLEM_DEPLOY_BENCH_KEEP") == "1":
+            print(f"kept {home} (GOLEM_DEPLOY_BENCH_KEEP=1)", file=sys.stderr, flush=True)
+        else:
+            shutil.rmtree(home, ignore_errors=True)
 
 
 def cleanup(home: Path, env: dict[str, str]) -> None:

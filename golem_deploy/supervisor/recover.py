@@ -38,6 +38,7 @@ Progress = Callable[[str], None]
 
 TERMINATE_REASON = "deployment went down after its supervisor was lost"
 RESTART_TIMEOUT = 30.0  # starting a stopped private network again, to release through it
+RELEASE_AT_ONCE = 16  # releases in flight at once (_for_each)
 
 
 class RecoveryError(GolemDeployError):
@@ -62,18 +63,18 @@ async def _release_market(
     async with YagnaClient(YagnaConfig.for_yagna(api_url, app_key), retries=2) as client:
         # A supervisor killed between creating an activity and journaling it leaves one the
         # journal never saw: yagna lists every activity of an agreement.
-        for agreement_id in held.agreements:
+        async def list_activities(agreement_id: str) -> None:
             with contextlib.suppress(YagnaError, TimeoutError), anyio.fail_after(10):
                 for activity_id in await client.activities_of(agreement_id):
                     held.activities.setdefault(activity_id, agreement_id)
-        # yapapi's order: terminate the agreement, then destroy its activity.
-        for agreement_id in list(held.agreements):
+
+        async def end_agreement(agreement_id: str) -> None:
             try:
                 with anyio.fail_after(30):
                     outcome = await _end_agreement(client, agreement_id)
             except (YagnaError, TimeoutError) as error:
                 problems.append(f"agreement {agreement_id}: {error}")
-                continue
+                return
             journal.append(
                 "AgreementTerminated", agreement_id=agreement_id, by="requestor", reason=outcome
             )
@@ -82,6 +83,10 @@ async def _release_market(
                 # It was approved, so its provider invoices it -- even when the supervisor
                 # died before journaling the activity it had already created there.
                 held.worked.add(agreement_id)
+
+        await _for_each(held.agreements, list_activities)
+        # yapapi's order: terminate the agreement, then destroy its activity.
+        await _for_each(held.agreements, end_agreement)
         # A create call whose answer was lost when the supervisor died left an agreement
         # the journal never saw (recover_orphans.py): cancel or report it.
         await sweep_orphans(client, journal, progress)
@@ -137,15 +142,35 @@ async def _release_each(
     from golem_deploy.yagna.errors import YagnaError
 
     kind, field = record
-    for ident in list(ids):
+
+    async def release_one(ident: str) -> None:
         try:
             with anyio.fail_after(30):
                 await release(ident)
         except (YagnaError, TimeoutError) as error:
             problems.append(f"{what} {ident}: {error}")
-            continue
+            return
         journal.append(kind, **{field: ident}, reason="recovery")
         progress(f"{what} " + done.format(short=ident[:12], full=ident))
+
+    await _for_each(ids, release_one)
+
+
+async def _for_each(ids: Iterable[str], act: Callable[[str], Awaitable[None]]) -> None:
+    """`act` on every id, up to RELEASE_AT_ONCE at a time; `act` handles its own errors.
+
+    Each release is mostly a wait on yagna (a destroy is answered at its 750 ms check): one
+    by one, the 421 activities a `down` of 500 instances left on a saturated machine took
+    343 s to destroy."""
+    limiter = anyio.CapacityLimiter(RELEASE_AT_ONCE)
+
+    async def one(ident: str) -> None:
+        async with limiter:
+            await act(ident)
+
+    async with anyio.create_task_group() as tg:
+        for ident in list(ids):
+            tg.start_soon(one, ident)
 
 
 async def _settle_invoices(
