@@ -54,6 +54,14 @@ def _load_or_create_keys(state_dir: Path) -> dict[str, str]:
 
 
 PORTS_FILE = "ports.json"
+#: Seconds without a usage report before the provider node destroys an activity itself
+#: (yagna's INACTIVITY_LIMIT_SECONDS, 10 by default). Here one provider yagna serves every
+#: local provider's activities: at 500 of them on a slow machine its router cancelled
+#: usage reports for over 10 s and yagna destroyed running activities (bench/RESULTS.md,
+#: 2026-12-03). The Unresponsive mark stays at yagna's 5 s, so the requestor learns of a
+#: silent ExeUnit as early as on the real network; an ExeUnit that is really gone is
+#: found by the requestor's watcher, which asks it.
+INACTIVITY_LIMIT_S = 30.0
 
 
 def _ports(state_dir: Path, fresh: bool) -> list[int]:
@@ -166,8 +174,13 @@ class LocalNodes:
                 api_port=prov_api,
                 hub_port=hub_gsb,
                 app_key=keys[PROVIDER],
-                # Offers reach the requestor node in ~0.3 s instead of ~5 s.
-                extra_env={"OFFER_BROADCAST_DELAY": "300ms"},
+                # Offers reach the requestor node in ~0.3 s instead of ~5 s. An activity
+                # is destroyed after INACTIVITY_LIMIT_S without a usage report, not 10 s:
+                # see the constant.
+                extra_env={
+                    "OFFER_BROADCAST_DELAY": "300ms",
+                    "INACTIVITY_LIMIT_SECONDS": f"{INACTIVITY_LIMIT_S:g}",
+                },
             ),
             self.state_dir,
             self.binary,

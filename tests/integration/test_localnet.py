@@ -329,3 +329,19 @@ def test_a_provider_publishes_its_offer_again_when_it_disappears(localnet: Any) 
         assert drafts["local-provider-1"]["properties"] == offers[0]["properties"]
 
     run(info, body)
+
+
+def test_the_provider_node_gives_silent_activities_longer_before_destroying_them(
+    shared_localnet: LocalNetInfo,
+) -> None:
+    """One provider yagna serves every local provider's activities, so its usage reports
+    can queue behind each other (localnet/daemons.py, INACTIVITY_LIMIT_S); the
+    Unresponsive mark keeps yagna's own 5 s."""
+    from golem_deploy.localnet.daemons import INACTIVITY_LIMIT_S
+    from golem_deploy.localnet.records import read_pid_file
+
+    entry = read_pid_file(shared_localnet.state_dir, "provider")
+    assert entry is not None
+    environ = Path(f"/proc/{entry[0]}/environ").read_bytes().split(b"\0")
+    assert f"INACTIVITY_LIMIT_SECONDS={INACTIVITY_LIMIT_S:g}".encode() in environ
+    assert not any(v.startswith(b"UNRESPONSIVE_LIMIT_SECONDS=") for v in environ)
