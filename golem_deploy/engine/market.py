@@ -375,16 +375,20 @@ class MarketSession:
                 now=datetime.now(self.expiration.tzinfo),
                 terms=self.payment_terms,
             )
+            # On the way from now, not from when yagna answers: a Draft of a worse-ranked
+            # provider handled meanwhile (often in the same batch of events) must not be
+            # signed ahead of this one, or the strategy's choice depends on a race.
+            lane.countered[provider] = _Countered(anyio.current_time(), score, cost)
             try:
                 counter_id = await self.client.counter_proposal(
                     sub, proposal.proposal_id, props_out, self.demand.constraints
                 )
-                lane.countered[provider] = _Countered(anyio.current_time(), score, cost)
                 log.debug(
                     "%s: lane %d: countered %s", self.service, lane.index, self._names[provider]
                 )
                 lane.counter_ids[counter_id] = provider
             except YagnaError as e:
+                lane.countered.pop(provider, None)
                 log.info("counter-proposal to %s failed: %s", self._names[provider], e)
         elif proposal.state == "Draft" and lane.subscription == sub:
             countered = lane.countered.pop(provider, None)

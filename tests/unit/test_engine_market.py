@@ -6,18 +6,23 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import anyio
 import pytest
 
 from golem_deploy.engine import vm
 from golem_deploy.engine.market import (
     LinearPricing,
+    MarketSession,
     PriceCaps,
+    _Countered,
+    _Lane,
     build_demand,
     counter_properties,
     offer_platforms,
     score_offer,
 )
-from golem_deploy.yagna.models import Decoration
+from golem_deploy.engine.strategy import LeastExpensiveLinearPayuMS, OfferProposal
+from golem_deploy.yagna.models import Decoration, Proposal
 
 PLATFORM = "erc20-holesky-tglm"
 DECORATION = Decoration(
@@ -170,3 +175,56 @@ async def test_counter_proposal_adds_chosen_platform_and_negotiated_keys() -> No
     )
     assert long["golem.com.scheme.payu.debit-note.interval-sec?"] == 120
     assert long["golem.com.scheme.payu.payment-timeout-sec?"] >= 18000
+
+
+class _SlowCounterClient:
+    """Just the one yagna call a lane makes while it answers proposals: a counter-proposal
+    that takes until the test lets it go (yagna is slow under load)."""
+
+    def __init__(self) -> None:
+        self.release = anyio.Event()
+
+    async def counter_proposal(self, sub: str, proposal_id: str, *_: Any) -> str:
+        await self.release.wait()
+        return f"counter-of-{proposal_id}"
+
+
+async def test_a_draft_is_not_signed_ahead_of_a_better_ranked_one_being_countered() -> None:
+    """The strategy decides, not the order of events: the cheap provider's Draft lands while
+    the dearer-but-preferred provider's counter-proposal is still on its way to yagna, so
+    the pick waits for the preferred one's Draft instead of signing the first in hand."""
+    payload = await vm.repo(image_hash="a" * 56)
+    expiration = datetime.now(UTC) + timedelta(hours=1)
+    client = _SlowCounterClient()
+    session = MarketSession(
+        client=client,  # type: ignore[arg-type]
+        service="svc",
+        demand=build_demand(payload, subnet="s", expiration=expiration, decoration=DECORATION),
+        caps=PriceCaps(),
+        platform=PLATFORM,
+        expiration=expiration,
+        emit=lambda event: None,
+        avoided=lambda provider: False,
+    )
+    lane = session._lanes[0] = _Lane(0, subscription="sub")
+    cheap, dear = offer([0.0001, 0.00002, 0.0]), offer([0.0001, 0.00002, 0.5])
+    # the cheap one was countered a moment ago; its Draft arrives with the dear one's Initial
+    lane.countered["cheap"] = _Countered(anyio.current_time(), 1.0, Decimal(0))
+    dear_initial = Proposal("p-dear", "dear", "Initial", dear, "()")
+    cheap_draft = Proposal("p-cheap", "cheap", "Draft", cheap, "()")
+    session.strategy = _PreferDear()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(session._on_proposal, lane, "sub", dear_initial)
+        tg.start_soon(session._on_proposal, lane, "sub", cheap_draft)
+        await anyio.wait_all_tasks_blocked()
+        draft, wait = session._pick()
+        assert draft is None and wait > 0, "signed the first Draft in hand"
+        client.release.set()
+    assert "dear" in lane.countered  # its Draft is awaited
+
+
+class _PreferDear(LeastExpensiveLinearPayuMS):
+    async def score_offer(self, offer: OfferProposal) -> float:
+        coeffs = offer.props["golem.com.pricing.model.linear.coeffs"]
+        assert isinstance(coeffs, list)
+        return 1.0 + float(coeffs[-1])
