@@ -26,7 +26,9 @@ from pathlib import Path
 
 import pytest
 from _gvmi import Gvmi, build_gvmi, mksquashfs_available
+from test_yapapi_examples import port
 
+from golem_deploy.localnet import LocalNetInfo
 from golem_deploy.localnet.image import ImageConfig
 
 pytestmark = pytest.mark.localnet
@@ -149,3 +151,47 @@ def test_yapapi_services_api_runs_a_service_unchanged(
     assert lines[-1] == "DONE"  # stopped, invoices settled, engine shut down cleanly
     log = (tmp_path / "yapapi.log").read_text()
     assert "Accepted invoice from 'local-provider-" in log
+
+
+def test_the_same_yapapi_program_ported_runs_on_golem_deploys_engine(
+    shared_localnet: LocalNetInfo, image_url: str, image: Gvmi, tmp_path: Path
+) -> None:
+    """The program above, its `from yapapi...` imports swapped by docs/engine.md's import
+    map and nothing else, runs on golem_deploy.engine with the project's own Python (which
+    has no yapapi): what porting a yapapi requestor takes. yapapi's own published examples
+    get the same treatment in test_yapapi_examples.py where they can be fetched."""
+    program = tmp_path / "hello_service.py"
+    program.write_text(port((HERE / "hello_service.py").read_text()))
+    assert "yapapi" not in "".join(
+        line for line in program.read_text().splitlines() if line.lstrip().startswith("from ")
+    )
+    downloaded = tmp_path / "out.txt"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("YAGNA_")},
+        **shared_localnet.env(),
+        "IMAGE_URL": image_url,
+        "DOWNLOAD_TO": str(downloaded),
+        "IMAGE_HASH": image.digest,
+        "YAPAPI_LOG": str(tmp_path / "engine.log"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", "import yapapi"], env=env, capture_output=True, timeout=60
+    )
+    assert result.returncode != 0, "the project's Python has yapapi: the port proves nothing"
+    result = subprocess.run(
+        [sys.executable, str(program)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    lines = result.stdout.splitlines()
+    assert "START started-ok" in lines
+    assert downloaded.read_text() == "SENT-BY-YAPAPI\n"
+    assert "RUN running-on-42" in lines
+    assert any(line.startswith("PROVIDER local-provider-") for line in lines)
+    assert lines[-1] == "DONE"
+    assert (tmp_path / "engine.log").read_text()  # enable_default_logger(log_file=)
