@@ -5,9 +5,12 @@ and a TCP connection of its own (the stream never ends, so its connection is clo
 the batch and opened again for the next). Most periodic steps finish in well under a
 second, and their results carry the whole output anyway (`stream` capture accumulates it
 for the result): for them the stream adds nothing a user sees, only 1 request and 1 new
-connection per batch (at 100 instances of hello-world, 20 of each a second). So a batch of
-plain `run` commands opens its stream only once it has run `Timings.stream_after` seconds;
-anything that reports progress (deploy, transfers) or may run long by nature streams at once.
+connection per batch (at 100 instances of hello-world, 20 of each a second). So every batch
+opens its stream only once it has run `Timings.stream_after` seconds. A deploy too: with
+the image already cached it is done in milliseconds (an instance's first batch, so one
+stream per instance less while a deployment comes up, each a streaming call through both
+yagna daemons to the ExeUnit), and a real download reports its progress once a second, so
+the stream opening after a second loses no more than the first report.
 
 The executor then fills in, from the results, what the stream did not say: the start of a
 command it never saw begin, and output it missed (all of it for a batch that finished
@@ -26,14 +29,11 @@ __all__ = ["DownloadRate", "stream_delay", "unseen_output"]
 
 
 def stream_delay(commands: Sequence[Mapping[str, object]], stream_after: float) -> float:
-    """Seconds after sending the batch before its live-output stream is opened: 0 (at
-    once) unless every command is a plain `run`, which waits `stream_after` (0: never
-    deferred) and needs no stream at all when the batch is done sooner."""
+    """Seconds after sending the batch before its live-output stream is opened:
+    `stream_after` (0: at once), so a batch done sooner needs no stream at all."""
     if stream_after <= 0 or not commands:
         return 0.0
-    if all(set(command) == {"run"} for command in commands):
-        return stream_after
-    return 0.0
+    return stream_after
 
 
 def unseen_output(full: str | None, seen: str) -> str:

@@ -49,12 +49,11 @@ class Timings:
     exec_poll_failures: int = 4
     #: After a batch finished: how long trailing output may still arrive over SSE.
     output_grace: float = 0.5
-    #: A batch of plain `run` commands opens its live-output stream only once it has run
-    #: this long (0: every batch streams from its start). A shorter batch needs no stream:
-    #: its results carry its whole output, and the stream would cost yagna a request and a
-    #: new connection per batch (engine/batch_output.py). Output of a longer one is live
-    #: from then on, the start of its output included (the results fill in what the stream
-    #: missed).
+    #: A batch opens its live-output stream only once it has run this long (0: every
+    #: batch streams from its start). A shorter batch needs no stream: its results carry its
+    #: whole output, and the stream would cost yagna a request and a new connection per
+    #: batch (engine/batch_output.py). Output of a longer one is live from then on, the
+    #: start of its output included (the results fill in what the stream missed).
     stream_after: float = 1.0
     #: Bound on the activity-state query made after an exec error.
     state_check_timeout: float = 6.0

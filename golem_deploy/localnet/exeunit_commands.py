@@ -231,7 +231,8 @@ class ExeUnitCommands:
         self, batch: Batch, index: int, body: dict[str, Any], prepared: Prepared | None
     ) -> Outcome:
         await self._close_sandbox()
-        notices = []
+        notices = []  # what this machine cannot emulate: said in every deploy's output
+        shown: list[str] = []  # said in this deploy's output only
         unsafe = self.config.unsafe_host_exec or unsafe_host_exec_requested()
         if unsafe:
             root = exeunit_image.ResolvedRoot(exeunit_image.HOST_ROOT)
@@ -252,12 +253,11 @@ class ExeUnitCommands:
                 raise CommandError(f"deploy failed: {exc}") from exc
             if root.notice:
                 self.notices.append(root.notice)
-            if root.first_notice:
-                # Once per image and process, as an output event of deploy: a requestor's
-                # logs show it (golem-deploy's as `<service>.0 | ...`). Not in the result,
-                # which stays as the VM's.
-                notice = f"golem-deploy local ExeUnit: {root.notice}\n"
-                self._emit(batch, index, {"stdout": notice})
+                if root.first_notice:
+                    # Once per image and process, as output of deploy (stream and result:
+                    # a requestor may not open the stream of a deploy done in
+                    # milliseconds): its logs show it (golem-deploy's as `<service>.0 | ...`).
+                    shown.append(root.notice)
         try:
             hosts = self._vpn.hosts_file(body)
         except VpnError as exc:
@@ -293,11 +293,12 @@ class ExeUnitCommands:
                 log.warning("local ExeUnit: %s", sandbox.limits_note)
         if sandbox.limitations:
             notices.append(sandbox.limitations)
-        if notices:
-            notice = "".join(f"golem-deploy local ExeUnit: {n}\n" for n in notices)
-            self.notices.extend(line.strip() for line in notice.splitlines())
-            self._emit(batch, index, {"stdout": notice})
-            return Outcome(0, stdout=notice)
+        lasting = "".join(f"golem-deploy local ExeUnit: {n}\n" for n in notices)
+        self.notices.extend(line.strip() for line in lasting.splitlines())
+        said = "".join(f"golem-deploy local ExeUnit: {n}\n" for n in shown) + lasting
+        if said:
+            self._emit(batch, index, {"stdout": said})
+            return Outcome(0, stdout=said)
         return Outcome(0)
 
     async def _close_sandbox(self) -> None:

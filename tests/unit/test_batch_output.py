@@ -9,15 +9,12 @@ RUN = {"run": {"entry_point": "/bin/date", "args": []}}
 DEPLOY = {"deploy": {}}
 
 
-def test_a_batch_of_runs_waits_before_streaming() -> None:
+def test_every_batch_waits_before_streaming() -> None:
     assert stream_delay([RUN, RUN], 1.0) == 1.0
-
-
-def test_anything_but_runs_streams_at_once() -> None:
-    # deploy and transfers report progress over the stream; start and the rest are rare
-    assert stream_delay([DEPLOY, {"start": {}}], 1.0) == 0.0
-    assert stream_delay([RUN, {"transfer": {"from": "a", "to": "b"}}], 1.0) == 0.0
-    assert stream_delay([RUN, {"terminate": {}}], 1.0) == 0.0
+    # a deploy of a cached image is done in milliseconds; a download reports its progress
+    # once a second, so a stream opened after a second still shows it
+    assert stream_delay([DEPLOY, {"start": {}}], 1.0) == 1.0
+    assert stream_delay([RUN, {"transfer": {"from": "a", "to": "b"}}], 1.0) == 1.0
 
 
 def test_stream_after_zero_streams_every_batch_at_once() -> None:
