@@ -175,7 +175,7 @@ def profiled(pid: int, seconds: float, out: Path | None) -> Iterator[None]:
         yield
         return
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    command = [spy, "record", "--pid", str(pid), "--nonblocking", "--format", "raw"]
+    command = [spy, "record", "--pid", str(pid), "--rate", "400", "--native", "--format", "raw"]
     command += ["--duration", str(int(seconds)), "--output", str(out)]
     recorder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

@@ -23,9 +23,10 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 
-from golem_deploy.engine.service import ImageDownload
+from golem_deploy.engine.service import ImageDownload, _Step
+from golem_deploy.yagna.models import ExeResult
 
-__all__ = ["DownloadRate", "stream_delay", "unseen_output"]
+__all__ = ["DownloadRate", "exit_code", "only_terminate_left", "stream_delay", "unseen_output"]
 
 
 def stream_delay(commands: Sequence[Mapping[str, object]], stream_after: float) -> float:
@@ -65,3 +66,19 @@ class DownloadRate:
         elapsed = now - self.started
         rate = (done - self._first_done) / elapsed if elapsed > 0 else 0.0
         return ImageDownload(done=done, total=total, bytes_per_s=max(rate, 0.0))
+
+
+def exit_code(message: str | None) -> int:
+    """yagna reports non-zero exits as "ExeScript command exited with code <n>"."""
+    if message:
+        tail = message.rsplit(" ", 1)[-1]
+        if tail.lstrip("-").isdigit():
+            return int(tail)
+    return -1
+
+
+def only_terminate_left(steps: Sequence[_Step], results: Sequence[ExeResult]) -> bool:
+    """Whether the batch's last command is `terminate` and every command before it has
+    its result already (so the ExeUnit's end can only be that terminate's doing)."""
+    last = steps[-1].command if steps else {}
+    return "terminate" in last and len(results) >= len(steps) - 1

@@ -14,13 +14,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
 from golem_deploy.engine import events as ev
-from golem_deploy.engine.batch_output import DownloadRate, stream_delay, unseen_output
+from golem_deploy.engine.batch_output import (
+    DownloadRate,
+    exit_code,
+    only_terminate_left,
+    stream_delay,
+    unseen_output,
+)
 from golem_deploy.engine.script import UploadSourceError
 from golem_deploy.engine.service import (
     BatchTimeoutError,
@@ -72,7 +80,8 @@ class ScriptExecutor:
         self.on_stdout = on_stdout
         self.on_download = on_download
         self.reports_deploy_progress = reports_deploy_progress
-        self.lock = anyio.Lock()
+        # (taken without a trip through the event loop when free, as it is for most batches)
+        self.lock = anyio.Lock(fast_acquire=True)
         self.last_batch: str | None = None  # of the current activity
         #: (activity id, anyio clock) of the last batch results the ExeUnit answered:
         #: proof of life the watcher uses instead of asking for the activity's state.
@@ -105,9 +114,13 @@ class ScriptExecutor:
             # must not hold up the ones after it: it runs beside them, as in yapapi
             lock = self.lock if script.wait_for_results else contextlib.nullcontext()
             async with lock:
-                with anyio.move_on_after(script.timeout) as deadline:
-                    results = await self._run_batch(activity_id, steps)
-            if deadline.cancelled_caught:
+                if script.timeout is None:  # (no cancel scope: most batches have no timeout)
+                    results, timed_out = await self._run_batch(activity_id, steps), False
+                else:
+                    with anyio.move_on_after(script.timeout) as deadline:
+                        results = await self._run_batch(activity_id, steps)
+                    timed_out = deadline.cancelled_caught
+            if timed_out:
                 # thrown into the handler like a failed command (yapapi's BatchTimeoutError)
                 timeout = BatchTimeoutError(
                     f"{self.service}[{self.index}]: the script did not finish within "
@@ -142,9 +155,10 @@ class ScriptExecutor:
                 raise error
             return results
         finally:
-            with anyio.CancelScope(shield=True):
-                for step in steps:
-                    for release in step.cleanup:
+            releases = [release for step in steps for release in step.cleanup]
+            if releases:
+                with anyio.CancelScope(shield=True):
+                    for release in releases:
                         with contextlib.suppress(Exception):
                             await release()
 
@@ -161,10 +175,9 @@ class ScriptExecutor:
                 await self._check_gone(activity_id, e)
         streamed: dict[int, dict[str, str]] = {}
         started: set[int] = set()  # the commands whose CommandStarted was emitted
-        stream_done = anyio.Event()
         download = DownloadRate()
 
-        async def stream() -> None:
+        async def stream(stream_done: anyio.Event) -> None:
             """Live output over SSE; best effort (the poll below is authoritative)."""
             try:
                 async for rt in client.stream_exec(activity_id, batch_id):
@@ -193,9 +206,7 @@ class ScriptExecutor:
         results: list[ExeResult] = []
         try:
             delay = stream_delay([s.command for s in steps], t.stream_after)
-            results = await self._poll(
-                client, activity_id, batch_id, steps, (stream, stream_done, delay)
-            )
+            results = await self._poll(activity_id, batch_id, steps, stream, delay)
         except BaseExceptionGroup as group:
             # The task group wraps what the poll raised (ProviderGone, a YagnaError): the
             # handler and the lifecycle must see that error itself, not "unhandled errors in
@@ -227,62 +238,65 @@ class ScriptExecutor:
 
     async def _poll(
         self,
-        client: YagnaClient,
         activity_id: str,
         batch_id: str,
         steps: list[_Step],
-        output: tuple[Callable[[], Coroutine[Any, Any, None]], anyio.Event, float],
+        stream: Callable[[anyio.Event], Coroutine[Any, Any, None]],
+        delay: float,
     ) -> list[ExeResult]:
         """Poll the batch's results until it finished, while `stream` relays its output
-        (until `stream_done`). The stream is started `delay` seconds after the batch
+        (until it sets the event it is given). The stream is started `delay` seconds after the batch
         (batch_output.py): the results' first long poll lasts that long at most, so a batch
-        done sooner never starts it, and one still running starts it then."""
+        done sooner never starts it, and one still running starts it then.
+
+        Until the stream is due there is no task group: the usual periodic step is done
+        by then, and 20 of them a second (100 instances) paid for a task group each."""
         t = self.timings
-        stream, stream_done, delay = output
-        results: list[ExeResult] = []
-        began, streaming = anyio.current_time(), False
+        polled = _Polled(steps)
+        began = time.monotonic()
+        while (left := delay - (time.monotonic() - began)) > 0:
+            if await self._poll_once(activity_id, batch_id, polled, min(t.exec_poll, left)):
+                return polled.results
+        stream_done = anyio.Event()
         async with anyio.create_task_group() as tg:
-            failures = 0
-            while True:
-                wait = t.exec_poll
-                if not streaming:
-                    left = delay - (anyio.current_time() - began)
-                    if left > 0:
-                        wait = min(wait, left)
-                    else:
-                        tg.start_soon(stream)
-                        streaming = True
-                try:
-                    results = await client.exec_results(activity_id, batch_id, timeout=wait)
-                    self.saw_answer(activity_id)
-                    failures = 0
-                except YagnaError as e:
-                    failures += 1
-                    if failures >= t.exec_poll_failures:
-                        raise
-                    try:
-                        await self._check_gone(activity_id, e)
-                    except ProviderGone:
-                        if not _only_terminate_left(steps, results):
-                            raise
-                        # The ExeUnit ended because this batch told it to (a shutdown's
-                        # `terminate`, which yagna accepted): the batch succeeded. Taking
-                        # it for a vanished provider avoided that provider and skipped its
-                        # invoice.
-                        results = [*results, ExeResult(len(steps) - 1, "Ok", True)]
-                        break
-                    continue
-                if results and (results[-1].is_batch_finished or len(results) == len(steps)):
-                    break
+            tg.start_soon(stream, stream_done)
+            while not await self._poll_once(activity_id, batch_id, polled, t.exec_poll):
+                pass
             # Let trailing output events arrive: the stream ends at the last command's
             # "finished". (Waiting for output from every command instead cost a full 0.5 s
-            # per batch whenever a command printed nothing, e.g. deploy and start.) A stream
-            # never opened (a short batch of `run`s) has nothing to wait for.
-            if streaming:
-                with anyio.move_on_after(t.output_grace):
-                    await stream_done.wait()
+            # per batch whenever a command printed nothing, e.g. deploy and start.)
+            with anyio.move_on_after(t.output_grace):
+                await stream_done.wait()
             tg.cancel_scope.cancel()
-        return results
+        return polled.results
+
+    async def _poll_once(
+        self, activity_id: str, batch_id: str, polled: _Polled, wait: float
+    ) -> bool:
+        """One long poll (at most `wait` s) of the batch's results into `polled`; whether
+        the batch is finished. Errors are retried up to `exec_poll_failures` in a row."""
+        steps = polled.steps
+        try:
+            polled.results = await self.client.exec_results(activity_id, batch_id, timeout=wait)
+        except YagnaError as e:
+            polled.failures += 1
+            if polled.failures >= self.timings.exec_poll_failures:
+                raise
+            try:
+                await self._check_gone(activity_id, e)
+            except ProviderGone:
+                if not only_terminate_left(steps, polled.results):
+                    raise
+                # The ExeUnit ended because this batch told it to (a shutdown's
+                # `terminate`, which yagna accepted): the batch succeeded. Taking it for a
+                # vanished provider avoided that provider and skipped its invoice.
+                polled.results = [*polled.results, ExeResult(len(steps) - 1, "Ok", True)]
+                return True
+            return False
+        self.saw_answer(activity_id)
+        polled.failures = 0
+        results = polled.results
+        return bool(results) and (results[-1].is_batch_finished or len(results) == len(steps))
 
     def _result(
         self,
@@ -319,7 +333,7 @@ class ScriptExecutor:
 
     def saw_answer(self, activity_id: str) -> None:
         """The ExeUnit of `activity_id` just answered a batch's results."""
-        self._answered = (activity_id, anyio.current_time())
+        self._answered = (activity_id, time.monotonic())
 
     def answered_within(self, activity_id: str, seconds: float) -> bool:
         """Whether the ExeUnit of `activity_id` answered a batch's results in the last
@@ -327,7 +341,7 @@ class ScriptExecutor:
         the bus), so it was alive then."""
         if self._answered is None or self._answered[0] != activity_id:
             return False
-        return anyio.current_time() - self._answered[1] < seconds
+        return time.monotonic() - self._answered[1] < seconds
 
     async def _check_gone(self, activity_id: str, error: YagnaError) -> None:
         """After an exec error: raise ProviderGone if the activity is lost, else pause.
@@ -372,17 +386,10 @@ class ScriptExecutor:
                 self.on_stdout(lines[-1][-200:])
 
 
-def exit_code(message: str | None) -> int:
-    """yagna reports non-zero exits as "ExeScript command exited with code <n>"."""
-    if message:
-        tail = message.rsplit(" ", 1)[-1]
-        if tail.lstrip("-").isdigit():
-            return int(tail)
-    return -1
+@dataclass
+class _Polled:
+    """What the polls of one batch found so far (`failures`: errors in a row)."""
 
-
-def _only_terminate_left(steps: list[_Step], results: list[ExeResult]) -> bool:
-    """Whether the batch's last command is `terminate` and every command before it has
-    its result already (so the ExeUnit's end can only be that terminate's doing)."""
-    last = steps[-1].command if steps else {}
-    return "terminate" in last and len(results) >= len(steps) - 1
+    steps: list[_Step]
+    results: list[ExeResult] = field(default_factory=list)
+    failures: int = 0
