@@ -29,8 +29,10 @@ watcher's look...), per second: a load-independent figure, unlike CPU %.
 offer 120 s). bench/debit_notes_ab.py alternates the two.
 
 CPU% is of one core (100 = one core busy the whole time). `--profile FILE` also records
-the supervisor with py-spy (`pip install py-spy`; sampling, the process is never paused)
-during the sampling window, as collapsed stacks: where the supervisor's CPU goes.
+the supervisor with py-spy (`pip install py-spy`) during the sampling window, as
+collapsed stacks with native frames (400 samples a second; where the supervisor's CPU
+goes, system calls included: that is how getpid() under every anyio call was found). py-spy
+pauses the process for each sample, so a profiled run's CPU figures are not comparable.
 """
 
 from __future__ import annotations
