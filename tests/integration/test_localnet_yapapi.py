@@ -133,22 +133,7 @@ def test_yapapi_services_api_runs_a_service_unchanged(
         "IMAGE_HASH": image.digest,
         "YAPAPI_LOG": str(tmp_path / "yapapi.log"),
     }
-    result = subprocess.run(
-        [str(yapapi_python), str(HERE / "hello_service.py")],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
-    lines = result.stdout.splitlines()
-    assert "START started-ok" in lines  # start() ran deploy, start and a command
-    assert downloaded.read_text() == "SENT-BY-YAPAPI\n"  # uploaded, changed, downloaded
-    assert "RUN running-on-42" in lines  # run() ran a shell command on the provider
-    assert any(line.startswith("PROVIDER local-provider-") for line in lines)
-    assert lines[-1] == "DONE"  # stopped, invoices settled, engine shut down cleanly
+    run_hello_service(yapapi_python, HERE / "hello_service.py", env, tmp_path)
     log = (tmp_path / "yapapi.log").read_text()
     assert "Accepted invoice from 'local-provider-" in log
 
@@ -178,20 +163,21 @@ def test_the_same_yapapi_program_ported_runs_on_golem_deploys_engine(
         [sys.executable, "-c", "import yapapi"], env=env, capture_output=True, timeout=60
     )
     assert result.returncode != 0, "the project's Python has yapapi: the port proves nothing"
+    run_hello_service(Path(sys.executable), program, env, tmp_path)
+    assert (tmp_path / "engine.log").read_text()  # enable_default_logger(log_file=)
+
+
+def run_hello_service(python: Path, program: Path, env: dict[str, str], cwd: Path) -> None:
+    """Run yapapi_compat/hello_service.py (or its port) and check what it did."""
     result = subprocess.run(
-        [sys.executable, str(program)],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=180,
+        [str(python), str(program)], env=env, cwd=cwd, capture_output=True, text=True, timeout=180
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     lines = result.stdout.splitlines()
-    assert "START started-ok" in lines
-    assert downloaded.read_text() == "SENT-BY-YAPAPI\n"
-    assert "RUN running-on-42" in lines
+    assert "START started-ok" in lines  # start() ran deploy, start and a command
+    # uploaded, changed, downloaded
+    assert Path(env["DOWNLOAD_TO"]).read_text() == "SENT-BY-YAPAPI\n"
+    assert "RUN running-on-42" in lines  # run() ran a shell command on the provider
     assert any(line.startswith("PROVIDER local-provider-") for line in lines)
-    assert lines[-1] == "DONE"
-    assert (tmp_path / "engine.log").read_text()  # enable_default_logger(log_file=)
+    assert lines[-1] == "DONE"  # stopped, invoices settled, engine shut down cleanly
