@@ -155,10 +155,11 @@ class Supervisor:
             self._output(event)
             return
         if journal_worthy(event):
-            record = self.journal.append_event(event)
-        else:
-            record = {"kind": type(event).__name__, **to_plain(event, self.redactor)}
-        self.publish(record)
+            self.publish(self.journal.append_event(event))
+        elif self.records.readers:
+            # built only when `/events` has readers: at 100 instances, 20 batches a second
+            # each start and finish a command
+            self.publish({"kind": type(event).__name__, **to_plain(event, self.redactor)})
         if self.reconciler is not None:
             self.reconciler.on_event(event)
         self.outage.on_event(event)
@@ -180,6 +181,8 @@ class Supervisor:
         lines = [line for line in text.splitlines() if line.strip()]
         if lines:
             self.last_output[(service, index)] = self.redactor.text(lines[-1])
+        if not self.records.readers:
+            return
         self.publish(
             {
                 "kind": "CommandOutput",
