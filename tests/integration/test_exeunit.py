@@ -114,7 +114,11 @@ def test_results_wait_for_a_command_index_and_time_out(shared_localnet: LocalNet
             assert [r["index"] for r in partial] == [0, 1]
 
             results = await get_results(req, activity_id, batch, timeout=10)
-            assert [r["stdout"] for r in results] == [None, None, "one\n", "two\n"]
+            deployed, *rest = [r["stdout"] for r in results]
+            # (a deploy says once per image and local network that it runs in the sealed
+            # host root: whether this one is the first depends on the tests before it)
+            assert deployed is None or "not reachable offline" in deployed
+            assert rest == [None, "one\n", "two\n"]
             assert [r["isBatchFinished"] for r in results] == [False, False, False, True]
             # With commandIndex only that command carries its output.
             only = await get_results(req, activity_id, batch, commandIndex=3)
