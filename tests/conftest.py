@@ -22,6 +22,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "integration"))
 from _gvmi import install_squashfs_tools
+from _selection import deselect_marked
 
 CLONE_NEWNET = 0x40000000
 
@@ -188,10 +189,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     project's own yapapi program with the same import map and runs it on the engine."""
     if _upstream_examples_available() or "upstream" in (config.getoption("markexpr") or ""):
         return
-    left_out = [item for item in items if "upstream" in item.keywords]
-    if left_out:
-        config.hook.pytest_deselected(items=left_out)
-        items[:] = [item for item in items if "upstream" not in item.keywords]
+    deselect_marked(config, items, "upstream")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -21,20 +21,12 @@ does not replay a stream, which the local network's ExeUnit does).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from golem_deploy.engine.service import ImageDownload, _Step
 from golem_deploy.yagna.models import ExeResult
 
-__all__ = ["DownloadRate", "exit_code", "only_terminate_left", "stream_delay", "unseen_output"]
-
-
-def stream_delay(commands: Sequence[Mapping[str, object]], stream_after: float) -> float:
-    """Seconds after sending the batch before its live-output stream is opened:
-    `stream_after` (0: at once), so a batch done sooner needs no stream at all."""
-    if stream_after <= 0 or not commands:
-        return 0.0
-    return stream_after
+__all__ = ["DownloadRate", "exit_code", "only_terminate_left", "unseen_output"]
 
 
 def unseen_output(full: str | None, seen: str) -> str:

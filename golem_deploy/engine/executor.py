@@ -26,7 +26,6 @@ from golem_deploy.engine.batch_output import (
     DownloadRate,
     exit_code,
     only_terminate_left,
-    stream_delay,
     unseen_output,
 )
 from golem_deploy.engine.script import UploadSourceError
@@ -205,8 +204,7 @@ class ScriptExecutor:
 
         results: list[ExeResult] = []
         try:
-            delay = stream_delay([s.command for s in steps], t.stream_after)
-            results = await self._poll(activity_id, batch_id, steps, stream, delay)
+            results = await self._poll(activity_id, batch_id, steps, stream, t.stream_after)
         except BaseExceptionGroup as group:
             # The task group wraps what the poll raised (ProviderGone, a YagnaError): the
             # handler and the lifecycle must see that error itself, not "unhandled errors in
@@ -245,9 +243,10 @@ class ScriptExecutor:
         delay: float,
     ) -> list[ExeResult]:
         """Poll the batch's results until it finished, while `stream` relays its output
-        (until it sets the event it is given). The stream is started `delay` seconds after the batch
-        (batch_output.py): the results' first long poll lasts that long at most, so a batch
-        done sooner never starts it, and one still running starts it then.
+        (until it sets the event it is given). The stream is started `delay` seconds after
+        the batch was sent (`Timings.stream_after`, see batch_output.py; at once when <= 0):
+        the results' first long poll lasts that long at most, so a batch done sooner never
+        starts it, and one still running starts it then.
 
         Until the stream is due there is no task group: the usual periodic step is done
         by then, and 20 of them a second (100 instances) paid for a task group each."""

@@ -231,7 +231,6 @@ class ExeUnitCommands:
         self, batch: Batch, index: int, body: dict[str, Any], prepared: Prepared | None
     ) -> Outcome:
         await self._close_sandbox()
-        notices = []  # what this machine cannot emulate: said in every deploy's output
         shown: list[str] = []  # said in this deploy's output only
         unsafe = self.config.unsafe_host_exec or unsafe_host_exec_requested()
         if unsafe:
@@ -291,11 +290,10 @@ class ExeUnitCommands:
             if sandbox.limits_note not in _LOGGED:
                 _LOGGED.add(sandbox.limits_note)
                 log.warning("local ExeUnit: %s", sandbox.limits_note)
-        if sandbox.limitations:
-            notices.append(sandbox.limitations)
-        lasting = "".join(f"golem-deploy local ExeUnit: {n}\n" for n in notices)
-        self.notices.extend(line.strip() for line in lasting.splitlines())
-        said = "".join(f"golem-deploy local ExeUnit: {n}\n" for n in shown) + lasting
+        # what this machine cannot emulate: said in every deploy's output
+        lasting = [sandbox.limitations] if sandbox.limitations else []
+        self.notices.extend(lasting)
+        said = "".join(f"golem-deploy local ExeUnit: {n}\n" for n in shown + lasting)
         if said:
             self._emit(batch, index, {"stdout": said})
             return Outcome(0, stdout=said)

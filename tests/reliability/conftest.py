@@ -18,6 +18,7 @@ if str(_E2E) not in sys.path:
     sys.path.insert(0, str(_E2E))
 
 from _cli_helpers import cli  # noqa: E402
+from _selection import deselect_marked  # noqa: E402
 
 __all__ = ["cli"]
 
@@ -32,10 +33,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Load rows are too heavy for the default suite's time budget: they run only when asked
     for (`-m load`, or RELIABILITY_LOAD=1 as bench/reliability.py --load sets it), as
     `.ci/run` does after the default suite. Otherwise they are left out of the run (shown
-    as deselected), not skipped: a skip would read as something CI could not check."""
+    as deselected, _selection.py)."""
     if "load" in (config.getoption("markexpr") or "") or os.environ.get("RELIABILITY_LOAD") == "1":
         return
-    left_out = [item for item in items if "load" in item.keywords]
-    if left_out:
-        config.hook.pytest_deselected(items=left_out)
-        items[:] = [item for item in items if "load" not in item.keywords]
+    deselect_marked(config, items, "load")

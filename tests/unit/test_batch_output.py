@@ -1,25 +1,9 @@
-"""engine/batch_output.py: when a batch needs its live-output stream, and what of a
-command's output the results must still supply."""
+"""engine/batch_output.py: what of a command's output the results must still supply
+after the live-output stream."""
 
 from __future__ import annotations
 
-from golem_deploy.engine.batch_output import stream_delay, unseen_output
-
-RUN = {"run": {"entry_point": "/bin/date", "args": []}}
-DEPLOY = {"deploy": {}}
-
-
-def test_every_batch_waits_before_streaming() -> None:
-    assert stream_delay([RUN, RUN], 1.0) == 1.0
-    # a deploy of a cached image is done in milliseconds; a download reports its progress
-    # once a second, so a stream opened after a second still shows it
-    assert stream_delay([DEPLOY, {"start": {}}], 1.0) == 1.0
-    assert stream_delay([RUN, {"transfer": {"from": "a", "to": "b"}}], 1.0) == 1.0
-
-
-def test_stream_after_zero_streams_every_batch_at_once() -> None:
-    assert stream_delay([RUN], 0.0) == 0.0
-    assert stream_delay([], 1.0) == 0.0
+from golem_deploy.engine.batch_output import unseen_output
 
 
 def test_the_rest_after_what_the_stream_saw() -> None:

@@ -230,6 +230,19 @@ async def test_a_short_batch_of_runs_opens_no_stream_and_tells_everything_from_i
     ]
 
 
+async def test_a_quick_deploy_and_start_opens_no_stream_either() -> None:
+    # a deploy of a cached image is done in milliseconds, and a download reports its
+    # progress once a second: a stream opened after `stream_after` still shows it
+    ctx = WorkContext(activity_id="a1", agreement_id="g", provider_id="p", provider_name="n")
+    s = ctx.new_script()
+    s.deploy()
+    s.start()
+    client = Client([ExeResult(0, "Ok", False), ExeResult(1, "Ok", True)])
+    slow = Timings(retry_pause=0.0, output_grace=0.0, exec_poll=0.0, stream_after=3600)
+    await executor(client, [], slow).execute("a1", s)
+    assert client.calls == ["exec", "results"]
+
+
 async def test_a_batch_still_running_after_stream_after_streams_its_output() -> None:
     events: list[ev.EngineEvent] = []
     first = [RuntimeEvent("b1", 0, "started"), RuntimeEvent("b1", 0, "stdout", text="one\n")]
