@@ -1,4 +1,4 @@
-"""An aiohttp client for the requestor side of yagna's REST API.
+"""A client for the requestor side of yagna's REST API.
 
 Exactly what real yagna speaks (see shared/docs/yagna-rest.md): bare JSON-string bodies
 where yagna wants them (activity create), JSON-string answers for ids, 200/201/204 as yagna
@@ -12,6 +12,11 @@ YagnaStatusError(status, message, "METHOD /path") -- or its subclass ActivityGon
 miss required fields, or exceed MAX_BODY bytes raise YagnaBadAnswer -- never a hang, never a
 KeyError. The app key only ever goes into the Authorization header; it is not part of any
 repr, log line or error.
+
+Transport: the JSON requests to an `http://` yagna (the local network's, a user's own on
+loopback) go over keepalive.py, a lean HTTP/1.1 client: a third of the supervisor's CPU at
+100 instances less than through aiohttp (bench/RESULTS.md). aiohttp carries the rest: an
+`https://` yagna, the live-output streams (SSE) and the websockets of the Net and GSB APIs.
 
 Size: about 400 lines: one short method per REST call the engine makes.
 """
@@ -42,6 +47,7 @@ from golem_deploy.yagna.config import (
     per_api_urls_from_env,
 )
 from golem_deploy.yagna.errors import YagnaBadAnswer, YagnaUnreachable
+from golem_deploy.yagna.keepalive import AnswerTooLarge, KeepAlivePool
 from golem_deploy.yagna.models import (
     ActivityState,
     ActivityUsage,
@@ -120,6 +126,7 @@ class YagnaClient:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self._session: aiohttp.ClientSession | None = None
+        self._lean: KeepAlivePool | None = None
 
     def __repr__(self) -> str:
         return f"YagnaClient({self.config.api_url!r})"
@@ -133,12 +140,22 @@ class YagnaClient:
             headers={"Authorization": f"Bearer {self.config.app_key}"},
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=SOCK_CONNECT_S),
         )
+        if not self.config.uses_tls:  # the usual case: plain JSON over keepalive.py
+            self._lean = KeepAlivePool(
+                {"Authorization": f"Bearer {self.config.app_key}"},
+                keepalive=KEEPALIVE_S,
+                connect_timeout=SOCK_CONNECT_S,
+                limit=MAX_BODY,
+            )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
+        if self._lean is not None:
+            self._lean.close()
+            self._lean = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -182,14 +199,21 @@ class YagnaClient:
             status: int | None = None  # None: no HTTP answer at all
             raw, err = b"", ""
             try:
-                async with self.session.request(
-                    method, url, params=q, data=data, headers=headers, timeout=_timeout(timeout)
-                ) as resp:
-                    raw = await read_limited(resp, what)
-                    status = resp.status
+                if self._lean is not None:
+                    status, raw = await self._lean.request(
+                        method, url, params=q, body=data, timeout=timeout
+                    )
+                else:
+                    async with self.session.request(
+                        method, url, params=q, data=data, headers=headers, timeout=_timeout(timeout)
+                    ) as resp:
+                        raw = await read_limited(resp, what)
+                        status = resp.status
             except TimeoutError:
                 err = f"no answer within {timeout:g} s"
-            except aiohttp.ClientError as e:
+            except AnswerTooLarge as e:
+                raise YagnaBadAnswer(str(e), what) from None
+            except (aiohttp.ClientError, OSError) as e:
                 err = f"connection failed ({type(e).__name__}: {e})"
             if status in ok:
                 return status, decode(raw, what) if raw.strip() else None
