@@ -186,16 +186,25 @@ class _Connection(asyncio.Protocol):
 
 class KeepAlivePool:
     """Keep-alive connections to the servers of plain-`http://` URLs; one request each at a
-    time, as many connections as requests in flight."""
+    time, as many connections as requests in flight, at most `max_connections` (aiohttp's
+    default, 100: at 500 instances, with a log file open for each, a 1024-file limit holds)."""
 
     def __init__(
-        self, headers: Mapping[str, str], *, keepalive: float, connect_timeout: float, limit: int
+        self,
+        headers: Mapping[str, str],
+        *,
+        keepalive: float,
+        connect_timeout: float,
+        limit: int,
+        max_connections: int = 100,
     ) -> None:
         self._headers = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         self._keepalive = keepalive
         self._connect_timeout = connect_timeout
         self._limit = limit
+        self._slots = asyncio.Semaphore(max_connections)  # requests in flight
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
+        self._closed = False
 
     def _target(self, url: str) -> tuple[tuple[str, int], str, str]:
         """(host, port), the Host header and the escaped path of `url`."""
@@ -249,15 +258,16 @@ class KeepAlivePool:
         timer = loop.call_later(timeout, _expire, waiter, timeout)
         conn: _Connection | None = None
         try:
-            conn = await self._connection(server)
-            answer = await conn.exchange(request, waiter)
+            async with self._slots:
+                conn = await self._connection(server)
+                answer = await conn.exchange(request, waiter)
         except BaseException:
             if conn is not None:
                 conn.abort()  # its answer may still come: never reuse it
             raise
         finally:
             timer.cancel()
-        if answer.close or conn.closed:
+        if answer.close or conn.closed or self._closed:
             conn.abort()
         else:
             conn.idle_since = time.monotonic()
@@ -265,6 +275,8 @@ class KeepAlivePool:
         return answer.status, answer.body or b""
 
     def close(self) -> None:
+        """Close the idle connections; one in use is closed when its request ends."""
+        self._closed = True
         for idle in self._idle.values():
             for conn in idle:
                 conn.abort()

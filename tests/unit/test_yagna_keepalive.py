@@ -77,9 +77,13 @@ async def serving(script: Script) -> AsyncIterator[Server]:
         listener.close()
 
 
-def pool(keepalive: float = 30.0) -> KeepAlivePool:
+def pool(keepalive: float = 30.0, max_connections: int = 100) -> KeepAlivePool:
     return KeepAlivePool(
-        {"Authorization": "Bearer k"}, keepalive=keepalive, connect_timeout=5.0, limit=1000
+        {"Authorization": "Bearer k"},
+        keepalive=keepalive,
+        connect_timeout=5.0,
+        limit=1000,
+        max_connections=max_connections,
     )
 
 
@@ -98,6 +102,18 @@ async def test_a_connection_is_reused_for_the_next_request() -> None:
     assert post.startswith(b"POST /activity-api/v1/activity/a1/exec HTTP/1.1\r\n")
     assert b"Authorization: Bearer k\r\n" in post and post.endswith(b"\r\n\r\n{}")
     assert get.startswith(b"GET /activity-api/v1/activity/a1/exec?timeout=5.0 HTTP/1.1\r\n")
+
+
+async def test_requests_beyond_max_connections_wait_for_a_free_one() -> None:
+    async with serving(lambda r: (answer(b"1"), False)) as server:
+        p = pool(max_connections=2)
+        url = f"http://127.0.0.1:{server.port}/x"
+        answers = await asyncio.gather(
+            *(p.request("GET", url, params=None, body=None, timeout=5) for _ in range(6))
+        )
+        p.close()
+    assert answers == [(200, b"1")] * 6
+    assert server.connections == 2
 
 
 async def test_connection_close_is_honoured() -> None:
