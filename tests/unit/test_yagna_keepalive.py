@@ -116,34 +116,30 @@ async def test_requests_beyond_max_connections_wait_for_a_free_one() -> None:
     assert server.connections == 2
 
 
-async def test_connection_close_is_honoured() -> None:
-    async with serving(lambda r: (answer(b"1", extra="Connection: close\r\n"), True)) as server:
-        p = pool()
+async def two_gets(script: Script, p: KeepAlivePool) -> tuple[list[tuple[int, bytes]], int]:
+    """Two GETs one after the other: their answers, and how many connections they took."""
+    async with serving(script) as server:
         url = f"http://127.0.0.1:{server.port}/x"
-        for _ in range(2):
-            assert await p.request("GET", url, params=None, body=None, timeout=5) == (200, b"1")
+        answers = [await p.request("GET", url, params=None, body=None, timeout=5) for _ in "ab"]
         p.close()
-    assert server.connections == 2
+    return answers, server.connections
+
+
+async def test_connection_close_is_honoured() -> None:
+    closing = answer(b"1", extra="Connection: close\r\n")
+    assert await two_gets(lambda r: (closing, True), pool()) == ([(200, b"1")] * 2, 2)
 
 
 async def test_a_connection_idle_too_long_is_not_reused() -> None:
-    async with serving(lambda r: (answer(b"1"), False)) as server:
-        p = pool(keepalive=0.0)
-        url = f"http://127.0.0.1:{server.port}/x"
-        for _ in range(2):
-            await p.request("GET", url, params=None, body=None, timeout=5)
-        p.close()
-    assert server.connections == 2
+    assert await two_gets(lambda r: (answer(b"1"), False), pool(keepalive=0.0)) == (
+        [(200, b"1")] * 2,
+        2,
+    )
 
 
 async def test_a_connection_that_sent_more_than_the_answer_is_not_reused() -> None:
-    async with serving(lambda r: (answer(b"1") + b"HTTP/1.1 200 OK\r\n", False)) as server:
-        p = pool()
-        url = f"http://127.0.0.1:{server.port}/x"
-        for _ in range(2):
-            assert await p.request("GET", url, params=None, body=None, timeout=5) == (200, b"1")
-        p.close()
-    assert server.connections == 2
+    extra = answer(b"1") + b"HTTP/1.1 200 OK\r\n"
+    assert await two_gets(lambda r: (extra, False), pool()) == ([(200, b"1")] * 2, 2)
 
 
 async def test_an_answer_without_a_length_ends_with_the_connection() -> None:
@@ -160,13 +156,7 @@ async def test_a_chunked_answer_is_read_whole() -> None:
     chunked = (
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n[1,\r\n2\r\n2]\r\n0\r\n\r\n"
     )
-    async with serving(lambda r: (chunked, False)) as server:
-        p = pool()
-        url = f"http://127.0.0.1:{server.port}/x"
-        assert await p.request("GET", url, params=None, body=None, timeout=5) == (200, b"[1,2]")
-        assert await p.request("GET", url, params=None, body=None, timeout=5) == (200, b"[1,2]")
-        p.close()
-    assert server.connections == 1
+    assert await two_gets(lambda r: (chunked, False), pool()) == ([(200, b"[1,2]")] * 2, 1)
 
 
 async def test_an_error_status_comes_back_with_its_body() -> None:
