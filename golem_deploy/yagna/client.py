@@ -135,14 +135,15 @@ class YagnaClient:
         # An https yagna gets a context of our own, with the CA store loaded: the supervisor
         # imports aiohttp without it (supervisor/tls_deferred.py).
         tls = ssl.create_default_context() if self.config.uses_tls else True
+        auth = {"Authorization": f"Bearer {self.config.app_key}"}
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=tls, keepalive_timeout=KEEPALIVE_S),
-            headers={"Authorization": f"Bearer {self.config.app_key}"},
+            headers=auth,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=SOCK_CONNECT_S),
         )
         if not self.config.uses_tls:  # the usual case: plain JSON over keepalive.py
             self._lean = KeepAlivePool(
-                {"Authorization": f"Bearer {self.config.app_key}"},
+                auth,
                 keepalive=KEEPALIVE_S,
                 connect_timeout=SOCK_CONNECT_S,
                 limit=MAX_BODY,
@@ -192,7 +193,6 @@ class YagnaClient:
         url = self.config.url(path)
         q = {k: str(v) for k, v in (params or {}).items() if v is not None}
         data = json.dumps(body).encode() if (body is not None or send_body) else None
-        headers = {"Content-Type": "application/json"} if data is not None else {}
         attempt = 0
         while True:
             attempt += 1
@@ -203,7 +203,8 @@ class YagnaClient:
                     status, raw = await self._lean.request(
                         method, url, params=q, body=data, timeout=timeout
                     )
-                else:
+                else:  # an https yagna; keepalive.py sets Content-Type itself
+                    headers = {"Content-Type": "application/json"} if data is not None else {}
                     async with self.session.request(
                         method, url, params=q, data=data, headers=headers, timeout=_timeout(timeout)
                     ) as resp:

@@ -150,6 +150,8 @@ class _Connection(asyncio.Protocol):
             answer.body, used = bytes(self._buf[: answer.length]), answer.length
         else:  # no length: the body ends with the connection (HTTP/1.0 style)
             answer.close = True
+            if len(self._buf) > self._limit:
+                raise AnswerTooLarge(f"answer larger than {self._limit} bytes")
             if not self.closed:
                 return
             answer.body, used = bytes(self._buf), len(self._buf)
@@ -165,7 +167,7 @@ class _Connection(asyncio.Protocol):
             try:  # a body delimited by the connection's end is complete now
                 self._parse()
                 return
-            except ConnectionLost as err:
+            except (ConnectionLost, AnswerTooLarge) as err:
                 exc = err
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():

@@ -213,6 +213,17 @@ async def test_an_answer_over_the_limit_is_refused() -> None:
         p.close()
 
 
+async def test_an_answer_without_a_length_is_bounded_too() -> None:
+    unbounded = b"HTTP/1.0 200 OK\r\n\r\n" + b"x" * 2000
+    async with serving(lambda r: (unbounded, False)) as server:
+        p = pool()  # limit 1000
+        with pytest.raises(AnswerTooLarge):
+            await p.request(
+                "GET", f"http://127.0.0.1:{server.port}/x", params=None, body=None, timeout=5
+            )
+        p.close()
+
+
 async def test_nothing_listening_is_a_connection_error() -> None:
     listener = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
