@@ -83,6 +83,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: How long a lane waits for yagna to take its subscription back (loopback answers in ms).
+UNSUBSCRIBE_TIMEOUT = 5.0
+
 
 def lanes_wanted(waiting: int, providers: int, max_lanes: int) -> int:
     """How many subscriptions `waiting` instances need when `providers` providers answer
@@ -219,8 +222,7 @@ class MarketSession:
                     await self._poll_until_gone(lane)
                 except YagnaError as e:  # yagna hiccup: keep negotiating, don't crash
                     log.warning("%s: market: %s", self.service, e)
-                    with anyio.move_on_after(5):
-                        await self._unsubscribe(lane)
+                    await self._unsubscribe(lane)
                     await anyio.sleep(2.0)
                 if lane.index > 0 and lane.index >= self._lanes_needed():
                     return
@@ -229,8 +231,7 @@ class MarketSession:
                 # offers would under-count them and open lanes nobody needs).
                 self._grow()
         finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                await self._unsubscribe(lane)
+            await self._unsubscribe(lane)  # shielded: it runs also when we are cancelled
             if self._lanes.get(lane.index) is lane:
                 del self._lanes[lane.index]
 
@@ -252,16 +253,24 @@ class MarketSession:
         self.emit(ev.DemandSubscribed(service=self.service, subscription_id=lane.subscription))
 
     async def _unsubscribe(self, lane: _Lane) -> None:
+        """Give the lane's subscription back to yagna. Shielded and bounded: the lane
+        forgets its subscription at once, so a DELETE cut short by a cancellation (the
+        cluster stopping while a lane closes itself) would leave it in yagna, negotiating
+        for nobody until the demand expires, with no one left who knows of it."""
         sub, lane.subscription = lane.subscription, None
         # its Drafts die with the subscription
         for key in [key for key in self._pool if key[0] == lane.index]:
             del self._pool[key]
         if sub is None:
             return
-        try:
-            await self.client.unsubscribe_demand(sub)
-        except YagnaError as e:
-            log.debug("unsubscribe %s: %s", sub, e)
+        with anyio.CancelScope(shield=True) as scope:
+            scope.deadline = anyio.current_time() + UNSUBSCRIBE_TIMEOUT
+            try:
+                await self.client.unsubscribe_demand(sub)
+            except YagnaError as e:
+                log.warning("%s: unsubscribe %s: %s", self.service, sub, e)
+        if scope.cancelled_caught:
+            log.warning("%s: unsubscribe %s: yagna did not answer", self.service, sub)
         self.emit(ev.DemandUnsubscribed(service=self.service, subscription_id=sub))
 
     def _lane_spent(self, lane: _Lane) -> bool:
@@ -303,7 +312,6 @@ class MarketSession:
                     events = await self.client.demand_events(sub, timeout=2.0, max_events=50)
             except YagnaStatusError as e:
                 if e.status in (404, 410):  # subscription expired: publish again
-                    lane.subscription = None
                     await self._unsubscribe(lane)
                     return
                 raise

@@ -253,7 +253,9 @@ class YagnaClient:
         return expect_string(await self._post(path, body, retry=False), f"POST {path}")
 
     async def unsubscribe_demand(self, subscription_id: str) -> None:
-        await self.request("DELETE", f"{MARKET}/demands/{subscription_id}", ok=(200, 204, 410))
+        """Unsubscribe; one that already expired or is gone (404, 410) is no error."""
+        path = f"{MARKET}/demands/{subscription_id}"
+        await self.request("DELETE", path, ok=(200, 204, 404, 410))
 
     async def demand_events(
         self, subscription_id: str, *, timeout: float = 5.0, max_events: int = 20

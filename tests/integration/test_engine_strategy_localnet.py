@@ -21,6 +21,8 @@ from golem_deploy.engine.strategy import (
     ProviderFilter,
 )
 from golem_deploy.localnet import LocalNetInfo
+from golem_deploy.yagna.client import YagnaClient, YagnaConfig
+from golem_deploy.yagna.config import MARKET
 
 pytestmark = pytest.mark.anyio
 
@@ -94,6 +96,11 @@ async def test_many_instances_on_few_providers_negotiate_on_several_subscription
             live -= 1
     assert most > 1, "negotiated on one subscription only"
     assert live == 0, "a subscription was left behind"
+    # and yagna agrees: this network's requestor holds no demand any more
+    config = YagnaConfig(api_url=info.api_url, app_key=info.app_key)
+    async with YagnaClient(config) as client:
+        _, demands = await client.request("GET", f"{MARKET}/demands")
+    assert demands == [], "yagna still holds a demand subscription"
 
 
 async def test_paced_starts_one_at_a_time_still_bring_every_instance_up(

@@ -228,3 +228,53 @@ class _PreferDear(LeastExpensiveLinearPayuMS):
         coeffs = offer.props["golem.com.pricing.model.linear.coeffs"]
         assert isinstance(coeffs, list)
         return 1.0 + float(coeffs[-1])
+
+
+class _SlowUnsubscribeClient:
+    """A client whose DELETE /demands/{id} answers only when released."""
+
+    def __init__(self) -> None:
+        self.started = anyio.Event()
+        self.release = anyio.Event()
+        self.unsubscribed: list[str] = []
+
+    async def unsubscribe_demand(self, sub: str) -> None:
+        self.started.set()
+        await self.release.wait()
+        self.unsubscribed.append(sub)
+
+
+async def test_a_lane_cancelled_while_unsubscribing_still_gives_its_subscription_back() -> None:
+    """The cluster stopping at the moment a lane closes itself must not cut the DELETE
+    short: the lane has already forgotten its subscription, so nobody would retry it."""
+    payload = await vm.repo(image_hash="a" * 56)
+    expiration = datetime.now(UTC) + timedelta(hours=1)
+    client = _SlowUnsubscribeClient()
+    emitted: list[Any] = []
+    session = MarketSession(
+        client=client,  # type: ignore[arg-type]
+        service="svc",
+        demand=build_demand(payload, subnet="s", expiration=expiration, decoration=DECORATION),
+        caps=PriceCaps(),
+        platform=PLATFORM,
+        expiration=expiration,
+        emit=emitted.append,
+        avoided=lambda provider: False,
+    )
+    lane = _Lane(1, subscription="sub-1")
+
+    async def closing_lane(scope: anyio.CancelScope) -> None:
+        with scope:
+            await session._unsubscribe(lane)
+
+    scope = anyio.CancelScope()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(closing_lane, scope)
+        await client.started.wait()
+        scope.cancel()
+        await anyio.wait_all_tasks_blocked()
+        client.release.set()
+    assert client.unsubscribed == ["sub-1"]
+    assert [(type(e).__name__, e.subscription_id) for e in emitted] == [
+        ("DemandUnsubscribed", "sub-1")
+    ]
