@@ -48,7 +48,7 @@ import anyio.abc
 from golem_deploy.localnet.limits import CgroupLimits, Limits
 from golem_deploy.localnet.rootfs import HOST_ROOT, RootFs, host_root_entries
 from golem_deploy.localnet.sandbox_commands import (
-    INIT_SCRIPT,
+    INIT_COMMAND,
     CommandTimeout,
     SandboxCommands,
     drain_and_close,
@@ -315,7 +315,7 @@ class Sandbox(SandboxCommands):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             process = await anyio.open_process(
-                [*unshare, "--", sys.executable, "-I", "-S", str(INIT_SCRIPT), json.dumps(spec)],
+                [*unshare, "--", *INIT_COMMAND, json.dumps(spec)],
                 stdin=theirs.fileno(),  # the command channel (sandbox_control)
                 stdout=PIPE,
                 stderr=PIPE,
