@@ -6,7 +6,8 @@ under umask 077 and chmod'ed 0600 before anyone can use it, inside a 0700 folder
   GET  /snapshot              the deployment as plain data (status shape + extras)
   GET  /status                exactly `status --json` (answered here so the CLI need not
                               import anything to print it: cli/entry.py)
-  GET  /events                newline-delimited JSON records as they happen (journal + output),
+  GET  /events[?kinds=A,B]    newline-delimited JSON records as they happen (journal + output;
+                              with kinds, only those whose kind starts with one of them),
                               {"kind": "Heartbeat"} every second when nothing happens
   POST /down {"timeout": s}   ask for a graceful down; answers at once (202)
   GET  /logs?selector=&tail=  merged `service.index | text` lines
@@ -65,10 +66,15 @@ async def get_status(request: web.Request) -> web.Response:
 
 async def get_events(request: web.Request) -> web.StreamResponse:
     supervisor = _supervisor(request)
+    kinds = None
+    if "kinds" in request.query:
+        kinds = tuple(k for k in request.query["kinds"].split(",") if k.strip())
+        if not kinds:
+            return _error(400, "kinds must name record kinds, e.g. kinds=Deployment,Instance")
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     send, receive = anyio.create_memory_object_stream[dict[str, Any]](1000)
     # Subscribed before the headers go out: a client that got them misses no event.
-    supervisor.records.subscribe(send)
+    supervisor.records.subscribe(send, kinds)
     await response.prepare(request)
     with receive:
         try:

@@ -76,10 +76,12 @@ class EventStream:
     seconds (a stuck supervisor; the caller decides what to do).
     """
 
-    def __init__(self, sock_path: Path, *, idle: float = 10.0) -> None:
+    def __init__(self, sock_path: Path, *, idle: float = 10.0, kinds: tuple[str, ...] = ()) -> None:
+        """`kinds`: only records whose kind starts with one of these (and heartbeats)."""
         self._connection = _UnixConnection(sock_path, 5.0)
+        path = "/events" + (f"?kinds={','.join(kinds)}" if kinds else "")
         try:
-            self._connection.request("GET", "/events")
+            self._connection.request("GET", path)
             self._response = self._connection.getresponse()
         except (OSError, http.client.HTTPException) as error:
             self._connection.close()

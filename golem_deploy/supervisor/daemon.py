@@ -156,9 +156,9 @@ class Supervisor:
             return
         if journal_worthy(event):
             self.publish(self.journal.append_event(event))
-        elif self.records.readers:
-            # built only when `/events` has readers: at 100 instances, 20 batches a second
-            # each start and finish a command
+        elif self.records.wants(type(event).__name__):
+            # built only when an `/events` reader takes it: at 100 instances, 20 batches a
+            # second each start and finish a command
             self.publish({"kind": type(event).__name__, **to_plain(event, self.redactor)})
         if self.reconciler is not None:
             self.reconciler.on_event(event)
@@ -181,7 +181,7 @@ class Supervisor:
         lines = [line for line in text.splitlines() if line.strip()]
         if lines:
             self.last_output[(service, index)] = self.redactor.text(lines[-1])
-        if not self.records.readers:
+        if not self.records.wants("CommandOutput"):
             return
         self.publish(
             {
