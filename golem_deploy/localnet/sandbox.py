@@ -40,11 +40,11 @@ import socket
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from subprocess import PIPE
 
 import anyio
 import anyio.abc
 
+from golem_deploy.localnet import spawn
 from golem_deploy.localnet.limits import CgroupLimits, Limits
 from golem_deploy.localnet.rootfs import HOST_ROOT, RootFs, host_root_entries
 from golem_deploy.localnet.sandbox_commands import (
@@ -314,11 +314,9 @@ class Sandbox(SandboxCommands):
         spec = self._init_spec()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            process = await anyio.open_process(
+            process = await spawn.open_process(  # no fork() of this big process: spawn.py
                 [*unshare, "--", *INIT_COMMAND, json.dumps(spec)],
                 stdin=theirs.fileno(),  # the command channel (sandbox_control)
-                stdout=PIPE,
-                stderr=PIPE,
             )
         except BaseException:
             ours.close()
