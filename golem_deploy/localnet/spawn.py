@@ -5,9 +5,9 @@ Why: the local network's host runs on uvloop (golem_deploy/event_loop.py), and u
 event loop stands still meanwhile -- 4-10 ms per sandbox, about 10 % of the host's samples
 while `up` of 100 instances started 100 sandboxes at once (py-spy). CPython's own
 ``subprocess.Popen`` uses vfork() (the child borrows the parent's memory until it execs):
-~0.5 ms. So the init is started with Popen, and the loop learns that it ended through a
-pidfd (Linux 5.3+), which turns readable then. Where a pidfd cannot be had, anyio's
-``open_process`` is used as before.
+~0.5 ms, in a worker thread. So the init is started with Popen, and the loop learns that
+it ended through a pidfd (Linux 5.3+), which turns readable then. Where a pidfd cannot be
+had, anyio's ``open_process`` is used as before.
 """
 
 from __future__ import annotations
@@ -34,7 +34,16 @@ async def open_process(argv: Sequence[str], *, stdin: int) -> anyio.abc.Process:
         return await anyio.open_process(
             argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-    popen = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    # In a worker thread: Popen returns only once the child has exec'd (its error pipe
+    # closed), ~5 ms on a busy machine that the host's loop would stand still for. Shielded:
+    # a child started for a caller cancelled meanwhile is returned, and the caller's next
+    # await, with the process in its hands, ends it (the sandbox kills its init).
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    with anyio.CancelScope(shield=True):
+        popen = await anyio.to_thread.run_sync(start)
     try:
         pidfd = os.pidfd_open(popen.pid)
     except BaseException:  # out of descriptors, say: leave nothing behind
