@@ -112,17 +112,20 @@ class ProviderAgent:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Publish the offer (then report started) and serve until cancelled or dead."""
-        await self._subscribe()
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            tg.start_soon(self._negotiation_loop)
-            tg.start_soon(self._agreement_events_loop)
-            tg.start_soon(self._activities.follow_events, self.agreements)
-            if self.config.faults.die_after is not None:
-                tg.start_soon(self._die_later, self.config.faults.die_after)
-            if self.config.faults.die_when is not None:
-                tg.start_soon(self._die_when, self.config.faults.die_when)
-            task_status.started()
+        try:
+            await self._subscribe()
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._negotiation_loop)
+                tg.start_soon(self._agreement_events_loop)
+                tg.start_soon(self._activities.follow_events, self.agreements)
+                if self.config.faults.die_after is not None:
+                    tg.start_soon(self._die_later, self.config.faults.die_after)
+                if self.config.faults.die_when is not None:
+                    tg.start_soon(self._die_when, self.config.faults.die_when)
+                task_status.started()
+        finally:
+            self._api.close()
 
     async def shutdown(self, timeout: float = 8.0) -> None:
         """Stop providing: end every activity cleanly, then withdraw the offer."""
