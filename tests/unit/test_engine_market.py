@@ -189,23 +189,28 @@ class _SlowCounterClient:
         return f"counter-of-{proposal_id}"
 
 
-async def test_a_draft_is_not_signed_ahead_of_a_better_ranked_one_being_countered() -> None:
-    """The strategy decides, not the order of events: the cheap provider's Draft lands while
-    the dearer-but-preferred provider's counter-proposal is still on its way to yagna, so
-    the pick waits for the preferred one's Draft instead of signing the first in hand."""
+async def _session(client: object, emit: Any = lambda event: None) -> MarketSession:
+    """A market session of one service on `client` (a stand-in with the calls a test needs)."""
     payload = await vm.repo(image_hash="a" * 56)
     expiration = datetime.now(UTC) + timedelta(hours=1)
-    client = _SlowCounterClient()
-    session = MarketSession(
+    return MarketSession(
         client=client,  # type: ignore[arg-type]
         service="svc",
         demand=build_demand(payload, subnet="s", expiration=expiration, decoration=DECORATION),
         caps=PriceCaps(),
         platform=PLATFORM,
         expiration=expiration,
-        emit=lambda event: None,
+        emit=emit,
         avoided=lambda provider: False,
     )
+
+
+async def test_a_draft_is_not_signed_ahead_of_a_better_ranked_one_being_countered() -> None:
+    """The strategy decides, not the order of events: the cheap provider's Draft lands while
+    the dearer-but-preferred provider's counter-proposal is still on its way to yagna, so
+    the pick waits for the preferred one's Draft instead of signing the first in hand."""
+    client = _SlowCounterClient()
+    session = await _session(client)
     lane = session._lanes[0] = _Lane(0, subscription="sub")
     cheap, dear = offer([0.0001, 0.00002, 0.0]), offer([0.0001, 0.00002, 0.5])
     # the cheap one was countered a moment ago; its Draft arrives with the dear one's Initial
@@ -247,20 +252,9 @@ class _SlowUnsubscribeClient:
 async def test_a_lane_cancelled_while_unsubscribing_still_gives_its_subscription_back() -> None:
     """The cluster stopping at the moment a lane closes itself must not cut the DELETE
     short: the lane has already forgotten its subscription, so nobody would retry it."""
-    payload = await vm.repo(image_hash="a" * 56)
-    expiration = datetime.now(UTC) + timedelta(hours=1)
     client = _SlowUnsubscribeClient()
     emitted: list[Any] = []
-    session = MarketSession(
-        client=client,  # type: ignore[arg-type]
-        service="svc",
-        demand=build_demand(payload, subnet="s", expiration=expiration, decoration=DECORATION),
-        caps=PriceCaps(),
-        platform=PLATFORM,
-        expiration=expiration,
-        emit=emitted.append,
-        avoided=lambda provider: False,
-    )
+    session = await _session(client, emitted.append)
     lane = _Lane(1, subscription="sub-1")
 
     async def closing_lane(scope: anyio.CancelScope) -> None:
