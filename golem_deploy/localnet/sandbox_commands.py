@@ -17,11 +17,12 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from subprocess import DEVNULL, PIPE
+from subprocess import DEVNULL
 
 import anyio
 import anyio.abc
 
+from golem_deploy.localnet import spawn
 from golem_deploy.localnet.limits import CgroupLimits
 from golem_deploy.localnet.rootfs import RootFs
 from golem_deploy.localnet.sandbox_control import InitControl
@@ -144,11 +145,9 @@ class SandboxCommands:
             command += ["--cgroup", str(cgroup)]
         command += ["--", *argv]
         try:
-            process = await anyio.open_process(
+            process = await spawn.open_process(  # no fork() of the host: spawn.py
                 command,
                 stdin=DEVNULL,
-                stdout=PIPE,
-                stderr=PIPE,
                 cwd=self.root / "work",
                 env=self.command_env(env),
                 start_new_session=True,  # its own process group: killable as a whole

@@ -1,4 +1,5 @@
-"""Starting a sandbox's init from the big, busy host process without fork()ing it.
+"""Starting a child (a sandbox's init, an unsealed activity's command) from the big, busy
+host process without fork()ing it.
 
 Why: the local network's host runs on uvloop (golem_deploy/event_loop.py), and uvloop's
 ``subprocess_exec`` is a fork(): the kernel copies the page tables of the whole host, and its
@@ -16,7 +17,8 @@ import contextlib
 import functools
 import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from signal import SIGKILL, SIGTERM, Signals
 
 import anyio
@@ -27,12 +29,26 @@ from golem_deploy.localnet.sandbox_control import PipeStream
 __all__ = ["open_process"]
 
 
-async def open_process(argv: Sequence[str], *, stdin: int) -> anyio.abc.Process:
-    """Start `argv` with `stdin` as its standard input and pipes for its stdout and stderr
-    (anyio.open_process's contract for that case)."""
+async def open_process(
+    argv: Sequence[str],
+    *,
+    stdin: int,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    start_new_session: bool = False,
+) -> anyio.abc.Process:
+    """Start `argv` with `stdin` (a descriptor, or subprocess.DEVNULL) as its standard input
+    and pipes for its stdout and stderr: anyio.open_process's contract for that case, with
+    the same `cwd`, `env` and `start_new_session`."""
     if not _pidfds_work():
         return await anyio.open_process(
-            argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            argv,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=env,
+            start_new_session=start_new_session,
         )
 
     # In a worker thread: Popen returns only once the child has exec'd (its error pipe
@@ -40,7 +56,15 @@ async def open_process(argv: Sequence[str], *, stdin: int) -> anyio.abc.Process:
     # a child started for a caller cancelled meanwhile is returned, and the caller's next
     # await, with the process in its hands, ends it (the sandbox kills its init).
     def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return subprocess.Popen(
+            argv,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=env,
+            start_new_session=start_new_session,
+        )
 
     with anyio.CancelScope(shield=True):
         popen = await anyio.to_thread.run_sync(start)

@@ -4,8 +4,11 @@ network's host runs on uvloop, whose own spawn forks the whole host)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
+import subprocess
+from pathlib import Path
 
 import anyio
 import pytest
@@ -66,4 +69,24 @@ async def test_a_killed_child_is_seen_ending_by_its_signal() -> None:
     with anyio.fail_after(10):
         assert await process.wait() == -signal.SIGKILL
     process.kill()  # after it was reaped: no signal to a pid someone else may have now
+    await process.aclose()
+
+
+async def test_cwd_env_and_a_session_of_its_own_are_the_childs(tmp_path: Path) -> None:
+    """An unsealed activity's command runs in its work dir, with the ExeUnit's environment,
+    in a process group of its own (so a kill reaches everything it started)."""
+    process = await spawn.open_process(
+        ["/bin/sh", "-c", 'echo "$(pwd) $GREETING"; exec cat'],
+        stdin=subprocess.DEVNULL,
+        cwd=tmp_path,
+        env={"GREETING": "hello", "PATH": "/bin:/usr/bin"},
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    with anyio.fail_after(10):
+        line = await process.stdout.receive()
+    assert line == f"{tmp_path} hello\n".encode()
+    assert os.getsid(process.pid) == process.pid
+    with anyio.fail_after(10):
+        assert await process.wait() == 0  # cat met the end of /dev/null
     await process.aclose()
